@@ -1,0 +1,53 @@
+// swift-tools-version: 6.1
+import PackageDescription
+
+// Dependencies point one way:
+// CheckpointIO <- TensorKernels <- {MergeEngine, TaskSwitches} <- Evaluation <- tswitch
+let package = Package(
+    name: "TaskSwitch",
+    platforms: [.macOS(.v15)],
+    products: [
+        .executable(name: "tswitch", targets: ["tswitch"]),
+        .library(name: "CheckpointIO", targets: ["CheckpointIO"]),
+        .library(name: "TensorKernels", targets: ["TensorKernels"]),
+        .library(name: "MergeEngine", targets: ["MergeEngine"]),
+        .library(name: "TaskSwitches", targets: ["TaskSwitches"]),
+        .library(name: "Evaluation", targets: ["Evaluation"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        .package(url: "https://github.com/jpsim/Yams", from: "6.0.0"),
+    ],
+    targets: [
+        // C libraries from Debian.
+        .systemLibrary(name: "COpenBLAS", providers: [.apt(["libopenblas-dev"])]),
+        .systemLibrary(name: "CZstd", providers: [.apt(["libzstd-dev"])]),
+
+        // Safetensors files and Hugging Face model folders: parse, validate, map, convert, write.
+        .target(name: "CheckpointIO"),
+        // SIMD and multi-core loops over tensors: elementwise ops, selection, statistics.
+        .target(name: "TensorKernels", dependencies: ["CheckpointIO"]),
+        // mergekit-compatible configs and merge methods, streamed tensor by tensor.
+        .target(
+            name: "MergeEngine",
+            dependencies: ["CheckpointIO", "TensorKernels", .product(name: "Yams", package: "Yams")]),
+        // T-Switch packs, hot switching of a resident base, Auto-Switch routing.
+        .target(name: "TaskSwitches", dependencies: ["CheckpointIO", "TensorKernels", "CZstd"]),
+        // BERT encoder, WordPiece tokenizer, heads, accuracy.
+        .target(name: "Evaluation", dependencies: ["CheckpointIO", "TensorKernels", "TaskSwitches", "COpenBLAS"]),
+        // The command-line tool: thin commands over the libraries.
+        .executableTarget(
+            name: "tswitch",
+            dependencies: [
+                "CheckpointIO", "TensorKernels", "MergeEngine", "TaskSwitches", "Evaluation",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]),
+
+        .testTarget(name: "CheckpointIOTests", dependencies: ["CheckpointIO"], resources: [.copy("Fixtures")]),
+        .testTarget(name: "TensorKernelsTests", dependencies: ["TensorKernels"]),
+        .testTarget(name: "MergeEngineTests", dependencies: ["MergeEngine"]),
+        .testTarget(name: "TaskSwitchesTests", dependencies: ["TaskSwitches"]),
+        .testTarget(name: "EvaluationTests", dependencies: ["Evaluation"]),
+    ],
+    swiftLanguageModes: [.v6]
+)

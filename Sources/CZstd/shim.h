@@ -1,0 +1,2 @@
+// zstd, from Debian's libzstd-dev.
+#include <zstd.h>

@@ -1,0 +1,70 @@
+import Foundation
+
+#if canImport(Glibc)
+@preconcurrency import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// A file being written under a temporary name; `commit()` fsyncs it and renames it into place, and an
+/// uncommitted file is removed on deinit, so a crash or error never leaves a partial file at the target.
+package final class FileOutput {
+    package let target: String
+    package let temporary: String
+    private var fd: Int32
+    private var committed = false
+    package private(set) var written = 0
+
+    package init(target: String) throws(CheckpointError) {
+        self.target = target
+        let url = URL(fileURLWithPath: target)
+        temporary = url.deletingLastPathComponent()
+            .appendingPathComponent(".\(url.lastPathComponent).tmp-\(getpid())-\(UInt32.random(in: 0...UInt32.max))").path
+        fd = open(temporary, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o644)
+        guard fd >= 0 else {
+            throw CheckpointError(.io, "\(target): cannot create \(temporary): \(String(cString: strerror(errno))).")
+        }
+    }
+
+    deinit {
+        if fd >= 0 { close(fd) }
+        if !committed { unlink(temporary) }
+    }
+
+    /// Appends bytes, retrying short writes; a full disk is an error naming the target.
+    package func write(_ bytes: UnsafeRawBufferPointer) throws(CheckpointError) {
+        guard var p = bytes.baseAddress else { return }
+        var left = bytes.count
+        while left > 0 {
+            let n = Glibc.write(fd, p, min(left, 1 << 30))
+            if n < 0 {
+                if errno == EINTR { continue }
+                throw CheckpointError(.io, "\(target): write failed after \(written) bytes: \(String(cString: strerror(errno))).")
+            }
+            p += n
+            left -= n
+            written += n
+        }
+    }
+
+    package func write(_ bytes: [UInt8]) throws(CheckpointError) {
+        var failure: CheckpointError?
+        bytes.withUnsafeBytes { b in
+            do throws(CheckpointError) { try write(b) } catch { failure = error }
+        }
+        if let failure { throw failure }
+    }
+
+    /// Flushes to disk and renames over the target.
+    package func commit() throws(CheckpointError) {
+        guard fsync(fd) == 0 else {
+            throw CheckpointError(.io, "\(target): fsync failed: \(String(cString: strerror(errno))).")
+        }
+        close(fd)
+        fd = -1
+        guard rename(temporary, target) == 0 else {
+            throw CheckpointError(.io, "\(target): cannot rename the finished file into place: \(String(cString: strerror(errno))).")
+        }
+        committed = true
+    }
+}

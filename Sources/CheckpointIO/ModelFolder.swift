@@ -1,0 +1,196 @@
+import Foundation
+
+/// One logical model: a single safetensors file, or a Hugging Face folder with `model.safetensors` or shards
+/// listed by `model.safetensors.index.json`, plus `config.json` and tokenizer files.
+///
+/// Opening validates every shard's header and the index against the shards; no tensor data is read.
+public final class ModelFolder: Sendable {
+    /// The folder (or, for a bare file, the file's folder).
+    public let directory: URL
+    /// The path the user gave.
+    public let path: String
+    public let files: [SafeTensorsFile]
+    /// Tensor names in storage order (shard by shard, then by offset).
+    public let tensorNames: [String]
+    private let location: [String: Int]
+
+    /// Index file names tried, in order, when a folder has no single `model.safetensors`.
+    public static let indexNames = ["model.safetensors.index.json"]
+
+    public init(path: String) throws(CheckpointError) {
+        self.path = path
+        var isDir: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: path, isDirectory: &isDir) else {
+            throw CheckpointError(.notAModel, "\(path): no such file or folder.")
+        }
+        let files: [SafeTensorsFile]
+        var location: [String: Int] = [:]
+        var names: [String] = []
+        if !isDir.boolValue {
+            directory = URL(fileURLWithPath: path).deletingLastPathComponent()
+            files = [try SafeTensorsFile(path: path)]
+        } else {
+            directory = URL(fileURLWithPath: path, isDirectory: true)
+            let single = directory.appendingPathComponent("model.safetensors").path
+            let index = directory.appendingPathComponent("model.safetensors.index.json").path
+            if FileManager.default.fileExists(atPath: index) {
+                files = try Self.openSharded(indexPath: index, directory: directory)
+            } else if FileManager.default.fileExists(atPath: single) {
+                files = [try SafeTensorsFile(path: single)]
+            } else {
+                let found = (try? FileManager.default.contentsOfDirectory(atPath: path))?
+                    .filter { $0.hasSuffix(".safetensors") }.sorted() ?? []
+                if found.count == 1 {
+                    files = [try SafeTensorsFile(path: directory.appendingPathComponent(found[0]).path)]
+                } else {
+                    let seen = found.isEmpty ? "no .safetensors file" : "\(found.count) .safetensors files and no index"
+                    throw CheckpointError(
+                        .notAModel,
+                        "\(path): expected model.safetensors or model.safetensors.index.json in the folder; found \(seen).")
+                }
+            }
+        }
+        for (fi, f) in files.enumerated() {
+            for t in f.tensors {
+                if let other = location[t.name] {
+                    throw CheckpointError(
+                        .tensorInTwoShards,
+                        "\(path): tensor '\(t.name)' is stored in both \(files[other].path) and \(f.path).")
+                }
+                location[t.name] = fi
+                names.append(t.name)
+            }
+        }
+        self.files = files
+        self.location = location
+        self.tensorNames = names
+    }
+
+    /// Opens the shards named by an index and checks the weight map against them.
+    private static func openSharded(indexPath: String, directory: URL) throws(CheckpointError) -> [SafeTensorsFile] {
+        let data: Data
+        do {
+            data = try Data(contentsOf: URL(fileURLWithPath: indexPath))
+        } catch {
+            throw CheckpointError(.io, "\(indexPath): cannot read: \(error.localizedDescription).")
+        }
+        let weightMap = try parseIndex(data, file: indexPath)
+        var shardNames: [String] = []
+        var shardSet = Set<String>()
+        for (_, shard) in weightMap where shardSet.insert(shard).inserted { shardNames.append(shard) }
+        shardNames.sort()
+        var files: [SafeTensorsFile] = []
+        for shard in shardNames {
+            guard !shard.contains("/"), !shard.hasPrefix(".") else {
+                throw CheckpointError(
+                    .invalidIndex, "\(indexPath): shard name '\(shard)' must be a file name in the model's folder.")
+            }
+            let p = directory.appendingPathComponent(shard).path
+            guard FileManager.default.fileExists(atPath: p) else {
+                let user = weightMap.first { $0.shard == shard }?.tensor ?? "?"
+                throw CheckpointError(
+                    .missingShard, "\(indexPath): shard '\(shard)' (holding '\(user)' and others) does not exist in \(directory.path).")
+            }
+            files.append(try SafeTensorsFile(path: p))
+        }
+        let byShard = Dictionary(uniqueKeysWithValues: zip(shardNames, files))
+        var mapped = Set<String>()
+        for (tensor, shard) in weightMap {
+            mapped.insert(tensor)
+            guard let f = byShard[shard], f.info(tensor) != nil else {
+                throw CheckpointError(
+                    .tensorMissingFromShard, "\(indexPath): tensor '\(tensor)' is mapped to '\(shard)', which does not contain it.")
+            }
+        }
+        for f in files {
+            for t in f.tensors where !mapped.contains(t.name) {
+                throw CheckpointError(
+                    .tensorNotInIndex, "\(f.path): tensor '\(t.name)' is in the shard but not in the index's weight_map.")
+            }
+        }
+        return files
+    }
+
+    /// Parses `{"metadata": {...}, "weight_map": {tensor: shard}}`, refusing a tensor mapped twice.
+    package static func parseIndex(_ data: Data, file: String) throws(CheckpointError) -> [(tensor: String, shard: String)] {
+        guard String(data: data, encoding: .utf8) != nil else {
+            throw CheckpointError(.invalidIndex, "\(file): not valid UTF-8.")
+        }
+        let root: JSONValue
+        do {
+            root = try data.withUnsafeBytes { (b) throws(JSONParseError) -> JSONValue in try HeaderJSONParser.parse(b) }
+        } catch let error as JSONParseError {
+            throw CheckpointError(.invalidIndex, "\(file): not valid JSON: \(error.reason) at byte \(error.offset).")
+        } catch {
+            throw CheckpointError(.invalidIndex, "\(file): not valid JSON.")
+        }
+        guard case .object(let top) = root,
+            let wm = top.first(where: { $0.key == "weight_map" })?.value
+        else {
+            throw CheckpointError(.invalidIndex, "\(file): expected an object with a 'weight_map'.")
+        }
+        guard case .object(let pairs) = wm else {
+            throw CheckpointError(.invalidIndex, "\(file): 'weight_map' is \(wm.kind); expected an object.")
+        }
+        var out: [(tensor: String, shard: String)] = []
+        var seen = Set<String>()
+        for (k, v) in pairs {
+            guard let shard = v.stringValue else {
+                throw CheckpointError(.invalidIndex, "\(file): weight_map entry '\(k)' is \(v.kind); expected a file name.")
+            }
+            guard seen.insert(k).inserted else {
+                throw CheckpointError(.tensorInTwoShards, "\(file): tensor '\(k)' appears twice in weight_map.")
+            }
+            out.append((k, shard))
+        }
+        return out
+    }
+
+    public func contains(_ name: String) -> Bool { location[name] != nil }
+
+    public func info(_ name: String) -> TensorInfo? { location[name].flatMap { files[$0].info(name) } }
+
+    /// All tensors in storage order.
+    public var tensorInfos: [TensorInfo] { files.flatMap(\.tensors) }
+
+    public func tensor(_ name: String) throws(CheckpointError) -> TensorView {
+        guard let fi = location[name] else {
+            throw CheckpointError(.tensorNotFound, "\(path): the model has no tensor '\(name)'.")
+        }
+        return try files[fi].tensor(name)
+    }
+
+    /// Total bytes of tensor data.
+    public var totalBytes: Int { files.reduce(0) { $0 + $1.tensors.reduce(0) { $0 + $1.byteCount } } }
+    public var parameterCount: Int { files.reduce(0) { $0 + $1.tensors.reduce(0) { $0 + $1.elementCount } } }
+
+    /// `config.json` as a JSON object, when the folder has one.
+    public func config() throws(CheckpointError) -> [String: Any]? {
+        let url = directory.appendingPathComponent("config.json")
+        guard FileManager.default.fileExists(atPath: url.path) else { return nil }
+        do {
+            let obj = try JSONSerialization.jsonObject(with: Data(contentsOf: url))
+            guard let dict = obj as? [String: Any] else {
+                throw CheckpointError(.notAModel, "\(url.path): expected a JSON object.")
+            }
+            return dict
+        } catch let e as CheckpointError {
+            throw e
+        } catch {
+            throw CheckpointError(.notAModel, "\(url.path): not valid JSON: \(error.localizedDescription).")
+        }
+    }
+
+    /// Non-weight files a model folder carries and an output model should too.
+    public static let supportFileNames = [
+        "config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
+        "vocab.txt", "vocab.json", "tokenizer.model", "merges.txt", "added_tokens.json", "chat_template.jinja",
+        "sentence_bert_config.json", "modules.json", "config_sentence_transformers.json",
+    ]
+
+    /// Support files present in this model's folder.
+    public var supportFiles: [URL] {
+        Self.supportFileNames.map { directory.appendingPathComponent($0) }
+            .filter { FileManager.default.fileExists(atPath: $0.path) }
+    }
+}

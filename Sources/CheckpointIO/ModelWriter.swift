@@ -1,0 +1,188 @@
+import Foundation
+
+/// Writes a whole model folder the way Hugging Face lays it out: `model.safetensors`, or shards named
+/// `model-00001-of-0000N.safetensors` with `model.safetensors.index.json` when the data exceeds `maxShardBytes`,
+/// plus `config.json` (dtype updated) and tokenizer files.
+///
+/// Everything is written into a hidden temporary folder beside the target and renamed into place by `finish()`:
+/// an interrupted run leaves no half-written model at the target (only the hidden folder, removed on deinit).
+public final class ModelWriter {
+    public let target: URL
+    public let temporary: URL
+    public let specs: [TensorSpec]
+    /// Shard file name for each planned tensor's shard, in order.
+    public let shardNames: [String]
+    private let shardOf: [Int]
+    private var writers: [SafeTensorsWriter?]
+    private var current = 0
+    private var nextTensor = 0
+    private var finished = false
+
+    /// Hugging Face's default shard bound (5 GB).
+    public static let defaultMaxShardBytes = 5_000_000_000
+
+    /// - Parameters:
+    ///   - directory: the output folder; replaced as a whole if it exists and `overwrite` is set.
+    ///   - tensors: every tensor, in the order they will be written.
+    ///   - maxShardBytes: a shard closes before a tensor that would take it past this size (a single larger
+    ///     tensor gets a shard of its own).
+    public init(
+        directory: String, tensors: [TensorSpec], maxShardBytes: Int = ModelWriter.defaultMaxShardBytes,
+        metadata: [String: String] = ["format": "pt"], overwrite: Bool = false
+    ) throws(CheckpointError) {
+        target = URL(fileURLWithPath: directory, isDirectory: true).standardizedFileURL
+        let fm = FileManager.default
+        if fm.fileExists(atPath: target.path), !overwrite {
+            throw CheckpointError(.outputExists, "\(target.path): already exists; pass --force to replace it.")
+        }
+        temporary = target.deletingLastPathComponent()
+            .appendingPathComponent(".\(target.lastPathComponent).tmp-\(getpid())-\(UInt32.random(in: 0...UInt32.max))")
+        do {
+            try fm.createDirectory(at: target.deletingLastPathComponent(), withIntermediateDirectories: true)
+            try fm.createDirectory(at: temporary, withIntermediateDirectories: false)
+        } catch {
+            throw CheckpointError(.io, "\(target.path): cannot create the output folder: \(error.localizedDescription).")
+        }
+        specs = tensors
+        var names = Set<String>()
+        for t in tensors where !names.insert(t.name).inserted {
+            throw CheckpointError(.duplicateTensor, "\(target.path): tensor '\(t.name)' is planned twice.")
+        }
+        // Greedy sharding in write order.
+        var shardOf: [Int] = []
+        var shard = 0
+        var filled = 0
+        for t in tensors {
+            if filled > 0, filled + t.byteCount > maxShardBytes {
+                shard += 1
+                filled = 0
+            }
+            shardOf.append(shard)
+            filled += t.byteCount
+        }
+        let count = tensors.isEmpty ? 1 : shard + 1
+        self.shardOf = shardOf
+        shardNames =
+            count == 1
+            ? ["model.safetensors"]
+            : (1...count).map { String(format: "model-%05d-of-%05d.safetensors", $0, count) }
+        writers = Array(repeating: nil, count: count)
+        self.metadata = metadata
+        if tensors.isEmpty { try openShard(0) }
+    }
+
+    private let metadata: [String: String]
+
+    deinit {
+        if !finished { try? FileManager.default.removeItem(at: temporary) }
+    }
+
+    private func openShard(_ s: Int) throws(CheckpointError) {
+        let specsHere = zip(specs, shardOf).filter { $0.1 == s }.map(\.0)
+        writers[s] = try SafeTensorsWriter(
+            path: temporary.appendingPathComponent(shardNames[s]).path, tensors: specsHere, metadata: metadata)
+    }
+
+    /// The writer for the next tensor, opening its shard (and closing the previous one) as needed.
+    private func writer(for name: String) throws(CheckpointError) -> SafeTensorsWriter {
+        guard nextTensor < specs.count else {
+            throw CheckpointError(.writeOrder, "\(target.path): tensor '\(name)' written after all planned tensors.")
+        }
+        let s = shardOf[nextTensor]
+        if s != current, let w = writers[current] {
+            try w.finish()
+            writers[current] = nil
+            current = s
+        }
+        if writers[s] == nil { try openShard(s) }
+        guard let w = writers[s] else { preconditionFailure("shard writer missing") }
+        return w
+    }
+
+    public func write(_ name: String, bytes: UnsafeRawBufferPointer) throws(CheckpointError) {
+        try writer(for: name).write(name, bytes: bytes)
+        nextTensor += 1
+    }
+
+    public func write(_ name: String, floats: UnsafeBufferPointer<Float>) throws(CheckpointError) {
+        try writer(for: name).write(name, floats: floats)
+        nextTensor += 1
+    }
+
+    public func write(_ name: String, floats: [Float]) throws(CheckpointError) {
+        try writer(for: name).write(name, floats: floats)
+        nextTensor += 1
+    }
+
+    public func write(_ name: String, from view: TensorView) throws(CheckpointError) {
+        try writer(for: name).write(name, from: view)
+        nextTensor += 1
+    }
+
+    /// Adds a file (model card, config) to the output folder.
+    public func addFile(_ name: String, contents: Data) throws(CheckpointError) {
+        do {
+            try contents.write(to: temporary.appendingPathComponent(name))
+        } catch {
+            throw CheckpointError(.io, "\(target.path): cannot write \(name): \(error.localizedDescription).")
+        }
+    }
+
+    /// Copies `config.json` (with `torch_dtype` set to `dtype`) and the tokenizer files from `source`.
+    public func copySupportFiles(from source: ModelFolder, dtype: DType?) throws(CheckpointError) {
+        for url in source.supportFiles {
+            let name = url.lastPathComponent
+            if name == "config.json", let dtype, let torchName = dtype.torchName, var config = try source.config() {
+                config["torch_dtype"] = torchName
+                if config["dtype"] != nil { config["dtype"] = torchName }
+                do {
+                    let data = try JSONSerialization.data(withJSONObject: config, options: [.prettyPrinted, .sortedKeys])
+                    try addFile(name, contents: data + Data("\n".utf8))
+                } catch let e as CheckpointError {
+                    throw e
+                } catch {
+                    throw CheckpointError(.io, "\(url.path): cannot rewrite config.json: \(error.localizedDescription).")
+                }
+                continue
+            }
+            do {
+                try FileManager.default.copyItem(at: url, to: temporary.appendingPathComponent(name))
+            } catch {
+                throw CheckpointError(.io, "\(url.path): cannot copy into the output: \(error.localizedDescription).")
+            }
+        }
+    }
+
+    /// Closes the last shard, writes the index when there are several shards, and moves the folder into place.
+    public func finish() throws(CheckpointError) {
+        guard nextTensor == specs.count else {
+            throw CheckpointError(
+                .writeOrder, "\(target.path): \(specs.count - nextTensor) planned tensors were not written (next: '\(specs[nextTensor].name)').")
+        }
+        for case let w? in writers { try w.finish() }
+        if shardNames.count > 1 {
+            var json = "{\n  \"metadata\": {\n    \"total_size\": \(specs.reduce(0) { $0 + $1.byteCount })\n  },\n  \"weight_map\": {\n"
+            let entries = zip(specs, shardOf).sorted { $0.0.name < $1.0.name }
+            json += entries.map { "    \(jsonQuoted($0.0.name)): \(jsonQuoted(shardNames[$0.1]))" }.joined(separator: ",\n")
+            json += "\n  }\n}\n"
+            try addFile("model.safetensors.index.json", contents: Data(json.utf8))
+        }
+        let fm = FileManager.default
+        var old: URL?
+        if fm.fileExists(atPath: target.path) {
+            let o = target.deletingLastPathComponent().appendingPathComponent(".\(target.lastPathComponent).old-\(getpid())")
+            do { try fm.moveItem(at: target, to: o) } catch {
+                throw CheckpointError(.io, "\(target.path): cannot move the existing folder aside: \(error.localizedDescription).")
+            }
+            old = o
+        }
+        do {
+            try fm.moveItem(at: temporary, to: target)
+        } catch {
+            if let old { try? fm.moveItem(at: old, to: target) }
+            throw CheckpointError(.io, "\(target.path): cannot move the finished model into place: \(error.localizedDescription).")
+        }
+        finished = true
+        if let old { try? fm.removeItem(at: old) }
+    }
+}

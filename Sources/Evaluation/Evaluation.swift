@@ -1,0 +1,1 @@
+// Evaluation: see Package.swift for this module's job.

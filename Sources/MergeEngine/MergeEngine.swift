@@ -1,0 +1,1 @@
+// MergeEngine: see Package.swift for this module's job.

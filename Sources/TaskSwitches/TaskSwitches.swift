@@ -1,0 +1,1 @@
+// TaskSwitches: see Package.swift for this module's job.
