@@ -24,7 +24,9 @@ let package = Package(
         .systemLibrary(name: "CZstd", providers: [.apt(["libzstd-dev"])]),
 
         // Safetensors files and Hugging Face model folders: parse, validate, map, convert, write.
-        .target(name: "CheckpointIO"),
+        .target(name: "CheckpointIO", dependencies: ["CCheckpointKernels"]),
+        // Non-temporal-store conversion kernel for CheckpointIO (Swift cannot spell a streaming store).
+        .target(name: "CCheckpointKernels"),
         // SIMD and multi-core loops over tensors: elementwise ops, selection, statistics.
         .target(name: "TensorKernels", dependencies: ["CheckpointIO"]),
         // mergekit-compatible configs and merge methods, streamed tensor by tensor.
@@ -45,9 +47,9 @@ let package = Package(
 
         .testTarget(name: "CheckpointIOTests", dependencies: ["CheckpointIO"], resources: [.copy("Fixtures")]),
         .testTarget(name: "TensorKernelsTests", dependencies: ["TensorKernels"]),
-        .testTarget(name: "MergeEngineTests", dependencies: ["MergeEngine"]),
-        .testTarget(name: "TaskSwitchesTests", dependencies: ["TaskSwitches"]),
-        .testTarget(name: "EvaluationTests", dependencies: ["Evaluation"]),
+        .testTarget(name: "MergeEngineTests", dependencies: ["MergeEngine"], resources: [.copy("Fixtures")]),
+        .testTarget(name: "TaskSwitchesTests", dependencies: ["TaskSwitches", "TensorKernels", "CheckpointIO", "MergeEngine"], resources: [.copy("Fixtures")]),
+        .testTarget(name: "EvaluationTests", dependencies: ["Evaluation", "TaskSwitches", "CheckpointIO"], resources: [.copy("Fixtures")]),
     ],
     swiftLanguageModes: [.v6]
 )

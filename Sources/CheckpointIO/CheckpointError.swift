@@ -31,6 +31,8 @@ public struct CheckpointError: Error, CustomStringConvertible, Sendable, Equatab
         case writeOrder
         case writeSize
         case outputExists
+        /// Two models that should have the same tensors (base and fine-tune) differ in names or shapes.
+        case modelMismatch
     }
 
     public let code: Code

@@ -1,3 +1,7 @@
+#if canImport(CCheckpointKernels)
+import CCheckpointKernels
+#endif
+
 /// Vectorized conversion between stored float formats and `Float`.
 ///
 /// Sources and destinations of raw bytes may be unaligned (a header that is not padded to 8 bytes shifts every
@@ -5,11 +9,18 @@
 /// - F16 matches numpy bit for bit, NaN payloads included (payload's top bits kept; a payload that vanishes
 ///   becomes 1).
 /// - BF16 matches ml_dtypes/Eigen bit for bit: NaN becomes the quiet NaN 0x7FC0 with its sign.
-/// Measured on x86_64 without F16C: the SIMD8 bit-trick widening runs below 0.3 ns per element per core,
-/// `Float(Float16)` is a library call at 4-7 ns.
+/// The package builds for baseline x86_64 (no F16C), where `Float(Float16)` is a library call at 4-7 ns; the SIMD8
+/// bit-trick widening runs below 0.3 ns per element per core.
+/// BF16 and F16 widening into outputs larger than `streamingMinElements` uses non-temporal stores (a C kernel, see
+/// `CCheckpointKernels.h`): the output is not read back from memory before being overwritten, which is what bounds a
+/// multi-GB checkpoint read (see docs/bench-io.md).
 public enum DTypeConversion {
     /// Elements per parallel chunk: below ~1 MB of work a second thread costs more than it saves.
     static let minChunk = 1 << 18
+
+    /// Outputs of at least this many elements (16 MB of f32) bypass the cache when widening BF16 or F16: they are larger
+    /// than the last-level cache share of one core, so the consumer could not find them in cache anyway.
+    public static let streamingMinElements = 1 << 22
 
     /// Converts `source` (stored as `dtype`) into `destination`.
     public static func toFloat(
@@ -20,11 +31,28 @@ public enum DTypeConversion {
         guard n > 0, let src = source.baseAddress, let dst = destination.baseAddress else { return }
         let s = UncheckedSendable(src)
         let d = UncheckedSendable(dst)
+        #if canImport(CCheckpointKernels)
+        let stream = n >= streamingMinElements
+        #endif
         Parallel.forEachChunk(n, minChunk: minChunk) { r in
             switch dtype {
             case .F32: widenF32(s.value, d.value, r)
-            case .BF16: widenBF16(s.value, d.value, r)
-            case .F16: widenF16(s.value, d.value, r)
+            case .BF16:
+                #if canImport(CCheckpointKernels)
+                if stream {
+                    tswitch_bf16_to_f32_stream(s.value + 2 * r.lowerBound, d.value + r.lowerBound, r.count)
+                    return
+                }
+                #endif
+                widenBF16(s.value, d.value, r)
+            case .F16:
+                #if canImport(CCheckpointKernels)
+                if stream {
+                    tswitch_f16_to_f32_stream(s.value + 2 * r.lowerBound, d.value + r.lowerBound, r.count)
+                    return
+                }
+                #endif
+                widenF16(s.value, d.value, r)
             case .F64: widenF64(s.value, d.value, r)
             default: preconditionFailure("toFloat called with \(dtype)")
             }
@@ -134,8 +162,39 @@ public enum DTypeConversion {
         }
     }
 
+    /// Float to half bits, round to nearest even, 8 at a time (F. Giesen's float_to_half_fast3_rtne): normal results
+    /// round by adding 0xFFF + the kept LSB before the shift; subnormal results come out of a float addition
+    /// against a magic constant, whose hardware rounding is nearest-even; NaN follows `halfBits` (payload kept).
+    @inline(__always)
+    private static func floatToHalfBits(_ x: SIMD8<UInt32>) -> SIMD8<UInt32> {
+        let sign = x & 0x8000_0000
+        let f = x ^ sign
+        // Normal half range: rebias the exponent, round to nearest even.
+        let odd = (f &>> 13) & 1
+        let normal = (f &+ (0xC800_0FFF &+ odd)) &>> 13  // 0xC8000000 = (15 - 127) << 23 modulo 2^32
+        // Subnormal half (or zero): align the mantissa by adding 0.5 (2^-1), so the FPU rounds at 2^-24.
+        let magic = SIMD8<UInt32>(repeating: 126 << 23)
+        let sub = unsafeBitCast(unsafeBitCast(f, to: SIMD8<Float>.self) + unsafeBitCast(magic, to: SIMD8<Float>.self), to: SIMD8<UInt32>.self) &- magic
+        var out = normal.replacing(with: sub, where: f .< (113 << 23))
+        out.replace(with: 0x7C00, where: f .>= (143 << 23))  // overflow (and inf) to inf
+        let payload = (f &>> 13) & 0x3FF
+        let nan = 0x7C00 | payload.replacing(with: 1, where: payload .== 0)
+        out.replace(with: nan, where: f .> 0x7F80_0000)
+        return out | (sign &>> 16)
+    }
+
     private static func narrowF16(_ src: UnsafePointer<Float>, _ dst: UnsafeMutableRawPointer, _ r: Range<Int>) {
-        for i in r { dst.storeBytes(of: halfBits(src[i]), toByteOffset: i * 2, as: UInt16.self) }
+        var i = r.lowerBound
+        let inp = UnsafeRawPointer(src)
+        while i + 8 <= r.upperBound {
+            let f = inp.loadUnaligned(fromByteOffset: i * 4, as: SIMD8<UInt32>.self)
+            dst.storeBytes(of: SIMD8<UInt16>(truncatingIfNeeded: floatToHalfBits(f)), toByteOffset: i * 2, as: SIMD8<UInt16>.self)
+            i += 8
+        }
+        while i < r.upperBound {
+            dst.storeBytes(of: halfBits(src[i]), toByteOffset: i * 2, as: UInt16.self)
+            i += 1
+        }
     }
 
     // MARK: - Scalars (reference definitions, also used for tails)

@@ -112,7 +112,7 @@ public final class ModelFolder: Sendable {
     }
 
     /// Parses `{"metadata": {...}, "weight_map": {tensor: shard}}`, refusing a tensor mapped twice.
-    package static func parseIndex(_ data: Data, file: String) throws(CheckpointError) -> [(tensor: String, shard: String)] {
+    public static func parseIndex(_ data: Data, file: String) throws(CheckpointError) -> [(tensor: String, shard: String)] {
         guard String(data: data, encoding: .utf8) != nil else {
             throw CheckpointError(.invalidIndex, "\(file): not valid UTF-8.")
         }
@@ -192,5 +192,21 @@ public final class ModelFolder: Sendable {
     public var supportFiles: [URL] {
         Self.supportFileNames.map { directory.appendingPathComponent($0) }
             .filter { FileManager.default.fileExists(atPath: $0.path) }
+    }
+
+    /// Module folders a sentence-transformers model lists in `modules.json` (`1_Pooling`, `2_Normalize`, ...), which
+    /// an output model needs to load in sentence-transformers. Paths that are not plain folder names are ignored.
+    public var supportFolders: [URL] {
+        let modules = directory.appendingPathComponent("modules.json")
+        guard let data = try? Data(contentsOf: modules),
+            let list = (try? JSONSerialization.jsonObject(with: data)) as? [[String: Any]]
+        else { return [] }
+        return list.compactMap { $0["path"] as? String }
+            .filter { !$0.isEmpty && !$0.contains("/") && !$0.hasPrefix(".") }
+            .map { directory.appendingPathComponent($0, isDirectory: true) }
+            .filter { url in
+                var isDir: ObjCBool = false
+                return FileManager.default.fileExists(atPath: url.path, isDirectory: &isDir) && isDir.boolValue
+            }
     }
 }

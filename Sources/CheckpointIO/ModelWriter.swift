@@ -35,6 +35,11 @@ public final class ModelWriter {
         if fm.fileExists(atPath: target.path), !overwrite {
             throw CheckpointError(.outputExists, "\(target.path): already exists; pass --force to replace it.")
         }
+        // Checked before the temporary folder exists: a throwing init never runs deinit, which removes it.
+        var names = Set<String>()
+        for t in tensors where !names.insert(t.name).inserted {
+            throw CheckpointError(.duplicateTensor, "\(target.path): tensor '\(t.name)' is planned twice.")
+        }
         temporary = target.deletingLastPathComponent()
             .appendingPathComponent(".\(target.lastPathComponent).tmp-\(getpid())-\(UInt32.random(in: 0...UInt32.max))")
         do {
@@ -44,10 +49,6 @@ public final class ModelWriter {
             throw CheckpointError(.io, "\(target.path): cannot create the output folder: \(error.localizedDescription).")
         }
         specs = tensors
-        var names = Set<String>()
-        for t in tensors where !names.insert(t.name).inserted {
-            throw CheckpointError(.duplicateTensor, "\(target.path): tensor '\(t.name)' is planned twice.")
-        }
         // Greedy sharding in write order.
         var shardOf: [Int] = []
         var shard = 0
@@ -128,8 +129,16 @@ public final class ModelWriter {
         }
     }
 
-    /// Copies `config.json` (with `torch_dtype` set to `dtype`) and the tokenizer files from `source`.
+    /// Copies `config.json` (with `torch_dtype` set to `dtype`), the tokenizer files and the sentence-transformers
+    /// module folders (`ModelFolder.supportFolders`) from `source`.
     public func copySupportFiles(from source: ModelFolder, dtype: DType?) throws(CheckpointError) {
+        for url in source.supportFolders {
+            do {
+                try FileManager.default.copyItem(at: url, to: temporary.appendingPathComponent(url.lastPathComponent))
+            } catch {
+                throw CheckpointError(.io, "\(url.path): cannot copy into the output: \(error.localizedDescription).")
+            }
+        }
         for url in source.supportFiles {
             let name = url.lastPathComponent
             if name == "config.json", let dtype, let torchName = dtype.torchName, var config = try source.config() {

@@ -7,5 +7,14 @@ struct TSwitch: ParsableCommand {
         abstract: "Store, merge and switch the task knowledge of fine-tuned models.",
         subcommands: [
             InspectCommand.self,
+            DiffCommand.self,
+            ConvertCommand.self,
+            EmbedCommand.self,
+            EvalCommand.self,
+            PackCommand.self,
+            ApplyCommand.self,
+            AnalyzeCommand.self,
+            RouteCommand.self,
+            MergeCommand.self,
         ])
 }

@@ -1,1 +1,0 @@
-// Evaluation: see Package.swift for this module's job.

@@ -1,0 +1,104 @@
+import CheckpointIO
+import Foundation
+import TaskSwitches
+
+/// A base encoder resident once in memory with T-Switch packs applied in place: fixed packs (`--pack`), or
+/// per-batch weights chosen by Auto-Switch (`--auto-switch`).
+///
+/// Switching goes through `SwitchableModel`, which restores the base bit-exactly before each activation; an
+/// encoder is then built from the switched weights (one 90 MB copy for MiniLM, about 30 ms, small next to a batch).
+public final class SwitchedEncoder: Sendable {
+    public let model: SwitchableModel
+    public let config: BertConfig
+    public let tokenizer: WordPieceTokenizer
+    private let prefix: String
+    private let shapes: [String: [Int]]
+
+    /// Loads the base model folder (weights, `config.json`, tokenizer files).
+    public init(basePath: String) throws {
+        let folder = try ModelFolder(path: basePath)
+        guard let json = try folder.config() else {
+            throw EvaluationError(.invalidConfig, "\(basePath): no config.json next to the weights.")
+        }
+        config = try BertConfig(json: json, file: folder.directory.appendingPathComponent("config.json").path)
+        tokenizer = try WordPieceTokenizer(folder: folder.directory)
+        model = try SwitchableModel(base: folder)
+        prefix = folder.contains("embeddings.word_embeddings.weight") ? "" : "bert."
+        shapes = Dictionary(uniqueKeysWithValues: model.specs.map { ($0.name, $0.shape) })
+    }
+
+    /// An encoder over the weights as they are now (after `activate`).
+    public func currentEncoder() throws(EvaluationError) -> SentenceEncoder {
+        let encoder = try BertEncoder(config: config, source: model.source) { name in
+            let full = prefix + name
+            guard let shape = shapes[full] else { return nil }
+            guard let values = model.withTensor(full, { Array($0) }) else { return nil }
+            return (shape, values)
+        }
+        return SentenceEncoder(tokenizer: tokenizer, encoder: encoder)
+    }
+
+    /// Embeddings of `texts` with every pack applied at weight 1 (no pack: the base model).
+    public func embed(_ texts: [String], packs: [SwitchPack], maxLength: Int, batchSize: Int) throws -> [Float] {
+        try model.activate(packs.map { ($0, 1) })
+        defer { model.reset() }
+        return try currentEncoder().embed(texts, maxLength: maxLength, batchSize: batchSize)
+    }
+
+    /// The outcome of routing: features and the switch weights each example was embedded with.
+    public struct Routed: Sendable {
+        public let features: [Float]
+        /// Per example, the weight of each pack (in `packs` order).
+        public let weights: [[Double]]
+    }
+
+    /// Auto-Switch: routes each example by its base-model features to weights over `packs` (k-NN over the query
+    /// set), then embeds consecutive examples that share the same weights with those packs applied.
+    ///
+    /// - Throws: `EvaluationError` `.incompatible` when a query-set task has no pack or the dimensions differ;
+    ///   `SwitchError` from the router or from applying a pack.
+    public func embedRouted(
+        _ texts: [String], packs: [SwitchPack], router: AutoSwitchRouter, mode: AutoSwitchRouter.Mode,
+        routeBatch: Int, maxLength: Int, batchSize: Int
+    ) throws -> Routed {
+        let tasks = router.query.tasks
+        var packIndex: [Int] = []
+        for t in tasks {
+            guard let i = packs.firstIndex(where: { $0.task == t }) else {
+                throw EvaluationError(
+                    .incompatible,
+                    "The query set routes to task '\(t)', but no --pack is for that task (packs: \(packs.map(\.task))).")
+            }
+            packIndex.append(i)
+        }
+        guard router.query.dimension == config.hiddenSize else {
+            throw EvaluationError(
+                .incompatible,
+                "The query set has \(router.query.dimension)-dimensional features; the model's hidden size is \(config.hiddenSize).")
+        }
+        model.reset()
+        let base = try currentEncoder().embed(texts, maxLength: maxLength, batchSize: batchSize)
+        let shares = try router.weights(
+            QuerySet(features: base, count: texts.count, dimension: config.hiddenSize, labels: nil, tasks: []),
+            mode: mode, batchSize: routeBatch)
+        // Task order of the query set -> pack order.
+        let weights: [[Double]] = shares.map { row in
+            var w = [Double](repeating: 0, count: packs.count)
+            for (k, s) in row.enumerated() { w[packIndex[k]] += s }
+            return w
+        }
+        var features = [Float](repeating: 0, count: texts.count * config.hiddenSize)
+        var start = 0
+        defer { model.reset() }
+        while start < texts.count {
+            var end = start + 1
+            while end < texts.count && weights[end] == weights[start] { end += 1 }
+            let active = weights[start].enumerated().filter { $0.element > 0 }.map { (packs[$0.offset], Float($0.element)) }
+            try model.activate(active)
+            let part = try currentEncoder().embed(Array(texts[start..<end]), maxLength: maxLength, batchSize: batchSize)
+            features.replaceSubrange((start * config.hiddenSize)..<(end * config.hiddenSize), with: part)
+            start = end
+        }
+        return Routed(features: features, weights: weights)
+    }
+}

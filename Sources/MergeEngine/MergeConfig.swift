@@ -1,0 +1,392 @@
+import Foundation
+import CheckpointIO
+import Yams
+
+/// A parameter as written in YAML, before it is resolved for a tensor.
+///
+/// mergekit's forms: a scalar, a list of numbers (a gradient over layers), or a list of `{filter, value}`
+/// conditionals (the first whose filter is a substring of the tensor name wins; no filter or `*` matches all).
+public indirect enum ParameterSetting: Sendable, Equatable {
+    case value(ParameterValue)
+    case gradient([ParameterValue])
+    case conditional([Conditional])
+
+    public struct Conditional: Sendable, Equatable {
+        public let filter: String?
+        public let value: ParameterSetting
+    }
+
+    /// The value for a tensor at relative depth `t` in [0, 1], or nil when no conditional matches (the next,
+    /// lower-precedence scope is then consulted, as in mergekit).
+    public func evaluate(tensorName: String, t: Double) -> ParameterValue? {
+        switch self {
+        case .value(let v):
+            return v
+        case .gradient(let values):
+            guard !values.isEmpty else { return nil }
+            // Booleans pick a discrete entry; numbers interpolate linearly (mergekit's evaluate_setting).
+            if values.contains(where: { if case .bool = $0 { true } else { false } }) {
+                return values[Int(t * Double(values.count - 1))]
+            }
+            let scaled = t * Double(values.count - 1)
+            let i0 = Int(scaled)
+            let i1 = min(values.count - 1, i0 + 1)
+            let frac = scaled - Double(i0)
+            return .number((1 - frac) * values[i0].number + frac * values[i1].number)
+        case .conditional(let conds):
+            for c in conds where c.filter == nil || c.filter == "*" || tensorName.contains(c.filter ?? "") {
+                return c.value.evaluate(tensorName: tensorName, t: t)
+            }
+            return nil
+        }
+    }
+}
+
+/// Parameters at one level of the config, with the YAML line of each key for error messages.
+public struct ParameterBlock: Sendable, Equatable {
+    public var settings: [String: ParameterSetting] = [:]
+    public var lines: [String: Int] = [:]
+    public init() {}
+}
+
+/// One input model of a `models:` list or a slice's `sources:`.
+public struct SourceDefinition: Sendable, Equatable {
+    public var model: String
+    public var layerRange: Range<Int>?
+    public var parameters = ParameterBlock()
+    public var line: Int
+}
+
+/// One output slice: sources with equal layer counts, merged layer by layer.
+public struct SliceDefinition: Sendable, Equatable {
+    public var sources: [SourceDefinition]
+    public var baseModel: String?
+    public var parameters = ParameterBlock()
+    public var line: Int
+}
+
+/// One merge (one YAML document) in mergekit's format.
+public struct MergeConfig: Sendable, Equatable {
+    public var mergeMethod: String
+    public var mergeMethodLine: Int
+    public var baseModel: String?
+    /// `models:` entries; nil when the config uses `slices:`.
+    public var models: [SourceDefinition]?
+    public var slices: [SliceDefinition]?
+    public var parameters = ParameterBlock()
+    /// Compute dtype as mergekit names it; TaskSwitch always computes in f32 (see docs/merge.md).
+    public var dtype: DType?
+    /// Storage dtype of the output.
+    public var outDType: DType?
+    public var tokenizerSource: String?
+    public var chatTemplate: String?
+    /// `name:` of an intermediate in a multi-document file.
+    public var name: String?
+    /// The document's YAML text, for the model card.
+    public var yaml: String
+    /// The file the config came from, for messages.
+    public var file: String
+
+    /// Every model the merge reads (base first), without duplicates.
+    public var referencedModels: [String] {
+        var out: [String] = []
+        if let baseModel { out.append(baseModel) }
+        for m in models ?? [] where !out.contains(m.model) { out.append(m.model) }
+        for s in slices ?? [] {
+            if let b = s.baseModel, !out.contains(b) { out.append(b) }
+            for src in s.sources where !out.contains(src.model) { out.append(src.model) }
+        }
+        return out
+    }
+}
+
+/// Reads mergekit YAML (one or several `---` documents) into `MergeConfig`s, rejecting unknown keys and methods
+/// with the line they are on.
+public enum MergeConfigParser {
+    static let topKeys: Set<String> = [
+        "merge_method", "base_model", "models", "slices", "parameters", "dtype", "out_dtype", "tokenizer_source",
+        "tokenizer", "chat_template", "name", "modules",
+    ]
+
+    /// Parses every document of `yaml`. `file` names the source in messages.
+    public static func parse(_ yaml: String, file: String) throws(MergeError) -> [MergeConfig] {
+        let nodes: [Node]
+        do {
+            var all: [Node] = []
+            for n in try Yams.compose_all(yaml: yaml) { all.append(n) }
+            nodes = all
+        } catch {
+            throw MergeError(.invalidConfig, "\(file): not valid YAML: \(error).")
+        }
+        guard !nodes.isEmpty else { throw MergeError(.invalidConfig, "\(file): the file holds no configuration.") }
+        let docTexts = splitDocuments(yaml)
+        var configs: [MergeConfig] = []
+        for (i, node) in nodes.enumerated() {
+            let text = i < docTexts.count ? docTexts[i] : yaml
+            configs.append(try parseDocument(node, file: file, text: text))
+        }
+        var names = Set<String>()
+        for c in configs {
+            if let n = c.name, !names.insert(n).inserted {
+                throw MergeError(.invalidConfig, "\(file): the name '\(n)' is used by two documents.")
+            }
+        }
+        return configs
+    }
+
+    /// The text of each `---`-separated document (for model cards).
+    static func splitDocuments(_ yaml: String) -> [String] {
+        var docs: [String] = []
+        var current: [Substring] = []
+        for line in yaml.split(separator: "\n", omittingEmptySubsequences: false) {
+            if line.hasPrefix("---") {
+                if current.contains(where: { !$0.trimmingCharacters(in: .whitespaces).isEmpty }) {
+                    docs.append(current.joined(separator: "\n"))
+                }
+                current = []
+            } else {
+                current.append(line)
+            }
+        }
+        if current.contains(where: { !$0.trimmingCharacters(in: .whitespaces).isEmpty }) {
+            docs.append(current.joined(separator: "\n"))
+        }
+        return docs
+    }
+
+    static func line(_ n: Node) -> Int { n.mark?.line ?? 0 }
+
+    static func fail(_ code: MergeError.Code, _ file: String, _ node: Node, _ what: String) -> MergeError {
+        MergeError(code, "\(file):\(line(node)): \(what)")
+    }
+
+    static func mapping(_ node: Node, file: String, what: String) throws(MergeError) -> [(key: String, keyNode: Node, value: Node)] {
+        guard case .mapping(let m) = node else {
+            throw fail(.invalidConfig, file, node, "\(what) must be a mapping of keys to values.")
+        }
+        var out: [(key: String, keyNode: Node, value: Node)] = []
+        var seen = Set<String>()
+        for (k, v) in m {
+            guard let key = k.string else { throw fail(.invalidConfig, file, k, "a key in \(what) is not a string.") }
+            guard seen.insert(key).inserted else {
+                throw fail(.invalidConfig, file, k, "the key '\(key)' appears twice in \(what).")
+            }
+            out.append((key, k, v))
+        }
+        return out
+    }
+
+    static func string(_ node: Node, file: String, key: String) throws(MergeError) -> String {
+        guard case .scalar(let s) = node else {
+            throw fail(.invalidConfig, file, node, "'\(key)' must be a string.")
+        }
+        return s.string
+    }
+
+    static func dtype(_ node: Node, file: String, key: String) throws(MergeError) -> DType {
+        let s = try string(node, file: file, key: key)
+        guard let d = DType(userName: s), d.isConvertibleFloat else {
+            throw fail(.invalidConfig, file, node, "'\(key)' is '\(s)'; expected float32, float16, bfloat16 or float64.")
+        }
+        return d
+    }
+
+    static func parseDocument(_ root: Node, file: String, text: String) throws(MergeError) -> MergeConfig {
+        var method: (String, Int)?
+        var config = MergeConfig(mergeMethod: "", mergeMethodLine: line(root), yaml: text, file: file)
+        for (key, keyNode, value) in try mapping(root, file: file, what: "the configuration") {
+            switch key {
+            case "merge_method":
+                method = (try string(value, file: file, key: key), line(value))
+            case "base_model":
+                config.baseModel = try modelReference(value, file: file)
+            case "models":
+                guard case .sequence(let seq) = value else {
+                    throw fail(.invalidConfig, file, value, "'models' must be a list of {model, parameters}.")
+                }
+                var models: [SourceDefinition] = []
+                for item in seq { models.append(try source(item, file: file, inSlice: false)) }
+                config.models = models
+            case "slices":
+                guard case .sequence(let seq) = value else {
+                    throw fail(.invalidConfig, file, value, "'slices' must be a list of {sources, parameters}.")
+                }
+                var slices: [SliceDefinition] = []
+                for item in seq { slices.append(try slice(item, file: file)) }
+                config.slices = slices
+            case "parameters":
+                config.parameters = try parameterBlock(value, file: file)
+            case "dtype":
+                config.dtype = try dtype(value, file: file, key: key)
+            case "out_dtype":
+                config.outDType = try dtype(value, file: file, key: key)
+            case "tokenizer_source":
+                config.tokenizerSource = try string(value, file: file, key: key)
+            case "tokenizer":
+                // mergekit's `tokenizer: {source: ...}`; only the source is honoured (see docs/merge.md).
+                for (k, kn, v) in try mapping(value, file: file, what: "'tokenizer'") {
+                    guard k == "source" else {
+                        throw fail(.unknownKey, file, kn, "'tokenizer.\(k)' is not supported; only 'tokenizer.source' is.")
+                    }
+                    config.tokenizerSource = try string(v, file: file, key: "tokenizer.source")
+                }
+            case "chat_template":
+                config.chatTemplate = try string(value, file: file, key: key)
+            case "name":
+                config.name = try string(value, file: file, key: key)
+            case "modules":
+                throw fail(.unknownKey, file, keyNode, "'modules' (multi-module architectures) is not supported; use 'models' or 'slices'.")
+            default:
+                throw fail(.unknownKey, file, keyNode,
+                    "unknown key '\(key)'; expected one of \(topKeys.sorted().joined(separator: ", ")).")
+            }
+        }
+        guard let method else {
+            throw fail(.missingParameter, file, root, "the configuration has no 'merge_method'.")
+        }
+        config.mergeMethod = method.0
+        config.mergeMethodLine = method.1
+        guard MergeMethodRegistry.method(named: method.0) != nil else {
+            throw MergeError(.unknownMethod,
+                "\(file):\(method.1): unknown merge_method '\(method.0)'; expected one of \(MergeMethodRegistry.names.joined(separator: ", ")).")
+        }
+        let kinds = [config.models != nil, config.slices != nil].filter { $0 }.count
+        guard kinds == 1 else {
+            throw fail(.invalidConfig, file, root, "exactly one of 'models' or 'slices' must be present.")
+        }
+        if let m = config.models, m.isEmpty {
+            throw fail(.invalidConfig, file, root, "'models' is empty.")
+        }
+        if let s = config.slices, s.isEmpty {
+            throw fail(.invalidConfig, file, root, "'slices' is empty.")
+        }
+        return config
+    }
+
+    /// A model reference: a string (`org/name`, a path, `path+lora` is refused) or `{model: ...}`.
+    static func modelReference(_ node: Node, file: String) throws(MergeError) -> String {
+        let s = try string(node, file: file, key: "model")
+        if s.contains("+") && !s.hasPrefix("/") && !s.hasPrefix(".") {
+            throw fail(.invalidConfig, file, node, "'\(s)': merging a LoRA adapter ('model+lora') is not supported; merge the adapter first.")
+        }
+        return s
+    }
+
+    static func source(_ node: Node, file: String, inSlice: Bool) throws(MergeError) -> SourceDefinition {
+        var def = SourceDefinition(model: "", line: line(node))
+        var haveModel = false
+        for (key, keyNode, value) in try mapping(node, file: file, what: inSlice ? "a slice source" : "a model entry") {
+            switch key {
+            case "model":
+                def.model = try modelReference(value, file: file)
+                haveModel = true
+            case "parameters":
+                def.parameters = try parameterBlock(value, file: file)
+            case "layer_range" where inSlice:
+                guard case .sequence(let seq) = value, seq.count == 2, let a = seq[0].int, let b = seq[1].int, a >= 0,
+                    b >= a
+                else {
+                    throw fail(.invalidConfig, file, value, "'layer_range' must be [start, end) with 0 <= start <= end.")
+                }
+                def.layerRange = a..<b
+            default:
+                let allowed = inSlice ? "model, layer_range, parameters" : "model, parameters"
+                throw fail(.unknownKey, file, keyNode, "unknown key '\(key)'; expected one of \(allowed).")
+            }
+        }
+        guard haveModel else { throw fail(.missingParameter, file, node, "the entry has no 'model'.") }
+        if inSlice, def.layerRange == nil {
+            throw fail(.missingParameter, file, node, "the slice source '\(def.model)' has no 'layer_range'.")
+        }
+        return def
+    }
+
+    static func slice(_ node: Node, file: String) throws(MergeError) -> SliceDefinition {
+        var def = SliceDefinition(sources: [], line: line(node))
+        var haveSources = false
+        for (key, keyNode, value) in try mapping(node, file: file, what: "a slice") {
+            switch key {
+            case "sources":
+                guard case .sequence(let seq) = value, !seq.isEmpty else {
+                    throw fail(.invalidConfig, file, value, "'sources' must be a non-empty list.")
+                }
+                for s in seq { def.sources.append(try source(s, file: file, inSlice: true)) }
+                haveSources = true
+            case "base_model":
+                def.baseModel = try modelReference(value, file: file)
+            case "parameters":
+                def.parameters = try parameterBlock(value, file: file)
+            default:
+                throw fail(.unknownKey, file, keyNode, "unknown key '\(key)'; expected one of sources, base_model, parameters.")
+            }
+        }
+        guard haveSources else { throw fail(.missingParameter, file, node, "the slice has no 'sources'.") }
+        let lengths = Set(def.sources.compactMap { $0.layerRange?.count })
+        guard lengths.count == 1 else {
+            throw fail(.invalidConfig, file, node, "all sources of a slice must have the same number of layers; got \(lengths.sorted()).")
+        }
+        return def
+    }
+
+    static func parameterBlock(_ node: Node, file: String) throws(MergeError) -> ParameterBlock {
+        var block = ParameterBlock()
+        if case .scalar(let s) = node, s.string.isEmpty || s.string == "null" || s.string == "~" { return block }
+        for (key, keyNode, value) in try mapping(node, file: file, what: "'parameters'") {
+            block.settings[key] = try setting(value, file: file, name: key)
+            block.lines[key] = line(keyNode)
+        }
+        return block
+    }
+
+    static func scalarValue(_ node: Node, file: String, name: String) throws(MergeError) -> ParameterValue {
+        guard case .scalar(let s) = node else {
+            throw fail(.invalidConfig, file, node, "parameter '\(name)' must be a number, a boolean, a list or {filter, value}.")
+        }
+        if s.tag == Tag(.bool) || ["true", "false", "True", "False"].contains(s.string), let b = node.bool {
+            return .bool(b)
+        }
+        if let d = node.float ?? Double(s.string) { return .number(d) }
+        throw fail(.invalidConfig, file, node, "parameter '\(name)' is '\(s.string)'; expected a number or a boolean.")
+    }
+
+    static func setting(_ node: Node, file: String, name: String) throws(MergeError) -> ParameterSetting {
+        switch node {
+        case .scalar:
+            return .value(try scalarValue(node, file: file, name: name))
+        case .sequence(let seq):
+            if seq.allSatisfy({ if case .scalar = $0 { true } else { false } }) {
+                var values: [ParameterValue] = []
+                for n in seq { values.append(try scalarValue(n, file: file, name: name)) }
+                return .gradient(values)
+            }
+            var conds: [ParameterSetting.Conditional] = []
+            for n in seq { conds.append(try conditional(n, file: file, name: name)) }
+            return .conditional(conds)
+        case .mapping:
+            return .conditional([try conditional(node, file: file, name: name)])
+        case .alias:
+            throw fail(.invalidConfig, file, node, "YAML aliases are not supported in parameter '\(name)'.")
+        }
+    }
+
+    static func conditional(_ node: Node, file: String, name: String) throws(MergeError) -> ParameterSetting.Conditional {
+        var filter: String?
+        var value: ParameterSetting?
+        for (key, keyNode, v) in try mapping(node, file: file, what: "a conditional value of '\(name)'") {
+            switch key {
+            case "filter": filter = try string(v, file: file, key: "filter")
+            case "value":
+                if case .mapping = v {
+                    throw fail(.invalidConfig, file, v, "the value of a conditional '\(name)' must be a number, boolean or list.")
+                }
+                value = try setting(v, file: file, name: name)
+            default:
+                throw fail(.unknownKey, file, keyNode, "unknown key '\(key)' in a conditional value of '\(name)'; expected filter, value.")
+            }
+        }
+        guard let value else {
+            throw fail(.missingParameter, file, node, "a conditional value of '\(name)' has no 'value'.")
+        }
+        return .init(filter: filter, value: value)
+    }
+}

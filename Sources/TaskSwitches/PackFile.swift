@@ -1,0 +1,271 @@
+import CheckpointIO
+import Foundation
+import TensorKernels
+
+/// Reads and writes `.tsw` pack files (layout in `docs/pack-format.md`).
+///
+/// A file is a 16-byte preamble (magic, version, flags) and a list of sections, each with a 4-byte tag, a 64-bit
+/// payload length and the CRC-32C of the payload. Sections: `META` (JSON), one `TSWT` per tensor switch, one `HEAD`
+/// per head tensor, and `END!` (the section count) last, so a file cut at a section boundary is still detected.
+public enum PackFile {
+    /// `\x89TSWPACK` then `\r\n`-free bytes: the high byte catches 7-bit transfers, the name catches mix-ups.
+    public static let magic: [UInt8] = [0x89, 0x54, 0x53, 0x57, 0x50, 0x41, 0x43, 0x4B]  // "\x89TSWPACK"
+    /// The format version this code writes and the newest it reads.
+    public static let version: UInt32 = 1
+    /// Coder identifier stored in META: context-modelled adaptive binary range coder, blocks of 2^20 entries.
+    public static let coderName = "ctx-range-v1"
+
+    // MARK: Writing
+
+    /// Encodes the pack into bytes.
+    public static func encode(_ pack: SwitchPack) -> [UInt8] {
+        var out = ByteWriter()
+        out.raw(magic)
+        out.u32(version)
+        out.u32(0)  // flags, reserved
+        var sections = 0
+        func section(_ tag: String, _ payload: [UInt8]) {
+            out.raw(Array(tag.utf8))
+            out.u64(UInt64(payload.count))
+            out.u32(CRC32C.checksum(payload))
+            out.raw(payload)
+            sections += 1
+        }
+        let meta: [String: Any] = [
+            "format": "tswitch-pack",
+            "version": Int(version),
+            "task": pack.task,
+            "drop_ratio": pack.dropRatio,
+            "tie_rule": pack.tieRule.rawValue,
+            "base_fingerprint": pack.baseFingerprint.description,
+            "tensor_count": pack.tensors.count,
+            "head_tensor_count": pack.head.count,
+            "labels": pack.labels,
+            "coder": coderName,
+        ]
+        // JSONSerialization of plain strings, numbers and arrays cannot fail.
+        let metaBytes = (try? JSONSerialization.data(withJSONObject: meta, options: [.sortedKeys])) ?? Data("{}".utf8)
+        section("META", Array(metaBytes))
+        // Tensors are coded in parallel inside `TernaryCoder.encode` (by block).
+        for t in pack.tensors { section("TSWT", encodeTensor(t)) }
+        for h in pack.head {
+            var w = ByteWriter()
+            w.string(h.name)
+            w.u8(UInt8(h.shape.count))
+            for d in h.shape { w.u64(UInt64(d)) }
+            h.values.withUnsafeBytes { w.bytes.append(contentsOf: $0) }  // little-endian hosts only (MappedFile)
+            section("HEAD", w.bytes)
+        }
+        var end = ByteWriter()
+        end.u64(UInt64(sections))
+        section("END!", end.bytes)
+        return out.bytes
+    }
+
+    static func encodeTensor(_ t: TensorSwitch) -> [UInt8] {
+        var w = ByteWriter()
+        w.string(t.name)
+        w.string(t.baseDType.rawValue)
+        w.u8(UInt8(t.shape.count))
+        for d in t.shape { w.u64(UInt64(d)) }
+        w.f32(t.lambda)
+        w.u64(UInt64(t.positive.count))
+        w.u64(UInt64(t.negative.count))
+        let (rows, cols) = t.rowsCols
+        let streams = TernaryCoder.encode(positive: t.positive, negative: t.negative, rows: rows, cols: cols)
+        w.u32(UInt32(streams.count))
+        for s in streams { w.u32(UInt32(s.count)) }
+        for s in streams { w.raw(s) }
+        return w.bytes
+    }
+
+    /// Writes the pack atomically (temporary file, fsync, rename).
+    ///
+    /// - Returns: the number of bytes written.
+    @discardableResult
+    public static func write(_ pack: SwitchPack, to path: String, overwrite: Bool = false) throws(SwitchError) -> Int {
+        if !overwrite, FileManager.default.fileExists(atPath: path) {
+            throw SwitchError(.outputExists, "\(path): already exists; pass --force to replace it.")
+        }
+        let bytes = encode(pack)
+        try io { () throws(CheckpointError) in
+            let out = try FileOutput(target: path)
+            try out.write(bytes)
+            try out.commit()
+        }
+        return bytes.count
+    }
+
+    // MARK: Reading
+
+    /// Reads and fully validates a pack file: magic, version, every section's checksum, the tensor streams.
+    public static func read(_ path: String) throws(SwitchError) -> SwitchPack {
+        let file = try io { () throws(CheckpointError) in try MappedFile(path: path) }
+        return try decode(file.bytes(0..<file.size), file: path)
+    }
+
+    /// Decodes pack bytes held in an array.
+    public static func decode(_ bytes: [UInt8], file: String) throws(SwitchError) -> SwitchPack {
+        var result: Result<SwitchPack, SwitchError> = .failure(SwitchError(.notAPack, "\(file): empty."))
+        bytes.withUnsafeBytes { b in result = Result { () throws(SwitchError) in try decode(b, file: file) } }
+        return try result.get()
+    }
+
+    /// Decodes pack bytes; `file` names the source in errors.
+    public static func decode(_ bytes: UnsafeRawBufferPointer, file: String) throws(SwitchError) -> SwitchPack {
+        func truncated(_ what: String) -> SwitchError {
+            SwitchError(.truncatedPack, "\(file): the pack is truncated (\(what)); copy it again.")
+        }
+        func corrupt(_ what: String) -> SwitchError {
+            SwitchError(.corruptPack, "\(file): the pack is corrupt (\(what)); copy it again.")
+        }
+        guard !bytes.isEmpty else {
+            throw SwitchError(.notAPack, "\(file): the file is empty; expected a switch pack.")
+        }
+        guard bytes.count >= magic.count, bytes.prefix(magic.count).elementsEqual(magic) else {
+            if bytes.count < magic.count, magic.starts(with: bytes) {
+                throw truncated("the file ends inside the 16-byte preamble")
+            }
+            throw SwitchError(
+                .notAPack, "\(file): not a switch pack (expected the magic bytes \\x89TSWPACK at the start).")
+        }
+        var r = ByteReader(bytes)
+        r.offset = magic.count
+        guard let version = try? r.u32(), (try? r.u32()) != nil else {
+            throw truncated("the file ends inside the 16-byte preamble")
+        }
+        guard version <= Self.version, version >= 1 else {
+            throw SwitchError(
+                .unsupportedVersion,
+                "\(file): the pack has format version \(version), newer than this reader (version \(Self.version)); upgrade tswitch to read it."
+            )
+        }
+        var meta: [String: Any]?
+        var tensors: [TensorSwitch] = []
+        var head: [DenseTensor] = []
+        var sections = 0
+        var ended = false
+        while r.remaining > 0 {
+            guard !ended else { throw corrupt("\(r.remaining) bytes follow the END! section") }
+            guard let tagBytes = try? r.take(4), let length = try? r.u64(), let crc = try? r.u32() else {
+                throw truncated("the file ends inside the header of section \(sections + 1)")
+            }
+            let tag = String(decoding: tagBytes, as: UTF8.self)
+            guard length <= UInt64(r.remaining), let payload = try? r.take(Int(length)) else {
+                throw truncated("section \(sections + 1) ('\(tag)') needs \(length) bytes, \(r.remaining) remain")
+            }
+            guard CRC32C.checksum(payload) == crc else {
+                throw corrupt("the checksum of section \(sections + 1) ('\(tag)') does not match its contents")
+            }
+            switch tag {
+            case "META":
+                guard let obj = try? JSONSerialization.jsonObject(with: Data(payload)) as? [String: Any] else {
+                    throw corrupt("the META section is not a JSON object")
+                }
+                meta = obj
+            case "TSWT":
+                tensors.append(try decodeTensor(payload, index: tensors.count, file: file))
+            case "HEAD":
+                head.append(try decodeHead(payload, file: file))
+            case "END!":
+                var e = ByteReader(payload)
+                guard let count = try? e.u64(), count == UInt64(sections) else {
+                    throw corrupt("the END! section counts a different number of sections than the file holds")
+                }
+                ended = true
+            default:
+                break  // Sections added by later minor revisions of version 1 are skipped (their CRC was checked).
+            }
+            sections += 1
+        }
+        guard ended else { throw truncated("the END! section is missing after \(sections) sections") }
+        guard let meta else { throw corrupt("the META section is missing") }
+        guard let task = meta["task"] as? String,
+            let fp = (meta["base_fingerprint"] as? String).flatMap(BaseFingerprint.init(hex:)),
+            let drop = (meta["drop_ratio"] as? NSNumber)?.doubleValue,
+            let count = meta["tensor_count"] as? Int
+        else { throw corrupt("the META section lacks task, base_fingerprint, drop_ratio or tensor_count") }
+        guard count == tensors.count else {
+            throw corrupt("META lists \(count) tensors but the file holds \(tensors.count)")
+        }
+        let rule = (meta["tie_rule"] as? String).flatMap(PDiscard.TieRule.init(rawValue:)) ?? .lowestIndex
+        let labels = meta["labels"] as? [String] ?? []
+        return SwitchPack(
+            task: task, baseFingerprint: fp, dropRatio: drop, tieRule: rule, tensors: tensors, head: head,
+            labels: labels)
+    }
+
+    static func decodeTensor(_ payload: UnsafeRawBufferPointer, index: Int, file: String) throws(SwitchError)
+        -> TensorSwitch
+    {
+        var r = ByteReader(payload)
+        func corrupt(_ what: String) -> SwitchError {
+            SwitchError(
+                .corruptPack, "\(file): the pack is corrupt (tensor switch \(index + 1): \(what)); copy it again.")
+        }
+        do {
+            guard let name = try r.string() else { throw corrupt("its name is not UTF-8") }
+            guard let dtypeName = try r.string(), let dtype = DType(rawValue: dtypeName) else {
+                throw corrupt("'\(try r.string() ?? "?")' has an unknown base dtype")
+            }
+            let rank = Int(try r.u8())
+            var shape: [Int] = []
+            var elements: UInt64 = 1
+            for _ in 0..<rank {
+                let d = try r.u64()
+                let (p, o) = elements.multipliedReportingOverflow(by: d)
+                guard !o, p <= UInt64(UInt32.max) + 1 else { throw corrupt("tensor '\(name)' has an impossible shape") }
+                elements = p
+                shape.append(Int(d))
+            }
+            let lambda = try r.f32()
+            guard lambda.isFinite, lambda >= 0 else { throw corrupt("tensor '\(name)' has scale \(lambda)") }
+            let nPos = try r.u64()
+            let nNeg = try r.u64()
+            guard nPos + nNeg <= elements else { throw corrupt("tensor '\(name)' keeps more entries than it has") }
+            let blockCount = Int(try r.u32())
+            var lengths: [Int] = []
+            for _ in 0..<blockCount { lengths.append(Int(try r.u32())) }
+            var streams: [UnsafeRawBufferPointer] = []
+            for l in lengths { streams.append(try r.take(l)) }
+            guard r.remaining == 0 else { throw corrupt("tensor '\(name)' has \(r.remaining) trailing bytes") }
+            let s = TensorSwitch(name: name, shape: shape, baseDType: dtype, lambda: lambda, positive: [], negative: [])
+            let (rows, cols) = s.rowsCols
+            guard cols <= TernaryCoder.maxColumns else {
+                throw corrupt(
+                    "tensor '\(name)' has rows of \(cols) entries; at most \(TernaryCoder.maxColumns) are supported")
+            }
+            guard let decoded = try? TernaryCoder.decode(streams, rows: rows, cols: cols),
+                decoded.positive.count == Int(nPos), decoded.negative.count == Int(nNeg)
+            else { throw corrupt("the mask of tensor '\(name)' does not decode to its recorded counts") }
+            return TensorSwitch(
+                name: name, shape: shape, baseDType: dtype, lambda: lambda, positive: decoded.positive,
+                negative: decoded.negative)
+        } catch is ByteReader.OutOfBounds {
+            throw corrupt("its record ends early")
+        } catch let e as SwitchError {
+            throw e
+        } catch {
+            throw corrupt("\(error)")
+        }
+    }
+
+    static func decodeHead(_ payload: UnsafeRawBufferPointer, file: String) throws(SwitchError) -> DenseTensor {
+        var r = ByteReader(payload)
+        let bad = SwitchError(
+            .corruptPack, "\(file): the pack is corrupt (a HEAD section is malformed); copy it again.")
+        guard let name = try? r.string() ?? nil, let rank = try? r.u8() else { throw bad }
+        var shape: [Int] = []
+        var n = 1
+        for _ in 0..<rank {
+            guard let d = try? r.u64(), d < 1 << 31 else { throw bad }
+            shape.append(Int(d))
+            n *= Int(d)
+        }
+        guard r.remaining == n * 4, let raw = try? r.take(n * 4) else { throw bad }
+        let values = (0..<n).map {
+            Float(bitPattern: UInt32(littleEndian: raw.loadUnaligned(fromByteOffset: $0 * 4, as: UInt32.self)))
+        }
+        return DenseTensor(name: name, shape: shape, values: values)
+    }
+}

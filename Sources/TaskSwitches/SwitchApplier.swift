@@ -1,0 +1,146 @@
+import CheckpointIO
+import Foundation
+import TensorKernels
+
+/// Writes a full model θ + Σ_k w_k λ_k S_A^k ⊙ S_P^k from a base folder and weighted packs, streaming tensor by
+/// tensor through `ModelWriter` (atomic: the folder appears only when complete).
+public enum SwitchApplier {
+    /// Checks that every pack fits `base`: fingerprint, tensor names and shapes, finite weights.
+    public static func validate(
+        _ packs: [(pack: SwitchPack, weight: Float)], base: ModelFolder, fingerprint: BaseFingerprint
+    )
+        throws(SwitchError)
+    {
+        guard !packs.isEmpty else {
+            throw SwitchError(.invalidArgument, "No packs were given; expected at least one .tsw file.")
+        }
+        for (pack, weight) in packs {
+            guard weight.isFinite else {
+                throw SwitchError(
+                    .invalidWeight, "The weight of pack '\(pack.task)' is \(weight); expected a finite number.")
+            }
+            guard pack.baseFingerprint == fingerprint else {
+                throw SwitchError(
+                    .wrongBase,
+                    "Pack '\(pack.task)' was made for a base with fingerprint \(pack.baseFingerprint), but \(base.path) has fingerprint \(fingerprint); use the base model the pack was made from."
+                )
+            }
+            for t in pack.tensors {
+                guard let info = base.info(t.name) else {
+                    throw SwitchError(
+                        .missingTensor,
+                        "Pack '\(pack.task)' switches tensor '\(t.name)', which \(base.path) does not have.")
+                }
+                guard info.shape == t.shape, info.dtype.isConvertibleFloat else {
+                    throw SwitchError(
+                        .shapeMismatch,
+                        "Pack '\(pack.task)' expects tensor '\(t.name)' of shape \(t.shape); \(base.path) has \(info.shape) (\(info.dtype.rawValue))."
+                    )
+                }
+                guard t.positive.last.map({ Int($0) < t.elementCount }) ?? true,
+                    t.negative.last.map({ Int($0) < t.elementCount }) ?? true
+                else {
+                    throw SwitchError(
+                        .corruptPack,
+                        "Pack '\(pack.task)' has an entry of tensor '\(t.name)' outside its \(t.elementCount) elements."
+                    )
+                }
+            }
+        }
+    }
+
+    /// Adds the switches of `packs` touching one tensor to `values`, in pack order (the same Float operations as
+    /// `SwitchableModel`).
+    public static func add(_ switches: [(TensorSwitch, Float)], to values: UnsafeMutableBufferPointer<Float>) {
+        for (sw, weight) in switches {
+            let c = weight * sw.lambda
+            for i in sw.positive { values[Int(i)] += c }
+            for i in sw.negative { values[Int(i)] -= c }
+        }
+    }
+
+    /// Writes the switched model to `output`.
+    ///
+    /// - Parameters:
+    ///   - dtype: the output dtype of float tensors; nil keeps each tensor's base dtype.
+    /// - Returns: the number of tensors that were switched.
+    @discardableResult
+    public static func write(
+        base: ModelFolder, packs: [(pack: SwitchPack, weight: Float)], output: String, dtype: DType? = nil,
+        overwrite: Bool = false, progress: ((Int, Int) -> Void)? = nil
+    ) throws(SwitchError) -> Int {
+        let fingerprint = try BaseFingerprint(model: base)
+        try validate(packs, base: base, fingerprint: fingerprint)
+        var byTensor: [String: [(TensorSwitch, Float)]] = [:]
+        for (pack, weight) in packs {
+            for t in pack.tensors { byTensor[t.name, default: []].append((t, weight)) }
+        }
+        let infos = base.tensorInfos
+        let specs = infos.map { info in
+            TensorSpec(
+                name: info.name, dtype: info.dtype.isConvertibleFloat ? (dtype ?? info.dtype) : info.dtype,
+                shape: info.shape)
+        }
+        var switched = 0
+        try io { () throws(CheckpointError) in
+            let writer = try ModelWriter(directory: output, tensors: specs, overwrite: overwrite)
+            for (k, info) in infos.enumerated() {
+                let view = try base.tensor(info.name)
+                if let sws = byTensor[info.name] {
+                    var values = try view.floats()
+                    values.withUnsafeMutableBufferPointer { add(sws, to: $0) }
+                    try writer.write(info.name, floats: values)
+                    switched += 1
+                } else {
+                    try writer.write(info.name, from: view)
+                }
+                view.release()
+                progress?(k + 1, infos.count)
+            }
+            try writer.copySupportFiles(from: base, dtype: dtype)
+            let heads = packs.filter { !$0.pack.head.isEmpty }
+            if heads.count == 1, let pack = heads.first?.pack {
+                try writer.addFile("head.safetensors", contents: Data(headFile(pack.head, task: pack.task)))
+                if !pack.labels.isEmpty {
+                    let json = try? JSONSerialization.data(
+                        withJSONObject: ["task": pack.task, "labels": pack.labels],
+                        options: [.prettyPrinted, .sortedKeys])
+                    try writer.addFile("labels.json", contents: json ?? Data())
+                }
+            }
+            try writer.finish()
+        }
+        return switched
+    }
+
+    /// A safetensors file (in memory) holding a head's tensors as F32.
+    public static func headFile(_ head: [DenseTensor], task: String) -> [UInt8] {
+        let specs = head.map { TensorSpec(name: $0.name, dtype: .F32, shape: $0.shape) }
+        var out = SafeTensorsHeader.encode(specs, metadata: ["format": "pt", "task": task])
+        for h in head { h.values.withUnsafeBytes { out.append(contentsOf: $0) } }
+        return out
+    }
+
+    /// Reads a head file (every float tensor as F32).
+    public static func readHead(_ path: String) throws(SwitchError) -> [DenseTensor] {
+        let file = try io { () throws(CheckpointError) in try SafeTensorsFile(path: path) }
+        var out: [DenseTensor] = []
+        for info in file.tensors {
+            guard info.dtype.isConvertibleFloat else {
+                throw SwitchError(
+                    .invalidHead,
+                    "\(path): head tensor '\(info.name)' is \(info.dtype.rawValue); expected a float tensor.")
+            }
+            guard info.elementCount <= 1 << 26 else {
+                throw SwitchError(
+                    .invalidHead,
+                    "\(path): head tensor '\(info.name)' has \(info.elementCount) elements; a head is a small dense layer (at most 2^26)."
+                )
+            }
+            let values = try io { () throws(CheckpointError) in try file.tensor(info.name).floats() }
+            out.append(DenseTensor(name: info.name, shape: info.shape, values: values))
+        }
+        guard !out.isEmpty else { throw SwitchError(.invalidHead, "\(path): the head file holds no tensors.") }
+        return out
+    }
+}

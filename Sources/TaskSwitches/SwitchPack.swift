@@ -1,0 +1,237 @@
+import CheckpointIO
+import Foundation
+import TensorKernels
+
+/// The switch of one tensor: kept entries (mask S_A) split by sign (S_P), and the scale λ.
+///
+/// Reconstruction adds `weight · λ` at every positive index and subtracts it at every negative one.
+public struct TensorSwitch: Sendable, Equatable {
+    public let name: String
+    public let shape: [Int]
+    /// The dtype the tensor has in the base model (applied weights are written back in it by default).
+    public let baseDType: DType
+    public let lambda: Float
+    /// Ascending flat (row-major) indices of kept entries with τ > 0.
+    public let positive: [UInt32]
+    /// Ascending flat indices of kept entries with τ < 0.
+    public let negative: [UInt32]
+
+    public init(name: String, shape: [Int], baseDType: DType, lambda: Float, positive: [UInt32], negative: [UInt32]) {
+        self.name = name
+        self.shape = shape
+        self.baseDType = baseDType
+        self.lambda = lambda
+        self.positive = positive
+        self.negative = negative
+    }
+
+    public var elementCount: Int { shape.reduce(1, *) }
+    public var keptCount: Int { positive.count + negative.count }
+    public var density: Double { elementCount == 0 ? 0 : Double(keptCount) / Double(elementCount) }
+
+    /// The coder's rows × cols view: cols is the last dimension, a scalar or vector is one row.
+    var rowsCols: (rows: Int, cols: Int) {
+        guard let last = shape.last, last > 0 else { return (elementCount > 0 ? 1 : 0, max(1, elementCount)) }
+        return (elementCount / last, last)
+    }
+}
+
+/// A dense tensor carried as is (the task's classification head).
+public struct DenseTensor: Sendable, Equatable {
+    public let name: String
+    public let shape: [Int]
+    public let values: [Float]
+
+    public init(name: String, shape: [Int], values: [Float]) {
+        precondition(shape.reduce(1, *) == values.count, "shape does not match the value count")
+        self.name = name
+        self.shape = shape
+        self.values = values
+    }
+}
+
+/// A T-Switch pack: everything needed to turn a base model into one task's model, at 1-3 % of the fine-tune's size.
+public struct SwitchPack: Sendable, Equatable {
+    public var task: String
+    public var baseFingerprint: BaseFingerprint
+    public var dropRatio: Double
+    public var tieRule: PDiscard.TieRule
+    public var tensors: [TensorSwitch]
+    /// The task's classification head (optional), never binarized.
+    public var head: [DenseTensor]
+    /// Class names, index = label.
+    public var labels: [String]
+
+    public init(
+        task: String, baseFingerprint: BaseFingerprint, dropRatio: Double, tieRule: PDiscard.TieRule,
+        tensors: [TensorSwitch], head: [DenseTensor] = [], labels: [String] = []
+    ) {
+        self.task = task
+        self.baseFingerprint = baseFingerprint
+        self.dropRatio = dropRatio
+        self.tieRule = tieRule
+        self.tensors = tensors
+        self.head = head
+        self.labels = labels
+    }
+
+    /// Parameters covered by the switches (kept or not).
+    public var parameterCount: Int { tensors.reduce(0) { $0 + $1.elementCount } }
+    public var keptCount: Int { tensors.reduce(0) { $0 + $1.keptCount } }
+
+    public func tensor(_ name: String) -> TensorSwitch? { tensors.first { $0.name == name } }
+}
+
+extension SwitchPack {
+    /// Checks a drop ratio: 0 ≤ α < 1 (α = 1 would keep nothing).
+    public static func validate(dropRatio: Double) throws(SwitchError) {
+        guard dropRatio.isFinite, dropRatio >= 0, dropRatio < 1 else {
+            throw SwitchError(
+                .invalidDropRatio,
+                "The drop ratio must be at least 0 and below 1 (0.7 drops 70 % of each sign); got \(dropRatio).")
+        }
+    }
+
+    /// Builds the pack of `fineTuned` over `base` by P-Discard with drop ratio `dropRatio`.
+    ///
+    /// Every float tensor of the base is compared with the fine-tune's tensor of the same name: tensors with τ = 0
+    /// (or nothing kept) are skipped; 0-dim tensors are carried exactly (one kept entry with λ = |τ|). Non-float
+    /// tensors (e.g. `position_ids`) must be equal when the fine-tune has them. Tensors only the fine-tune has are ignored (a classification
+    /// head is passed as `head`).
+    ///
+    /// - Throws: `SwitchError` naming the file and tensor for a missing tensor, a shape mismatch, NaN/∞ in τ, a bad
+    ///   drop ratio, or a task vector that is zero everywhere.
+    public static func build(
+        base: ModelFolder, fineTuned: ModelFolder, dropRatio: Double, task: String,
+        tieRule: PDiscard.TieRule = .lowestIndex, head: [DenseTensor] = [], labels: [String] = [],
+        progress: (@Sendable (Int, Int) -> Void)? = nil
+    ) throws(SwitchError) -> SwitchPack {
+        try validate(dropRatio: dropRatio)
+        let fingerprint = try BaseFingerprint(model: base)
+        let infos = base.tensorInfos
+        // Check names, shapes and dtypes before any arithmetic, so a mismatch fails fast.
+        for info in infos {
+            // Non-float buffers (e.g. BERT's `position_ids`) are not switched; fine-tunes often omit them.
+            if !info.dtype.isConvertibleFloat && fineTuned.info(info.name) == nil { continue }
+            guard let other = fineTuned.info(info.name) else {
+                throw SwitchError(
+                    .missingTensor,
+                    "\(fineTuned.path): the fine-tune has no tensor '\(info.name)', which the base \(base.path) has.")
+            }
+            guard other.shape == info.shape else {
+                throw SwitchError(
+                    .shapeMismatch,
+                    "\(fineTuned.path): tensor '\(info.name)' has shape \(other.shape); the base \(base.path) has \(info.shape)."
+                )
+            }
+            if !info.dtype.isConvertibleFloat || !other.dtype.isConvertibleFloat {
+                let a = try io { () throws(CheckpointError) in try base.tensor(info.name) }
+                let b = try io { () throws(CheckpointError) in try fineTuned.tensor(info.name) }
+                guard a.dtype == b.dtype, a.bytes.elementsEqual(b.bytes) else {
+                    throw SwitchError(
+                        .unsupportedTensor,
+                        "\(fineTuned.path): tensor '\(info.name)' is \(other.dtype.rawValue) and differs from the base; only float tensors can be switched."
+                    )
+                }
+            }
+        }
+        let work = infos.filter { $0.dtype.isConvertibleFloat }
+        var results = [Result<TensorSwitch?, SwitchError>](repeating: .success(nil), count: work.count)
+        let done = Counter()
+        results.withUnsafeMutableBufferPointer { rb in
+            let R = UncheckedSendable(rb)
+            Parallel.forEachChunk(work.count, minChunk: 1) { chunk in
+                for t in chunk {
+                    R.value[t] = Result { () throws(SwitchError) in
+                        try switchOf(work[t], base: base, fineTuned: fineTuned, dropRatio: dropRatio, tieRule: tieRule)
+                    }
+                    progress?(done.increment(), work.count)
+                }
+            }
+        }
+        var tensors: [TensorSwitch] = []
+        for r in results {
+            switch r {
+            case .success(let s): if let s { tensors.append(s) }
+            case .failure(let e): throw e
+            }
+        }
+        guard !tensors.isEmpty else {
+            throw SwitchError(
+                .emptyTaskVector,
+                "\(fineTuned.path): the task vector over \(base.path) is empty (the fine-tune equals the base in every float tensor); there is nothing to pack."
+            )
+        }
+        return SwitchPack(
+            task: task, baseFingerprint: fingerprint, dropRatio: dropRatio, tieRule: tieRule, tensors: tensors,
+            head: head, labels: labels)
+    }
+
+    private static func switchOf(
+        _ info: TensorInfo, base: ModelFolder, fineTuned: ModelFolder, dropRatio: Double, tieRule: PDiscard.TieRule
+    ) throws(SwitchError) -> TensorSwitch? {
+        let a = try io { () throws(CheckpointError) in try base.tensor(info.name).floats() }
+        var tau = try io { () throws(CheckpointError) in try fineTuned.tensor(info.name).floats() }
+        a.withUnsafeBufferPointer { ab in
+            tau.withUnsafeMutableBufferPointer { tb in
+                Elementwise.subtract(UnsafeBufferPointer(tb), ab, into: tb)
+            }
+        }
+        if info.shape.isEmpty {
+            // 0-dim: carried exactly as one kept entry with λ = |τ| (λ·sign(τ) == τ in Float).
+            let v = tau[0]
+            guard v.isFinite else { throw nonFinite(info, index: 0, fineTuned: fineTuned, base: base) }
+            if v == 0 { return nil }
+            return TensorSwitch(
+                name: info.name, shape: [], baseDType: info.dtype, lambda: Swift.abs(v), positive: v > 0 ? [0] : [],
+                negative: v < 0 ? [0] : [])
+        }
+        let result: PDiscard.Result?
+        do {
+            result = try tau.withUnsafeBufferPointer { (tb) throws(PDiscard.Failure) in
+                try PDiscard.run(tb, dropRatio: dropRatio, ties: tieRule)
+            }
+        } catch {
+            switch error {
+            case .nonFinite(let index): throw nonFinite(info, index: index, fineTuned: fineTuned, base: base)
+            case .tooLarge(let count):
+                throw SwitchError(
+                    .unsupportedTensor,
+                    "\(fineTuned.path): tensor '\(info.name)' has \(count) elements; packs hold at most 2^32 per tensor."
+                )
+            }
+        }
+        guard let result, result.keptCount > 0 else { return nil }
+        guard (info.shape.last ?? 1) <= TernaryCoder.maxColumns else {
+            throw SwitchError(
+                .unsupportedTensor,
+                "\(fineTuned.path): tensor '\(info.name)' has rows of \(info.shape.last ?? 0) entries; packs support at most \(TernaryCoder.maxColumns) per row."
+            )
+        }
+        return TensorSwitch(
+            name: info.name, shape: info.shape, baseDType: info.dtype, lambda: result.lambda, positive: result.positive,
+            negative: result.negative)
+    }
+
+    private static func nonFinite(_ info: TensorInfo, index: Int, fineTuned: ModelFolder, base: ModelFolder)
+        -> SwitchError
+    {
+        SwitchError(
+            .nonFiniteValue,
+            "\(fineTuned.path): tensor '\(info.name)' minus the base \(base.path) is NaN or infinite at flat index \(index); expected finite weights."
+        )
+    }
+}
+
+/// A thread-safe counter for progress reports.
+final class Counter: @unchecked Sendable {
+    private let lock = NSLock()
+    private var value = 0
+
+    func increment() -> Int {
+        lock.lock()
+        defer { lock.unlock() }
+        value += 1
+        return value
+    }
+}

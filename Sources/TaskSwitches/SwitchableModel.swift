@@ -1,0 +1,164 @@
+import CheckpointIO
+import Foundation
+import TensorKernels
+
+/// A base model resident in memory as `Float`, switched between tasks in place.
+///
+/// `activate` restores the base and adds a weighted set of switches (θ + Σ w_k λ_k S_A^k ⊙ S_P^k, packs added in
+/// the order given); only the kept entries are touched. Before each pack is added, the values it is about to change
+/// are saved, and restoring writes them back in reverse order, so after `reset()` every weight is bit-identical to
+/// the base — no re-read of the checkpoint and no second copy of the model.
+///
+/// All access goes through one lock: switching and reading weights are serialized, so a reader never sees a
+/// half-applied pack. Share one instance between tasks. (`@unchecked Sendable`: the mutable state below is only
+/// touched while `lock` is held; a `Mutex<State>` cannot lend its buffers to a caller's closure under Swift 6's
+/// region checks.)
+public final class SwitchableModel: @unchecked Sendable {
+    public let fingerprint: BaseFingerprint
+    /// Names, shapes and base dtypes of the resident tensors, in storage order.
+    public let specs: [TensorSpec]
+    public let source: String
+    private let lock = NSLock()
+    private var state: State
+
+    /// The weight buffers and the undo log; only touched under the lock.
+    private struct State {
+        var weights: WeightStore
+        var undo: [UndoEntry] = []
+        var active: [(task: String, weight: Float)] = []
+    }
+
+    /// Values a pack overwrote in one tensor, in the order of `positive` then `negative` indices.
+    private struct UndoEntry {
+        let tensor: Int
+        let positive: [UInt32]
+        let negative: [UInt32]
+        let saved: [Float]
+    }
+
+    /// Loads every float tensor of `base` as `Float` (other tensors are not switchable and not held).
+    public init(base: ModelFolder) throws(SwitchError) {
+        fingerprint = try BaseFingerprint(model: base)
+        source = base.path
+        let infos = base.tensorInfos.filter { $0.dtype.isConvertibleFloat }
+        specs = infos.map { TensorSpec(name: $0.name, dtype: $0.dtype, shape: $0.shape) }
+        let store = WeightStore(specs: specs)
+        for (i, info) in infos.enumerated() {
+            let view = try io { () throws(CheckpointError) in try base.tensor(info.name) }
+            try io { () throws(CheckpointError) in try view.copyFloats(into: store.buffers[i]) }
+        }
+        state = State(weights: store)
+    }
+
+    /// Holds in-memory tensors (generated models, benchmarks); `fingerprint` is what packs must carry to apply.
+    public init(tensors: [(spec: TensorSpec, values: [Float])], fingerprint: BaseFingerprint, source: String = "memory")
+    {
+        self.fingerprint = fingerprint
+        self.source = source
+        specs = tensors.map(\.spec)
+        let store = WeightStore(specs: specs)
+        for (i, t) in tensors.enumerated() {
+            precondition(t.values.count == t.spec.elementCount, "tensor '\(t.spec.name)' has the wrong element count")
+            _ = store.buffers[i].update(fromContentsOf: t.values)
+        }
+        state = State(weights: store)
+    }
+
+    /// Tasks and weights currently applied, in application order.
+    public var active: [(task: String, weight: Float)] { lock.withLock { state.active } }
+
+    /// Restores the base, then applies `packs` with their weights.
+    ///
+    /// Everything is checked (fingerprint, names, shapes, finite weights) before any weight changes, so a failure
+    /// leaves the model as it was.
+    public func activate(_ packs: [(pack: SwitchPack, weight: Float)]) throws(SwitchError) {
+        let plans = try plan(packs)
+        lock.withLock {
+            Self.restore(&state)
+            for (p, entry) in packs.enumerated() {
+                for (tIndex, tensor) in plans[p] {
+                    let sw = entry.pack.tensors[tensor]
+                    let saved = state.weights.apply(sw, weight: entry.weight, to: tIndex)
+                    state.undo.append(
+                        UndoEntry(tensor: tIndex, positive: sw.positive, negative: sw.negative, saved: saved))
+                }
+                state.active.append((entry.pack.task, entry.weight))
+            }
+        }
+    }
+
+    /// Applies one pack with weight 1 (T-Switch with the task known).
+    public func activate(_ pack: SwitchPack) throws(SwitchError) { try activate([(pack, 1)]) }
+
+    /// Restores the base weights exactly.
+    public func reset() { lock.withLock { Self.restore(&state) } }
+
+    /// Runs `body` with a tensor's current values (under the lock: keep it short).
+    public func withTensor<R>(_ name: String, _ body: (UnsafeBufferPointer<Float>) throws -> R) rethrows -> R? {
+        guard let i = specs.firstIndex(where: { $0.name == name }) else { return nil }
+        lock.lock()
+        defer { lock.unlock() }
+        return try body(UnsafeBufferPointer(state.weights.buffers[i]))
+    }
+
+    /// Runs `body` with every tensor's current values, in `specs` order, under the lock.
+    public func withWeights<R>(_ body: ([UnsafeBufferPointer<Float>]) throws -> R) rethrows -> R {
+        lock.lock()
+        defer { lock.unlock() }
+        return try body(state.weights.buffers.map { UnsafeBufferPointer($0) })
+    }
+
+    /// Entries a switch set touches (for benchmarks: each is read, saved, written).
+    public static func touchedEntries(_ packs: [SwitchPack]) -> Int { packs.reduce(0) { $0 + $1.keptCount } }
+
+    // MARK: Private
+
+    private func plan(_ packs: [(pack: SwitchPack, weight: Float)]) throws(SwitchError) -> [[(Int, Int)]] {
+        var plans: [[(Int, Int)]] = []
+        let index = Dictionary(uniqueKeysWithValues: specs.enumerated().map { ($1.name, $0) })
+        for (pack, weight) in packs {
+            guard weight.isFinite else {
+                throw SwitchError(
+                    .invalidWeight, "The weight of pack '\(pack.task)' is \(weight); expected a finite number.")
+            }
+            guard pack.baseFingerprint == fingerprint else {
+                throw SwitchError(
+                    .wrongBase,
+                    "Pack '\(pack.task)' was made for a base with fingerprint \(pack.baseFingerprint), but \(source) has fingerprint \(fingerprint); use the base model the pack was made from."
+                )
+            }
+            var p: [(Int, Int)] = []
+            for (k, t) in pack.tensors.enumerated() {
+                guard let i = index[t.name] else {
+                    throw SwitchError(
+                        .missingTensor,
+                        "Pack '\(pack.task)' switches tensor '\(t.name)', which \(source) does not have.")
+                }
+                guard specs[i].shape == t.shape else {
+                    throw SwitchError(
+                        .shapeMismatch,
+                        "Pack '\(pack.task)' expects tensor '\(t.name)' of shape \(t.shape); \(source) has \(specs[i].shape)."
+                    )
+                }
+                guard t.positive.last.map({ Int($0) < t.elementCount }) ?? true,
+                    t.negative.last.map({ Int($0) < t.elementCount }) ?? true
+                else {
+                    throw SwitchError(
+                        .corruptPack,
+                        "Pack '\(pack.task)' has an entry of tensor '\(t.name)' outside its \(t.elementCount) elements."
+                    )
+                }
+                p.append((i, k))
+            }
+            plans.append(p)
+        }
+        return plans
+    }
+
+    private static func restore(_ s: inout State) {
+        while let u = s.undo.popLast() {
+            s.weights.restore(positive: u.positive, negative: u.negative, saved: u.saved, to: u.tensor)
+        }
+        s.active = []
+    }
+}

@@ -1,1 +1,0 @@
-// TaskSwitches: see Package.swift for this module's job.

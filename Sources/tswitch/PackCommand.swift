@@ -1,0 +1,126 @@
+import ArgumentParser
+import CheckpointIO
+import Foundation
+import TaskSwitches
+import TensorKernels
+
+struct PackCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "pack",
+        abstract: "Make a T-Switch pack (mask, signs and one scale per tensor) from a base and a fine-tune.",
+        discussion: """
+            Per tensor of the task vector tau = fine-tune - base, P-Discard keeps the floor((1-drop)*n) largest \
+            positive and the floor((1-drop)*n) largest-magnitude negative entries; the pack stores their mask and \
+            signs (context-coded near H(d)+d bits per entry) and lambda = RMS of the kept entries. The pack is \
+            refused on any base but this one (fingerprint). See docs/pack-format.md.
+            """)
+
+    @Argument(help: "The base model (file or folder).")
+    var base: String
+
+    @Argument(help: "The fine-tuned model with the same tensors.")
+    var finetuned: String
+
+    @Option(name: .shortAndLong, help: "The pack file to write (.tsw).")
+    var output: String
+
+    @Option(help: "Drop ratio alpha in [0, 1): the share of each sign's entries discarded per tensor.")
+    var drop: Double = 0.7
+
+    @Option(help: "Task name stored in the pack (default: the fine-tune's folder name).")
+    var task: String?
+
+    @Option(help: "A safetensors file with the task's classification head (stored dense, F32).")
+    var head: String?
+
+    @Option(help: "Class names: a JSON file with a \"labels\" array (data/tasks/*/labels.json) or a JSON array.")
+    var labels: String?
+
+    @Option(help: "Ties at the threshold: lowest-index (exactly k kept) or keep-all-tied (the official code).")
+    var ties: String = PDiscard.TieRule.lowestIndex.rawValue
+
+    @Flag(help: "Replace the output file if it exists.")
+    var force = false
+
+    @Flag(help: "Print JSON for scripts.")
+    var json = false
+
+    func validate() throws {
+        guard drop.isFinite, drop >= 0, drop < 1 else {
+            throw ValidationError("--drop must be at least 0 and below 1 (0.7 drops 70 % of each sign); got \(drop).")
+        }
+        guard PDiscard.TieRule(rawValue: ties) != nil else {
+            throw ValidationError(
+                "--ties must be one of: \(PDiscard.TieRule.allCases.map(\.rawValue).joined(separator: ", ")).")
+        }
+    }
+
+    func run() throws {
+        if !force, FileManager.default.fileExists(atPath: output) {
+            throw SwitchError(.outputExists, "\(output): already exists; pass --force to replace it.")
+        }
+        let baseModel = try ModelFolder(path: base)
+        let fine = try ModelFolder(path: finetuned)
+        let headTensors = try head.map { try SwitchApplier.readHead($0) } ?? []
+        let labelNames = try labels.map(Self.readLabels) ?? []
+        let name = task ?? URL(fileURLWithPath: finetuned).standardizedFileURL.lastPathComponent
+        let bar = ProgressBar(total: baseModel.tensorNames.count, label: "pack")
+        let barBox = UncheckedSendable(bar)
+        let lock = NSLock()
+        let start = Date()
+        let pack = try SwitchPack.build(
+            base: baseModel, fineTuned: fine, dropRatio: drop, task: name,
+            tieRule: PDiscard.TieRule(rawValue: ties) ?? .lowestIndex, head: headTensors, labels: labelNames
+        ) { done, total in
+            lock.withLock { barBox.value.update(done) }
+        }
+        bar.finish()
+        let bytes = try PackFile.write(pack, to: output, overwrite: force)
+        let seconds = Date().timeIntervalSince(start)
+        let params = pack.parameterCount
+        let kept = pack.keptCount
+        let d = params == 0 ? 0 : Double(kept) / Double(params)
+        let floorBits = params == 0 || d == 0 || d == 1 ? 0 : (entropy(d) + d) * Double(params)
+        let f32Bytes = baseModel.tensorInfos.filter { $0.dtype.isConvertibleFloat }.reduce(0) {
+            $0 + $1.elementCount * 4
+        }
+        let bitsPerParam = Double(bytes * 8) / Double(max(1, params))
+        if json {
+            let root: [String: Any] = [
+                "output": output, "task": name, "drop_ratio": drop, "tensors": pack.tensors.count,
+                "parameters": params, "kept": kept, "density": d, "bytes": bytes, "bits_per_parameter": bitsPerParam,
+                "entropy_floor_bits_per_parameter": floorBits / Double(max(1, params)),
+                "fraction_of_f32": Double(bytes) / Double(max(1, f32Bytes)),
+                "base_fingerprint": pack.baseFingerprint.description, "seconds": seconds,
+            ]
+            let data = try JSONSerialization.data(withJSONObject: root, options: [.prettyPrinted, .sortedKeys])
+            print(String(decoding: data, as: UTF8.self))
+        } else {
+            print(
+                "\(output): task '\(name)', \(pack.tensors.count) tensors, \(Format.count(kept)) of \(Format.count(params)) entries kept (density \(String(format: "%.4f", d)))"
+            )
+            print(
+                String(
+                    format:
+                        "  %@, %.4f bits/parameter (floor H(d)+d = %.4f, ratio %.3f), %.2f%% of the F32 fine-tune, %.2f s",
+                    Format.bytes(bytes), bitsPerParam, floorBits / Double(max(1, params)),
+                    Double(bytes * 8) / max(1, floorBits),
+                    100 * Double(bytes) / Double(max(1, f32Bytes)), seconds))
+        }
+    }
+
+    private func entropy(_ d: Double) -> Double { -(d * log2(d)) - (1 - d) * log2(1 - d) }
+
+    /// Reads class names from `{"labels": [...]}` or a bare JSON array.
+    static func readLabels(_ path: String) throws -> [String] {
+        let data: Data
+        do { data = try Data(contentsOf: URL(fileURLWithPath: path)) } catch {
+            throw SwitchError(.io, "\(path): cannot read the labels file: \(error.localizedDescription).")
+        }
+        let obj = try? JSONSerialization.jsonObject(with: data)
+        if let a = obj as? [String] { return a }
+        if let d = obj as? [String: Any], let a = d["labels"] as? [String] { return a }
+        throw SwitchError(
+            .invalidArgument, "\(path): expected a JSON array of class names or an object with a \"labels\" array.")
+    }
+}

@@ -1,0 +1,150 @@
+import ArgumentParser
+import Foundation
+import TaskSwitches
+
+struct RouteCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "route",
+        abstract: "Auto-Switch: route features to task switches by k-NN over a labelled query set; score it.",
+        discussion: """
+            QUERIES is a safetensors file with 'features' [N, D], 'labels' (I64 task index) and metadata 'tasks' \
+            (JSON array of names): ~100 base-model features per task, kept next to the packs. FEATURES has \
+            'features' [M, D] from the same base model (e.g. `tswitch embed`), optionally 'labels' and 'tasks'. \
+            Prints the switch weights per batch (or per example) and, with labels, the routing accuracy. \
+            --all scores every mode x distance (labels needed). Defaults (cosine, hard-batch, k = 10) are the best \
+            measured on the 8-task benchmark (docs/bench-switch.md): Euclidean k-NN on raw mean-pooled features \
+            routes 25 % of examples to their task, cosine 77 % per example and 100 % per single-task batch. \
+            With examples of mixed tasks in one stream, use --batch 1.
+            """)
+
+    @Argument(
+        help: "QUERIES FEATURES, or with --build: TASK=FILE pairs of per-task features (e.g. from `tswitch embed`).")
+    var inputs: [String]
+
+    @Option(help: "Build a labelled query set (or labelled features) from TASK=FILE pairs and write it here.")
+    var build: String?
+
+    @Option(help: "Neighbours.")
+    var k: Int = 10
+
+    @Option(help: "Distance: cosine or euclidean (the official code's).")
+    var distance: String = AutoSwitchRouter.Distance.cosine.rawValue
+
+    @Option(
+        help:
+            "How neighbour shares become switch weights: per-example, soft-batch (official ViT) or hard-batch (official RoBERTa)."
+    )
+    var mode: String = AutoSwitchRouter.Mode.hardBatchMean.rawValue
+
+    @Option(help: "Batch size of the batch modes.")
+    var batch: Int = 256
+
+    @Flag(help: "Score every mode and distance on labelled features.")
+    var all = false
+
+    @Flag(help: "Print JSON for scripts.")
+    var json = false
+
+    func validate() throws {
+        guard AutoSwitchRouter.Distance(rawValue: distance) != nil else {
+            throw ValidationError("--distance must be cosine or euclidean; got '\(distance)'.")
+        }
+        guard AutoSwitchRouter.Mode(rawValue: mode) != nil else {
+            throw ValidationError(
+                "--mode must be one of \(AutoSwitchRouter.Mode.allCases.map(\.rawValue).joined(separator: ", ")); got '\(mode)'."
+            )
+        }
+        guard k >= 1 else { throw ValidationError("--k must be at least 1.") }
+        guard batch >= 1 else { throw ValidationError("--batch must be at least 1.") }
+        if build != nil {
+            guard !inputs.isEmpty, inputs.allSatisfy({ $0.contains("=") }) else {
+                throw ValidationError("With --build, give TASK=FILE pairs (one features file per task).")
+            }
+        } else if inputs.count != 2 {
+            throw ValidationError("Give QUERIES and FEATURES (two .safetensors files).")
+        }
+    }
+
+    /// Stacks per-task feature files into one labelled file.
+    private func buildSet(_ out: String) throws {
+        var parts: [(task: String, features: QuerySet)] = []
+        for pair in inputs {
+            let eq = pair.firstIndex(of: "=") ?? pair.endIndex
+            let task = String(pair[..<eq])
+            let file = String(pair[pair.index(after: eq)...])
+            parts.append((task, try QuerySet(path: file, requireLabels: false)))
+        }
+        let set = try QuerySet.combine(parts)
+        try set.write(to: out)
+        print(
+            "\(out): \(set.count) labelled examples of \(set.dimension) features, tasks \(set.tasks.joined(separator: ", "))"
+        )
+    }
+
+    func run() throws {
+        if let build { return try buildSet(build) }
+        let q = try QuerySet(path: inputs[0], requireLabels: true)
+        let f = try QuerySet(path: inputs[1], requireLabels: false)
+        if all {
+            var results: [[String: Any]] = []
+            for d in AutoSwitchRouter.Distance.allCases {
+                let router = try AutoSwitchRouter(query: q, k: k, distance: d)
+                for m in AutoSwitchRouter.Mode.allCases {
+                    let s = try router.score(f, mode: m, batchSize: batch)
+                    results.append([
+                        "distance": d.rawValue, "mode": m.rawValue, "accuracy": s.accuracy, "own_weight": s.ownWeight,
+                        "examples": s.examples,
+                    ])
+                }
+            }
+            if json {
+                try printJSON(["k": k, "batch": batch, "results": results])
+            } else {
+                print("k = \(k), batch = \(batch), \(f.count) examples, \(q.tasks.count) tasks")
+                print("distance   mode          accuracy  own-task weight")
+                for r in results {
+                    print(
+                        String(
+                            format: "%-10@ %-13@ %7.2f%%  %.4f", r["distance"] as? String ?? "",
+                            r["mode"] as? String ?? "",
+                            100 * (r["accuracy"] as? Double ?? 0), r["own_weight"] as? Double ?? 0))
+                }
+            }
+            return
+        }
+        let router = try AutoSwitchRouter(
+            query: q, k: k, distance: AutoSwitchRouter.Distance(rawValue: distance) ?? .cosine)
+        let m = AutoSwitchRouter.Mode(rawValue: mode) ?? .perExample
+        let w = try router.weights(f, mode: m, batchSize: batch)
+        let score = f.labels == nil ? nil : try router.score(f, mode: m, batchSize: batch)
+        if json {
+            var root: [String: Any] = ["tasks": q.tasks, "k": k, "distance": distance, "mode": mode, "weights": w]
+            if let score { root["accuracy"] = score.accuracy; root["own_weight"] = score.ownWeight }
+            try printJSON(root)
+            return
+        }
+        let step = m == .perExample ? 1 : batch
+        print(
+            "example  "
+                + q.tasks.map { String($0.prefix(11)).padding(toLength: 12, withPad: " ", startingAt: 0) }.joined()
+                + "-> switch")
+        for i in stride(from: 0, to: w.count, by: step) {
+            let cells = w[i].map { String(format: "%-12.3f", $0) }.joined()
+            let label = m == .perExample ? String(i) : "\(i)-\(min(w.count, i + step) - 1)"
+            print(
+                label.padding(toLength: 9, withPad: " ", startingAt: 0) + cells + "-> "
+                    + q.tasks[AutoSwitchRouter.argmax(w[i])])
+        }
+        if let score {
+            print(
+                String(
+                    format: "routing accuracy %.2f%% (%d examples), mean own-task weight %.4f", 100 * score.accuracy,
+                    score.examples, score.ownWeight))
+        }
+    }
+
+    private func printJSON(_ root: [String: Any]) throws {
+        let data = try JSONSerialization.data(withJSONObject: root, options: [.prettyPrinted, .sortedKeys])
+        print(String(decoding: data, as: UTF8.self))
+    }
+}

@@ -1,0 +1,91 @@
+import CheckpointIO
+import Foundation
+import TaskSwitches
+import Testing
+
+@testable import Evaluation
+
+/// Packs applied in memory give the fine-tune's embeddings, and Auto-Switch routes to the right pack.
+///
+/// Two synthetic "fine-tunes" of the real base move the last layer's output bias by ±0.05, alternating in sign
+/// (opposite signs in the two); a pack with drop ratio 0 stores such a task vector exactly (sign mask and
+/// λ = RMS = 0.05), so the switched encoder must match an encoder loaded from the fine-tune's folder.
+@Suite("Switched encoder", .serialized)
+struct SwitchedEncoderTests {
+    static let tensor = "encoder.layer.5.output.dense.bias"
+
+    /// Writes a copy of the base with ±`delta` (alternating) added to `tensor`, plus the base's support files.
+    static func fineTune(delta: Float, into dir: URL) throws {
+        let base = try ModelFolder(path: EvalFixture.modelFolder.path)
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        let specs = base.tensorInfos.map { TensorSpec(name: $0.name, dtype: $0.dtype, shape: $0.shape) }
+        let writer = try SafeTensorsWriter(path: dir.appendingPathComponent("model.safetensors").path, tensors: specs)
+        for spec in specs {
+            let view = try base.tensor(spec.name)
+            if spec.name == tensor {
+                try writer.write(spec.name, floats: try view.floats().enumerated().map { $1 + ($0 % 2 == 0 ? delta : -delta) })
+            } else {
+                try writer.write(spec.name, from: view)
+            }
+        }
+        try writer.finish()
+        for f in base.supportFiles {
+            try FileManager.default.copyItem(at: f, to: dir.appendingPathComponent(f.lastPathComponent))
+        }
+    }
+
+    @Test("a pack applied to the base embeds like the fine-tune; Auto-Switch routes each text to its pack")
+    func packsAndRouting() throws {
+        let tmp = FileManager.default.temporaryDirectory.appendingPathComponent("eval-switch-\(UUID().uuidString)")
+        defer { try? FileManager.default.removeItem(at: tmp) }
+        let base = try ModelFolder(path: EvalFixture.modelFolder.path)
+        var packs: [SwitchPack] = []
+        var fineTuned: [SentenceEncoder] = []
+        for (task, delta) in [("up", Float(0.05)), ("down", Float(-0.05))] {
+            let dir = tmp.appendingPathComponent(task)
+            try Self.fineTune(delta: delta, into: dir)
+            let ft = try ModelFolder(path: dir.path)
+            packs.append(try SwitchPack.build(base: base, fineTuned: ft, dropRatio: 0, task: task))
+            fineTuned.append(try SentenceEncoder(path: dir.path))
+        }
+        let switched = try SwitchedEncoder(basePath: EvalFixture.modelFolder.path)
+        let texts = ["a first sentence", "something else entirely", "the third text, with punctuation!"]
+        let plain = try SentenceEncoder(path: EvalFixture.modelFolder.path)
+        let baseFeatures = plain.embed(texts, maxLength: 48)
+
+        for (i, pack) in packs.enumerated() {
+            let got = try switched.embed(texts, packs: [pack], maxLength: 48, batchSize: 2)
+            let want = fineTuned[i].embed(texts, maxLength: 48)
+            #expect(BertEncoderTests.worstRelativeError(got, want, hidden: 384) < 1e-5)
+            #expect(BertEncoderTests.worstRelativeError(got, baseFeatures, hidden: 384) > 1e-3)
+        }
+        // After switching, the base is restored exactly.
+        #expect(try switched.embed(texts, packs: [], maxLength: 48, batchSize: 2) == baseFeatures)
+
+        // Query set: the base features of the texts themselves, labelled up, down, up; 1-NN routes each back.
+        let query = QuerySet(features: baseFeatures, count: 3, dimension: 384, labels: [0, 1, 0], tasks: ["up", "down"])
+        let router = try AutoSwitchRouter(query: query, k: 1)
+        let routed = try switched.embedRouted(
+            texts, packs: [packs[1], packs[0]], router: router, mode: .perExample, routeBatch: 1, maxLength: 48,
+            batchSize: 2)
+        #expect(routed.weights == [[0, 1], [1, 0], [0, 1]])
+        for (row, want) in [0, 1, 0].enumerated() {
+            let got = Array(routed.features[(row * 384)..<(row * 384 + 384)])
+            let ref = fineTuned[want].embed([texts[row]], maxLength: 48)
+            #expect(BertEncoderTests.worstRelativeError(got, ref, hidden: 384) < 1e-5)
+        }
+    }
+
+    @Test("a query-set task without a pack is refused with a message naming it")
+    func missingPack() throws {
+        let switched = try SwitchedEncoder(basePath: EvalFixture.modelFolder.path)
+        let query = QuerySet(features: [Float](repeating: 1, count: 384), count: 1, dimension: 384, labels: [0], tasks: ["x"])
+        let router = try AutoSwitchRouter(query: query, k: 1)
+        let e = EvalFixture.error {
+            _ = try switched.embedRouted(
+                ["t"], packs: [], router: router, mode: .perExample, routeBatch: 1, maxLength: 8, batchSize: 1)
+        }
+        #expect(e?.code == .incompatible)
+        #expect(e?.message == "The query set routes to task 'x', but no --pack is for that task (packs: []).")
+    }
+}
