@@ -92,18 +92,32 @@ public enum DTypeConversion {
     }
 
     private static func widenBF16(_ src: UnsafeRawPointer, _ dst: UnsafeMutablePointer<Float>, _ r: Range<Int>) {
-        var i = r.lowerBound
-        let out = UnsafeMutableRawPointer(dst)
-        while i + 16 <= r.upperBound {
-            let h = src.loadUnaligned(fromByteOffset: i * 2, as: SIMD16<UInt16>.self)
-            let w = SIMD16<UInt32>(truncatingIfNeeded: h) &<< 16
-            out.storeBytes(of: w, toByteOffset: i * 4, as: SIMD16<UInt32>.self)
-            i += 16
+        if Int(bitPattern: src) % 2 == 0 {
+            widenBF16(src.assumingMemoryBound(to: UInt16.self) + r.lowerBound, dst + r.lowerBound, count: r.count)
+            return
         }
-        while i < r.upperBound {
-            let h = src.loadUnaligned(fromByteOffset: i * 2, as: UInt16.self)
-            dst[i] = Float(bitPattern: UInt32(h) << 16)
-            i += 1
+        for i in r { dst[i] = Float(bitPattern: UInt32(src.loadUnaligned(fromByteOffset: i * 2, as: UInt16.self)) << 16) }
+    }
+
+    /// BF16 bits to Float for `count` aligned elements on the calling thread.
+    ///
+    /// Plain loops over typed pointers: LLVM vectorises them to 8 lanes. The explicit `SIMD8<UInt16>` conversions
+    /// compiled to per-lane code on Swift 6.3 (BF16 narrowing measured 8.6 ns/element against 0.3 ns here).
+    @inline(__always)
+    public static func widenBF16(_ source: UnsafePointer<UInt16>, _ destination: UnsafeMutablePointer<Float>, count: Int) {
+        let out = UnsafeMutableRawPointer(destination).assumingMemoryBound(to: UInt32.self)
+        for i in 0..<count { out[i] = UInt32(source[i]) << 16 }
+    }
+
+    /// Float to BF16 bits for `count` aligned elements on the calling thread (see `widenBF16(_:_:count:)`).
+    @inline(__always)
+    public static func narrowBF16(_ source: UnsafePointer<Float>, _ destination: UnsafeMutablePointer<UInt16>, count: Int) {
+        let bits = UnsafeRawPointer(source).assumingMemoryBound(to: UInt32.self)
+        for i in 0..<count {
+            let f = bits[i]
+            let rounded = (f &+ 0x7FFF &+ ((f >> 16) & 1)) >> 16
+            let nan = ((f >> 16) & 0x8000) | 0x7FC0
+            destination[i] = UInt16(truncatingIfNeeded: (f & 0x7FFF_FFFF) > 0x7F80_0000 ? nan : rounded)
         }
     }
 
@@ -139,27 +153,12 @@ public enum DTypeConversion {
 
     // MARK: - Narrowing
 
-    @inline(__always)
-    private static func floatToBF16Bits(_ f: SIMD8<UInt32>) -> SIMD8<UInt32> {
-        let lsb = (f &>> 16) & 1
-        let rounded = (f &+ (0x7FFF &+ lsb)) &>> 16
-        let isNaN = (f & 0x7FFF_FFFF) .> 0x7F80_0000
-        let nan = ((f &>> 16) & 0x8000) | 0x7FC0
-        return rounded.replacing(with: nan, where: isNaN)
-    }
-
     private static func narrowBF16(_ src: UnsafePointer<Float>, _ dst: UnsafeMutableRawPointer, _ r: Range<Int>) {
-        var i = r.lowerBound
-        let inp = UnsafeRawPointer(src)
-        while i + 8 <= r.upperBound {
-            let f = inp.loadUnaligned(fromByteOffset: i * 4, as: SIMD8<UInt32>.self)
-            dst.storeBytes(of: SIMD8<UInt16>(truncatingIfNeeded: floatToBF16Bits(f)), toByteOffset: i * 2, as: SIMD8<UInt16>.self)
-            i += 8
+        if Int(bitPattern: dst) % 2 == 0 {
+            narrowBF16(src + r.lowerBound, dst.assumingMemoryBound(to: UInt16.self) + r.lowerBound, count: r.count)
+            return
         }
-        while i < r.upperBound {
-            dst.storeBytes(of: bfloat16Bits(src[i]), toByteOffset: i * 2, as: UInt16.self)
-            i += 1
-        }
+        for i in r { dst.storeBytes(of: bfloat16Bits(src[i]), toByteOffset: i * 2, as: UInt16.self) }
     }
 
     /// Float to half bits, round to nearest even, 8 at a time (F. Giesen's float_to_half_fast3_rtne): normal results

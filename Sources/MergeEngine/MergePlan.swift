@@ -211,6 +211,18 @@ public struct MergePlan: Sendable {
         method: any MergeMethod.Type, models: [PlannedModel], indexOf: [String: Int]
     ) throws(MergeError) -> PlannedTensor {
         let file = config.file
+        // Integer buffers (e.g. BERT's `embeddings.position_ids`) are not weights: transformers omits them when it
+        // saves a fine-tune, so one present in some inputs is copied from the first that has it.
+        let holders = zip(s.sources, inputNames).compactMap { src, tname in
+            models[indexOf[src.model] ?? 0].folder.info(tname).map { (src: src, tensor: tname, info: $0) }
+        }
+        if holders.count < s.sources.count, let first = holders.first, !first.info.dtype.isConvertibleFloat {
+            let input = PlannedInput(
+                model: indexOf[first.src.model] ?? 0, tensor: first.tensor, isBase: first.src.model == base, parameters: [:])
+            return PlannedTensor(
+                name: name, shape: first.info.shape, outDType: first.info.dtype, inputs: [input], parameters: [:],
+                copyRaw: true)
+        }
         var infos: [TensorInfo] = []
         for (src, tname) in zip(s.sources, inputNames) {
             let folder = models[indexOf[src.model] ?? 0].folder

@@ -74,7 +74,7 @@ public struct PulseAnalysis: Sendable {
             params += b.count
             if pos.isEmpty && neg.isEmpty { continue }
             tensors += 1
-            var rng = SplitMix64Local(seed: seed &+ UInt64(k) &* 0x9E37_79B9_7F4A_7C15)
+            var rng = SplitMix64(seed: seed &+ UInt64(k) &* 0x9E37_79B9_7F4A_7C15)
             for values in [pos, neg] where !values.isEmpty {
                 let sorted = values.sorted(by: >)
                 var pm = [0.0]
@@ -140,19 +140,4 @@ public struct PulseAnalysis: Sendable {
         parameters = params
         self.tensors = tensors
     }
-}
-
-/// SplitMix64 for the random strategy (TaskSwitches does not depend on MergeEngine's generator).
-struct SplitMix64Local {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-    /// Uniform in [0, 1) with 53 bits.
-    mutating func nextUnit() -> Double { Double(next() >> 11) * 0x1p-53 }
 }

@@ -15,36 +15,8 @@ public enum SwitchApplier {
             throw SwitchError(.invalidArgument, "No packs were given; expected at least one .tsw file.")
         }
         for (pack, weight) in packs {
-            guard weight.isFinite else {
-                throw SwitchError(
-                    .invalidWeight, "The weight of pack '\(pack.task)' is \(weight); expected a finite number.")
-            }
-            guard pack.baseFingerprint == fingerprint else {
-                throw SwitchError(
-                    .wrongBase,
-                    "Pack '\(pack.task)' was made for a base with fingerprint \(pack.baseFingerprint), but \(base.path) has fingerprint \(fingerprint); use the base model the pack was made from."
-                )
-            }
-            for t in pack.tensors {
-                guard let info = base.info(t.name) else {
-                    throw SwitchError(
-                        .missingTensor,
-                        "Pack '\(pack.task)' switches tensor '\(t.name)', which \(base.path) does not have.")
-                }
-                guard info.shape == t.shape, info.dtype.isConvertibleFloat else {
-                    throw SwitchError(
-                        .shapeMismatch,
-                        "Pack '\(pack.task)' expects tensor '\(t.name)' of shape \(t.shape); \(base.path) has \(info.shape) (\(info.dtype.rawValue))."
-                    )
-                }
-                guard t.positive.last.map({ Int($0) < t.elementCount }) ?? true,
-                    t.negative.last.map({ Int($0) < t.elementCount }) ?? true
-                else {
-                    throw SwitchError(
-                        .corruptPack,
-                        "Pack '\(pack.task)' has an entry of tensor '\(t.name)' outside its \(t.elementCount) elements."
-                    )
-                }
+            try pack.checkFits(weight: weight, fingerprint: fingerprint, source: base.path) { name in
+                base.info(name).map { ($0.shape, $0.dtype.isConvertibleFloat ? nil : $0.dtype.rawValue) }
             }
         }
     }

@@ -235,3 +235,43 @@ final class Counter: @unchecked Sendable {
         return value
     }
 }
+
+extension SwitchPack {
+    /// Checks that this pack, applied with `weight`, fits a base: a finite weight, the base's fingerprint, every
+    /// switched tensor present with the pack's shape and a float dtype, every index inside its tensor. Shared by
+    /// `SwitchApplier` (a base on disk) and `SwitchableModel` (a base in memory).
+    ///
+    /// - Parameter lookup: a tensor's shape and, when its dtype is not a float type, that dtype's name; nil when the
+    ///   base has no such tensor.
+    func checkFits(
+        weight: Float, fingerprint: BaseFingerprint, source: String, lookup: (String) -> ([Int], String?)?
+    ) throws(SwitchError) {
+        guard weight.isFinite else {
+            throw SwitchError(.invalidWeight, "The weight of pack '\(task)' is \(weight); expected a finite number.")
+        }
+        guard baseFingerprint == fingerprint else {
+            throw SwitchError(
+                .wrongBase,
+                "Pack '\(task)' was made for a base with fingerprint \(baseFingerprint), but \(source) has fingerprint \(fingerprint); use the base model the pack was made from."
+            )
+        }
+        for t in tensors {
+            guard let (shape, nonFloat) = lookup(t.name) else {
+                throw SwitchError(
+                    .missingTensor, "Pack '\(task)' switches tensor '\(t.name)', which \(source) does not have.")
+            }
+            guard shape == t.shape, nonFloat == nil else {
+                let dtype = nonFloat.map { " (\($0))" } ?? ""
+                throw SwitchError(
+                    .shapeMismatch,
+                    "Pack '\(task)' expects tensor '\(t.name)' of shape \(t.shape); \(source) has \(shape)\(dtype).")
+            }
+            guard t.positive.last.map({ Int($0) < t.elementCount }) ?? true,
+                t.negative.last.map({ Int($0) < t.elementCount }) ?? true
+            else {
+                throw SwitchError(
+                    .corruptPack, "Pack '\(task)' has an entry of tensor '\(t.name)' outside its \(t.elementCount) elements.")
+            }
+        }
+    }
+}

@@ -117,39 +117,11 @@ public final class SwitchableModel: @unchecked Sendable {
         var plans: [[(Int, Int)]] = []
         let index = Dictionary(uniqueKeysWithValues: specs.enumerated().map { ($1.name, $0) })
         for (pack, weight) in packs {
-            guard weight.isFinite else {
-                throw SwitchError(
-                    .invalidWeight, "The weight of pack '\(pack.task)' is \(weight); expected a finite number.")
+            try pack.checkFits(weight: weight, fingerprint: fingerprint, source: source) { name in
+                index[name].map { (specs[$0].shape, nil) }
             }
-            guard pack.baseFingerprint == fingerprint else {
-                throw SwitchError(
-                    .wrongBase,
-                    "Pack '\(pack.task)' was made for a base with fingerprint \(pack.baseFingerprint), but \(source) has fingerprint \(fingerprint); use the base model the pack was made from."
-                )
-            }
-            var p: [(Int, Int)] = []
-            for (k, t) in pack.tensors.enumerated() {
-                guard let i = index[t.name] else {
-                    throw SwitchError(
-                        .missingTensor,
-                        "Pack '\(pack.task)' switches tensor '\(t.name)', which \(source) does not have.")
-                }
-                guard specs[i].shape == t.shape else {
-                    throw SwitchError(
-                        .shapeMismatch,
-                        "Pack '\(pack.task)' expects tensor '\(t.name)' of shape \(t.shape); \(source) has \(specs[i].shape)."
-                    )
-                }
-                guard t.positive.last.map({ Int($0) < t.elementCount }) ?? true,
-                    t.negative.last.map({ Int($0) < t.elementCount }) ?? true
-                else {
-                    throw SwitchError(
-                        .corruptPack,
-                        "Pack '\(pack.task)' has an entry of tensor '\(t.name)' outside its \(t.elementCount) elements."
-                    )
-                }
-                p.append((i, k))
-            }
+            // checkFits proved every name is in `index`.
+            let p = pack.tensors.enumerated().compactMap { k, t in index[t.name].map { ($0, k) } }
             plans.append(p)
         }
         return plans

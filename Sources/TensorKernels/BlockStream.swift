@@ -28,7 +28,7 @@ public struct TensorSource: @unchecked Sendable {
             switch dtype {
             case .BF16:
                 let p = (base + range.lowerBound * 2).assumingMemoryBound(to: UInt16.self)
-                BlockConversion.widenBF16(p, destination, count: range.count)
+                DTypeConversion.widenBF16(p, destination, count: range.count)
                 return
             case .F32:
                 destination.update(from: (base + range.lowerBound * 4).assumingMemoryBound(to: Float.self), count: range.count)
@@ -68,7 +68,7 @@ public struct TensorSink: @unchecked Sendable {
             switch dtype {
             case .BF16:
                 let p = (base + range.lowerBound * 2).assumingMemoryBound(to: UInt16.self)
-                BlockConversion.narrowBF16(values, p, count: range.count)
+                DTypeConversion.narrowBF16(values, p, count: range.count)
                 return
             case .F32:
                 (base + range.lowerBound * 4).assumingMemoryBound(to: Float.self).update(from: values, count: range.count)

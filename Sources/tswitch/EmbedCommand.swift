@@ -8,9 +8,9 @@ struct EmbedCommand: ParsableCommand {
         commandName: "embed",
         abstract: "Sentence embeddings of a JSONL file of texts with a BERT encoder (masked mean pooling).",
         discussion: """
-            Reads one {"text": ...} object per line and writes one F32 tensor `embeddings` (N x hidden) to a
-            safetensors file, in input order. --normalize scales each row to unit length, which is what
-            sentence-transformers returns for all-MiniLM-L6-v2. Matrix products run through OpenBLAS
+            Reads one {"text": ...} object per line and writes one F32 tensor `embeddings` (N x hidden) to a \
+            safetensors file, in input order. --normalize scales each row to unit length, which is what \
+            sentence-transformers returns for all-MiniLM-L6-v2. Matrix products run through OpenBLAS \
             (OPENBLAS_NUM_THREADS sets its threads).
             """)
 

@@ -10,14 +10,16 @@ struct EvalCommand: ParsableCommand {
         abstract: "Accuracy of an encoder with a linear head on a labelled JSONL test set, or on a folder of tasks.",
         discussion: """
             One task: tswitch eval MODEL --head head.safetensors --data test.jsonl
-            A folder of tasks: tswitch eval MODEL --head data/heads --data data/tasks evaluates every task folder
-            of --data that has a test.jsonl, with --head's <task>/head.safetensors, and prints per-task and mean
+
+            A folder of tasks: tswitch eval MODEL --head data/heads --data data/tasks evaluates every task folder \
+            of --data that has a test.jsonl, with --head's <task>/head.safetensors, and prints per-task and mean \
             accuracy. MODEL may then also be a folder of per-task models (zoo/<task>/), one per task.
+
             Texts are truncated to --max-length tokens (48, the zoo's training protocol, by default).
 
-            With --pack, MODEL is the base and the packs are applied in memory first. One task: every pack is
-            added (weight 1). A folder of tasks: each task gets the pack made for it (T-Switch with the task
-            known). With --auto-switch QUERYSET (a labelled query set of base-model features, see `tswitch route`),
+            With --pack, MODEL is the base and the packs are applied in memory first. One task: every pack is \
+            added (weight 1). A folder of tasks: each task gets the pack made for it (T-Switch with the task \
+            known). With --auto-switch QUERYSET (a labelled query set of base-model features, see `tswitch route`), \
             each test batch is routed by k-NN to weights over the packs instead (Auto-Switch).
             """)
 

@@ -104,3 +104,63 @@ struct MalformedCorpusTests {
         #expect(try unpadded.tensor("a").floats() == [1, 2, 3])
     }
 }
+
+/// A deterministic mutation fuzzer that runs with every `swift test` (libFuzzer runs in `scripts/fuzz`): mutants of
+/// the valid files either parse into a header whose spans tile the data exactly, or throw a `CheckpointError`.
+@Suite("Mutation fuzzing of the header parser")
+struct HeaderMutationTests {
+    static func parse(_ bytes: [UInt8]) throws(CheckpointError) -> SafeTensorsHeader {
+        var result: Result<SafeTensorsHeader, CheckpointError>!
+        bytes.withUnsafeBytes { raw in
+            result = Result { () throws(CheckpointError) -> SafeTensorsHeader in
+                let n = try SafeTensorsHeader.headerLength(
+                    prefix: UnsafeRawBufferPointer(rebasing: raw[0..<min(8, raw.count)]), fileSize: raw.count, file: "mutant")
+                return try SafeTensorsHeader.parse(
+                    json: UnsafeRawBufferPointer(rebasing: raw[8..<(8 + n)]), fileSize: raw.count, file: "mutant")
+            }
+        }
+        return try result.get()
+    }
+
+    @Test("20,000 mutants of valid files are parsed or refused with a CheckpointError, never accepted inconsistently")
+    func mutants() throws {
+        let valid = try FileManager.default.contentsOfDirectory(atPath: Fixture.path("malformed/valid")).sorted()
+            .map { try [UInt8](Data(contentsOf: Fixture.root.appendingPathComponent("malformed/valid/\($0)"))) }
+            + [try [UInt8](Data(contentsOf: Fixture.root.appendingPathComponent("models/mixed.safetensors")))]
+        var rng = SplitMix(2026)
+        var accepted = 0
+        var codes = Set<CheckpointError.Code>()
+        for i in 0..<20_000 {
+            var b = valid[i % valid.count]
+            for _ in 0..<(1 + Int(rng.next() % 3)) {
+                let pos = Int(rng.next() % UInt64(max(1, b.count)))
+                switch rng.next() % 6 {
+                case 0 where !b.isEmpty: b[pos] ^= UInt8(1 << (rng.next() % 8))  // bit flip
+                case 1 where !b.isEmpty: b[pos] = Array("{}[],:\"0123456789-.e\\ ".utf8).randomElement(using: &rng) ?? 0
+                case 2: b = Array(b.prefix(pos))  // truncate
+                case 3: b.insert(contentsOf: Array("\"F32\",[0,1]".utf8).shuffled(using: &rng).prefix(Int(rng.next() % 6)), at: min(pos, b.count))
+                case 4 where b.count >= 8: b.replaceSubrange(0..<8, with: withUnsafeBytes(of: UInt64(rng.next() % UInt64(b.count + 16)).littleEndian, Array.init))
+                default: if !b.isEmpty { b.remove(at: pos) }
+                }
+            }
+            do {
+                let h = try Self.parse(b)
+                accepted += 1
+                var end = 0
+                for t in h.tensors {
+                    #expect(t.dataOffsets.lowerBound == end)
+                    #expect(TensorInfo.byteCount(shape: t.shape, dtype: t.dtype) == t.byteCount)
+                    end = t.dataOffsets.upperBound
+                }
+                #expect(h.dataStart + end == b.count)
+            } catch {
+                codes.insert(error.code)
+                #expect(error.message.contains("mutant"))
+            }
+        }
+        #expect(accepted > 0, "some mutants (e.g. whitespace changes) stay valid")
+        #expect(codes.count >= 8, "mutants reach many different checks: \(codes)")
+    }
+}
+
+extension SplitMix: RandomNumberGenerator {}

@@ -175,6 +175,34 @@ struct MergeInputTests {
         #expect(e?.message.contains(lacking) == true)
     }
 
+    @Test("an integer buffer that a fine-tune omits (BERT's position_ids) is copied from the model that has it")
+    func bufferMissingFromFineTune() throws {
+        // A base with an I64 buffer, and a fine-tune saved without it, as transformers does.
+        let base = try ModelFolder(path: Fixtures.model("base"))
+        let withBuffer = Fixtures.scratch("buffer-base")
+        let positions: [Int64] = Array(0..<16)
+        var specs = base.tensorInfos.map { TensorSpec(name: $0.name, dtype: .F32, shape: $0.shape) }
+        specs.append(TensorSpec(name: "embeddings.position_ids", dtype: .I64, shape: [1, 16]))
+        let writer = try ModelWriter(directory: withBuffer, tensors: specs)
+        for info in base.tensorInfos { try writer.write(info.name, floats: try base.tensor(info.name).floats()) }
+        try positions.withUnsafeBytes { try writer.write("embeddings.position_ids", bytes: $0) }
+        try writer.copySupportFiles(from: base, dtype: .F32)
+        try writer.finish()
+        let fineTune = try Self.variant("buffer-ft") { _ in .none }
+        let out = Fixtures.scratch("buffer-out")
+        defer { for d in [withBuffer, fineTune, out] { try? FileManager.default.removeItem(atPath: d) } }
+
+        let yaml = "merge_method: task_arithmetic\nbase_model: \(withBuffer)\nmodels:\n  - model: \(fineTune)\n    parameters: {weight: 1}\n"
+        let configs = try MergeConfigParser.parse(yaml, file: "inline.yml")
+        try MergeEngine.run(configs: configs, configDirectory: nil, output: out)
+        let merged = try ModelFolder(path: out)
+        let copied = try merged.tensor("embeddings.position_ids")
+        #expect(copied.dtype == .I64 && copied.shape == [1, 16])
+        #expect(Array(copied.bytes) == positions.withUnsafeBytes { Array($0) })
+        // Float tensors present in both are still merged, not copied.
+        #expect(merged.contains("model.norm.weight"))
+    }
+
     @Test("a Hugging Face id resolves through the local hub cache and never downloads")
     func huggingFaceCache() throws {
         let hub = Fixtures.scratch("hub")

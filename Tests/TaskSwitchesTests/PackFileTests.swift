@@ -8,7 +8,7 @@ import Testing
 /// The pack format: round trips, the checksum and the coder, and every kind of damaged file.
 struct PackFileTests {
     static func randomSwitch(_ name: String, shape: [Int], density: Double, seed: UInt64) -> TensorSwitch {
-        var g = SplitMix(state: seed)
+        var g = SplitMix64(seed: seed)
         var pos: [UInt32] = []
         var neg: [UInt32] = []
         for i in 0..<shape.reduce(1, *) where Double.random(in: 0..<1, using: &g) < density {
@@ -75,7 +75,7 @@ struct PackFileTests {
     @Test("every flipped byte is an error, never a wrong pack")
     func corruption() throws {
         let bytes = PackFile.encode(Self.samplePack())
-        var g = SplitMix(state: 3)
+        var g = SplitMix64(seed: 3)
         var positions = Array(stride(from: 0, to: bytes.count, by: max(1, bytes.count / 300)))
         positions += (0..<200).map { _ in Int.random(in: 0..<bytes.count, using: &g) }
         for p in positions {

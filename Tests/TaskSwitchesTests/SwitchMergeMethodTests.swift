@@ -43,7 +43,7 @@ struct SwitchMergeMethodTests {
 
     @Test("t_switch equals applying the packs built from the same models")
     func tSwitchMatchesPacks() throws {
-        var g = SplitMix(state: 11)
+        var g = SplitMix64(seed: 11)
         let n = 4000
         let base = (0..<n).map { _ in g.normal() }
         let a = base.map { $0 + 0.01 * g.normal() }

@@ -1,5 +1,6 @@
 import CheckpointIO
 import Foundation
+import TensorKernels
 import Testing
 
 @testable import TaskSwitches
@@ -41,16 +42,8 @@ func indexHash(_ indices: [UInt32]) -> String {
     return BaseFingerprint(value: h.value).description
 }
 
-/// A deterministic generator (SplitMix64) so random test models are reproducible.
-struct SplitMix: RandomNumberGenerator {
-    var state: UInt64
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
+/// Test helpers on the shared deterministic generator, so random test models are reproducible.
+extension SplitMix64 {
     /// Roughly normal (sum of uniforms), cheap and deterministic.
     mutating func normal() -> Float {
         var s: Float = 0
@@ -83,7 +76,7 @@ func writeModel(
 
 /// A base and a fine-tune of a toy architecture: two matrices, a bias, a scalar and an int tensor.
 func toyPair(_ dir: URL, seed: UInt64 = 1, scale: Float = 0.01) throws -> (base: URL, fine: URL) {
-    var g = SplitMix(state: seed)
+    var g = SplitMix64(seed: seed)
     let shapes: [(String, [Int])] = [
         ("layer.0.weight", [48, 32]), ("layer.0.bias", [48]), ("layer.1.weight", [16, 48]), ("temperature", []),
     ]

@@ -2,23 +2,11 @@ import Testing
 
 @testable import TensorKernels
 
-/// A small deterministic generator so failures reproduce.
-struct SplitMix64: RandomNumberGenerator {
-    var state: UInt64
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-}
-
 @Suite("Selection")
 struct SelectionTests {
     /// Values with heavy ties (like task vectors with untouched zeros) and a spread of magnitudes.
     static func sample(_ n: Int, seed: UInt64, ties: Bool) -> [Float] {
-        var rng = SplitMix64(state: seed)
+        var rng = SplitMix64(seed: seed)
         return (0..<n).map { _ in
             if ties, Int.random(in: 0..<3, using: &rng) == 0 { return 0 }
             if ties { return Float(Int.random(in: -20...20, using: &rng)) }
@@ -73,7 +61,7 @@ struct ElementwiseTests {
 
     @Test("axpy, subtract and abs match scalar loops", arguments: sizes)
     func matchScalar(n: Int) {
-        var rng = SplitMix64(state: UInt64(n) + 11)
+        var rng = SplitMix64(seed: UInt64(n) + 11)
         let x = (0..<n).map { _ in Float.random(in: -4...4, using: &rng) }
         let y = (0..<n).map { _ in Float.random(in: -4...4, using: &rng) }
         var out = y
@@ -93,7 +81,7 @@ struct ElementwiseTests {
 
     @Test("sums of squares and magnitudes agree with a Double reference", arguments: sizes)
     func sums(n: Int) {
-        var rng = SplitMix64(state: UInt64(n) + 99)
+        var rng = SplitMix64(seed: UInt64(n) + 99)
         let x = (0..<n).map { _ in Float.random(in: -2...2, using: &rng) }
         let squares = x.withUnsafeBufferPointer { Elementwise.sumOfSquares($0) }
         let magnitudes = x.withUnsafeBufferPointer { Elementwise.sumOfMagnitudes($0) }

@@ -148,7 +148,7 @@ def train_task(task: str, args, base: Path, tok, log):
             opt.zero_grad()
             loss.backward()
             opt.step()
-            total += float(loss) * len(idx)
+            total += float(loss.detach()) * len(idx)
             seen += len(idx)
             step += 1
         log(f"[{task}] epoch {epoch + 1}/{args.epochs}: mean loss {total / seen:.4f}, {time.time() - t0:.0f}s")
@@ -210,7 +210,7 @@ def main():
         summary["tasks"][task] = train_task(task, args, base, tok, log)
         done = summary["tasks"]
         summary["mean"] = {k: sum(v[k] for v in done.values()) / len(done) for k in ("pretrained_head", "finetuned_head")}
-        summary["seconds_total"] = round(time.time() - start + (summary.get("seconds_before_resume", 0)), 1)
+        summary["seconds_total"] = round(sum(v["seconds"] for v in done.values()), 1)
         tmp = summary_path.with_suffix(".json.tmp")
         tmp.write_text(json.dumps(summary, indent=1) + "\n")
         tmp.rename(summary_path)
