@@ -38,14 +38,17 @@ struct EvalCommand: ParsableCommand {
     @Option(help: "Texts per forward pass.")
     var batch = 64
 
-    @Option(help: "A T-Switch pack (.tsw) to apply to the base MODEL; repeat for several.")
+    @Option(
+        parsing: .upToNextOption,
+        help: "T-Switch packs (.tsw) to apply to the base MODEL: `--pack packs/*.tsw` or repeated --pack.")
     var pack: [String] = []
 
     @Option(name: .customLong("auto-switch"), help: "Route each batch to the packs with this labelled query set (.safetensors).")
     var autoSwitch: String?
 
-    @Option(help: "Auto-Switch: per-example, soft-batch (official ViT code) or hard-batch (official RoBERTa code).")
-    var routeMode: String = AutoSwitchRouter.Mode.softBatchMean.rawValue
+    @Option(
+        help: "Auto-Switch: per-example, soft-batch (official ViT code) or hard-batch (official RoBERTa code; the best measured, see docs/bench-switch.md).")
+    var routeMode: String = AutoSwitchRouter.Mode.hardBatchMean.rawValue
 
     @Option(help: "Auto-Switch: neighbours.")
     var routeK = 10
@@ -95,7 +98,7 @@ struct EvalCommand: ParsableCommand {
             return try switched.embed(texts, packs: packs, maxLength: min(length, switched.config.maxPositions), batchSize: batch)
         case .routed(let switched, let packs, let router):
             return try switched.embedRouted(
-                texts, packs: packs, router: router, mode: AutoSwitchRouter.Mode(rawValue: routeMode) ?? .softBatchMean,
+                texts, packs: packs, router: router, mode: AutoSwitchRouter.Mode(rawValue: routeMode) ?? .hardBatchMean,
                 routeBatch: routeBatch, maxLength: min(length, switched.config.maxPositions), batchSize: batch
             ).features
         }
