@@ -46,17 +46,7 @@ public struct PulseAnalysis: Sendable {
         var tensors = 0
         let infos = base.tensorInfos.filter { $0.dtype.isConvertibleFloat }
         for (k, info) in infos.enumerated() {
-            guard let other = fineTuned.info(info.name) else {
-                throw SwitchError(
-                    .missingTensor,
-                    "\(fineTuned.path): the fine-tune has no tensor '\(info.name)', which the base \(base.path) has.")
-            }
-            guard other.shape == info.shape else {
-                throw SwitchError(
-                    .shapeMismatch,
-                    "\(fineTuned.path): tensor '\(info.name)' has shape \(other.shape); the base \(base.path) has \(info.shape)."
-                )
-            }
+            _ = try counterpart(of: info, base: base, fineTuned: fineTuned)
             let b = try io { () throws(CheckpointError) in try base.tensor(info.name).floats() }
             let f = try io { () throws(CheckpointError) in try fineTuned.tensor(info.name).floats() }
             var pos: [Float] = []

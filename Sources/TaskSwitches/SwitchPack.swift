@@ -113,17 +113,7 @@ extension SwitchPack {
         for info in infos {
             // Non-float buffers (e.g. BERT's `position_ids`) are not switched; fine-tunes often omit them.
             if !info.dtype.isConvertibleFloat && fineTuned.info(info.name) == nil { continue }
-            guard let other = fineTuned.info(info.name) else {
-                throw SwitchError(
-                    .missingTensor,
-                    "\(fineTuned.path): the fine-tune has no tensor '\(info.name)', which the base \(base.path) has.")
-            }
-            guard other.shape == info.shape else {
-                throw SwitchError(
-                    .shapeMismatch,
-                    "\(fineTuned.path): tensor '\(info.name)' has shape \(other.shape); the base \(base.path) has \(info.shape)."
-                )
-            }
+            let other = try counterpart(of: info, base: base, fineTuned: fineTuned)
             if !info.dtype.isConvertibleFloat || !other.dtype.isConvertibleFloat {
                 let a = try io { () throws(CheckpointError) in try base.tensor(info.name) }
                 let b = try io { () throws(CheckpointError) in try fineTuned.tensor(info.name) }
@@ -274,4 +264,20 @@ extension SwitchPack {
             }
         }
     }
+}
+
+/// The fine-tune's entry for a base tensor, which must exist with the same shape: the first check of every task
+/// vector τ = fine-tune − base (packing and the pulse analysis).
+func counterpart(of info: TensorInfo, base: ModelFolder, fineTuned: ModelFolder) throws(SwitchError) -> TensorInfo {
+    guard let other = fineTuned.info(info.name) else {
+        throw SwitchError(
+            .missingTensor,
+            "\(fineTuned.path): the fine-tune has no tensor '\(info.name)', which the base \(base.path) has.")
+    }
+    guard other.shape == info.shape else {
+        throw SwitchError(
+            .shapeMismatch,
+            "\(fineTuned.path): tensor '\(info.name)' has shape \(other.shape); the base \(base.path) has \(info.shape).")
+    }
+    return other
 }
