@@ -24,9 +24,11 @@ let package = Package(
         .systemLibrary(name: "CZstd", providers: [.apt(["libzstd-dev"])]),
 
         // Safetensors files and Hugging Face model folders: parse, validate, map, convert, write.
-        .target(name: "CheckpointIO", dependencies: ["CCheckpointKernels"]),
+        .target(name: "CheckpointIO", dependencies: ["CCheckpointKernels", "CMappedFileGuard"]),
         // Non-temporal-store conversion kernel for CheckpointIO (Swift cannot spell a streaming store).
         .target(name: "CCheckpointKernels"),
+        // SIGBUS handler and identity checks for memory-mapped inputs changed while read (a signal handler is C).
+        .target(name: "CMappedFileGuard"),
         // SIMD and multi-core loops over tensors: elementwise ops, selection, statistics.
         .target(name: "TensorKernels", dependencies: ["CheckpointIO"]),
         // mergekit-compatible configs and merge methods, streamed tensor by tensor.

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Hot-switching benchmark (issue 4): time to switch a resident all-MiniLM-L6-v2 from task A to task B, next to the
 # memory-bandwidth floor and to loading the full fine-tune from disk (ours: Swift mapped read; peer: Python
-# safetensors + torch), then the same on a generated ~1B-parameter model.
+# safetensors + torch), then the same on a generated ~1B-parameter model. Each switch is timed with the scatter
+# loop (before), the tiled sweep and the automatic per-tensor rule (after), in alternating rounds.
 #
 #   bench/switch-bench.sh [ZOO_TASK_A] [ZOO_TASK_B] [--no-1b]
 # Needs zoo/<task>/ fine-tunes (scripts/zoo/train_zoo.py) or any two fine-tune folders as A and B.
@@ -11,10 +12,10 @@ cd "$ROOT"
 A="${1:-zoo/code-lang}"
 B="${2:-zoo/lang-id}"
 BASE="$(scripts/model-path)"
-TS="${TSWITCH_BIN:-.build-switch/release/tswitch}"
+TS="${TSWITCH_BIN:-.build-switch-rel/release/tswitch}"
 OUT="$(mktemp -d)"
 trap 'rm -rf "$OUT"' EXIT
-[ -x "$TS" ] || swift build -c release --scratch-path .build-switch
+[ -x "$TS" ] || swift build -c release --scratch-path .build-switch-rel --product tswitch
 echo "== packs (drop 0.9)"
 "$TS" pack "$BASE" "$A" -o "$OUT/a.tsw" --drop 0.9
 "$TS" pack "$BASE" "$B" -o "$OUT/b.tsw" --drop 0.9

@@ -33,6 +33,8 @@ public struct CheckpointError: Error, CustomStringConvertible, Sendable, Equatab
         case outputExists
         /// Two models that should have the same tensors (base and fine-tune) differ in names or shapes.
         case modelMismatch
+        /// An input file was modified, truncated or replaced while it was mapped; the output is not committed.
+        case inputChanged
     }
 
     public let code: Code

@@ -1,3 +1,5 @@
+import CMappedFileGuard
+
 #if canImport(Glibc)
 @preconcurrency import Glibc
 #elseif canImport(Darwin)
@@ -17,6 +19,8 @@ public final class MappedFile: @unchecked Sendable {
     public let path: String
     public let size: Int
     private let base: UnsafeRawPointer?
+    /// Slot in the SIGBUS guard's table (CMappedFileGuard), -1 when unguarded.
+    private let guardSlot: Int32
 
     public init(path: String) throws(CheckpointError) {
         self.path = path
@@ -35,6 +39,7 @@ public final class MappedFile: @unchecked Sendable {
         size = Int(st.st_size)
         if size == 0 {
             base = nil
+            guardSlot = tsw_guard_register(nil, 0, path, fd)
             return
         }
         let p = mmap(nil, size, PROT_READ, MAP_PRIVATE, fd, 0)
@@ -42,10 +47,24 @@ public final class MappedFile: @unchecked Sendable {
             throw CheckpointError(.io, "\(path): cannot map \(size) bytes: \(String(cString: strerror(errno))).")
         }
         base = UnsafeRawPointer(p)
+        guardSlot = tsw_guard_register(p, size, path, fd)
     }
 
     deinit {
+        tsw_guard_unregister(guardSlot)
         if let base { munmap(UnsafeMutableRawPointer(mutating: base), size) }
+    }
+
+    /// Refuses to commit `output` when any file mapped now was modified, truncated or replaced since it was opened
+    /// (its device, inode, size or modification time differ): the output could mix old and new contents.
+    /// Called by `FileOutput.commit()` and `ModelWriter.finish()` just before the rename.
+    public static func checkInputsUnchanged(output: String) throws(CheckpointError) {
+        let slot = tsw_guard_changed_input()
+        guard slot >= 0 else { return }
+        let input = String(cString: tsw_guard_path(slot))
+        throw CheckpointError(
+            .inputChanged,
+            "\(input) changed while it was being read (its size, modification time or inode differ from when it was opened); \(output) was not written. Run the command again once the file is complete.")
     }
 
     /// The bytes of `range`; valid while this object lives.

@@ -70,7 +70,15 @@ public final class ModelFolder: Sendable {
     private static func openSharded(indexPath: String, directory: URL) throws(CheckpointError) -> [SafeTensorsFile] {
         let data: Data
         do {
+            let size = try FileManager.default.attributesOfItem(atPath: indexPath)[.size] as? Int ?? 0
+            guard size <= SafeTensorsHeader.Limits.maxIndexBytes else {
+                throw CheckpointError(
+                    .limitExceeded,
+                    "\(indexPath): the index has \(size) bytes; at most \(SafeTensorsHeader.Limits.maxIndexBytes) are allowed.")
+            }
             data = try Data(contentsOf: URL(fileURLWithPath: indexPath))
+        } catch let e as CheckpointError {
+            throw e
         } catch {
             throw CheckpointError(.io, "\(indexPath): cannot read: \(error.localizedDescription).")
         }

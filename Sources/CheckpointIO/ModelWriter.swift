@@ -78,10 +78,16 @@ public final class ModelWriter {
         if !finished { try? FileManager.default.removeItem(at: temporary) }
     }
 
+    /// fsync every shard before it is renamed (default true). False leaves write-back to the OS, as mergekit does:
+    /// faster when the disk is slower than the merge, not safe against a power loss right after (see FileOutput).
+    public var durable = true
+
     private func openShard(_ s: Int) throws(CheckpointError) {
         let specsHere = zip(specs, shardOf).filter { $0.1 == s }.map(\.0)
-        writers[s] = try SafeTensorsWriter(
+        let w = try SafeTensorsWriter(
             path: temporary.appendingPathComponent(shardNames[s]).path, tensors: specsHere, metadata: metadata)
+        w.durable = durable
+        writers[s] = w
     }
 
     /// The writer for the next tensor, opening its shard (and closing the previous one) as needed.
@@ -176,6 +182,7 @@ public final class ModelWriter {
             json += "\n  }\n}\n"
             try addFile("model.safetensors.index.json", contents: Data(json.utf8))
         }
+        try MappedFile.checkInputsUnchanged(output: target.path)
         let fm = FileManager.default
         var old: URL?
         if fm.fileExists(atPath: target.path) {

@@ -17,10 +17,13 @@ public struct SafeTensorsHeader: Sendable {
     public enum Limits {
         /// The format's own bound on N.
         public static let maxHeaderLength = 100_000_000
-        /// More tensors than any published model has (the largest have ~10^5).
-        public static let maxTensorCount = 10_000_000
+        /// Ten times the tensors of the largest published models (~10^5, mixture-of-experts); the JSON tree of a
+        /// header costs about 100 bytes per entry, so this also bounds the parser's memory.
+        public static let maxTensorCount = 1_000_000
         /// Dimensions per tensor.
         public static let maxRank = 32
+        /// Bytes of a `model.safetensors.index.json` (the largest published ones are under 100 KB); read whole.
+        public static let maxIndexBytes = 16 << 20
     }
 
     /// Reads the header length from the first 8 bytes and validates it against the file size.

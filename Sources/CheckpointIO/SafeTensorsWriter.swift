@@ -24,6 +24,12 @@ public final class SafeTensorsWriter {
 
     deinit { scratch?.deallocate() }
 
+    /// fsync before the rename (default true); see `FileOutput.durable`.
+    public var durable: Bool {
+        get { output.durable }
+        set { output.durable = newValue }
+    }
+
     /// The tensor expected next, or nil when all are written.
     public var nextTensor: TensorSpec? { next < specs.count ? specs[next] : nil }
 

@@ -1,6 +1,7 @@
 import CheckpointIO
 import COpenBLAS
 import Foundation
+import TensorKernels
 
 /// The row-wise steps of a transformer layer on `rows × width` row-major buffers, and the OpenBLAS matrix product.
 ///
@@ -88,32 +89,74 @@ enum EncoderKernels {
         }
     }
 
-    /// In-place exact GELU, `x · ½ · (1 + erf(x / √2))`, as BERT's "gelu".
+    /// In-place exact GELU, `x · ½ · (1 + erf(x / √2))`, as BERT's "gelu", 8 lanes at a time with
+    /// `VectorMath.erf` (within 3e-7 of `erff`; the scalar `erff` took a fifth of the encoder's time).
     static func gelu(_ x: UnsafeMutableBufferPointer<Float>) {
         let box = UncheckedSendable(x)
         Parallel.forEachChunk(x.count, minChunk: 1 << 15) { range in
-            let x = box.value
-            for i in range {
-                let v = x[i]
-                x[i] = 0.5 * v * (1 + erff(v * 0.70710678118654752))
+            let p = UnsafeMutableRawPointer(box.value.baseAddress!)
+            var i = range.lowerBound
+            while i + 8 <= range.upperBound {
+                let v = p.loadUnaligned(fromByteOffset: i * 4, as: SIMD8<Float>.self)
+                p.storeBytes(of: geluLanes(v), toByteOffset: i * 4, as: SIMD8<Float>.self)
+                i += 8
+            }
+            if i < range.upperBound {
+                var v = SIMD8<Float>(repeating: 0)
+                for k in 0..<(range.upperBound - i) { v[k] = box.value[i + k] }
+                let g = geluLanes(v)
+                for k in 0..<(range.upperBound - i) { box.value[i + k] = g[k] }
             }
         }
     }
 
-    /// In-place softmax of each row of an `n × n` matrix.
+    @inline(__always)
+    static func geluLanes(_ v: SIMD8<Float>) -> SIMD8<Float> {
+        0.5 * v * (1 + VectorMath.erf(v * 0.70710678118654752))
+    }
+
+    /// In-place softmax of each row of an `n × n` matrix, 8 lanes at a time with `VectorMath.exp`.
     static func softmaxRows(_ s: UnsafeMutablePointer<Float>, n: Int) {
+        let full = n & ~7
+        let tail = n - full
         for r in 0..<n {
             let row = s + r * n
-            var m = -Float.infinity
-            for j in 0..<n { m = max(m, row[j]) }
-            var sum: Float = 0
-            for j in 0..<n {
-                let e = expf(row[j] - m)
-                row[j] = e
-                sum += e
+            let raw = UnsafeMutableRawPointer(row)
+            var mv = SIMD8<Float>(repeating: -.infinity)
+            var j = 0
+            while j < full {
+                let v = raw.loadUnaligned(fromByteOffset: j * 4, as: SIMD8<Float>.self)
+                mv.replace(with: v, where: v .> mv)  // pointwiseMax compiles to a per-lane call
+                j += 8
             }
-            let inv = 1 / sum
-            for j in 0..<n { row[j] *= inv }
+            var m = mv.max()
+            for k in full..<n { m = max(m, row[k]) }
+            let mb = SIMD8<Float>(repeating: m)
+            var sv = SIMD8<Float>(repeating: 0)
+            j = 0
+            while j < full {
+                let e = VectorMath.exp(raw.loadUnaligned(fromByteOffset: j * 4, as: SIMD8<Float>.self) - mb)
+                raw.storeBytes(of: e, toByteOffset: j * 4, as: SIMD8<Float>.self)
+                sv += e
+                j += 8
+            }
+            var sum = sv.sum()
+            if tail > 0 {
+                var v = SIMD8<Float>(repeating: 0)
+                for k in 0..<tail { v[k] = row[full + k] - m }
+                let e = VectorMath.exp(v)
+                for k in 0..<tail {
+                    row[full + k] = e[k]
+                    sum += e[k]
+                }
+            }
+            let inv = SIMD8<Float>(repeating: 1 / sum)
+            j = 0
+            while j < full {
+                raw.storeBytes(of: raw.loadUnaligned(fromByteOffset: j * 4, as: SIMD8<Float>.self) * inv, toByteOffset: j * 4, as: SIMD8<Float>.self)
+                j += 8
+            }
+            for k in full..<n { row[k] *= inv[0] }
         }
     }
 }

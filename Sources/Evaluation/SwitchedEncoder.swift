@@ -53,7 +53,7 @@ public final class SwitchedEncoder: Sendable {
     }
 
     /// Auto-Switch: routes each example by its base-model features to weights over `packs` (k-NN over the query
-    /// set), then embeds consecutive examples that share the same weights with those packs applied.
+    /// set), then embeds all examples that share the same weights together, with those packs applied.
     ///
     /// - Throws: `EvaluationError` `.incompatible` when a query-set task has no pack or the dimensions differ;
     ///   `SwitchError` from the router or from applying a pack.
@@ -87,17 +87,25 @@ public final class SwitchedEncoder: Sendable {
             for (k, s) in row.enumerated() { w[packIndex[k]] += s }
             return w
         }
-        var features = [Float](repeating: 0, count: texts.count * config.hiddenSize)
-        var start = 0
+        // One switch per distinct weight vector, in order of first use: per-example routing with k neighbours
+        // yields few distinct mixes, so a test set costs a handful of switches instead of one per text.
+        var groups: [[Double]: [Int]] = [:]
+        var order: [[Double]] = []
+        for (i, w) in weights.enumerated() {
+            if groups[w] == nil { order.append(w) }
+            groups[w, default: []].append(i)
+        }
+        let hidden = config.hiddenSize
+        var features = [Float](repeating: 0, count: texts.count * hidden)
         defer { model.reset() }
-        while start < texts.count {
-            var end = start + 1
-            while end < texts.count && weights[end] == weights[start] { end += 1 }
-            let active = weights[start].enumerated().filter { $0.element > 0 }.map { (packs[$0.offset], Float($0.element)) }
+        for w in order {
+            let members = groups[w] ?? []
+            let active = w.enumerated().filter { $0.element > 0 }.map { (packs[$0.offset], Float($0.element)) }
             try model.activate(active)
-            let part = try currentEncoder().embed(Array(texts[start..<end]), maxLength: maxLength, batchSize: batchSize)
-            features.replaceSubrange((start * config.hiddenSize)..<(end * config.hiddenSize), with: part)
-            start = end
+            let part = try currentEncoder().embed(members.map { texts[$0] }, maxLength: maxLength, batchSize: batchSize)
+            for (row, i) in members.enumerated() {
+                features.replaceSubrange((i * hidden)..<((i + 1) * hidden), with: part[(row * hidden)..<((row + 1) * hidden)])
+            }
         }
         return Routed(features: features, weights: weights)
     }

@@ -1,3 +1,4 @@
+import CYaml
 import Foundation
 import CheckpointIO
 import Yams
@@ -108,8 +109,38 @@ public enum MergeConfigParser {
         "tokenizer", "chat_template", "name", "modules",
     ]
 
+    /// Sizes a hostile configuration cannot push past (docs/robustness.md). Real mergekit configs are a few KB,
+    /// nest 6-8 levels and name a handful of models.
+    public enum Limits {
+        /// Bytes of a configuration file.
+        public static let maxBytes = 1 << 20
+        /// Nesting of mappings and sequences; bounds the recursion of the YAML composer and of this parser.
+        public static let maxDepth = 64
+        /// YAML nodes once aliases are expanded: bounds "billion laughs" alias bombs, which expand exponentially.
+        public static let maxNodes = 100_000
+        /// Documents (`---`) in one file.
+        public static let maxDocuments = 100
+        /// Entries of `models:`, slices of `slices:`, and sources of one slice.
+        public static let maxModels = 1000
+    }
+
+    /// Reads a configuration file, refusing one larger than `Limits.maxBytes` before reading it.
+    public static func read(_ configFile: String) throws(MergeError) -> String {
+        let size = (try? FileManager.default.attributesOfItem(atPath: configFile)[.size] as? Int) ?? nil
+        if let size, size > Limits.maxBytes {
+            throw MergeError(
+                .limitExceeded, "\(configFile): the configuration has \(size) bytes; at most \(Limits.maxBytes) are allowed.")
+        }
+        do {
+            return try String(contentsOfFile: configFile, encoding: .utf8)
+        } catch {
+            throw MergeError(.invalidConfig, "\(configFile): cannot read the configuration: \(error.localizedDescription).")
+        }
+    }
+
     /// Parses every document of `yaml`. `file` names the source in messages.
     public static func parse(_ yaml: String, file: String) throws(MergeError) -> [MergeConfig] {
+        try checkLimits(yaml, file: file)
         let nodes: [Node]
         do {
             var all: [Node] = []
@@ -132,6 +163,82 @@ public enum MergeConfigParser {
             }
         }
         return configs
+    }
+
+    /// Checks size, nesting depth, alias-expanded node count and document count on libyaml's event stream, before
+    /// the recursive composer (Yams) or this parser walk the tree. Syntax errors are left to the composer, whose
+    /// messages are better.
+    static func checkLimits(_ yaml: String, file: String) throws(MergeError) {
+        var bytes = Array(yaml.utf8)
+        guard bytes.count <= Limits.maxBytes else {
+            throw MergeError(
+                .limitExceeded, "\(file): the configuration has \(bytes.count) bytes; at most \(Limits.maxBytes) are allowed.")
+        }
+        var parser = yaml_parser_t()
+        guard yaml_parser_initialize(&parser) == 1 else { return }
+        defer { yaml_parser_delete(&parser) }
+        var failure: MergeError?
+        bytes.withUnsafeMutableBufferPointer { b in
+            yaml_parser_set_input_string(&parser, b.baseAddress, b.count)
+            // Per open collection: its alias-expanded node count and anchor; anchors map to their expanded sizes.
+            var open: [(count: Int, anchor: String?)] = []
+            var anchored: [String: Int] = [:]
+            var total = 0
+            var documents = 0
+            func anchorName(_ p: UnsafeMutablePointer<yaml_char_t>?) -> String? {
+                p.map { String(cString: UnsafeRawPointer($0).assumingMemoryBound(to: CChar.self)) }
+            }
+            // Counts `n` nodes; a leaf's count also goes to its parent (a collection's, when it closes).
+            func add(_ n: Int, leaf: Bool, line: Int) -> MergeError? {
+                total += n
+                if leaf, !open.isEmpty { open[open.count - 1].count += n }
+                guard total <= Limits.maxNodes else {
+                    return MergeError(
+                        .limitExceeded,
+                        "\(file):\(line): the configuration expands to more than \(Limits.maxNodes) YAML nodes (aliases included), the limit.")
+                }
+                return nil
+            }
+            var event = yaml_event_t()
+            while failure == nil, yaml_parser_parse(&parser, &event) == 1 {
+                defer { yaml_event_delete(&event) }
+                let line = Int(event.start_mark.line) + 1
+                switch event.type {
+                case YAML_STREAM_END_EVENT:
+                    return
+                case YAML_DOCUMENT_START_EVENT:
+                    documents += 1
+                    if documents > Limits.maxDocuments {
+                        failure = MergeError(
+                            .limitExceeded, "\(file):\(line): more than \(Limits.maxDocuments) documents, the limit.")
+                    }
+                case YAML_SEQUENCE_START_EVENT, YAML_MAPPING_START_EVENT:
+                    guard open.count < Limits.maxDepth else {
+                        failure = MergeError(
+                            .limitExceeded, "\(file):\(line): the YAML nests deeper than \(Limits.maxDepth) levels, the limit.")
+                        break
+                    }
+                    let anchor = anchorName(
+                        event.type == YAML_SEQUENCE_START_EVENT
+                            ? event.data.sequence_start.anchor : event.data.mapping_start.anchor)
+                    failure = add(1, leaf: false, line: line)
+                    open.append((1, anchor))
+                case YAML_SEQUENCE_END_EVENT, YAML_MAPPING_END_EVENT:
+                    guard let closed = open.popLast() else { break }
+                    if let a = closed.anchor { anchored[a] = closed.count }
+                    if !open.isEmpty { open[open.count - 1].count += closed.count }
+                case YAML_SCALAR_EVENT:
+                    if let a = anchorName(event.data.scalar.anchor) { anchored[a] = 1 }
+                    failure = add(1, leaf: true, line: line)
+                case YAML_ALIAS_EVENT:
+                    let size = anchorName(event.data.alias.anchor).flatMap { anchored[$0] } ?? 1
+                    failure = add(size, leaf: true, line: line)
+                default:
+                    break
+                }
+            }
+        }
+        if let failure { throw failure }
     }
 
     /// The text of each `---`-separated document (for model cards).
@@ -204,12 +311,18 @@ public enum MergeConfigParser {
                 guard case .sequence(let seq) = value else {
                     throw fail(.invalidConfig, file, value, "'models' must be a list of {model, parameters}.")
                 }
+                guard seq.count <= Limits.maxModels else {
+                    throw fail(.limitExceeded, file, value, "'models' lists \(seq.count) entries; at most \(Limits.maxModels) are allowed.")
+                }
                 var models: [SourceDefinition] = []
                 for item in seq { models.append(try source(item, file: file, inSlice: false)) }
                 config.models = models
             case "slices":
                 guard case .sequence(let seq) = value else {
                     throw fail(.invalidConfig, file, value, "'slices' must be a list of {sources, parameters}.")
+                }
+                guard seq.count <= Limits.maxModels else {
+                    throw fail(.limitExceeded, file, value, "'slices' lists \(seq.count) entries; at most \(Limits.maxModels) are allowed.")
                 }
                 var slices: [SliceDefinition] = []
                 for item in seq { slices.append(try slice(item, file: file)) }
@@ -263,13 +376,10 @@ public enum MergeConfigParser {
         return config
     }
 
-    /// A model reference: a string (`org/name`, a path, `path+lora` is refused) or `{model: ...}`.
+    /// A model reference: a string (`org/name`, a path, or `model+lora`, which `MergePlan` merges first) or
+    /// `{model: ...}`.
     static func modelReference(_ node: Node, file: String) throws(MergeError) -> String {
-        let s = try string(node, file: file, key: "model")
-        if s.contains("+") && !s.hasPrefix("/") && !s.hasPrefix(".") {
-            throw fail(.invalidConfig, file, node, "'\(s)': merging a LoRA adapter ('model+lora') is not supported; merge the adapter first.")
-        }
-        return s
+        try string(node, file: file, key: "model")
     }
 
     static func source(_ node: Node, file: String, inSlice: Bool) throws(MergeError) -> SourceDefinition {
@@ -309,6 +419,9 @@ public enum MergeConfigParser {
             case "sources":
                 guard case .sequence(let seq) = value, !seq.isEmpty else {
                     throw fail(.invalidConfig, file, value, "'sources' must be a non-empty list.")
+                }
+                guard seq.count <= Limits.maxModels else {
+                    throw fail(.limitExceeded, file, value, "'sources' lists \(seq.count) entries; at most \(Limits.maxModels) are allowed.")
                 }
                 for s in seq { def.sources.append(try source(s, file: file, inSlice: true)) }
                 haveSources = true

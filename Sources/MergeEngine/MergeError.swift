@@ -24,6 +24,8 @@ public struct MergeError: Error, CustomStringConvertible, Sendable, Equatable {
         case numerical
         /// Reading or writing a checkpoint failed.
         case checkpoint
+        /// The configuration exceeds a size limit of `MergeConfigParser.Limits` (bytes, depth, nodes, models).
+        case limitExceeded
     }
 
     public let code: Code

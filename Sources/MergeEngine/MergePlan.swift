@@ -1,5 +1,6 @@
 import CheckpointIO
 import Foundation
+import TensorKernels
 
 /// One input of one output tensor.
 public struct PlannedInput: Sendable {
@@ -30,6 +31,51 @@ public struct PlannedModel: Sendable {
     public let reference: String
     public let path: String
     public let folder: ModelFolder
+    /// For `model+lora`: the temporary folder holding the merged model, deleted when the plan is released.
+    let scratch: ScratchFolder?
+
+    init(reference: String, path: String, folder: ModelFolder, scratch: ScratchFolder? = nil) {
+        self.reference = reference
+        self.path = path
+        self.folder = folder
+        self.scratch = scratch
+    }
+
+    /// A temporary folder removed with its last reference.
+    final class ScratchFolder: Sendable {
+        let path: String
+        init(_ path: String) { self.path = path }
+        deinit { try? FileManager.default.removeItem(atPath: path) }
+    }
+
+    /// Opens `reference`; `model+lora` (mergekit's syntax, a PEFT adapter folder after the `+`) is merged first
+    /// into a temporary folder (`$TMPDIR`), as mergekit merges it into its LoRA cache before planning.
+    static func open(_ reference: String, resolver: ModelResolver, file: String) throws(MergeError) -> PlannedModel {
+        let parts = reference.split(separator: "+", omittingEmptySubsequences: false).map(String.init)
+        let whole = try? resolver.resolve(reference, file: file)
+        if whole == nil, parts.count == 2 {
+            let modelPath = try resolver.resolve(parts[0], file: file)
+            let loraPath = try resolver.resolve(parts[1], file: file)
+            let out = FileManager.default.temporaryDirectory
+                .appendingPathComponent("tswitch-lora-\(getpid())-\(UInt64.random(in: 0...UInt64.max))").path
+            do throws(CheckpointError) {
+                let adapter = try LoRAAdapter(path: loraPath)
+                try adapter.writeMerged(base: try ModelFolder(path: modelPath), to: out)
+                let scratch = ScratchFolder(out)
+                return PlannedModel(reference: reference, path: out, folder: try ModelFolder(path: out), scratch: scratch)
+            } catch {
+                try? FileManager.default.removeItem(atPath: out)
+                throw MergeError(.checkpoint, "\(file): model '\(reference)' (LoRA adapter merged into the model): \(error.message)")
+            }
+        }
+        var path = whole ?? ""
+        if whole == nil { path = try resolver.resolve(reference, file: file) }
+        do throws(CheckpointError) {
+            return PlannedModel(reference: reference, path: path, folder: try ModelFolder(path: path))
+        } catch {
+            throw MergeError(.checkpoint, "\(file): model '\(reference)': \(error.message)")
+        }
+    }
 }
 
 /// The complete list of output tensors, computed before any tensor data is read, so that shape and name errors
@@ -65,13 +111,8 @@ public struct MergePlan: Sendable {
         var models: [PlannedModel] = []
         var indexOf: [String: Int] = [:]
         for ref in config.referencedModels {
-            let path = try resolver.resolve(ref, file: file)
-            do throws(CheckpointError) {
-                indexOf[ref] = models.count
-                models.append(PlannedModel(reference: ref, path: path, folder: try ModelFolder(path: path)))
-            } catch {
-                throw MergeError(.checkpoint, "\(file): model '\(ref)': \(error.message)")
-            }
+            indexOf[ref] = models.count
+            models.append(try PlannedModel.open(ref, resolver: resolver, file: file))
         }
         self.models = models
 

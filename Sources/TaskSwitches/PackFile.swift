@@ -15,6 +15,37 @@ public enum PackFile {
     /// Coder identifier stored in META: context-modelled adaptive binary range coder, blocks of 2^20 entries.
     public static let coderName = "ctx-range-v1"
 
+    /// Sizes a hostile pack cannot push past, checked before anything of that size is allocated or decoded; the
+    /// decoder's memory is then at most 4 bytes per kept entry plus the file itself (docs/robustness.md).
+    public struct Limits: Sendable {
+        /// Bytes of the META JSON (a real one is under 1 KB plus the labels).
+        public var maxMetaBytes = 16 << 20
+        /// Sections in one file: META, one per switched tensor, one per head tensor, END!.
+        public var maxSections = 10_000_000
+        /// Dimensions of a switched or head tensor (as for safetensors).
+        public var maxRank = 32
+        /// Entries of one switched tensor: indices are UInt32.
+        public var maxTensorElements = 1 << 32
+        /// Kept entries of the whole pack (4 bytes each once decoded): 16 GiB of indices, a 7B model at α = 0.4.
+        public var maxKeptEntries = 1 << 32
+        /// Values of one head tensor (4 bytes each).
+        public var maxHeadElements = 1 << 28
+
+        public init(
+            maxMetaBytes: Int = 16 << 20, maxSections: Int = 10_000_000, maxRank: Int = 32,
+            maxTensorElements: Int = 1 << 32, maxKeptEntries: Int = 1 << 32, maxHeadElements: Int = 1 << 28
+        ) {
+            self.maxMetaBytes = maxMetaBytes
+            self.maxSections = maxSections
+            self.maxRank = maxRank
+            self.maxTensorElements = maxTensorElements
+            self.maxKeptEntries = maxKeptEntries
+            self.maxHeadElements = maxHeadElements
+        }
+
+        public static let standard = Limits()
+    }
+
     // MARK: Writing
 
     /// Encodes the pack into bytes.
@@ -105,14 +136,20 @@ public enum PackFile {
     }
 
     /// Decodes pack bytes held in an array.
-    public static func decode(_ bytes: [UInt8], file: String) throws(SwitchError) -> SwitchPack {
+    public static func decode(_ bytes: [UInt8], file: String, limits: Limits = .standard) throws(SwitchError)
+        -> SwitchPack
+    {
         var result: Result<SwitchPack, SwitchError> = .failure(SwitchError(.notAPack, "\(file): empty."))
-        bytes.withUnsafeBytes { b in result = Result { () throws(SwitchError) in try decode(b, file: file) } }
+        bytes.withUnsafeBytes { b in
+            result = Result { () throws(SwitchError) in try decode(b, file: file, limits: limits) }
+        }
         return try result.get()
     }
 
     /// Decodes pack bytes; `file` names the source in errors.
-    public static func decode(_ bytes: UnsafeRawBufferPointer, file: String) throws(SwitchError) -> SwitchPack {
+    public static func decode(_ bytes: UnsafeRawBufferPointer, file: String, limits: Limits = .standard)
+        throws(SwitchError) -> SwitchPack
+    {
         func truncated(_ what: String) -> SwitchError {
             SwitchError(.truncatedPack, "\(file): the pack is truncated (\(what)); copy it again.")
         }
@@ -131,22 +168,30 @@ public enum PackFile {
         }
         var r = ByteReader(bytes)
         r.offset = magic.count
-        guard let version = try? r.u32(), (try? r.u32()) != nil else {
+        guard let version = try? r.u32(), let flags = try? r.u32() else {
             throw truncated("the file ends inside the 16-byte preamble")
         }
-        guard version <= Self.version, version >= 1 else {
+        guard version >= 1 else { throw corrupt("the format version is 0") }
+        guard version <= Self.version else {
             throw SwitchError(
                 .unsupportedVersion,
                 "\(file): the pack has format version \(version), newer than this reader (version \(Self.version)); upgrade tswitch to read it."
             )
         }
+        // Reserved: version 1 writes 0, so any other value is damage (the preamble has no checksum of its own).
+        guard flags == 0 else { throw corrupt("the reserved flags field is \(flags), not 0") }
         var meta: [String: Any]?
         var tensors: [TensorSwitch] = []
         var head: [DenseTensor] = []
         var sections = 0
         var ended = false
+        var kept = 0
         while r.remaining > 0 {
             guard !ended else { throw corrupt("\(r.remaining) bytes follow the END! section") }
+            guard sections < limits.maxSections else {
+                throw SwitchError(
+                    .limitExceeded, "\(file): the pack has more than \(limits.maxSections) sections, the limit.")
+            }
             guard let tagBytes = try? r.take(4), let length = try? r.u64(), let crc = try? r.u32() else {
                 throw truncated("the file ends inside the header of section \(sections + 1)")
             }
@@ -159,14 +204,22 @@ public enum PackFile {
             }
             switch tag {
             case "META":
+                guard payload.count <= limits.maxMetaBytes else {
+                    throw SwitchError(
+                        .limitExceeded,
+                        "\(file): the META section has \(payload.count) bytes; at most \(limits.maxMetaBytes) are allowed.")
+                }
                 guard let obj = try? JSONSerialization.jsonObject(with: Data(payload)) as? [String: Any] else {
                     throw corrupt("the META section is not a JSON object")
                 }
                 meta = obj
             case "TSWT":
-                tensors.append(try decodeTensor(payload, index: tensors.count, file: file))
+                let t = try decodeTensor(
+                    payload, index: tensors.count, file: file, limits: limits, keptBudget: limits.maxKeptEntries - kept)
+                kept += t.keptCount
+                tensors.append(t)
             case "HEAD":
-                head.append(try decodeHead(payload, file: file))
+                head.append(try decodeHead(payload, file: file, limits: limits))
             case "END!":
                 var e = ByteReader(payload)
                 guard let count = try? e.u64(), count == UInt64(sections) else {
@@ -188,6 +241,10 @@ public enum PackFile {
         guard count == tensors.count else {
             throw corrupt("META lists \(count) tensors but the file holds \(tensors.count)")
         }
+        // Written since version 1; a section whose tag was damaged would otherwise be skipped as unknown.
+        if let heads = meta["head_tensor_count"] as? Int, heads != head.count {
+            throw corrupt("META lists \(heads) head tensors but the file holds \(head.count)")
+        }
         let rule = (meta["tie_rule"] as? String).flatMap(PDiscard.TieRule.init(rawValue:)) ?? .lowestIndex
         let labels = meta["labels"] as? [String] ?? []
         return SwitchPack(
@@ -195,9 +252,11 @@ public enum PackFile {
             labels: labels)
     }
 
-    static func decodeTensor(_ payload: UnsafeRawBufferPointer, index: Int, file: String) throws(SwitchError)
-        -> TensorSwitch
-    {
+    /// Decodes one `TSWT` record. `keptBudget` is what remains of `limits.maxKeptEntries` for this pack.
+    static func decodeTensor(
+        _ payload: UnsafeRawBufferPointer, index: Int, file: String, limits: Limits = .standard,
+        keptBudget: Int = Limits.standard.maxKeptEntries
+    ) throws(SwitchError) -> TensorSwitch {
         var r = ByteReader(payload)
         func corrupt(_ what: String) -> SwitchError {
             SwitchError(
@@ -209,20 +268,41 @@ public enum PackFile {
                 throw corrupt("'\(try r.string() ?? "?")' has an unknown base dtype")
             }
             let rank = Int(try r.u8())
+            guard rank <= limits.maxRank else {
+                throw SwitchError(
+                    .limitExceeded,
+                    "\(file): tensor '\(name)' has \(rank) dimensions; at most \(limits.maxRank) are allowed.")
+            }
             var shape: [Int] = []
             var elements: UInt64 = 1
             for _ in 0..<rank {
                 let d = try r.u64()
                 let (p, o) = elements.multipliedReportingOverflow(by: d)
-                guard !o, p <= UInt64(UInt32.max) + 1 else { throw corrupt("tensor '\(name)' has an impossible shape") }
+                // Each dimension too: after a 0 the product stays 0 (found by fuzzing: [0, 2^63] trapped in Int(d)).
+                guard !o, p <= UInt64(UInt32.max) + 1, d <= UInt64(UInt32.max) + 1 else {
+                    throw corrupt("tensor '\(name)' has an impossible shape")
+                }
                 elements = p
                 shape.append(Int(d))
+            }
+            guard elements <= UInt64(limits.maxTensorElements) else {
+                throw SwitchError(
+                    .limitExceeded,
+                    "\(file): tensor '\(name)' has \(elements) elements; at most \(limits.maxTensorElements) are allowed.")
             }
             let lambda = try r.f32()
             guard lambda.isFinite, lambda >= 0 else { throw corrupt("tensor '\(name)' has scale \(lambda)") }
             let nPos = try r.u64()
             let nNeg = try r.u64()
-            guard nPos + nNeg <= elements else { throw corrupt("tensor '\(name)' keeps more entries than it has") }
+            let (declared, overflow) = nPos.addingReportingOverflow(nNeg)
+            guard !overflow, declared <= elements else {
+                throw corrupt("tensor '\(name)' keeps more entries than it has")
+            }
+            guard declared <= UInt64(max(0, keptBudget)) else {
+                throw SwitchError(
+                    .limitExceeded,
+                    "\(file): tensor '\(name)' takes the pack past \(limits.maxKeptEntries) kept entries, the limit.")
+            }
             let blockCount = Int(try r.u32())
             var lengths: [Int] = []
             for _ in 0..<blockCount { lengths.append(Int(try r.u32())) }
@@ -235,7 +315,7 @@ public enum PackFile {
                 throw corrupt(
                     "tensor '\(name)' has rows of \(cols) entries; at most \(TernaryCoder.maxColumns) are supported")
             }
-            guard let decoded = try? TernaryCoder.decode(streams, rows: rows, cols: cols),
+            guard let decoded = try? TernaryCoder.decode(streams, rows: rows, cols: cols, maxKept: Int(declared)),
                 decoded.positive.count == Int(nPos), decoded.negative.count == Int(nNeg)
             else { throw corrupt("the mask of tensor '\(name)' does not decode to its recorded counts") }
             return TensorSwitch(
@@ -250,17 +330,29 @@ public enum PackFile {
         }
     }
 
-    static func decodeHead(_ payload: UnsafeRawBufferPointer, file: String) throws(SwitchError) -> DenseTensor {
+    static func decodeHead(_ payload: UnsafeRawBufferPointer, file: String, limits: Limits = .standard)
+        throws(SwitchError) -> DenseTensor
+    {
         var r = ByteReader(payload)
         let bad = SwitchError(
             .corruptPack, "\(file): the pack is corrupt (a HEAD section is malformed); copy it again.")
         guard let name = try? r.string() ?? nil, let rank = try? r.u8() else { throw bad }
+        guard Int(rank) <= limits.maxRank else {
+            throw SwitchError(
+                .limitExceeded, "\(file): head tensor '\(name)' has \(rank) dimensions; at most \(limits.maxRank) are allowed.")
+        }
         var shape: [Int] = []
         var n = 1
         for _ in 0..<rank {
             guard let d = try? r.u64(), d < 1 << 31 else { throw bad }
             shape.append(Int(d))
-            n *= Int(d)
+            let (p, o) = n.multipliedReportingOverflow(by: Int(d))
+            guard !o, p <= limits.maxHeadElements else {
+                throw SwitchError(
+                    .limitExceeded,
+                    "\(file): head tensor '\(name)' has more than \(limits.maxHeadElements) values, the limit.")
+            }
+            n = p
         }
         guard r.remaining == n * 4, let raw = try? r.take(n * 4) else { throw bad }
         let values = (0..<n).map {

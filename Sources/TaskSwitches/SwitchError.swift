@@ -13,6 +13,8 @@ public struct SwitchError: Error, CustomStringConvertible, Sendable, Equatable {
         case truncatedPack
         case corruptPack
         case unsupportedVersion
+        /// A pack exceeds a size limit of `PackFile.Limits` (sections, rank, elements, kept entries, META size).
+        case limitExceeded
         case wrongBase
         case shapeMismatch
         case missingTensor

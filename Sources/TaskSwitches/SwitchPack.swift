@@ -16,13 +16,25 @@ public struct TensorSwitch: Sendable, Equatable {
     /// Ascending flat indices of kept entries with τ < 0.
     public let negative: [UInt32]
 
+    /// - Precondition: `positive` and `negative` are strictly ascending (as P-Discard and the pack decoder make
+    ///   them): the switching loops rely on it to touch each entry once and to walk tensors in order.
     public init(name: String, shape: [Int], baseDType: DType, lambda: Float, positive: [UInt32], negative: [UInt32]) {
+        precondition(
+            Self.strictlyAscending(positive) && Self.strictlyAscending(negative),
+            "indices of '\(name)' are not strictly ascending")
         self.name = name
         self.shape = shape
         self.baseDType = baseDType
         self.lambda = lambda
         self.positive = positive
         self.negative = negative
+    }
+
+    static func strictlyAscending(_ a: [UInt32]) -> Bool {
+        a.withUnsafeBufferPointer { b in
+            for i in b.indices.dropFirst() where b[i - 1] >= b[i] { return false }
+            return true
+        }
     }
 
     public var elementCount: Int { shape.reduce(1, *) }
@@ -126,6 +138,57 @@ extension SwitchPack {
             }
         }
         let work = infos.filter { $0.dtype.isConvertibleFloat }
+        return try build(
+            base: base, fingerprint: fingerprint, work: work, sourcePath: fineTuned.path, dropRatio: dropRatio,
+            task: task, tieRule: tieRule, head: head, labels: labels, progress: progress
+        ) { info throws(SwitchError) in
+            try io { () throws(CheckpointError) in try fineTuned.tensor(info.name).floats() }
+        }
+    }
+
+    /// Builds the pack of a PEFT LoRA adapter over `base` by P-Discard with drop ratio `dropRatio`.
+    ///
+    /// The task vector of an adapted tensor is what merging the adapter changes, `merged − base` in Float with the
+    /// merge rounded as PEFT's `merge_and_unload()` rounds it (see `LoRAAdapter`), so the pack equals the pack of
+    /// the merged model. Tensors the adapter does not touch have τ = 0 and no switch; `modules_to_save` tensors
+    /// are full replacements, packed like any fine-tuned tensor.
+    ///
+    /// - Throws: `SwitchError` naming the adapter and tensor when it targets a tensor the base lacks or has another
+    ///   shape, and `.emptyTaskVector` when the adapter changes nothing (e.g. an untrained adapter, B = 0).
+    public static func build(
+        base: ModelFolder, adapter: LoRAAdapter, dropRatio: Double, task: String,
+        tieRule: PDiscard.TieRule = .lowestIndex, head: [DenseTensor] = [], labels: [String] = [],
+        progress: (@Sendable (Int, Int) -> Void)? = nil
+    ) throws(SwitchError) -> SwitchPack {
+        try validate(dropRatio: dropRatio)
+        let fingerprint = try BaseFingerprint(model: base)
+        do throws(CheckpointError) { try adapter.check(against: base) } catch {
+            let code: SwitchError.Code =
+                switch error.code {
+                case .tensorNotFound: .missingTensor
+                case .modelMismatch: .shapeMismatch
+                default: .checkpoint
+                }
+            throw SwitchError(code, error.message)
+        }
+        let work = base.tensorInfos.filter { adapter.updates[$0.name] != nil }
+        return try build(
+            base: base, fingerprint: fingerprint, work: work, sourcePath: adapter.path, dropRatio: dropRatio,
+            task: task, tieRule: tieRule, head: head, labels: labels, progress: progress
+        ) { info throws(SwitchError) in
+            try io { () throws(CheckpointError) in
+                let w = try base.tensor(info.name).floats()
+                return try adapter.merged(info.name, base: w, dtype: info.dtype) ?? w
+            }
+        }
+    }
+
+    /// P-Discard over `work` (float tensors of `base`) in parallel; `tuned` gives a tensor's fine-tuned values.
+    private static func build(
+        base: ModelFolder, fingerprint: BaseFingerprint, work: [TensorInfo], sourcePath: String, dropRatio: Double,
+        task: String, tieRule: PDiscard.TieRule, head: [DenseTensor], labels: [String],
+        progress: (@Sendable (Int, Int) -> Void)?, tuned: @Sendable (TensorInfo) throws(SwitchError) -> [Float]
+    ) throws(SwitchError) -> SwitchPack {
         var results = [Result<TensorSwitch?, SwitchError>](repeating: .success(nil), count: work.count)
         let done = Counter()
         results.withUnsafeMutableBufferPointer { rb in
@@ -133,7 +196,9 @@ extension SwitchPack {
             Parallel.forEachChunk(work.count, minChunk: 1) { chunk in
                 for t in chunk {
                     R.value[t] = Result { () throws(SwitchError) in
-                        try switchOf(work[t], base: base, fineTuned: fineTuned, dropRatio: dropRatio, tieRule: tieRule)
+                        try switchOf(
+                            work[t], tuned: tuned(work[t]), base: base, sourcePath: sourcePath, dropRatio: dropRatio,
+                            tieRule: tieRule)
                     }
                     progress?(done.increment(), work.count)
                 }
@@ -149,7 +214,7 @@ extension SwitchPack {
         guard !tensors.isEmpty else {
             throw SwitchError(
                 .emptyTaskVector,
-                "\(fineTuned.path): the task vector over \(base.path) is empty (the fine-tune equals the base in every float tensor); there is nothing to pack."
+                "\(sourcePath): the task vector over \(base.path) is empty: zero in every float tensor (a fine-tune equal to the base, or an untrained LoRA adapter with B = 0); there is nothing to pack."
             )
         }
         return SwitchPack(
@@ -157,11 +222,13 @@ extension SwitchPack {
             head: head, labels: labels)
     }
 
+    /// The switch of one tensor from its fine-tuned values; nil when τ = 0 or P-Discard keeps nothing.
     private static func switchOf(
-        _ info: TensorInfo, base: ModelFolder, fineTuned: ModelFolder, dropRatio: Double, tieRule: PDiscard.TieRule
+        _ info: TensorInfo, tuned: [Float], base: ModelFolder, sourcePath: String, dropRatio: Double,
+        tieRule: PDiscard.TieRule
     ) throws(SwitchError) -> TensorSwitch? {
         let a = try io { () throws(CheckpointError) in try base.tensor(info.name).floats() }
-        var tau = try io { () throws(CheckpointError) in try fineTuned.tensor(info.name).floats() }
+        var tau = tuned
         a.withUnsafeBufferPointer { ab in
             tau.withUnsafeMutableBufferPointer { tb in
                 Elementwise.subtract(UnsafeBufferPointer(tb), ab, into: tb)
@@ -170,7 +237,7 @@ extension SwitchPack {
         if info.shape.isEmpty {
             // 0-dim: carried exactly as one kept entry with λ = |τ| (λ·sign(τ) == τ in Float).
             let v = tau[0]
-            guard v.isFinite else { throw nonFinite(info, index: 0, fineTuned: fineTuned, base: base) }
+            guard v.isFinite else { throw nonFinite(info, index: 0, source: sourcePath, base: base) }
             if v == 0 { return nil }
             return TensorSwitch(
                 name: info.name, shape: [], baseDType: info.dtype, lambda: Swift.abs(v), positive: v > 0 ? [0] : [],
@@ -183,11 +250,11 @@ extension SwitchPack {
             }
         } catch {
             switch error {
-            case .nonFinite(let index): throw nonFinite(info, index: index, fineTuned: fineTuned, base: base)
+            case .nonFinite(let index): throw nonFinite(info, index: index, source: sourcePath, base: base)
             case .tooLarge(let count):
                 throw SwitchError(
                     .unsupportedTensor,
-                    "\(fineTuned.path): tensor '\(info.name)' has \(count) elements; packs hold at most 2^32 per tensor."
+                    "\(sourcePath): tensor '\(info.name)' has \(count) elements; packs hold at most 2^32 per tensor."
                 )
             }
         }
@@ -195,7 +262,7 @@ extension SwitchPack {
         guard (info.shape.last ?? 1) <= TernaryCoder.maxColumns else {
             throw SwitchError(
                 .unsupportedTensor,
-                "\(fineTuned.path): tensor '\(info.name)' has rows of \(info.shape.last ?? 0) entries; packs support at most \(TernaryCoder.maxColumns) per row."
+                "\(sourcePath): tensor '\(info.name)' has rows of \(info.shape.last ?? 0) entries; packs support at most \(TernaryCoder.maxColumns) per row."
             )
         }
         return TensorSwitch(
@@ -203,12 +270,10 @@ extension SwitchPack {
             negative: result.negative)
     }
 
-    private static func nonFinite(_ info: TensorInfo, index: Int, fineTuned: ModelFolder, base: ModelFolder)
-        -> SwitchError
-    {
+    private static func nonFinite(_ info: TensorInfo, index: Int, source: String, base: ModelFolder) -> SwitchError {
         SwitchError(
             .nonFiniteValue,
-            "\(fineTuned.path): tensor '\(info.name)' minus the base \(base.path) is NaN or infinite at flat index \(index); expected finite weights."
+            "\(source): tensor '\(info.name)' minus the base \(base.path) is NaN or infinite at flat index \(index); expected finite weights."
         )
     }
 }

@@ -9,6 +9,10 @@ import TensorKernels
 /// are saved, and restoring writes them back in reverse order, so after `reset()` every weight is bit-identical to
 /// the base — no re-read of the checkpoint and no second copy of the model.
 ///
+/// A switch from one set of packs to another is done tensor by tensor, restoring and re-applying each tensor in
+/// one step; per tensor, a scatter over the kept entries or a tiled sweep over the tensor is chosen by how many
+/// entries it touches (`WeightStore`), with the same result bit for bit.
+///
 /// All access goes through one lock: switching and reading weights are serialized, so a reader never sees a
 /// half-applied pack. Share one instance between tasks. (`@unchecked Sendable`: the mutable state below is only
 /// touched while `lock` is held; a `Mutex<State>` cannot lend its buffers to a caller's closure under Swift 6's
@@ -21,19 +25,15 @@ public final class SwitchableModel: @unchecked Sendable {
     private let lock = NSLock()
     private var state: State
 
+    /// How tensors are switched: by the measured per-tensor rule, or always one loop (benchmarks and tests).
+    public enum Strategy: Sendable { case automatic, scatter, sweep }
+
     /// The weight buffers and the undo log; only touched under the lock.
     private struct State {
         var weights: WeightStore
-        var undo: [UndoEntry] = []
+        /// Per tensor, the undo entries of the applied packs in application order.
+        var undo: [Int: [WeightStore.Undo]] = [:]
         var active: [(task: String, weight: Float)] = []
-    }
-
-    /// Values a pack overwrote in one tensor, in the order of `positive` then `negative` indices.
-    private struct UndoEntry {
-        let tensor: Int
-        let positive: [UInt32]
-        let negative: [UInt32]
-        let saved: [Float]
     }
 
     /// Loads every float tensor of `base` as `Float` (other tensors are not switchable and not held).
@@ -71,27 +71,32 @@ public final class SwitchableModel: @unchecked Sendable {
     ///
     /// Everything is checked (fingerprint, names, shapes, finite weights) before any weight changes, so a failure
     /// leaves the model as it was.
-    public func activate(_ packs: [(pack: SwitchPack, weight: Float)]) throws(SwitchError) {
+    public func activate(_ packs: [(pack: SwitchPack, weight: Float)], strategy: Strategy = .automatic)
+        throws(SwitchError)
+    {
         let plans = try plan(packs)
+        var byTensor: [Int: [(TensorSwitch, Float)]] = [:]
+        for (p, entry) in packs.enumerated() {
+            for (tIndex, k) in plans[p] { byTensor[tIndex, default: []].append((entry.pack.tensors[k], entry.weight)) }
+        }
         lock.withLock {
-            Self.restore(&state)
-            for (p, entry) in packs.enumerated() {
-                for (tIndex, tensor) in plans[p] {
-                    let sw = entry.pack.tensors[tensor]
-                    let saved = state.weights.apply(sw, weight: entry.weight, to: tIndex)
-                    state.undo.append(
-                        UndoEntry(tensor: tIndex, positive: sw.positive, negative: sw.negative, saved: saved))
-                }
-                state.active.append((entry.pack.task, entry.weight))
-            }
+            Self.transition(&state, to: byTensor, strategy: strategy)
+            state.active = packs.map { ($0.pack.task, $0.weight) }
         }
     }
 
     /// Applies one pack with weight 1 (T-Switch with the task known).
-    public func activate(_ pack: SwitchPack) throws(SwitchError) { try activate([(pack, 1)]) }
+    public func activate(_ pack: SwitchPack, strategy: Strategy = .automatic) throws(SwitchError) {
+        try activate([(pack, 1)], strategy: strategy)
+    }
 
     /// Restores the base weights exactly.
-    public func reset() { lock.withLock { Self.restore(&state) } }
+    public func reset(strategy: Strategy = .automatic) {
+        lock.withLock {
+            Self.transition(&state, to: [:], strategy: strategy)
+            state.active = []
+        }
+    }
 
     /// Runs `body` with a tensor's current values (under the lock: keep it short).
     public func withTensor<R>(_ name: String, _ body: (UnsafeBufferPointer<Float>) throws -> R) rethrows -> R? {
@@ -127,10 +132,22 @@ public final class SwitchableModel: @unchecked Sendable {
         return plans
     }
 
-    private static func restore(_ s: inout State) {
-        while let u = s.undo.popLast() {
-            s.weights.restore(positive: u.positive, negative: u.negative, saved: u.saved, to: u.tensor)
+    /// Every tensor that has packs applied or is about to: restored and re-applied in one transition each.
+    private static func transition(_ s: inout State, to target: [Int: [(TensorSwitch, Float)]], strategy: Strategy) {
+        let tensors = Set(s.undo.keys).union(target.keys).sorted()
+        let forced: WeightStore.Path? =
+            switch strategy {
+            case .automatic: nil
+            case .scatter: .scatter
+            case .sweep: .sweep
+            }
+        var next: [Int: [WeightStore.Undo]] = [:]
+        for t in tensors {
+            // Taken out of the log first, so each tensor's old saved values are freed as soon as it is switched.
+            let old = s.undo.removeValue(forKey: t) ?? []
+            let undo = s.weights.transition(tensor: t, undo: old, switches: target[t] ?? [], path: forced)
+            if !undo.isEmpty { next[t] = undo }
         }
-        s.active = []
+        s.undo = next
     }
 }

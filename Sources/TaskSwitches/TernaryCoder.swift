@@ -56,8 +56,11 @@ enum TernaryCoder {
 
     /// Decodes the blocks back into ascending positive and negative flat indices.
     ///
-    /// - Throws: `Damaged` when a block's stream ends early.
-    static func decode(_ streams: [UnsafeRawBufferPointer], rows: Int, cols: Int) throws(Damaged) -> (
+    /// - Parameter maxKept: the recorded kept count; a block that decodes more is damaged, so a crafted stream
+    ///   cannot make the decoder allocate more than the record declares (and the pack limits bound).
+    /// - Throws: `Damaged` when a block's stream ends early or decodes more than `maxKept` entries.
+    static func decode(_ streams: [UnsafeRawBufferPointer], rows: Int, cols: Int, maxKept: Int = .max) throws(Damaged)
+        -> (
         positive: [UInt32], negative: [UInt32]
     ) {
         let ranges = blocks(rows: rows, cols: cols)
@@ -69,9 +72,9 @@ enum TernaryCoder {
             Parallel.forEachChunk(ranges.count, minChunk: 1) { chunk in
                 for b in chunk {
                     var dec = Decoding(decoder: RangeDecoder(S.value[b]))
-                    var sink = IndexSink()
+                    var sink = IndexSink(limit: maxKept)
                     code(&dec, rows: ranges[b], cols: cols, sink: &sink)
-                    P.value[b] = (sink.positive, sink.negative, !dec.decoder.overran)
+                    P.value[b] = (sink.positive, sink.negative, !dec.decoder.overran && !sink.full)
                 }
             }
         }
@@ -116,12 +119,26 @@ enum TernaryCoder {
         @inline(__always) mutating func code(_ bit: Bool, _ m: inout BinaryModel) -> Bool { decoder.decode(&m) }
     }
 
-    protocol Sink { mutating func kept(_ i: Int, negative: Bool) }
-    struct NoSink: Sink { mutating func kept(_ i: Int, negative: Bool) {} }
+    protocol Sink {
+        mutating func kept(_ i: Int, negative: Bool)
+        /// More entries arrived than the sink takes: stop coding.
+        var full: Bool { get }
+    }
+    struct NoSink: Sink {
+        mutating func kept(_ i: Int, negative: Bool) {}
+        var full: Bool { false }
+    }
     struct IndexSink: Sink {
         var positive: [UInt32] = []
         var negative: [UInt32] = []
+        let limit: Int
+        private(set) var full = false
+        init(limit: Int = .max) { self.limit = limit }
         mutating func kept(_ i: Int, negative n: Bool) {
+            guard positive.count + negative.count < limit else {
+                full = true
+                return
+            }
             if n { negative.append(UInt32(i)) } else { positive.append(UInt32(i)) }
         }
     }
@@ -145,7 +162,7 @@ enum TernaryCoder {
         var previousNonEmpty = 0
         var rowClass = 0
         for r in rows {
-            if c.failed { return }
+            if c.failed || sink.full { return }
             let base = r * cols
             var nonEmpty = false
             for k in 0..<cols where c.source(base + k) != 0 {

@@ -1,10 +1,41 @@
 import CheckpointIO
 
-/// The resident `Float` tensors of a `SwitchableModel`, and the scatter loops that switch them.
+/// The resident `Float` tensors of a `SwitchableModel`, and the loops that switch them.
 ///
-/// Owned by the model's mutex; never shared outside it.
+/// Owned by the model's lock; never shared outside it. A switch of one tensor is a *transition*: write back the
+/// values saved by the packs applied so far (newest first), then add the new packs in order, saving what they
+/// overwrite. Two loops perform it, with the same Float operations (so the same result, bit for bit):
+/// - **scatter**: one parallel pass per index list (restore, then apply). Cheap when few cache lines are touched.
+/// - **sweep**: one pass over the tensor in cache-sized tiles, parallel across cores; each tile is restored and
+///   re-applied while it is in cache. When most 64-byte lines hold a kept entry (density ≳ 1/16), the scatter
+///   reads and writes every line once per list (four lists for a switch A → B); the sweep moves each line once.
 final class WeightStore {
     let buffers: [UnsafeMutableBufferPointer<Float>]
+
+    /// Values one pack overwrote in one tensor, in the order of its positive then negative indices.
+    struct Undo {
+        let tensor: Int
+        let positive: [UInt32]
+        let negative: [UInt32]
+        let saved: SavedValues
+    }
+
+    /// An uninitialized Float buffer (no zero fill: every slot is written before it is read).
+    final class SavedValues {
+        let start: UnsafeMutablePointer<Float>
+        let buffer: UnsafeMutableBufferPointer<Float>
+        init(count: Int) {
+            start = .allocate(capacity: max(1, count))
+            buffer = UnsafeMutableBufferPointer(start: start, count: count)
+        }
+        deinit { start.deallocate() }
+    }
+
+    /// Which loop switches a tensor.
+    enum Path { case scatter, sweep }
+
+    /// Elements per sweep tile: 16 K floats (64 KB) stay in L2 while every list visits them.
+    static let tile = 1 << 14
 
     init(specs: [TensorSpec]) {
         buffers = specs.map { s in
@@ -18,28 +49,47 @@ final class WeightStore {
         for b in buffers { b.baseAddress?.deallocate() }
     }
 
-    /// Adds `weight · λ` at the positive indices and subtracts it at the negative ones (θ + w·λ·s in Float, the
-    /// same operation `SwitchApplier` performs), returning the overwritten values (positive order, then negative).
-    func apply(_ sw: TensorSwitch, weight: Float, to tensor: Int) -> [Float] {
-        let c = weight * sw.lambda
+    /// The measured rule (docs/bench-switch.md): the sweep when the lists of a transition hold at least one entry
+    /// per 64 elements of the tensor (most 64-byte lines touched by some list), else the scatter.
+    static func path(elements: Int, entries: Int) -> Path {
+        entries * 64 >= elements && elements >= 2 * tile ? .sweep : .scatter
+    }
+
+    /// Restores `undo` (applied in this order, so restored newest first) and applies `switches` to one tensor,
+    /// returning the undo entries of the switches, in order.
+    func transition(
+        tensor: Int, undo: [Undo], switches: [(TensorSwitch, Float)], path forced: Path? = nil
+    ) -> [Undo] {
         let w = buffers[tensor]
-        let np = sw.positive.count
-        return [Float](unsafeUninitializedCapacity: sw.keptCount) { saved, count in
-            // x − c and x + (−c) are the same IEEE operation, so one loop serves both signs.
-            Self.scatter(sw.positive, w, saved: saved, offset: 0, adding: c)
-            Self.scatter(sw.negative, w, saved: saved, offset: np, adding: -c)
-            count = sw.keptCount
+        let entries =
+            undo.reduce(0) { $0 + $1.positive.count + $1.negative.count }
+            + switches.reduce(0) { $0 + $1.0.keptCount }
+        let path = forced ?? Self.path(elements: w.count, entries: entries)
+        let saved = switches.map { SavedValues(count: $0.0.keptCount) }
+        switch path {
+        case .scatter:
+            // Newest first, and within a pack negative before positive: the reverse of the order of application,
+            // so the base comes back exactly even where lists overlap.
+            for u in undo.reversed() {
+                let sv = UnsafeBufferPointer(u.saved.buffer)
+                Self.gatherBack(u.negative, w, saved: UnsafeBufferPointer(rebasing: sv[u.positive.count...]))
+                Self.gatherBack(u.positive, w, saved: sv)
+            }
+            for (k, (sw, weight)) in switches.enumerated() {
+                let c = weight * sw.lambda
+                // x − c and x + (−c) are the same IEEE operation, so one loop serves both signs.
+                Self.scatter(sw.positive, w, saved: saved[k].buffer, offset: 0, adding: c)
+                Self.scatter(sw.negative, w, saved: saved[k].buffer, offset: sw.positive.count, adding: -c)
+            }
+        case .sweep:
+            Self.sweep(w, undo: undo, switches: switches, saved: saved)
+        }
+        return zip(switches, saved).map { sw, s in
+            Undo(tensor: tensor, positive: sw.0.positive, negative: sw.0.negative, saved: s)
         }
     }
 
-    /// Writes saved values back (the inverse of `apply`).
-    func restore(positive: [UInt32], negative: [UInt32], saved: [Float], to tensor: Int) {
-        let w = buffers[tensor]
-        saved.withUnsafeBufferPointer { sv in
-            Self.gatherBack(positive, w, saved: UnsafeBufferPointer(rebasing: sv[0..<positive.count]))
-            Self.gatherBack(negative, w, saved: UnsafeBufferPointer(rebasing: sv[positive.count...]))
-        }
-    }
+    // MARK: Scatter
 
     /// w[i] += c for each index, saving the old value; indices are disjoint, so chunks run in parallel.
     private static func scatter(
@@ -72,5 +122,85 @@ final class WeightStore {
                 for j in r { W.value[Int(I.value[j])] = S.value[j] }
             }
         }
+    }
+
+    // MARK: Sweep
+
+    /// Walks the tensor in tiles, parallel over ranges of tiles; in each tile the undo lists run newest first
+    /// (negative before positive), then the switches in order, so every element sees the same operations in the same order as the scatter.
+    private static func sweep(
+        _ w: UnsafeMutableBufferPointer<Float>, undo: [Undo], switches: [(TensorSwitch, Float)], saved: [SavedValues]
+    ) {
+        // Index lists in processing order, with their saved-value slots and the constant they add (nil: restore).
+        var indexLists: [[UInt32]] = []
+        var slots: [UnsafeMutablePointer<Float>] = []
+        var adds: [Float?] = []
+        for u in undo.reversed() {
+            indexLists += [u.negative, u.positive]
+            slots += [u.saved.start + u.positive.count, u.saved.start]
+            adds += [nil, nil]
+        }
+        for (k, (sw, weight)) in switches.enumerated() {
+            let c = weight * sw.lambda
+            indexLists += [sw.positive, sw.negative]
+            slots += [saved[k].start, saved[k].start + sw.positive.count]
+            adds += [c, -c]
+        }
+        withPinned(indexLists) { pinned in
+            let L = UncheckedSendable((pinned, slots, adds))
+            let W = UncheckedSendable(w)
+            let tiles = (w.count + tile - 1) / tile
+            Parallel.forEachChunk(tiles, minChunk: 4) { range in
+                let (lists, slots, adds) = L.value
+                let w = W.value
+                // Per list, the first index at or after the range (binary search), then forward tile by tile.
+                let lo = UInt32(clamping: range.lowerBound * tile)
+                var cursor = lists.map { Self.lowerBound($0, lo) }
+                for t in range {
+                    let end = min(w.count, (t + 1) * tile)
+                    for l in lists.indices {
+                        let idx = lists[l]
+                        let sv = slots[l]
+                        let n = idx.count
+                        var j = cursor[l]
+                        if let c = adds[l] {
+                            while j < n && Int(idx[j]) < end {
+                                let i = Int(idx[j])
+                                let old = w[i]
+                                sv[j] = old
+                                w[i] = old + c
+                                j += 1
+                            }
+                        } else {
+                            while j < n && Int(idx[j]) < end {
+                                w[Int(idx[j])] = sv[j]
+                                j += 1
+                            }
+                        }
+                        cursor[l] = j
+                    }
+                }
+            }
+        }
+    }
+
+    /// Runs `body` with buffer pointers to every array (nested `withUnsafeBufferPointer` calls).
+    private static func withPinned(_ arrays: [[UInt32]], _ body: ([UnsafeBufferPointer<UInt32>]) -> Void) {
+        func pin(_ k: Int, _ acc: [UnsafeBufferPointer<UInt32>]) {
+            if k == arrays.count { return body(acc) }
+            arrays[k].withUnsafeBufferPointer { pin(k + 1, acc + [$0]) }
+        }
+        pin(0, [])
+    }
+
+    /// The first position in ascending `a` whose value is ≥ `x`.
+    private static func lowerBound(_ a: UnsafeBufferPointer<UInt32>, _ x: UInt32) -> Int {
+        var lo = 0
+        var hi = a.count
+        while lo < hi {
+            let mid = (lo + hi) / 2
+            if a[mid] < x { lo = mid + 1 } else { hi = mid }
+        }
+        return lo
     }
 }

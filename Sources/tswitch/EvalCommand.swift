@@ -48,10 +48,13 @@ struct EvalCommand: ParsableCommand {
 
     @Option(
         help: "Auto-Switch: per-example, soft-batch (official ViT code) or hard-batch (official RoBERTa code; the best measured, see docs/bench-switch.md).")
-    var routeMode: String = AutoSwitchRouter.Mode.hardBatchMean.rawValue
+    var routeMode: AutoSwitchRouter.Mode = .hardBatchMean
 
     @Option(help: "Auto-Switch: neighbours.")
     var routeK = 10
+
+    @Option(help: "Auto-Switch: neighbour distance, cosine (the best measured) or euclidean (the official code's).")
+    var routeDistance: AutoSwitchRouter.Distance = .cosine
 
     @Option(help: "Auto-Switch: examples per routed batch in the batch modes.")
     var routeBatch = 64
@@ -63,9 +66,6 @@ struct EvalCommand: ParsableCommand {
         if maxLength < 2 { throw ValidationError("--max-length must be at least 2 ([CLS] and [SEP]).") }
         if batch < 1 { throw ValidationError("--batch must be at least 1.") }
         if autoSwitch != nil && pack.isEmpty { throw ValidationError("--auto-switch needs the packs to route to (--pack).") }
-        if AutoSwitchRouter.Mode(rawValue: routeMode) == nil {
-            throw ValidationError("--route-mode must be one of \(AutoSwitchRouter.Mode.allCases.map(\.rawValue).joined(separator: ", ")); got '\(routeMode)'.")
-        }
         if routeK < 1 || routeBatch < 1 { throw ValidationError("--route-k and --route-batch must be at least 1.") }
     }
 
@@ -82,7 +82,9 @@ struct EvalCommand: ParsableCommand {
         let packs = try pack.map { try PackFile.read($0) }
         var router: AutoSwitchRouter?
         if let autoSwitch {
-            router = try AutoSwitchRouter(query: QuerySet(path: autoSwitch, requireLabels: true), k: routeK)
+            router = try AutoSwitchRouter(
+                query: QuerySet(path: autoSwitch, requireLabels: true), k: routeK,
+                distance: routeDistance)
         }
         return (switched, packs, router)
     }
@@ -98,7 +100,7 @@ struct EvalCommand: ParsableCommand {
             return try switched.embed(texts, packs: packs, maxLength: min(length, switched.config.maxPositions), batchSize: batch)
         case .routed(let switched, let packs, let router):
             return try switched.embedRouted(
-                texts, packs: packs, router: router, mode: AutoSwitchRouter.Mode(rawValue: routeMode) ?? .hardBatchMean,
+                texts, packs: packs, router: router, mode: routeMode,
                 routeBatch: routeBatch, maxLength: min(length, switched.config.maxPositions), batchSize: batch
             ).features
         }

@@ -1,4 +1,6 @@
 import Foundation
+import ArgumentParser
+import TaskSwitches
 
 /// Human-readable numbers for terminal output.
 enum Format {
@@ -65,3 +67,7 @@ final class ProgressBar {
         FileHandle.standardError.write(Data("\r\u{1B}[K".utf8))
     }
 }
+
+/// Routing choices parse straight from their raw names; ArgumentParser lists them in `--help` and rejects others.
+extension AutoSwitchRouter.Mode: ExpressibleByArgument {}
+extension AutoSwitchRouter.Distance: ExpressibleByArgument {}

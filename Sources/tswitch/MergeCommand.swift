@@ -37,6 +37,9 @@ struct MergeCommand: ParsableCommand {
     @Flag(help: "Merge every tensor as whole Float buffers instead of streaming blocks (for comparison).")
     var wholeTensors = false
 
+    @Flag(help: "Do not fsync the output files before renaming them into place (as mergekit): faster on a slow disk, not safe against a power loss right after.")
+    var noFsync = false
+
     @Flag(help: "Print JSON for scripts.")
     var json = false
 
@@ -62,6 +65,7 @@ struct MergeCommand: ParsableCommand {
         options.overwrite = force
         options.intermediateDirectory = intermediateDir
         options.streaming = !wholeTensors
+        options.durable = !noFsync
         // One bar per document of the config (tensors done, input+output GB/s, time left by bytes).
         var bar: ProgressBar?
         var barDocument = -1

@@ -12,13 +12,15 @@ struct PackCommand: ParsableCommand {
             Per tensor of the task vector tau = fine-tune - base, P-Discard keeps the floor((1-drop)*n) largest \
             positive and the floor((1-drop)*n) largest-magnitude negative entries; the pack stores their mask and \
             signs (context-coded near H(d)+d bits per entry) and lambda = RMS of the kept entries. The pack is \
-            refused on any base but this one (fingerprint). See docs/pack-format.md.
+            refused on any base but this one (fingerprint). FINETUNED may be a PEFT LoRA adapter folder: tau is then \
+            what merging the adapter into the base changes ((B*A)*lora_alpha/r per adapted tensor, modules_to_save \
+            replaced), the same pack as from PEFT's merged model. See docs/pack-format.md.
             """)
 
     @Argument(help: "The base model (file or folder).")
     var base: String
 
-    @Argument(help: "The fine-tuned model with the same tensors.")
+    @Argument(help: "The fine-tuned model with the same tensors, or a PEFT LoRA adapter folder (adapter_config.json).")
     var finetuned: String
 
     @Option(name: .shortAndLong, help: "The pack file to write (.tsw).")
@@ -60,7 +62,8 @@ struct PackCommand: ParsableCommand {
             throw SwitchError(.outputExists, "\(output): already exists; pass --force to replace it.")
         }
         let baseModel = try ModelFolder(path: base)
-        let fine = try ModelFolder(path: finetuned)
+        // A PEFT adapter folder (adapter_config.json) is packed as the weights merging it would change.
+        let adapter = LoRAAdapter.isAdapterFolder(finetuned) ? try LoRAAdapter(path: finetuned) : nil
         let headTensors = try head.map { try SwitchApplier.readHead($0) } ?? []
         let labelNames = try labels.map(Self.readLabels) ?? []
         let name = task ?? URL(fileURLWithPath: finetuned).standardizedFileURL.lastPathComponent
@@ -68,12 +71,19 @@ struct PackCommand: ParsableCommand {
         let barBox = UncheckedSendable(bar)
         let lock = NSLock()
         let start = Date()
-        let pack = try SwitchPack.build(
-            base: baseModel, fineTuned: fine, dropRatio: drop, task: name,
-            tieRule: PDiscard.TieRule(rawValue: ties) ?? .lowestIndex, head: headTensors, labels: labelNames
-        ) { done, total in
-            lock.withLock { barBox.value.update(done) }
-        }
+        let tieRule = PDiscard.TieRule(rawValue: ties) ?? .lowestIndex
+        let report: @Sendable (Int, Int) -> Void = { done, _ in lock.withLock { barBox.value.update(done) } }
+        let pack =
+            if let adapter {
+                try SwitchPack.build(
+                    base: baseModel, adapter: adapter, dropRatio: drop, task: name, tieRule: tieRule, head: headTensors,
+                    labels: labelNames, progress: report)
+            } else {
+                try SwitchPack.build(
+                    base: baseModel, fineTuned: ModelFolder(path: finetuned), dropRatio: drop, task: name,
+                    tieRule: tieRule, head: headTensors,
+                    labels: labelNames, progress: report)
+            }
         bar.finish()
         let bytes = try PackFile.write(pack, to: output, overwrite: force)
         let seconds = Date().timeIntervalSince(start)

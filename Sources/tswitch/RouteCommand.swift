@@ -28,13 +28,13 @@ struct RouteCommand: ParsableCommand {
     var k: Int = 10
 
     @Option(help: "Distance: cosine or euclidean (the official code's).")
-    var distance: String = AutoSwitchRouter.Distance.cosine.rawValue
+    var distance: AutoSwitchRouter.Distance = .cosine
 
     @Option(
         help:
             "How neighbour shares become switch weights: per-example, soft-batch (official ViT) or hard-batch (official RoBERTa)."
     )
-    var mode: String = AutoSwitchRouter.Mode.hardBatchMean.rawValue
+    var mode: AutoSwitchRouter.Mode = .hardBatchMean
 
     @Option(help: "Batch size of the batch modes.")
     var batch: Int = 256
@@ -46,14 +46,6 @@ struct RouteCommand: ParsableCommand {
     var json = false
 
     func validate() throws {
-        guard AutoSwitchRouter.Distance(rawValue: distance) != nil else {
-            throw ValidationError("--distance must be cosine or euclidean; got '\(distance)'.")
-        }
-        guard AutoSwitchRouter.Mode(rawValue: mode) != nil else {
-            throw ValidationError(
-                "--mode must be one of \(AutoSwitchRouter.Mode.allCases.map(\.rawValue).joined(separator: ", ")); got '\(mode)'."
-            )
-        }
         guard k >= 1 else { throw ValidationError("--k must be at least 1.") }
         guard batch >= 1 else { throw ValidationError("--batch must be at least 1.") }
         if build != nil {
@@ -113,12 +105,12 @@ struct RouteCommand: ParsableCommand {
             return
         }
         let router = try AutoSwitchRouter(
-            query: q, k: k, distance: AutoSwitchRouter.Distance(rawValue: distance) ?? .cosine)
-        let m = AutoSwitchRouter.Mode(rawValue: mode) ?? .perExample
+            query: q, k: k, distance: distance)
+        let m = mode
         let w = try router.weights(f, mode: m, batchSize: batch)
         let score = f.labels == nil ? nil : try router.score(f, mode: m, batchSize: batch)
         if json {
-            var root: [String: Any] = ["tasks": q.tasks, "k": k, "distance": distance, "mode": mode, "weights": w]
+            var root: [String: Any] = ["tasks": q.tasks, "k": k, "distance": distance.rawValue, "mode": mode.rawValue, "weights": w]
             if let score { root["accuracy"] = score.accuracy; root["own_weight"] = score.ownWeight }
             try printJSON(root)
             return

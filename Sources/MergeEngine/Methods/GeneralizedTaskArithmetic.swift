@@ -164,6 +164,14 @@ enum GTA {
         let consensus = variant.consensus
         let maskList = masks
         let active = sparsified
+        // Task arithmetic (nothing masked, no consensus): one fused pass from the stored inputs when the dtypes allow.
+        if !consensus, active.isEmpty,
+            FusedStream.weightedDeltaSum(
+                base: base.source, models: models.map(\.source), weights: weights, divide: normalize ? weightSum : 1,
+                lambda: lambda, into: sink)
+        {
+            return
+        }
         BlockStream.run(count: n, sources: sources, extra: 3) { _, blk, r, b in
             let cnt = r.count
             let base = b[0]

@@ -14,6 +14,10 @@ public enum LinearMerge: StreamingMergeMethod {
         for w in weights { total += w }
         let normalize = c.bool("normalize")
         let m = c.inputs.count
+        // One fused pass from the stored inputs when they and the output share BF16 or F32.
+        if FusedStream.weightedSum(c.inputs.map(\.source), weights: weights, divide: normalize ? total : 1, into: sink) {
+            return
+        }
         BlockStream.run(count: c.count, sources: c.inputs.map(\.source), extra: 1) { _, _, r, b in
             let out = b[m]
             let cnt = r.count

@@ -61,37 +61,50 @@ func scatterRate(entries: Int, span: Int) -> Double {
 
 func report(_ name: String, _ s: Double) { print(String(format: "  %-46@ %10.3f ms", name, s * 1000)) }
 
+/// 64-byte lines (16 floats; buffers are at least 16-byte aligned, so within 1 line per tensor of the truth) that
+/// hold a kept entry of any of `packs`, summed over tensors.
+func lines(_ packs: [SwitchPack]) -> Int {
+    var total = 0
+    for t in packs[0].tensors.indices {
+        var seen = [Bool](repeating: false, count: (packs[0].tensors[t].elementCount + 15) / 16)
+        for p in packs {
+            for i in p.tensors[t].positive { seen[Int(i >> 4)] = true }
+            for i in p.tensors[t].negative { seen[Int(i >> 4)] = true }
+        }
+        total += seen.reduce(0) { $0 + ($1 ? 1 : 0) }
+    }
+    return total
+}
+
 func benchSwitch(model: SwitchableModel, a: SwitchPack, b: SwitchPack, repeats: Int, params: Int) throws {
-    try model.activate(a)
-    var ab: [Double] = []
-    var ba: [Double] = []
+    // Before (scatter per index list, the previous loop), the tiled sweep, and the per-tensor rule (after), in
+    // alternating rounds so that load from other jobs falls on all three alike.
+    let strategies: [(String, SwitchableModel.Strategy)] = [
+        ("scatter (before)", .scatter), ("sweep", .sweep), ("automatic rule (after)", .automatic),
+    ]
+    var ab = [[Double]](repeating: [], count: strategies.count)
+    var ba = ab
+    var resets = ab
     for _ in 0..<repeats {
-        var t = now()
-        try model.activate(b)
-        ab.append(now() - t)
-        t = now()
-        try model.activate(a)
-        ba.append(now() - t)
-    }
-    var resets: [Double] = []
-    for _ in 0..<repeats {
-        try model.activate(a)
-        let t = now()
-        model.reset()
-        resets.append(now() - t)
-    }
-    let ka = a.keptCount, kb = b.keptCount
-    // 64-byte lines touched (16 floats per line; buffers are at least 16-byte aligned, so this is within 1 line
-    // per tensor of the truth): below density 1/16 almost every entry costs its own line, read and written back.
-    func lines(_ p: SwitchPack) -> Int {
-        p.tensors.reduce(0) { total, t in
-            var set = Set<UInt32>()
-            for i in t.positive { set.insert(i >> 4) }
-            for i in t.negative { set.insert(i >> 4) }
-            return total + set.count
+        for (k, (_, s)) in strategies.enumerated() {
+            try model.activate(a, strategy: s)
+            var t = now()
+            try model.activate(b, strategy: s)
+            ab[k].append(now() - t)
+            t = now()
+            try model.activate(a, strategy: s)
+            ba[k].append(now() - t)
+            t = now()
+            model.reset(strategy: s)
+            resets[k].append(now() - t)
         }
     }
-    let lineBytes = Double((lines(a) + lines(b)) * 128 + (ka + kb) * 8)
+    let ka = a.keptCount, kb = b.keptCount
+    let (la, lb, lab) = (lines([a]), lines([b]), lines([a, b]))
+    // Scatter: A's lines then B's lines, each read and written (128 B), + 8 B per entry (index + saved value).
+    let lineBytes = Double((la + lb) * 128 + (ka + kb) * 8)
+    // Sweep: every line of A or B once.
+    let unionBytes = Double(lab * 128 + (ka + kb) * 8)
     // Remove A: read index + saved value, write weight (12 B/entry); add B: read index + weight, write saved + weight (16 B).
     let bytes = Double(12 * ka + 16 * kb)
     let bw = copyBandwidth()
@@ -99,19 +112,24 @@ func benchSwitch(model: SwitchableModel, a: SwitchPack, b: SwitchPack, repeats: 
     print(
         String(
             format:
-                "entries: A %d, B %d (density %.4f / %.4f); copy bandwidth %.2f GB/s; sorted-scatter rate %.1f M entries/s",
-            ka, kb, Double(ka) / Double(params), Double(kb) / Double(params), bw / 1e9, rate / 1e6))
-    report("switch A -> B (median)", median(ab))
-    report("switch B -> A (median)", median(ba))
-    report("reset A -> base (median)", median(resets))
+                "entries: A %d, B %d (density %.4f / %.4f); lines touched A %.1f %%, B %.1f %%, A or B %.1f %%; copy bandwidth %.2f GB/s; sorted-scatter rate %.1f M entries/s",
+            ka, kb, Double(ka) / Double(params), Double(kb) / Double(params), 1600 * Double(la) / Double(params),
+            1600 * Double(lb) / Double(params), 1600 * Double(lab) / Double(params), bw / 1e9, rate / 1e6))
+    for (k, (name, _)) in strategies.enumerated() {
+        report("switch A -> B, \(name)", median(ab[k]))
+        report("switch B -> A, \(name)", median(ba[k]))
+        report("reset A -> base, \(name)", median(resets[k]))
+    }
     report("floor: entries x bytes / copy bandwidth", bytes / bw)
-    report("floor: cache lines touched x 128 B (+ index, undo) / bw", lineBytes / bw)
+    report("floor: lines of A + lines of B x 128 B (+ 8 B/entry) / bw", lineBytes / bw)
+    report("floor: lines of A or B x 128 B (+ 8 B/entry) / bw", unionBytes / bw)
     report("floor: (A + B entries) / sorted-scatter rate", Double(ka + kb) / rate)
     report("full rewrite of all weights (4 B x params / bw x 2)", Double(params) * 8 / bw)
+    let after = median(ab[2])
     print(
         String(
-            format: "  ratio switch / entries-x-bytes floor: %.2fx, / cache-line floor: %.2fx",
-            median(ab) / (bytes / bw), median(ab) / (lineBytes / bw)))
+            format: "  after: %.2fx the entries-x-bytes floor, %.2fx the one-pass cache-line floor; before/after %.2fx",
+            after / (bytes / bw), after / (unionBytes / bw), median(ab[0]) / after))
 }
 
 let args = CommandLine.arguments

@@ -1,0 +1,16 @@
+import MergeEngine
+
+/// A mergekit YAML configuration (any bytes, decoded as UTF-8 with replacement): the parser returns configs or
+/// throws a `MergeError`; it never crashes, recurses without bound or expands aliases without bound.
+func fuzzYAML(_ bytes: UnsafeRawBufferPointer) {
+    let text = String(decoding: bytes, as: UTF8.self)
+    guard let configs = try? MergeConfigParser.parse(text, file: "fuzz.yml") else { return }
+    for c in configs {
+        precondition(!c.mergeMethod.isEmpty, "accepted a config without a merge method")
+        precondition((c.models == nil) != (c.slices == nil), "accepted both or neither of models and slices")
+        // Resolving every parameter for a tensor name walks the whole parsed tree.
+        for block in [c.parameters] + (c.models ?? []).map(\.parameters) {
+            for s in block.settings.values { _ = s.evaluate(tensorName: "model.layers.0.mlp.weight", t: 0.5) }
+        }
+    }
+}

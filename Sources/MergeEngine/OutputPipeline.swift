@@ -1,0 +1,36 @@
+import CheckpointIO
+import Dispatch
+
+/// Runs the writes of a merge on a thread of their own, one at a time and in submission order, so tensor i is copied
+/// into the page cache (and, with early write-back, on its way to disk) while tensor i+1 is being computed.
+///
+/// At most one write is in flight: `submit` first waits for the previous one. A caller alternating two output
+/// buffers can therefore refill the buffer of write i−1 as soon as `submit(i)` returns. The first failure is kept
+/// and rethrown by the next `submit` or by `drain`; later jobs are skipped.
+final class OutputPipeline: @unchecked Sendable {
+    // `failure` is written by the queue's job and read by the submitting thread only after `slot.wait()`, which
+    // orders the two.
+    private let queue = DispatchQueue(label: "taskswitch.merge.output")
+    private let slot = DispatchSemaphore(value: 1)
+    private var failure: CheckpointError?
+
+    /// Waits for the previous write, then starts `job` in the background.
+    func submit(_ job: @escaping @Sendable () throws(CheckpointError) -> Void) throws(CheckpointError) {
+        slot.wait()
+        if let failure {
+            slot.signal()
+            throw failure
+        }
+        queue.async { [self] in
+            do throws(CheckpointError) { try job() } catch { failure = error }
+            slot.signal()
+        }
+    }
+
+    /// Waits until every submitted write has finished; rethrows the first failure.
+    func drain() throws(CheckpointError) {
+        slot.wait()
+        slot.signal()
+        if let failure { throw failure }
+    }
+}
