@@ -97,14 +97,22 @@ def start_merge(models, out):
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
+def size_or_zero(path):
+    """Size of a file the merge may rename or remove between listing and stat."""
+    try:
+        return os.path.getsize(path)
+    except OSError:
+        return 0
+
+
 def wait_for_output_bytes(proc, folder, name):
     """Waits until the merge has written data into its hidden temporary folder; returns that folder."""
     deadline = time.time() + 300
     while time.time() < deadline:
         assert proc.poll() is None, f"the merge ended before the fault was injected: {proc.communicate()}"
         for tmp in leftovers(folder, name):
-            if any(os.path.getsize(f) > 0 for f in glob.glob(os.path.join(tmp, "**"), recursive=True)
-                   if os.path.isfile(f)):
+            # os.walk, not glob: the shard being written is itself a hidden temporary, which glob's ** skips.
+            if any(size_or_zero(os.path.join(d, f)) > 0 for d, _, files in os.walk(tmp) for f in files):
                 return tmp
         time.sleep(0.005)
     raise AssertionError("the merge wrote nothing in 300 s")

@@ -52,6 +52,12 @@ static void on_sigbus(int sig, siginfo_t *info, void *context) {
     for (int i = 0; i < SLOTS; i++) {
         if (atomic_load_explicit(&table[i].used, memory_order_acquire) != 1) continue;
         if (at >= table[i].base && at - table[i].base < table[i].size) {
+            // Several threads can fault on the truncated file at once: one reports and exits, the others wait
+            // for that exit so the user sees one line.
+            static atomic_flag reporting = ATOMIC_FLAG_INIT;
+            if (atomic_flag_test_and_set(&reporting)) {
+                for (;;) pause();
+            }
             say("tswitch: error: ");
             say(table[i].path);
             say(" changed or was truncated while being read; nothing was written to the output (only a hidden "
