@@ -85,15 +85,10 @@ public struct DropSweep: Sendable {
             var out: [String: Tensor] = [:]
             for name in names {
                 guard let info = base.info(name) else { continue }
-                guard let other = fineTuned.info(name) else {
-                    throw EvaluationError(
-                        .missingTensor,
-                        "\(fineTuned.path): the fine-tune has no tensor '\(name)', which the base \(base.path) has.")
-                }
-                guard other.shape == info.shape else {
-                    throw EvaluationError(
-                        .shapeMismatch,
-                        "\(fineTuned.path): tensor '\(name)' has shape \(other.shape); the base has \(info.shape).")
+                do {
+                    _ = try counterpart(of: info, base: base, fineTuned: fineTuned)
+                } catch {
+                    throw EvaluationError(error.code == .shapeMismatch ? .shapeMismatch : .missingTensor, error.message)
                 }
                 let b: [Float]
                 let f: [Float]

@@ -332,8 +332,8 @@ extension SwitchPack {
 }
 
 /// The fine-tune's entry for a base tensor, which must exist with the same shape: the first check of every task
-/// vector τ = fine-tune − base (packing and the pulse analysis).
-func counterpart(of info: TensorInfo, base: ModelFolder, fineTuned: ModelFolder) throws(SwitchError) -> TensorInfo {
+/// vector τ = fine-tune − base (packing, the pulse analysis and the accuracy sweep).
+public func counterpart(of info: TensorInfo, base: ModelFolder, fineTuned: ModelFolder) throws(SwitchError) -> TensorInfo {
     guard let other = fineTuned.info(info.name) else {
         throw SwitchError(
             .missingTensor,
