@@ -25,7 +25,8 @@ let package = Package(
 
         // Safetensors files and Hugging Face model folders: parse, validate, map, convert, write.
         .target(name: "CheckpointIO", dependencies: ["CCheckpointKernels", "CMappedFileGuard"]),
-        // Non-temporal-store conversion kernel for CheckpointIO (Swift cannot spell a streaming store).
+        // Non-temporal-store conversion and the fused AVX-512/AVX2 task-arithmetic loop, chosen at run time (Swift
+        // compiles for baseline x86-64 and cannot spell a streaming store or a per-function target).
         .target(name: "CCheckpointKernels"),
         // SIGBUS handler and identity checks for memory-mapped inputs changed while read (a signal handler is C).
         .target(name: "CMappedFileGuard"),
@@ -37,8 +38,11 @@ let package = Package(
             dependencies: ["CheckpointIO", "TensorKernels", .product(name: "Yams", package: "Yams")]),
         // T-Switch packs, hot switching of a resident base, Auto-Switch routing.
         .target(name: "TaskSwitches", dependencies: ["CheckpointIO", "TensorKernels", "CZstd"]),
+        // The encoder's AVX-512 attention, GELU and LayerNorm, chosen at run time (Swift fallback in Evaluation).
+        .target(name: "CEncoderKernels"),
         // BERT encoder, WordPiece tokenizer, heads, accuracy.
-        .target(name: "Evaluation", dependencies: ["CheckpointIO", "TensorKernels", "TaskSwitches", "COpenBLAS"]),
+        .target(
+            name: "Evaluation", dependencies: ["CheckpointIO", "TensorKernels", "TaskSwitches", "COpenBLAS", "CEncoderKernels"]),
         // The command-line tool: thin commands over the libraries.
         .executableTarget(
             name: "tswitch",

@@ -48,6 +48,12 @@ def main():
         (work / "labels.json").write_text(json.dumps(["neg", "pos"]))
         pack(work, "head", {"w": (8, 8)}, 0.7,
              extra=["--head", work / "head.safetensors", "--labels", work / "labels.json"])
+        # Random-mask packs (format version 2, RVAL sections): one per value code.
+        pack(work, "random-f16", {"w": (16, 8), "b": (16,), "s": ()}, 0.6, extra=["--kind", "random-mask", "--seed", "5"])
+        pack(work, "random-int8", {"emb": (40, 4)}, 0.9, extra=["--kind", "random-mask", "--values", "int8"])
+        pack(work, "random-f32", {"w": (8, 8)}, 0.7,
+             extra=["--kind", "random-mask", "--values", "f32", "--head", work / "head.safetensors",
+                    "--labels", work / "labels.json"])
     for f in sorted((ROOT / "Tests" / "MergeEngineTests" / "Fixtures").glob("*.yml")):
         shutil.copy(f, OUT / "yaml" / f.name)
     for f in sorted((OUT / "pack").iterdir()):

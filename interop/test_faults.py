@@ -137,6 +137,8 @@ def test_kill_9_mid_merge_leaves_no_model_and_a_rerun_succeeds(tswitch, models, 
     assert os.path.isdir(tmp)  # what a killed process leaves: its hidden temporary, never the target
     tswitch("merge", models["config"], out)
     check_merged(out, models)
+    assert not os.path.exists(tmp), "the rerun did not sweep the killed run's temporary"
+    assert leftovers(tmp_path, "merged") == []
 
 
 @pytest.mark.parametrize("fault", ["truncate-while-reading", "truncate-before-commit", "rewrite-in-place"])

@@ -1,4 +1,4 @@
-"""T-Switch packs end to end: `tswitch pack/apply/analyze/route` against NumPy, transformers and scikit-learn.
+"""Switch packs (T-Switch and random-mask) end to end: `tswitch pack/apply/analyze/route` against NumPy, transformers and scikit-learn.
 
 The fine-tune is genuine but tiny: a few steps of full fine-tuning of all-MiniLM-L6-v2 on code-lang (1 thread).
 """
@@ -18,6 +18,9 @@ from conftest import ROOT
 spec = importlib.util.spec_from_file_location("switch_reference", ROOT / "scripts" / "fixtures" / "switch_reference.py")
 ref = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(ref)
+spec = importlib.util.spec_from_file_location("random_mask", ROOT / "scripts" / "fixtures" / "random_mask.py")
+rmask = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(rmask)
 
 
 @pytest.fixture(scope="module")
@@ -128,6 +131,35 @@ def test_weighted_packs_and_bf16_output(tswitch, tmp_path, base_path, finetune):
     name = "encoder.layer.0.attention.self.query.weight"
     assert g16[name].dtype == ml_dtypes.bfloat16
     assert np.array_equal(g16[name].view(np.uint16), w1[name].astype(ml_dtypes.bfloat16).view(np.uint16))
+
+
+def test_random_mask_pack_mixed_with_t_switch_matches_numpy(tswitch, tmp_path, base_path, finetune):
+    """A random-mask pack (f32 values) after a T-Switch pack: the mask from the numpy reference of the spec."""
+    r = tmp_path / "r.tsw"
+    t = tmp_path / "t.tsw"
+    info = json.loads(tswitch("pack", base_path, finetune, "-o", r, "--kind", "random-mask", "--drop", "0.99",
+                              "--seed", "7", "--values", "f32", "--json").stdout)
+    assert info["kind"] == "random-mask" and info["tensors_stored_f32"] == 0
+    assert r.read_bytes()[8] == 2  # format version 2: older readers refuse it
+    tswitch("pack", base_path, finetune, "-o", t, "--drop", "0.7")
+    assert t.read_bytes()[8] == 1
+    out = tmp_path / "mix"
+    tswitch("apply", base_path, t, f"{r}:0.5", "-o", out)
+    base = tensors(base_path)
+    ft = tensors(finetune)
+    want = expected_model(base, [(ft, 0.7, 1.0)])
+    c = np.float32(0.5) * np.float32(1 / (1 - 0.99))
+    for name, b in base.items():
+        if b.dtype != np.float32 or name not in ft:
+            continue
+        tau = (ft[name] - b).astype(np.float32).reshape(-1)
+        pos = np.array(rmask.positions(tau.size, 0.99, rmask.tensor_seed(7, name)), dtype=np.int64)
+        pos = pos[tau[pos] != 0]
+        flat = want[name].reshape(-1)
+        flat[pos] = flat[pos] + c * tau[pos]
+    got = tensors(out)
+    for name in base:
+        assert np.array_equal(got[name].view(np.uint8), want[name].view(np.uint8)), name
 
 
 def test_bad_inputs_fail_cleanly_and_write_nothing(tswitch, tmp_path, base_path, finetune):

@@ -14,13 +14,16 @@ def load(name):
 
 pre = load("pretrained")
 rows = [("pre-trained + heads", pre), ("T-Switch (task known)", load("tswitch")),
-        ("Auto-Switch, per example", load("auto-example")), ("Auto-Switch, per batch of 64", load("auto-batch"))]
+        ("Auto-Switch, per example", load("auto-example")), ("Auto-Switch, per batch of 64", load("auto-batch")),
+        ("random-mask (task known)", load("random")), ("random-mask Auto, batch of 64", load("random-auto-batch"))]
 manifest = json.load(open(os.path.join(packs_dir, "manifest.json")))
+random_dir = os.path.join(packs_dir, "random-mask")
+random_manifest = json.load(open(os.path.join(random_dir, "manifest.json")))
 individual = manifest["individual_accuracy"]
 tasks = sorted(pre["tasks"])
 
-packs = [os.path.join(packs_dir, t + ".tsw") for t in tasks]
-pack_bytes = sum(os.path.getsize(p) for p in packs)
+pack_bytes = sum(os.path.getsize(os.path.join(packs_dir, t + ".tsw")) for t in tasks)
+random_bytes = sum(os.path.getsize(os.path.join(random_dir, t + ".tsw")) for t in tasks)
 query_bytes = os.path.getsize(os.path.join(packs_dir, "queries.safetensors"))
 finetune_bytes = os.path.getsize(os.path.join(base_dir, "model.safetensors")) * len(tasks)
 
@@ -41,8 +44,12 @@ for name, r in rows:
     line(name, {t: r["tasks"][t]["accuracy"] for t in tasks})
 line("individual fine-tunes*", individual)
 print()
-print(f"storage: 8 packs {pack_bytes / 1e6:.2f} MB + query set {query_bytes / 1e6:.2f} MB "
-      f"= {100 * (pack_bytes + query_bytes) / finetune_bytes:.2f} % of 8 F32 fine-tunes ({finetune_bytes / 1e6:.0f} MB); "
+print(f"storage: T-Switch (the paper's method): 8 packs {pack_bytes / 1e6:.2f} MB "
+      f"= {100 * pack_bytes / finetune_bytes:.2f} % of 8 F32 fine-tunes ({finetune_bytes / 1e6:.0f} MB), "
       f"drop ratio {manifest['drop_ratio']}")
+print(f"         random-mask (beyond the paper): 8 packs {random_bytes / 1e6:.2f} MB "
+      f"= {100 * random_bytes / finetune_bytes:.2f} %, drop ratio {random_manifest['drop_ratio']}, "
+      f"seed {random_manifest['seed']}, {random_manifest['values']} values")
+print(f"         Auto-Switch query set {query_bytes / 1e6:.2f} MB (shared); packs include the classification heads")
 print("gain: share of the fine-tuning gain kept, (method - pre-trained) / (individual - pre-trained)")
 print("* measured with the same encoder when the packs were made (scripts/make-packs); the fine-tunes are not shipped")

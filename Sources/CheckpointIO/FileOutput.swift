@@ -25,6 +25,7 @@ package final class FileOutput {
     package init(target: String) throws(CheckpointError) {
         self.target = target
         let url = URL(fileURLWithPath: target)
+        StaleTemporaries.sweep(beside: url)
         temporary = url.deletingLastPathComponent()
             .appendingPathComponent(".\(url.lastPathComponent).tmp-\(getpid())-\(UInt32.random(in: 0...UInt32.max))").path
         fd = open(temporary, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o644)

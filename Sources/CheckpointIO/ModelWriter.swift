@@ -5,7 +5,8 @@ import Foundation
 /// plus `config.json` (dtype updated) and tokenizer files.
 ///
 /// Everything is written into a hidden temporary folder beside the target and renamed into place by `finish()`:
-/// an interrupted run leaves no half-written model at the target (only the hidden folder, removed on deinit).
+/// an interrupted run leaves no half-written model at the target (only the hidden folder, removed on deinit; one
+/// left by a killed process is swept by the next run writing the same target, see `StaleTemporaries`).
 public final class ModelWriter {
     public let target: URL
     public let temporary: URL
@@ -40,6 +41,7 @@ public final class ModelWriter {
         for t in tensors where !names.insert(t.name).inserted {
             throw CheckpointError(.duplicateTensor, "\(target.path): tensor '\(t.name)' is planned twice.")
         }
+        StaleTemporaries.sweep(beside: target)
         temporary = target.deletingLastPathComponent()
             .appendingPathComponent(".\(target.lastPathComponent).tmp-\(getpid())-\(UInt32.random(in: 0...UInt32.max))")
         do {

@@ -241,34 +241,9 @@ public final class BertEncoder: Sendable {
         layer.qkvWeight.withUnsafeBufferPointer {
             EncoderKernels.linear(xp, rows: t, inner: h, weight: $0.baseAddress!, out: 3 * h, into: qkv.baseAddress!, beta: 1)
         }
-        // Attention per sequence and head, over the sequence's own tokens; (sequence, head) pairs run in parallel,
-        // each writing its own columns of its own rows of `ctx` and using its own score buffer.
-        let pairs = starts.count * heads
-        let box = UncheckedSendable((qkv.baseAddress!, ctx.baseAddress!))
-        let longest = lengths.max() ?? 0
-        Parallel.forEachChunk(pairs, minChunk: 1) { range in
-            let (q0, c0) = box.value
-            let s = UnsafeMutablePointer<Float>.allocate(capacity: max(1, longest * longest))
-            defer { s.deallocate() }
-            let ld = blasint(3 * h)
-            for pair in range {
-                let b = pair / heads
-                let head = pair % heads
-                let start = starts[b]
-                let n = lengths[b]
-                guard n > 0 else { continue }
-                let q = q0 + start * 3 * h + head * d
-                let k = q + h
-                let v = q + 2 * h
-                cblas_sgemm(
-                    CblasRowMajor, CblasNoTrans, CblasTrans, blasint(n), blasint(n), blasint(d), scale, q, ld, k, ld, 0,
-                    s, blasint(n))
-                EncoderKernels.softmaxRows(s, n: n)
-                cblas_sgemm(
-                    CblasRowMajor, CblasNoTrans, CblasNoTrans, blasint(n), blasint(d), blasint(n), 1, s, blasint(n), v, ld,
-                    0, c0 + start * h + head * d, blasint(h))
-            }
-        }
+        EncoderKernels.attention(
+            qkv: qkv.baseAddress!, ctx: ctx.baseAddress!, starts: starts, lengths: lengths, heads: heads, headSize: d,
+            scale: scale)
         // Attention output, residual, LayerNorm (written back into x).
         let residual = UnsafeBufferPointer(x)
         let out = UnsafeMutableBufferPointer(rebasing: qkv[0..<(t * h)])
@@ -278,10 +253,9 @@ public final class BertEncoder: Sendable {
         }
         layer.attentionNormWeight.withUnsafeBufferPointer { g in
             layer.attentionNormBias.withUnsafeBufferPointer { b in
-                EncoderKernels.layerNorm(out, rows: t, gamma: g, beta: b, eps: eps)
+                EncoderKernels.layerNorm(out, rows: t, gamma: g, beta: b, eps: eps, into: xp)
             }
         }
-        x.baseAddress!.update(from: out.baseAddress!, count: t * h)
         // Feed-forward: GELU(x W1ᵀ + b1) W2ᵀ + b2, residual, LayerNorm.
         layer.intermediateBias.withUnsafeBufferPointer { EncoderKernels.fillRows(mid, rows: t, bias: $0) }
         layer.intermediateWeight.withUnsafeBufferPointer {
@@ -294,9 +268,8 @@ public final class BertEncoder: Sendable {
         }
         layer.outputNormWeight.withUnsafeBufferPointer { g in
             layer.outputNormBias.withUnsafeBufferPointer { b in
-                EncoderKernels.layerNorm(out, rows: t, gamma: g, beta: b, eps: eps)
+                EncoderKernels.layerNorm(out, rows: t, gamma: g, beta: b, eps: eps, into: xp)
             }
         }
-        x.baseAddress!.update(from: out.baseAddress!, count: t * h)
     }
 }

@@ -9,7 +9,8 @@ import TensorKernels
 ///
 /// Strategies (per tensor and per sign, as P-Discard): `discardLow` keeps the ⌊(1−α)n⌋ largest |τ| (T-Switch's
 /// mask; ties kept in increasing index, as `PDiscard`), `discardHigh` keeps the ⌊(1−α)n⌋ smallest, `random` keeps
-/// each entry with probability 1−α (one seeded draw per entry, shared by every α, so the kept sets are nested).
+/// each entry with probability 1−α by the random-mask pack's seeded mask (`RandomMask`, seed derived from the
+/// vector's seed and the tensor name), so a random-mask pack with f32 values reproduces it exactly.
 ///
 /// Values: `nil` scale keeps the original τ of the kept entries (random ones rescaled by 1/(1−α), as DARE);
 /// a scale replaces them by sign(τ)·λ (T-Switch's binarization) with λ computed over the kept entries:
@@ -141,11 +142,11 @@ public struct DropSweep: Sendable {
                 kept += t.positive.suffix(PDiscard.keepCount(t.positive.count, dropRatio: alpha))
                 kept += t.negative.suffix(PDiscard.keepCount(t.negative.count, dropRatio: alpha))
             case .random:
-                var rng = SplitMix64(seed: seed, key: name, stream: 0)
-                for i in 0..<n {
-                    let u = rng.nextUnit()
-                    if t.tau[i] != 0 && u >= alpha { kept.append(UInt32(i)) }
-                }
+                let mask =
+                    alpha < 1
+                    ? RandomMask.positions(
+                        count: n, dropRatio: alpha, seed: RandomMask.tensorSeed(packSeed: seed, name: name)) ?? [] : []
+                kept = mask.filter { t.tau[Int($0)] != 0 }
             }
             footprint.parameters += n
             footprint.kept += kept.count

@@ -1,4 +1,5 @@
 import CheckpointIO
+import CEncoderKernels
 import COpenBLAS
 import Foundation
 import TensorKernels
@@ -13,6 +14,11 @@ enum EncoderKernels {
     /// with 2 threads 1.9 sentences/s (its worker threads spin-wait and lose their cores), 1 thread 4.2 sentences/s,
     /// 1 thread with rows split over 2 cores by the encoder 5.4 sentences/s and more without the load.
     static let singleThreadedBLAS: Void = { openblas_set_num_threads(1) }()
+
+    /// Whether the AVX-512 kernels of `CEncoderKernels` run: the CPU has AVX-512F and the OS saves its
+    /// registers. Swift compiles for baseline x86-64, where `SIMD8<Float>` is two SSE halves; the C kernels carry
+    /// their own target attribute. The Swift paths below are the fallback and the tests' reference.
+    static let hasAVX512: Bool = ts_encoder_has_avx512() != 0
 
     /// `c[rows × out] = beta·c + a[rows × inner] · wᵀ`, with `w` stored `out × inner` (PyTorch's Linear layout).
     ///
@@ -64,17 +70,27 @@ enum EncoderKernels {
         }
     }
 
-    /// In-place LayerNorm of each row: `(x − mean) / sqrt(var + eps) · gamma + beta`, biased variance as PyTorch.
+    /// LayerNorm of each row, `(x − mean) / sqrt(var + eps) · gamma + beta` with the biased variance as PyTorch,
+    /// written to `out` (in place when nil): normalizing straight into the residual stream saves a copy per sublayer.
     static func layerNorm(
         _ x: UnsafeMutableBufferPointer<Float>, rows: Int, gamma: UnsafeBufferPointer<Float>,
-        beta: UnsafeBufferPointer<Float>, eps: Float
+        beta: UnsafeBufferPointer<Float>, eps: Float, into out: UnsafeMutablePointer<Float>? = nil,
+        vectorized: Bool = hasAVX512
     ) {
+        precondition(!vectorized || hasAVX512, "the AVX-512 LayerNorm needs AVX-512")
         let width = gamma.count
-        let box = UncheckedSendable((x, gamma, beta))
+        let box = UncheckedSendable((x, gamma, beta, out ?? x.baseAddress!))
         Parallel.forEachChunk(rows, minChunk: max(1, 16384 / max(1, width))) { range in
-            let (x, gamma, beta) = box.value
+            let (x, gamma, beta, out) = box.value
+            if vectorized {
+                ts_layernorm_avx512(
+                    x.baseAddress! + range.lowerBound * width, out + range.lowerBound * width, range.count, width,
+                    gamma.baseAddress!, beta.baseAddress!, eps)
+                return
+            }
             for r in range {
                 let row = x.baseAddress! + r * width
+                let dst = out + r * width
                 var sum: Float = 0
                 for j in 0..<width { sum += row[j] }
                 let mean = sum / Float(width)
@@ -84,16 +100,22 @@ enum EncoderKernels {
                     sq += d * d
                 }
                 let inv = 1 / (sq / Float(width) + eps).squareRoot()
-                for j in 0..<width { row[j] = (row[j] - mean) * inv * gamma[j] + beta[j] }
+                for j in 0..<width { dst[j] = (row[j] - mean) * inv * gamma[j] + beta[j] }
             }
         }
     }
 
-    /// In-place exact GELU, `x · ½ · (1 + erf(x / √2))`, as BERT's "gelu", 8 lanes at a time with
-    /// `VectorMath.erf` (within 3e-7 of `erff`; the scalar `erff` took a fifth of the encoder's time).
-    static func gelu(_ x: UnsafeMutableBufferPointer<Float>) {
+    /// In-place exact GELU, `x · ½ · (1 + erf(x / √2))`, as BERT's "gelu": 16 lanes in the AVX-512 kernel, else 8
+    /// lanes with `VectorMath.erf` (both within 4.2e-7 of `erff`; the scalar `erff` took a fifth of the encoder's
+    /// time).
+    static func gelu(_ x: UnsafeMutableBufferPointer<Float>, vectorized: Bool = hasAVX512) {
+        precondition(!vectorized || hasAVX512, "the AVX-512 GELU needs AVX-512")
         let box = UncheckedSendable(x)
         Parallel.forEachChunk(x.count, minChunk: 1 << 15) { range in
+            if vectorized {
+                ts_gelu_avx512(box.value.baseAddress! + range.lowerBound, range.count)
+                return
+            }
             let p = UnsafeMutableRawPointer(box.value.baseAddress!)
             var i = range.lowerBound
             while i + 8 <= range.upperBound {
@@ -113,6 +135,51 @@ enum EncoderKernels {
     @inline(__always)
     static func geluLanes(_ v: SIMD8<Float>) -> SIMD8<Float> {
         0.5 * v * (1 + VectorMath.erf(v * 0.70710678118654752))
+    }
+
+    /// Self-attention of packed sequences: for each sequence `b` (rows `starts[b] ..< starts[b] + lengths[b]`) and
+    /// head, `ctx = softmax(scale · Q Kᵀ) V` over the sequence's own tokens, Q, K, V read from the fused `tokens × 3H`
+    /// product. (sequence, head) pairs run in parallel, each writing its own columns of its own rows of `ctx`.
+    ///
+    /// `fused` runs one AVX-512 kernel per pair (scores, softmax and context while the n × n scores stay in cache;
+    /// head sizes a multiple of 16); otherwise two OpenBLAS products and `softmaxRows` per pair, 2 × 12 × 32 small
+    /// calls per layer for a batch of 32 whose packing and scalar-lane softmax cost more than the products.
+    static func attention(
+        qkv: UnsafePointer<Float>, ctx: UnsafeMutablePointer<Float>, starts: [Int], lengths: [Int], heads: Int,
+        headSize d: Int, scale: Float, fused: Bool? = nil
+    ) {
+        let h = heads * d
+        let fused = fused ?? (hasAVX512 && d % 16 == 0)
+        precondition(!fused || (hasAVX512 && d % 16 == 0), "the fused attention needs AVX-512 and a head size multiple of 16")
+        let longest = lengths.max() ?? 0
+        let scratch = fused ? ts_attention_scratch_floats(longest, d) : longest * longest
+        let box = UncheckedSendable((qkv, ctx))
+        Parallel.forEachChunk(starts.count * heads, minChunk: 1) { range in
+            let (q0, c0) = box.value
+            let s = UnsafeMutablePointer<Float>.allocate(capacity: max(1, scratch))
+            defer { s.deallocate() }
+            for pair in range {
+                let b = pair / heads
+                let head = pair % heads
+                let start = starts[b]
+                let n = lengths[b]
+                guard n > 0 else { continue }
+                let q = q0 + start * 3 * h + head * d
+                let out = c0 + start * h + head * d
+                if fused {
+                    ts_attention_avx512(q, q + h, q + 2 * h, 3 * h, n, d, scale, out, h, s)
+                    continue
+                }
+                let ld = blasint(3 * h)
+                cblas_sgemm(
+                    CblasRowMajor, CblasNoTrans, CblasTrans, blasint(n), blasint(n), blasint(d), scale, q, ld, q + h, ld,
+                    0, s, blasint(n))
+                softmaxRows(s, n: n)
+                cblas_sgemm(
+                    CblasRowMajor, CblasNoTrans, CblasNoTrans, blasint(n), blasint(d), blasint(n), 1, s, blasint(n),
+                    q + 2 * h, ld, 0, out, blasint(h))
+            }
+        }
     }
 
     /// In-place softmax of each row of an `n × n` matrix, 8 lanes at a time with `VectorMath.exp`.

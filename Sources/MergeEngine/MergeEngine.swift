@@ -20,6 +20,9 @@ public struct MergeOptions: Sendable {
     /// fsync every output file before it is renamed into place (`--no-fsync` turns it off). Durable output costs
     /// the disk's write time (2.2 GB at ~0.9-1.2 GB/s here), which early write-back overlaps with the merge.
     public var durable = true
+    /// Test hook: an error to raise in place of a tensor's write on the output thread, as a full disk or a failing
+    /// device would (a real write failure happens in `FileOutput`, out of a test's deterministic reach).
+    var writeFault: (@Sendable (_ tensor: String) -> CheckpointError?)?
 
     public init() {}
 }
@@ -137,6 +140,7 @@ public enum MergeEngine {
         var outBuffers: [UnsafeMutableRawBufferPointer] = []
         let pipeline = OutputPipeline()
         let sendableWriter = UncheckedSendable(writer)
+        let writeFault = options.writeFault
         defer {
             // Declared after the buffers' owner so it runs first: no write may still read a buffer being freed.
             try? pipeline.drain()
@@ -151,19 +155,31 @@ public enum MergeEngine {
             var views: [TensorView] = []
             for inp in t.inputs { views.append(try plan.models[inp.model].folder.tensor(inp.tensor)) }
             let inputBytes = views.reduce(0) { $0 + $1.bytes.count }
-            if t.copyRaw {
+            if let vocabulary = plan.vocabulary, vocabulary.aligns(t.name) {
+                // Tokenizer merge: rows re-laid out into the output vocabulary (VocabularyAlignment.swift).
+                defer { for v in views { v.release() } }
+                try pipeline.drain()
+                let out = UnsafeMutableBufferPointer<Float>.allocate(capacity: n)
+                defer { out.deallocate() }
+                do throws(MergeError) {
+                    try vocabulary.merge(t, plan: plan, views: views, seed: options.seed, into: out)
+                } catch {
+                    throw CheckpointError(.io, error.message)
+                }
+                try writer.write(t.name, floats: UnsafeBufferPointer(out))
+            } else if t.copyRaw {
                 // The write thread reads the mapping and drops its pages afterwards.
                 let view = views[0]
                 let name = t.name
                 try pipeline.submit { () throws(CheckpointError) in
+                    if let fault = writeFault?(name) { throw fault }
                     try sendableWriter.value.write(name, bytes: view.bytes)
                     view.release()
                 }
             } else if let streaming, views.allSatisfy({ $0.dtype.isConvertibleFloat }) {
                 defer { for v in views { v.release() } }
                 if outBuffers.isEmpty {
-                    let bytes = max(1, maxElements * 8)
-                    outBuffers = [.allocate(byteCount: bytes, alignment: 64), .allocate(byteCount: bytes, alignment: 64)]
+                    outBuffers = [outputBuffer(bytes: maxElements * 8), outputBuffer(bytes: maxElements * 8)]
                 }
                 let dst = UnsafeMutableRawBufferPointer(rebasing: outBuffers[ti % 2][0..<t.spec.byteCount])
                 let sources = views.map { TensorSource(bytes: $0.bytes, dtype: $0.dtype, count: n) }
@@ -181,6 +197,7 @@ public enum MergeEngine {
                 let name = t.name
                 let bytes = UncheckedSendable(UnsafeRawBufferPointer(dst))
                 try pipeline.submit { () throws(CheckpointError) in
+                    if let fault = writeFault?(name) { throw fault }
                     try sendableWriter.value.write(name, bytes: bytes.value)
                 }
             } else {
@@ -217,6 +234,17 @@ public enum MergeEngine {
         try writer.finish()
     }
 
+    /// An output buffer of the streamed path on 2 MB pages where the kernel allows (transparent huge pages on
+    /// `madvise`): first filling 2 × 131 MB took 64 K page faults on 4 KB pages, about all of a merge's faults.
+    static func outputBuffer(bytes: Int) -> UnsafeMutableRawBufferPointer {
+        let huge = 2 << 20
+        let b = UnsafeMutableRawBufferPointer.allocate(byteCount: max(1, bytes), alignment: bytes >= huge ? huge : 64)
+        #if os(Linux)
+        if bytes >= huge, let p = b.baseAddress { _ = madvise(p, bytes / huge * huge, MADV_HUGEPAGE) }
+        #endif
+        return b
+    }
+
     /// config.json (dtype, layer count), tokenizer files, the YAML and a model card.
     static func writeSupportFiles(_ plan: MergePlan, writer: ModelWriter) throws(CheckpointError) {
         let config = plan.config
@@ -225,25 +253,19 @@ public enum MergeEngine {
         let outDType = config.outDType ?? config.dtype ?? mostCommon(dtypes)
         try writer.copySupportFiles(from: support, dtype: outDType)
         let configURL = writer.temporary.appendingPathComponent("config.json")
-        if let layers = plan.outputLayerCount, let data = try? Data(contentsOf: configURL),
+        if plan.outputLayerCount != nil || plan.vocabulary != nil, let data = try? Data(contentsOf: configURL),
             var json = (try? JSONSerialization.jsonObject(with: data)) as? [String: Any]
         {
-            for key in ["num_hidden_layers", "n_layer", "num_layers"] where json[key] != nil { json[key] = layers }
+            if let layers = plan.outputLayerCount {
+                for key in ["num_hidden_layers", "n_layer", "num_layers"] where json[key] != nil { json[key] = layers }
+            }
+            plan.vocabulary?.updateConfig(&json)
             if let d = try? JSONSerialization.data(withJSONObject: json, options: [.prettyPrinted, .sortedKeys]) {
                 try writer.addFile("config.json", contents: d + Data("\n".utf8))
             }
         }
-        if let source = config.tokenizerSource, source != "base" {
-            guard source != "union" else {
-                throw CheckpointError(.io, "\(config.file): tokenizer_source 'union' (vocabulary merging) is not supported; use 'base' or a model.")
-            }
-            guard let m = plan.models.first(where: { $0.reference == source }) else {
-                throw CheckpointError(.io, "\(config.file): tokenizer_source '\(source)' is not one of the merged models.")
-            }
-            for url in m.folder.supportFiles where url.lastPathComponent != "config.json" {
-                guard let d = try? Data(contentsOf: url) else { continue }
-                try writer.addFile(url.lastPathComponent, contents: d)
-            }
+        if let vocabulary = plan.vocabulary {
+            try vocabulary.writeTokenizer(to: writer)
         }
         if let template = config.chatTemplate {
             try writer.addFile("chat_template.jinja", contents: Data(template.utf8))

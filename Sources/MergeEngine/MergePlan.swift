@@ -89,6 +89,8 @@ public struct MergePlan: Sendable {
     public let supportModel: Int
     /// Output layer count when slices change it (written to config.json), else nil.
     public let outputLayerCount: Int?
+    /// The tokenizer merge (`tokenizer_source` / `tokenizer:`), nil when the config asks for none.
+    public let vocabulary: VocabularyAlignment?
 
     /// Bytes the merge reads (every input of every tensor) and writes.
     public var bytesRead: Int {
@@ -115,6 +117,8 @@ public struct MergePlan: Sendable {
             models.append(try PlannedModel.open(ref, resolver: resolver, file: file))
         }
         self.models = models
+        let vocabulary = try VocabularyAlignment.build(config: config, models: models)
+        self.vocabulary = vocabulary
 
         try Self.checkParameterNames(config, method: method)
 
@@ -178,7 +182,7 @@ public struct MergePlan: Sendable {
         func plan(_ outName: String, slice s: SliceDefinition, inputNames: [String], t: Double) throws(MergeError) {
             out.append(try Self.planTensor(
                 outName, slice: s, inputNames: inputNames, t: t, base: sliceBase(s), config: config, method: method,
-                models: models, indexOf: indexOf))
+                models: models, indexOf: indexOf, vocabulary: vocabulary))
         }
         for name in nonLayer(firstRef, pre: true) {
             try plan(name, slice: slices[0], inputNames: Array(repeating: name, count: slices[0].sources.count), t: 0)
@@ -249,7 +253,8 @@ public struct MergePlan: Sendable {
 
     static func planTensor(
         _ name: String, slice s: SliceDefinition, inputNames: [String], t: Double, base: String?, config: MergeConfig,
-        method: any MergeMethod.Type, models: [PlannedModel], indexOf: [String: Int]
+        method: any MergeMethod.Type, models: [PlannedModel], indexOf: [String: Int],
+        vocabulary: VocabularyAlignment? = nil
     ) throws(MergeError) -> PlannedTensor {
         let file = config.file
         // Integer buffers (e.g. BERT's `embeddings.position_ids`) are not weights: transformers omits them when it
@@ -272,8 +277,16 @@ public struct MergePlan: Sendable {
             }
             infos.append(info)
         }
-        let shape = infos[0].shape
-        if infos.contains(where: { $0.shape != shape }) {
+        var shape = infos[0].shape
+        if let vocabulary, vocabulary.aligns(name) {
+            // Token-indexed rows are re-laid out into the output vocabulary; the other axes must agree.
+            if shape.isEmpty || infos.contains(where: { $0.shape.dropFirst() != shape.dropFirst() || !$0.dtype.isConvertibleFloat }) {
+                let desc = zip(s.sources, infos).map { "\($0.model): \($1.shapeDescription)" }.joined(separator: ", ")
+                throw MergeError(.shapeMismatch, "\(file): vocabulary tensor '\(name)' must be a float tensor with equal non-vocabulary dimensions in every input (\(desc)).")
+            }
+            for (src, info) in zip(s.sources, infos) { try vocabulary.check(tensor: name, model: src.model, shape: info.shape) }
+            shape[0] = vocabulary.rows
+        } else if infos.contains(where: { $0.shape != shape }) {
             let desc = zip(s.sources, infos).map { "\($0.model): \($1.shapeDescription)" }.joined(separator: ", ")
             throw MergeError(.shapeMismatch, "\(file): tensor '\(name)' has different shapes in the inputs (\(desc)).")
         }

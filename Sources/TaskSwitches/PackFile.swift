@@ -10,8 +10,13 @@ import TensorKernels
 public enum PackFile {
     /// `\x89TSWPACK` then `\r\n`-free bytes: the high byte catches 7-bit transfers, the name catches mix-ups.
     public static let magic: [UInt8] = [0x89, 0x54, 0x53, 0x57, 0x50, 0x41, 0x43, 0x4B]  // "\x89TSWPACK"
-    /// The format version this code writes and the newest it reads.
-    public static let version: UInt32 = 1
+    /// The newest format version this code reads and writes: 2 for packs holding random-mask (`RVAL`) sections,
+    /// so version-1 readers, which skip unknown tags, refuse them instead of applying nothing; T-Switch packs are
+    /// still written as version 1, byte for byte as before.
+    public static let version: UInt32 = 2
+
+    /// The version a pack is written with.
+    static func version(of pack: SwitchPack) -> UInt32 { pack.kind == .tSwitch ? 1 : 2 }
     /// Coder identifier stored in META: context-modelled adaptive binary range coder, blocks of 2^20 entries.
     public static let coderName = "ctx-range-v1"
 
@@ -51,6 +56,7 @@ public enum PackFile {
     /// Encodes the pack into bytes.
     public static func encode(_ pack: SwitchPack) -> [UInt8] {
         var out = ByteWriter()
+        let version = version(of: pack)
         out.raw(magic)
         out.u32(version)
         out.u32(0)  // flags, reserved
@@ -62,7 +68,7 @@ public enum PackFile {
             out.raw(payload)
             sections += 1
         }
-        let meta: [String: Any] = [
+        var meta: [String: Any] = [
             "format": "tswitch-pack",
             "version": Int(version),
             "task": pack.task,
@@ -74,11 +80,19 @@ public enum PackFile {
             "labels": pack.labels,
             "coder": coderName,
         ]
+        if pack.kind == .randomMask {
+            meta["kind"] = pack.kind.rawValue
+            meta["seed"] = String(pack.seed)  // a string: JSON numbers lose u64 precision in many readers
+            meta["tie_rule"] = nil
+            meta["coder"] = nil
+        }
         // JSONSerialization of plain strings, numbers and arrays cannot fail.
         let metaBytes = (try? JSONSerialization.data(withJSONObject: meta, options: [.sortedKeys])) ?? Data("{}".utf8)
         section("META", Array(metaBytes))
         // Tensors are coded in parallel inside `TernaryCoder.encode` (by block).
-        for t in pack.tensors { section("TSWT", encodeTensor(t)) }
+        for t in pack.tensors {
+            if let v = t.values { section("RVAL", encodeRandom(t, v)) } else { section("TSWT", encodeTensor(t)) }
+        }
         for h in pack.head {
             var w = ByteWriter()
             w.string(h.name)
@@ -107,6 +121,35 @@ public enum PackFile {
         w.u32(UInt32(streams.count))
         for s in streams { w.u32(UInt32(s.count)) }
         for s in streams { w.raw(s) }
+        return w.bytes
+    }
+
+    /// One `RVAL` record: the tensor's mask parameters and its values at every mask entry (zeros included, so
+    /// the reader pairs them with the regenerated mask), as zstd-compressed byte planes.
+    static func encodeRandom(_ t: TensorSwitch, _ v: KeptValues) -> [UInt8] {
+        // The writer made the mask from these parameters; its entries are a superset of `positive`.
+        let mask = RandomMask.positions(count: t.elementCount, dropRatio: v.dropRatio, seed: v.maskSeed) ?? []
+        var aligned = [Float](repeating: 0, count: mask.count)
+        var j = 0
+        for (k, i) in mask.enumerated() where j < t.positive.count && t.positive[j] == i {
+            aligned[k] = v.values[j]
+            j += 1
+        }
+        precondition(j == t.positive.count, "tensor '\(t.name)' keeps entries outside its random mask")
+        let frame = KeptValues.pack(aligned, code: v.code, step: v.step)
+        var w = ByteWriter()
+        w.string(t.name)
+        w.string(t.baseDType.rawValue)
+        w.u8(UInt8(t.shape.count))
+        for d in t.shape { w.u64(UInt64(d)) }
+        w.u64(v.dropRatio.bitPattern)
+        w.u64(v.maskSeed)
+        w.f32(t.lambda)
+        w.u64(UInt64(mask.count))
+        w.u8(v.code.tag)
+        w.f32(v.step)
+        w.u64(UInt64(frame.count))
+        w.raw(frame)
         return w.bytes
     }
 
@@ -186,6 +229,7 @@ public enum PackFile {
         var sections = 0
         var ended = false
         var kept = 0
+        var randomSections = 0
         while r.remaining > 0 {
             guard !ended else { throw corrupt("\(r.remaining) bytes follow the END! section") }
             guard sections < limits.maxSections else {
@@ -218,6 +262,14 @@ public enum PackFile {
                     payload, index: tensors.count, file: file, limits: limits, keptBudget: limits.maxKeptEntries - kept)
                 kept += t.keptCount
                 tensors.append(t)
+            case "RVAL":
+                // Only version 2 defines it: in a version-1 file a reader must not have skipped it.
+                guard version >= 2 else { throw corrupt("a version-1 pack holds a random-mask (RVAL) section") }
+                let t = try decodeRandom(
+                    payload, index: tensors.count, file: file, limits: limits, keptBudget: limits.maxKeptEntries - kept)
+                kept += t.maskCount
+                tensors.append(t.tensor)
+                randomSections += 1
             case "HEAD":
                 head.append(try decodeHead(payload, file: file, limits: limits))
             case "END!":
@@ -247,9 +299,28 @@ public enum PackFile {
         }
         let rule = (meta["tie_rule"] as? String).flatMap(PDiscard.TieRule.init(rawValue:)) ?? .lowestIndex
         let labels = meta["labels"] as? [String] ?? []
+        // A pack is one kind: every tensor section of a random-mask pack is RVAL, of a T-Switch pack TSWT.
+        let kindName = meta["kind"] as? String ?? SwitchPack.Kind.tSwitch.rawValue
+        guard let kind = SwitchPack.Kind(rawValue: kindName) else { throw corrupt("META names an unknown pack kind") }
+        var seed: UInt64 = 0
+        if kind == .randomMask {
+            guard version >= 2, let s = (meta["seed"] as? String).flatMap({ UInt64($0) }) else {
+                throw corrupt("a random-mask pack lacks its seed or is marked version 1")
+            }
+            seed = s
+            guard randomSections == tensors.count else {
+                throw corrupt("a random-mask pack holds T-Switch (TSWT) sections")
+            }
+            // The record holds α's exact bits; META's JSON number need only agree (it is for people and tools).
+            for t in tensors where Swift.abs((t.values?.dropRatio ?? .nan) - drop) > 1e-9 {
+                throw corrupt("tensor '\(t.name)' has another drop ratio than META")
+            }
+        } else if randomSections > 0 {
+            throw corrupt("a T-Switch pack holds random-mask (RVAL) sections")
+        }
         return SwitchPack(
             task: task, baseFingerprint: fp, dropRatio: drop, tieRule: rule, tensors: tensors, head: head,
-            labels: labels)
+            labels: labels, kind: kind, seed: seed)
     }
 
     /// Decodes one `TSWT` record. `keptBudget` is what remains of `limits.maxKeptEntries` for this pack.
@@ -321,6 +392,96 @@ public enum PackFile {
             return TensorSwitch(
                 name: name, shape: shape, baseDType: dtype, lambda: lambda, positive: decoded.positive,
                 negative: decoded.negative)
+        } catch is ByteReader.OutOfBounds {
+            throw corrupt("its record ends early")
+        } catch let e as SwitchError {
+            throw e
+        } catch {
+            throw corrupt("\(error)")
+        }
+    }
+
+    /// Decodes one `RVAL` record: regenerates the tensor's mask from its seed and drop ratio, checks its size
+    /// against the recorded one, and pairs it with the stored values (entries whose value is 0 are dropped).
+    static func decodeRandom(
+        _ payload: UnsafeRawBufferPointer, index: Int, file: String, limits: Limits = .standard,
+        keptBudget: Int = Limits.standard.maxKeptEntries
+    ) throws(SwitchError) -> (tensor: TensorSwitch, maskCount: Int) {
+        var r = ByteReader(payload)
+        func corrupt(_ what: String) -> SwitchError {
+            SwitchError(
+                .corruptPack, "\(file): the pack is corrupt (random-mask tensor \(index + 1): \(what)); copy it again.")
+        }
+        do {
+            guard let name = try r.string() else { throw corrupt("its name is not UTF-8") }
+            guard let dtypeName = try r.string(), let dtype = DType(rawValue: dtypeName) else {
+                throw corrupt("'\(name)' has an unknown base dtype")
+            }
+            let rank = Int(try r.u8())
+            guard rank <= limits.maxRank else {
+                throw SwitchError(
+                    .limitExceeded,
+                    "\(file): tensor '\(name)' has \(rank) dimensions; at most \(limits.maxRank) are allowed.")
+            }
+            var shape: [Int] = []
+            var elements: UInt64 = 1
+            for _ in 0..<rank {
+                let d = try r.u64()
+                let (p, o) = elements.multipliedReportingOverflow(by: d)
+                guard !o, p <= UInt64(UInt32.max) + 1, d <= UInt64(UInt32.max) + 1 else {
+                    throw corrupt("tensor '\(name)' has an impossible shape")
+                }
+                elements = p
+                shape.append(Int(d))
+            }
+            guard elements <= UInt64(limits.maxTensorElements) else {
+                throw SwitchError(
+                    .limitExceeded,
+                    "\(file): tensor '\(name)' has \(elements) elements; at most \(limits.maxTensorElements) are allowed.")
+            }
+            let drop = Double(bitPattern: try r.u64())
+            let seed = try r.u64()
+            let rescale = try r.f32()
+            guard drop >= 0, drop < 1 else { throw corrupt("tensor '\(name)' has drop ratio \(drop)") }
+            guard rescale == Float(1 / (1 - drop)) else {
+                throw corrupt("tensor '\(name)' has rescale \(rescale), not 1/(1-\(drop))")
+            }
+            let maskCount = try r.u64()
+            guard maskCount <= elements else { throw corrupt("tensor '\(name)' keeps more entries than it has") }
+            guard maskCount <= UInt64(max(0, keptBudget)) else {
+                throw SwitchError(
+                    .limitExceeded,
+                    "\(file): tensor '\(name)' takes the pack past \(limits.maxKeptEntries) kept entries, the limit.")
+            }
+            guard let code = KeptValues.Code(tag: try r.u8()) else {
+                throw corrupt("tensor '\(name)' has an unknown value code")
+            }
+            let step = try r.f32()
+            guard KeptValues.validStep(step, code: code) else {
+                throw corrupt("tensor '\(name)' has value step \(step) for code \(code.rawValue)")
+            }
+            let frameLength = try r.u64()
+            guard frameLength <= UInt64(r.remaining) else { throw corrupt("its record ends early") }
+            let frame = try r.take(Int(frameLength))
+            guard r.remaining == 0 else { throw corrupt("tensor '\(name)' has \(r.remaining) trailing bytes") }
+            guard
+                let mask = RandomMask.positions(
+                    count: Int(elements), dropRatio: drop, seed: seed, limit: Int(maskCount)),
+                mask.count == Int(maskCount)
+            else { throw corrupt("the mask of tensor '\(name)' does not regenerate to its recorded size") }
+            guard let all = KeptValues.unpack(frame, count: mask.count, code: code, step: step) else {
+                throw corrupt("the values of tensor '\(name)' do not decode to \(mask.count) finite numbers")
+            }
+            var kept: [UInt32] = []
+            var values: [Float] = []
+            for (j, v) in all.enumerated() where v != 0 {
+                kept.append(mask[j])
+                values.append(v)
+            }
+            let t = TensorSwitch(
+                name: name, shape: shape, baseDType: dtype, lambda: rescale, positive: kept, negative: [],
+                values: KeptValues(code: code, step: step, values: values, maskSeed: seed, dropRatio: drop))
+            return (t, mask.count)
         } catch is ByteReader.OutOfBounds {
             throw corrupt("its record ends early")
         } catch let e as SwitchError {

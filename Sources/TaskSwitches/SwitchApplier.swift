@@ -2,8 +2,9 @@ import CheckpointIO
 import Foundation
 import TensorKernels
 
-/// Writes a full model θ + Σ_k w_k λ_k S_A^k ⊙ S_P^k from a base folder and weighted packs, streaming tensor by
-/// tensor through `ModelWriter` (atomic: the folder appears only when complete).
+/// Writes a full model θ + Σ_k w_k λ_k S_A^k ⊙ S_P^k (random-mask packs: θ + Σ_k w_k/(1−α_k) M^k ⊙ τ^k) from a base
+/// folder and weighted packs, streaming tensor by tensor through `ModelWriter` (atomic: the folder appears only
+/// when complete).
 public enum SwitchApplier {
     /// Checks that every pack fits `base`: fingerprint, tensor names and shapes, finite weights.
     public static func validate(
@@ -26,6 +27,10 @@ public enum SwitchApplier {
     public static func add(_ switches: [(TensorSwitch, Float)], to values: UnsafeMutableBufferPointer<Float>) {
         for (sw, weight) in switches {
             let c = weight * sw.lambda
+            if let v = sw.values {
+                for (j, i) in sw.positive.enumerated() { values[Int(i)] += c * v.values[j] }
+                continue
+            }
             for i in sw.positive { values[Int(i)] += c }
             for i in sw.negative { values[Int(i)] -= c }
         }

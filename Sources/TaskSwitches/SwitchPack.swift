@@ -4,7 +4,9 @@ import TensorKernels
 
 /// The switch of one tensor: kept entries (mask S_A) split by sign (S_P), and the scale λ.
 ///
-/// Reconstruction adds `weight · λ` at every positive index and subtracts it at every negative one.
+/// Reconstruction adds `weight · λ` at every positive index and subtracts it at every negative one. A random-mask
+/// switch (`values` set) instead adds `weight · λ · values[j]` at `positive[j]`, with λ = 1/(1−α) and `negative`
+/// empty; `positive` then lists the kept entries whose stored value is not zero.
 public struct TensorSwitch: Sendable, Equatable {
     public let name: String
     public let shape: [Int]
@@ -15,13 +17,22 @@ public struct TensorSwitch: Sendable, Equatable {
     public let positive: [UInt32]
     /// Ascending flat indices of kept entries with τ < 0.
     public let negative: [UInt32]
+    /// The stored τ of a random-mask switch, one per `positive` index; nil for a T-Switch.
+    public let values: KeptValues?
 
     /// - Precondition: `positive` and `negative` are strictly ascending (as P-Discard and the pack decoder make
     ///   them): the switching loops rely on it to touch each entry once and to walk tensors in order.
-    public init(name: String, shape: [Int], baseDType: DType, lambda: Float, positive: [UInt32], negative: [UInt32]) {
+    public init(
+        name: String, shape: [Int], baseDType: DType, lambda: Float, positive: [UInt32], negative: [UInt32],
+        values: KeptValues? = nil
+    ) {
         precondition(
             Self.strictlyAscending(positive) && Self.strictlyAscending(negative),
             "indices of '\(name)' are not strictly ascending")
+        precondition(
+            values.map { $0.values.count == positive.count && negative.isEmpty } ?? true,
+            "the values of '\(name)' do not match its kept entries")
+        self.values = values
         self.name = name
         self.shape = shape
         self.baseDType = baseDType
@@ -62,9 +73,23 @@ public struct DenseTensor: Sendable, Equatable {
     }
 }
 
-/// A T-Switch pack: everything needed to turn a base model into one task's model, at 1-3 % of the fine-tune's size.
+/// A switch pack: everything needed to turn a base model into one task's model, at 1-3 % of the fine-tune's size.
+///
+/// Two kinds: T-Switch (the paper's method, the default: P-Discard mask, signs, one λ per tensor) and random-mask
+/// (beyond the paper: DARE applied to one task vector, a seeded Bernoulli mask regenerated from `seed`, the kept τ
+/// stored as values and rescaled by 1/(1−α) when applied).
 public struct SwitchPack: Sendable, Equatable {
+    public enum Kind: String, Sendable, CaseIterable {
+        /// T-Switch (Qi et al., CVPR 2025): mask S_A by P-Discard, signs S_P, one scale λ per tensor.
+        case tSwitch = "t-switch"
+        /// A seeded random mask keeping each entry with probability 1−α; kept τ stored, × 1/(1−α) when applied.
+        case randomMask = "random-mask"
+    }
+
     public var task: String
+    public var kind: Kind = .tSwitch
+    /// The pack seed of a random-mask pack (each tensor's mask seed derives from it and the tensor name); 0 for T-Switch.
+    public var seed: UInt64 = 0
     public var baseFingerprint: BaseFingerprint
     public var dropRatio: Double
     public var tieRule: PDiscard.TieRule
@@ -76,9 +101,12 @@ public struct SwitchPack: Sendable, Equatable {
 
     public init(
         task: String, baseFingerprint: BaseFingerprint, dropRatio: Double, tieRule: PDiscard.TieRule,
-        tensors: [TensorSwitch], head: [DenseTensor] = [], labels: [String] = []
+        tensors: [TensorSwitch], head: [DenseTensor] = [], labels: [String] = [], kind: Kind = .tSwitch,
+        seed: UInt64 = 0
     ) {
         self.task = task
+        self.kind = kind
+        self.seed = seed
         self.baseFingerprint = baseFingerprint
         self.dropRatio = dropRatio
         self.tieRule = tieRule
@@ -116,7 +144,7 @@ extension SwitchPack {
     public static func build(
         base: ModelFolder, fineTuned: ModelFolder, dropRatio: Double, task: String,
         tieRule: PDiscard.TieRule = .lowestIndex, head: [DenseTensor] = [], labels: [String] = [],
-        progress: (@Sendable (Int, Int) -> Void)? = nil
+        randomMask: RandomMaskSettings? = nil, progress: (@Sendable (Int, Int) -> Void)? = nil
     ) throws(SwitchError) -> SwitchPack {
         try validate(dropRatio: dropRatio)
         let fingerprint = try BaseFingerprint(model: base)
@@ -140,7 +168,7 @@ extension SwitchPack {
         let work = infos.filter { $0.dtype.isConvertibleFloat }
         return try build(
             base: base, fingerprint: fingerprint, work: work, sourcePath: fineTuned.path, dropRatio: dropRatio,
-            task: task, tieRule: tieRule, head: head, labels: labels, progress: progress
+            task: task, tieRule: tieRule, head: head, labels: labels, randomMask: randomMask, progress: progress
         ) { info throws(SwitchError) in
             try io { () throws(CheckpointError) in try fineTuned.tensor(info.name).floats() }
         }
@@ -158,7 +186,7 @@ extension SwitchPack {
     public static func build(
         base: ModelFolder, adapter: LoRAAdapter, dropRatio: Double, task: String,
         tieRule: PDiscard.TieRule = .lowestIndex, head: [DenseTensor] = [], labels: [String] = [],
-        progress: (@Sendable (Int, Int) -> Void)? = nil
+        randomMask: RandomMaskSettings? = nil, progress: (@Sendable (Int, Int) -> Void)? = nil
     ) throws(SwitchError) -> SwitchPack {
         try validate(dropRatio: dropRatio)
         let fingerprint = try BaseFingerprint(model: base)
@@ -174,7 +202,7 @@ extension SwitchPack {
         let work = base.tensorInfos.filter { adapter.updates[$0.name] != nil }
         return try build(
             base: base, fingerprint: fingerprint, work: work, sourcePath: adapter.path, dropRatio: dropRatio,
-            task: task, tieRule: tieRule, head: head, labels: labels, progress: progress
+            task: task, tieRule: tieRule, head: head, labels: labels, randomMask: randomMask, progress: progress
         ) { info throws(SwitchError) in
             try io { () throws(CheckpointError) in
                 let w = try base.tensor(info.name).floats()
@@ -183,10 +211,12 @@ extension SwitchPack {
         }
     }
 
-    /// P-Discard over `work` (float tensors of `base`) in parallel; `tuned` gives a tensor's fine-tuned values.
+    /// P-Discard (or the random mask) over `work` (float tensors of `base`) in parallel; `tuned` gives a tensor's
+    /// fine-tuned values.
     private static func build(
         base: ModelFolder, fingerprint: BaseFingerprint, work: [TensorInfo], sourcePath: String, dropRatio: Double,
         task: String, tieRule: PDiscard.TieRule, head: [DenseTensor], labels: [String],
+        randomMask: RandomMaskSettings?,
         progress: (@Sendable (Int, Int) -> Void)?, tuned: @Sendable (TensorInfo) throws(SwitchError) -> [Float]
     ) throws(SwitchError) -> SwitchPack {
         var results = [Result<TensorSwitch?, SwitchError>](repeating: .success(nil), count: work.count)
@@ -196,7 +226,12 @@ extension SwitchPack {
             Parallel.forEachChunk(work.count, minChunk: 1) { chunk in
                 for t in chunk {
                     R.value[t] = Result { () throws(SwitchError) in
-                        try switchOf(
+                        if let randomMask {
+                            return try randomSwitchOf(
+                                work[t], tuned: tuned(work[t]), base: base, sourcePath: sourcePath,
+                                dropRatio: dropRatio, settings: randomMask)
+                        }
+                        return try switchOf(
                             work[t], tuned: tuned(work[t]), base: base, sourcePath: sourcePath, dropRatio: dropRatio,
                             tieRule: tieRule)
                     }
@@ -218,8 +253,43 @@ extension SwitchPack {
             )
         }
         return SwitchPack(
-            task: task, baseFingerprint: fingerprint, dropRatio: dropRatio, tieRule: tieRule, tensors: tensors,
-            head: head, labels: labels)
+            task: task, baseFingerprint: fingerprint, dropRatio: dropRatio,
+            tieRule: randomMask == nil ? tieRule : .lowestIndex,  // no ties in a random mask; not stored
+            tensors: tensors, head: head, labels: labels, kind: randomMask == nil ? .tSwitch : .randomMask,
+            seed: randomMask?.seed ?? 0)
+    }
+
+    /// The random-mask switch of one tensor: τ at the entries of its seeded mask, rounded to the value code; nil
+    /// when every stored value is zero.
+    private static func randomSwitchOf(
+        _ info: TensorInfo, tuned: [Float], base: ModelFolder, sourcePath: String, dropRatio: Double,
+        settings: RandomMaskSettings
+    ) throws(SwitchError) -> TensorSwitch? {
+        let a = try io { () throws(CheckpointError) in try base.tensor(info.name).floats() }
+        guard a.count <= 1 << 32 else {
+            throw SwitchError(
+                .unsupportedTensor,
+                "\(sourcePath): tensor '\(info.name)' has \(a.count) elements; packs hold at most 2^32 per tensor.")
+        }
+        for i in a.indices where !(tuned[i] - a[i]).isFinite {
+            throw nonFinite(info, index: i, source: sourcePath, base: base)
+        }
+        let seed = RandomMask.tensorSeed(packSeed: settings.seed, name: info.name)
+        let mask = RandomMask.positions(count: a.count, dropRatio: dropRatio, seed: seed) ?? []
+        let tau = mask.map { tuned[Int($0)] - a[Int($0)] }
+        let (code, step, rounded, report) = KeptValues.round(tau, code: settings.code)
+        settings.report?(info.name, report)
+        var kept: [UInt32] = []
+        var values: [Float] = []
+        for (j, v) in rounded.enumerated() where v != 0 {
+            kept.append(mask[j])
+            values.append(v)
+        }
+        guard !kept.isEmpty else { return nil }
+        return TensorSwitch(
+            name: info.name, shape: info.shape, baseDType: info.dtype, lambda: Float(1 / (1 - dropRatio)),
+            positive: kept, negative: [],
+            values: KeptValues(code: code, step: step, values: values, maskSeed: seed, dropRatio: dropRatio))
     }
 
     /// The switch of one tensor from its fine-tuned values; nil when τ = 0 or P-Discard keeps nothing.
@@ -275,6 +345,21 @@ extension SwitchPack {
             .nonFiniteValue,
             "\(source): tensor '\(info.name)' minus the base \(base.path) is NaN or infinite at flat index \(index); expected finite weights."
         )
+    }
+}
+
+/// How `SwitchPack.build` makes a random-mask pack instead of a T-Switch.
+public struct RandomMaskSettings: Sendable {
+    /// The pack seed; each tensor's mask seed is `RandomMask.tensorSeed(packSeed: seed, name:)`.
+    public var seed: UInt64
+    public var code: KeptValues.Code
+    /// Called once per tensor (from worker threads) with what rounding did to its values.
+    public var report: (@Sendable (String, KeptValues.Rounding) -> Void)?
+
+    public init(seed: UInt64 = 0, code: KeptValues.Code = .f16, report: (@Sendable (String, KeptValues.Rounding) -> Void)? = nil) {
+        self.seed = seed
+        self.code = code
+        self.report = report
     }
 }
 

@@ -77,6 +77,10 @@ final class WeightStore {
             }
             for (k, (sw, weight)) in switches.enumerated() {
                 let c = weight * sw.lambda
+                if let v = sw.values {
+                    Self.scatter(sw.positive, w, saved: saved[k].buffer, adding: c, times: v.values)
+                    continue
+                }
                 // x − c and x + (−c) are the same IEEE operation, so one loop serves both signs.
                 Self.scatter(sw.positive, w, saved: saved[k].buffer, offset: 0, adding: c)
                 Self.scatter(sw.negative, w, saved: saved[k].buffer, offset: sw.positive.count, adding: -c)
@@ -111,6 +115,29 @@ final class WeightStore {
         }
     }
 
+    /// w[i] += c · values[j] for each index i = indices[j] (a random-mask switch), saving the old value.
+    private static func scatter(
+        _ indices: [UInt32], _ w: UnsafeMutableBufferPointer<Float>, saved: UnsafeMutableBufferPointer<Float>,
+        adding c: Float, times values: [Float]
+    ) {
+        indices.withUnsafeBufferPointer { ib in
+            values.withUnsafeBufferPointer { vb in
+                let I = UncheckedSendable(ib)
+                let V = UncheckedSendable(vb)
+                let W = UncheckedSendable(w)
+                let S = UncheckedSendable(saved)
+                Parallel.forEachChunk(ib.count, minChunk: 1 << 16) { r in
+                    for j in r {
+                        let i = Int(I.value[j])
+                        let old = W.value[i]
+                        S.value[j] = old
+                        W.value[i] = old + c * V.value[j]
+                    }
+                }
+            }
+        }
+    }
+
     private static func gatherBack(
         _ indices: [UInt32], _ w: UnsafeMutableBufferPointer<Float>, saved: UnsafeBufferPointer<Float>
     ) {
@@ -132,52 +159,67 @@ final class WeightStore {
         _ w: UnsafeMutableBufferPointer<Float>, undo: [Undo], switches: [(TensorSwitch, Float)], saved: [SavedValues]
     ) {
         // Index lists in processing order, with their saved-value slots and the constant they add (nil: restore).
+        // A list with values (random-mask switch) adds c · values[j]; an empty value list means c alone.
         var indexLists: [[UInt32]] = []
+        var valueLists: [[Float]] = []
         var slots: [UnsafeMutablePointer<Float>] = []
         var adds: [Float?] = []
         for u in undo.reversed() {
             indexLists += [u.negative, u.positive]
+            valueLists += [[], []]
             slots += [u.saved.start + u.positive.count, u.saved.start]
             adds += [nil, nil]
         }
         for (k, (sw, weight)) in switches.enumerated() {
             let c = weight * sw.lambda
             indexLists += [sw.positive, sw.negative]
+            valueLists += [sw.values?.values ?? [], []]
             slots += [saved[k].start, saved[k].start + sw.positive.count]
             adds += [c, -c]
         }
         withPinned(indexLists) { pinned in
-            let L = UncheckedSendable((pinned, slots, adds))
-            let W = UncheckedSendable(w)
-            let tiles = (w.count + tile - 1) / tile
-            Parallel.forEachChunk(tiles, minChunk: 4) { range in
-                let (lists, slots, adds) = L.value
-                let w = W.value
-                // Per list, the first index at or after the range (binary search), then forward tile by tile.
-                let lo = UInt32(clamping: range.lowerBound * tile)
-                var cursor = lists.map { Self.lowerBound($0, lo) }
-                for t in range {
-                    let end = min(w.count, (t + 1) * tile)
-                    for l in lists.indices {
-                        let idx = lists[l]
-                        let sv = slots[l]
-                        let n = idx.count
-                        var j = cursor[l]
-                        if let c = adds[l] {
-                            while j < n && Int(idx[j]) < end {
-                                let i = Int(idx[j])
-                                let old = w[i]
-                                sv[j] = old
-                                w[i] = old + c
-                                j += 1
+            withPinned(valueLists) { pinnedValues in
+                let L = UncheckedSendable((pinned, slots, adds, pinnedValues))
+                let W = UncheckedSendable(w)
+                let tiles = (w.count + tile - 1) / tile
+                Parallel.forEachChunk(tiles, minChunk: 4) { range in
+                    let (lists, slots, adds, vals) = L.value
+                    let w = W.value
+                    // Per list, the first index at or after the range (binary search), then forward tile by tile.
+                    let lo = UInt32(clamping: range.lowerBound * tile)
+                    var cursor = lists.map { Self.lowerBound($0, lo) }
+                    for t in range {
+                        let end = min(w.count, (t + 1) * tile)
+                        for l in lists.indices {
+                            let idx = lists[l]
+                            let sv = slots[l]
+                            let n = idx.count
+                            var j = cursor[l]
+                            if let c = adds[l], !vals[l].isEmpty {
+                                let v = vals[l]
+                                while j < n && Int(idx[j]) < end {
+                                    let i = Int(idx[j])
+                                    let old = w[i]
+                                    sv[j] = old
+                                    w[i] = old + c * v[j]
+                                    j += 1
+                                }
+                            } else if let c = adds[l] {
+                                while j < n && Int(idx[j]) < end {
+                                    let i = Int(idx[j])
+                                    let old = w[i]
+                                    sv[j] = old
+                                    w[i] = old + c
+                                    j += 1
+                                }
+                            } else {
+                                while j < n && Int(idx[j]) < end {
+                                    w[Int(idx[j])] = sv[j]
+                                    j += 1
+                                }
                             }
-                        } else {
-                            while j < n && Int(idx[j]) < end {
-                                w[Int(idx[j])] = sv[j]
-                                j += 1
-                            }
+                            cursor[l] = j
                         }
-                        cursor[l] = j
                     }
                 }
             }
@@ -185,8 +227,8 @@ final class WeightStore {
     }
 
     /// Runs `body` with buffer pointers to every array (nested `withUnsafeBufferPointer` calls).
-    private static func withPinned(_ arrays: [[UInt32]], _ body: ([UnsafeBufferPointer<UInt32>]) -> Void) {
-        func pin(_ k: Int, _ acc: [UnsafeBufferPointer<UInt32>]) {
+    private static func withPinned<T>(_ arrays: [[T]], _ body: ([UnsafeBufferPointer<T>]) -> Void) {
+        func pin(_ k: Int, _ acc: [UnsafeBufferPointer<T>]) {
             if k == arrays.count { return body(acc) }
             arrays[k].withUnsafeBufferPointer { pin(k + 1, acc + [$0]) }
         }

@@ -1,4 +1,11 @@
+import CCheckpointKernels
 import CheckpointIO
+
+#if canImport(Glibc)
+@preconcurrency import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
 
 /// Single-pass merge loops straight from the stored inputs into the stored output, for the common case where every
 /// input and the output share one dtype (BF16 or F32): each element is loaded, combined in registers and stored
@@ -13,12 +20,32 @@ public enum FusedStream {
     /// Steps of 16 elements per parallel chunk at least (64 K elements: below that one thread is faster).
     static let minChunkSteps = 1 << 12
 
+    /// The BF16 loop's vector level: 2 AVX-512, 1 AVX2 (C kernels in CCheckpointKernels, chosen at run time), 0 the
+    /// portable Swift loop (baseline x86-64 / SSE2, or another architecture). All levels give identical bits; the
+    /// AVX-512 loop takes less CPU time than the Swift loop (docs/bench-merge.md). `TSWITCH_FUSED_LEVEL=0|1` caps
+    /// it, for profiling.
+    static let vectorLevel: Int = {
+        let detected = Int(tswitch_fused_level())
+        guard let s = getenv("TSWITCH_FUSED_LEVEL"), let cap = Int(String(cString: s)) else { return detected }
+        return max(0, min(detected, cap))
+    }()
+
     /// out = base + λ · ((Σᵢ (xᵢ − base) · wᵢ) / divide), summed from 0 in input order: task arithmetic and the
     /// unmasked, consensus-free members of its family. Returns false (and writes nothing) when the dtypes have no
     /// fused loop; the caller then takes the block-wise path.
     public static func weightedDeltaSum(
         base: TensorSource, models: [TensorSource], weights: [Float], divide: Float, lambda: Float, into sink: TensorSink
     ) -> Bool {
+        weightedDeltaSum(
+            base: base, models: models, weights: weights, divide: divide, lambda: lambda, into: sink, level: vectorLevel)
+    }
+
+    /// `weightedDeltaSum` at a given BF16 vector level (at most `vectorLevel`).
+    static func weightedDeltaSum(
+        base: TensorSource, models: [TensorSource], weights: [Float], divide: Float, lambda: Float, into sink: TensorSink,
+        level: Int
+    ) -> Bool {
+        precondition(level <= vectorLevel, "vector level not supported by this CPU")
         precondition(models.count == weights.count, "one weight per model")
         let n = sink.count
         guard base.count == n, models.allSatisfy({ $0.count == n }) else { return false }
@@ -26,7 +53,7 @@ public enum FusedStream {
         guard dtypes.count == 1, let dtype = dtypes.first else { return false }
         let k = DeltaSumKernel(
             base: base.bytes.baseAddress, models: models.map(\.bytes.baseAddress), weights: weights, divide: divide,
-            lambda: lambda, out: sink.bytes.baseAddress, count: n)
+            lambda: lambda, out: sink.bytes.baseAddress, count: n, level: level)
         switch dtype {
         case .BF16: k.run(BF16Lanes.self)
         case .F32: k.run(F32Lanes.self)
@@ -40,6 +67,14 @@ public enum FusedStream {
     public static func weightedSum(
         _ sources: [TensorSource], weights: [Float], divide: Float, into sink: TensorSink
     ) -> Bool {
+        weightedSum(sources, weights: weights, divide: divide, into: sink, level: vectorLevel)
+    }
+
+    /// `weightedSum` at a given BF16 vector level (at most `vectorLevel`).
+    static func weightedSum(
+        _ sources: [TensorSource], weights: [Float], divide: Float, into sink: TensorSink, level: Int
+    ) -> Bool {
+        precondition(level <= vectorLevel, "vector level not supported by this CPU")
         precondition(sources.count == weights.count, "one weight per source")
         let n = sink.count
         guard !sources.isEmpty, sources.allSatisfy({ $0.count == n }) else { return false }
@@ -47,7 +82,7 @@ public enum FusedStream {
         guard dtypes.count == 1, let dtype = dtypes.first else { return false }
         let k = DeltaSumKernel(
             base: nil, models: sources.map(\.bytes.baseAddress), weights: weights, divide: divide, lambda: 1,
-            out: sink.bytes.baseAddress, count: n)
+            out: sink.bytes.baseAddress, count: n, level: level)
         switch dtype {
         case .BF16: k.run(BF16Lanes.self)
         case .F32: k.run(F32Lanes.self)
@@ -138,16 +173,25 @@ struct DeltaSumKernel: @unchecked Sendable {
     let lambda: Float
     let out: UnsafeMutableRawPointer?
     let count: Int
+    /// `FusedStream.vectorLevel`, or lower (tests compare the levels); used for BF16 only.
+    let level: Int
 
     func run<L: Lanes16>(_ layout: L.Type) {
         guard count > 0, let out, let any = base ?? models.first ?? nil else { return }
         let m = models.count
         let ptrs = models.map { $0 ?? any }
         let steps = count / 16
+        let vector = L.self == BF16Lanes.self ? Int32(level) : 0
         Parallel.forEachChunk(steps, minChunk: FusedStream.minChunkSteps) { r in
             ptrs.withUnsafeBufferPointer { mp in
                 weights.withUnsafeBufferPointer { wp in
-                    if let base {
+                    if vector > 0 {
+                        mp.withMemoryRebound(to: Optional<UnsafeRawPointer>.self) { cp in
+                            tswitch_fused_bf16(
+                                vector, base, cp.baseAddress, wp.baseAddress, Int32(m), divide, lambda, out,
+                                r.lowerBound * 16, r.upperBound * 16)
+                        }
+                    } else if let base {
                         steps16(L.self, base: base, models: mp, weights: wp, m: m, out: out, r)
                     } else {
                         sumSteps16(L.self, models: mp, weights: wp, m: m, out: out, r)

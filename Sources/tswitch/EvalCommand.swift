@@ -40,7 +40,7 @@ struct EvalCommand: ParsableCommand {
 
     @Option(
         parsing: .upToNextOption,
-        help: "T-Switch packs (.tsw) to apply to the base MODEL: `--pack packs/*.tsw` or repeated --pack.")
+        help: "Switch packs (.tsw: T-Switch or random-mask, mixed freely) to apply to the base MODEL: `--pack packs/*.tsw` or repeated --pack.")
     var pack: [String] = []
 
     @Option(name: .customLong("auto-switch"), help: "Route each batch to the packs with this labelled query set (.safetensors).")

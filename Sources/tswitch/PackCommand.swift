@@ -7,7 +7,7 @@ import TensorKernels
 struct PackCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "pack",
-        abstract: "Make a T-Switch pack (mask, signs and one scale per tensor) from a base and a fine-tune.",
+        abstract: "Make a switch pack from a base and a fine-tune: T-Switch (default) or a seeded random mask.",
         discussion: """
             Per tensor of the task vector tau = fine-tune - base, P-Discard keeps the floor((1-drop)*n) largest \
             positive and the floor((1-drop)*n) largest-magnitude negative entries; the pack stores their mask and \
@@ -15,6 +15,11 @@ struct PackCommand: ParsableCommand {
             refused on any base but this one (fingerprint). FINETUNED may be a PEFT LoRA adapter folder: tau is then \
             what merging the adapter into the base changes ((B*A)*lora_alpha/r per adapted tensor, modules_to_save \
             replaced), the same pack as from PEFT's merged model. See docs/pack-format.md.
+
+            --kind random-mask (beyond the paper: DARE on one task vector) keeps each entry with probability \
+            1-drop by a mask regenerated from --seed and the tensor name, and stores tau at the kept entries \
+            (--values f16, f32 or int8); applying adds tau/(1-drop) there. The pack is format version 2: older \
+            readers refuse it.
             """)
 
     @Argument(help: "The base model (file or folder).")
@@ -38,6 +43,18 @@ struct PackCommand: ParsableCommand {
     @Option(help: "Class names: a JSON file with a \"labels\" array (data/tasks/*/labels.json) or a JSON array.")
     var labels: String?
 
+    @Option(
+        help:
+            "Pack kind: t-switch (the paper's method: mask, signs, one scale) or random-mask (alias random: seeded mask, kept values)."
+    )
+    var kind: String = SwitchPack.Kind.tSwitch.rawValue
+
+    @Option(help: "random-mask: the pack seed (each tensor's mask derives from it and the tensor name).")
+    var seed: UInt64 = 0
+
+    @Option(help: "random-mask: how kept values are stored: f16 (default; f32 per tensor if any would flush), f32, int8.")
+    var values: String = KeptValues.Code.f16.rawValue
+
     @Option(help: "Ties at the threshold: lowest-index (exactly k kept) or keep-all-tied (the official code).")
     var ties: String = PDiscard.TieRule.lowestIndex.rawValue
 
@@ -50,6 +67,17 @@ struct PackCommand: ParsableCommand {
     func validate() throws {
         guard drop.isFinite, drop >= 0, drop < 1 else {
             throw ValidationError("--drop must be at least 0 and below 1 (0.7 drops 70 % of each sign); got \(drop).")
+        }
+        guard let k = SwitchPack.Kind(rawValue: kind == "random" ? "random-mask" : kind) else {
+            throw ValidationError(
+                "--kind must be one of: \(SwitchPack.Kind.allCases.map(\.rawValue).joined(separator: ", ")).")
+        }
+        guard KeptValues.Code(rawValue: values) != nil else {
+            throw ValidationError(
+                "--values must be one of: \(KeptValues.Code.allCases.map(\.rawValue).joined(separator: ", ")).")
+        }
+        if k == .tSwitch, seed != 0 || values != KeptValues.Code.f16.rawValue {
+            throw ValidationError("--seed and --values apply to --kind random-mask only.")
         }
         guard PDiscard.TieRule(rawValue: ties) != nil else {
             throw ValidationError(
@@ -73,18 +101,24 @@ struct PackCommand: ParsableCommand {
         let start = Date()
         let tieRule = PDiscard.TieRule(rawValue: ties) ?? .lowestIndex
         let report: @Sendable (Int, Int) -> Void = { done, _ in lock.withLock { barBox.value.update(done) } }
+        let rounding = RoundingLog()
+        let random: RandomMaskSettings? =
+            SwitchPack.Kind(rawValue: kind == "random" ? "random-mask" : kind) == .randomMask
+            ? RandomMaskSettings(seed: seed, code: KeptValues.Code(rawValue: values) ?? .f16) { rounding.add($0, $1) }
+            : nil
         let pack =
             if let adapter {
                 try SwitchPack.build(
                     base: baseModel, adapter: adapter, dropRatio: drop, task: name, tieRule: tieRule, head: headTensors,
-                    labels: labelNames, progress: report)
+                    labels: labelNames, randomMask: random, progress: report)
             } else {
                 try SwitchPack.build(
                     base: baseModel, fineTuned: ModelFolder(path: finetuned), dropRatio: drop, task: name,
                     tieRule: tieRule, head: headTensors,
-                    labels: labelNames, progress: report)
+                    labels: labelNames, randomMask: random, progress: report)
             }
         bar.finish()
+        let (flushed, overflowed, subnormal, fellBack) = rounding.totals
         let bytes = try PackFile.write(pack, to: output, overwrite: force)
         let seconds = Date().timeIntervalSince(start)
         let params = pack.parameterCount
@@ -96,26 +130,46 @@ struct PackCommand: ParsableCommand {
         }
         let bitsPerParam = Double(bytes * 8) / Double(max(1, params))
         if json {
-            let root: [String: Any] = [
+            var root: [String: Any] = [
                 "output": output, "task": name, "drop_ratio": drop, "tensors": pack.tensors.count,
                 "parameters": params, "kept": kept, "density": d, "bytes": bytes, "bits_per_parameter": bitsPerParam,
                 "entropy_floor_bits_per_parameter": floorBits / Double(max(1, params)),
                 "fraction_of_f32": Double(bytes) / Double(max(1, f32Bytes)),
-                "base_fingerprint": pack.baseFingerprint.description, "seconds": seconds,
+                "base_fingerprint": pack.baseFingerprint.description, "seconds": seconds, "kind": pack.kind.rawValue,
             ]
+            if random != nil {
+                root["seed"] = seed
+                root["values"] = values
+                root["values_flushed"] = flushed
+                root["values_overflowed"] = overflowed
+                root["values_subnormal"] = subnormal
+                root["tensors_stored_f32"] = fellBack
+            }
             let data = try JSONSerialization.data(withJSONObject: root, options: [.prettyPrinted, .sortedKeys])
             print(String(decoding: data, as: UTF8.self))
         } else {
             print(
                 "\(output): task '\(name)', \(pack.tensors.count) tensors, \(Format.count(kept)) of \(Format.count(params)) entries kept (density \(String(format: "%.4f", d)))"
             )
-            print(
-                String(
-                    format:
-                        "  %@, %.4f bits/parameter (floor H(d)+d = %.4f, ratio %.3f), %.2f%% of the F32 fine-tune, %.2f s",
-                    Format.bytes(bytes), bitsPerParam, floorBits / Double(max(1, params)),
-                    Double(bytes * 8) / max(1, floorBits),
-                    100 * Double(bytes) / Double(max(1, f32Bytes)), seconds))
+            if random != nil {
+                print(
+                    String(
+                        format: "  %@, %.4f bits/parameter, %.2f%% of the F32 fine-tune, %.2f s", Format.bytes(bytes),
+                        bitsPerParam, 100 * Double(bytes) / Double(max(1, f32Bytes)), seconds))
+            } else {
+                print(
+                    String(
+                        format:
+                            "  %@, %.4f bits/parameter (floor H(d)+d = %.4f, ratio %.3f), %.2f%% of the F32 fine-tune, %.2f s",
+                        Format.bytes(bytes), bitsPerParam, floorBits / Double(max(1, params)),
+                        Double(bytes * 8) / max(1, floorBits),
+                        100 * Double(bytes) / Double(max(1, f32Bytes)), seconds))
+            }
+            if random != nil {
+                print(
+                    "  random mask, seed \(seed), values \(values): \(subnormal) stored as f16 subnormals; \(flushed) would flush to 0 and \(overflowed) overflow\(values == "int8" ? " (int8: rounded to 0)" : ""); \(fellBack) tensors stored as f32 instead"
+                )
+            }
         }
     }
 
@@ -132,5 +186,22 @@ struct PackCommand: ParsableCommand {
         if let d = obj as? [String: Any], let a = d["labels"] as? [String] { return a }
         throw SwitchError(
             .invalidArgument, "\(path): expected a JSON array of class names or an object with a \"labels\" array.")
+    }
+}
+
+/// Sums the per-tensor rounding reports of a random-mask pack (called from the build's worker threads).
+final class RoundingLog: @unchecked Sendable {
+    private let lock = NSLock()
+    private var reports: [String: KeptValues.Rounding] = [:]
+
+    func add(_ name: String, _ r: KeptValues.Rounding) { lock.withLock { reports[name] = r } }
+
+    /// (flushed, overflowed, subnormal, tensors that fell back to f32), summed over tensors.
+    var totals: (Int, Int, Int, Int) {
+        lock.withLock {
+            reports.values.reduce((0, 0, 0, 0)) {
+                ($0.0 + $1.flushed, $0.1 + $1.overflowed, $0.2 + $1.subnormal, $0.3 + ($1.fellBack ? 1 : 0))
+            }
+        }
     }
 }

@@ -101,18 +101,40 @@ struct DropSweepTests {
         }
     }
 
-    @Test("random keeps nested sets near 1−α and rescales original values by 1/(1−α), as DARE")
-    func randomIsNestedAndRescaled() throws {
+    @Test("random keeps the random-mask pack's seeded entries, near 1−α, and rescales τ by 1/(1−α), as DARE")
+    func randomIsThePackMask() throws {
         let n = 384 * 384
         let tau = (0..<n).map(Self.delta)
-        let a = try Self.reconstructed(.init(strategy: .random, dropRatio: 0.5, scale: nil), Self.matrix)
-        let b = try Self.reconstructed(.init(strategy: .random, dropRatio: 0.8, scale: nil), Self.matrix)
-        let keptA = Set((0..<n).filter { a[$0] != 0 })
-        let keptB = Set((0..<n).filter { b[$0] != 0 })
-        #expect(keptB.isSubset(of: keptA))
-        #expect(abs(Double(keptA.count) / Double(n) - 0.5) < 0.01)
-        #expect(abs(Double(keptB.count) / Double(n) - 0.2) < 0.01)
-        #expect(keptB.allSatisfy { abs(b[$0] - 5 * tau[$0]) < 1e-5 })
+        for alpha in [0.5, 0.8] {
+            let got = try Self.reconstructed(.init(strategy: .random, dropRatio: alpha, scale: nil), Self.matrix)
+            let mask = try #require(
+                RandomMask.positions(
+                    count: n, dropRatio: alpha, seed: RandomMask.tensorSeed(packSeed: 0, name: Self.matrix)))
+            #expect((0..<n).filter { got[$0] != 0 } == mask.map { Int($0) })
+            #expect(abs(Double(mask.count) / Double(n) - (1 - alpha)) < 0.01)
+            let factor = Float(1 / (1 - alpha))
+            #expect(mask.allSatisfy { abs(got[Int($0)] - factor * tau[Int($0)]) < 1e-5 })
+        }
+    }
+
+    @Test("a random-mask pack with f32 values embeds bit for bit like the in-memory random variant")
+    func randomPackMatchesSweep() throws {
+        let base = try ModelFolder(path: EvalFixture.modelFolder.path)
+        let ft = try ModelFolder(path: Self.fixture.dir.path)
+        let texts = try TextDataset.read(
+            path: EvalFixture.repository.appendingPathComponent("data/tasks/wn-verb/test.jsonl").path
+        ).prefix(24).map(\.text)
+        let switched = try SwitchedEncoder(basePath: EvalFixture.modelFolder.path)
+        for alpha in [0.9, 0.99] {
+            let pack = try SwitchPack.build(
+                base: base, fineTuned: ft, dropRatio: alpha, task: "t", randomMask: RandomMaskSettings(code: .f32))
+            let fromPack = try switched.embed(texts, packs: [pack], maxLength: 48, batchSize: 8)
+            let (sweep, footprint) = try Self.fixture.sweep.encoder(
+                Self.fixture.vector, setting: .init(strategy: .random, dropRatio: alpha, scale: nil))
+            #expect(footprint.kept == pack.keptCount)
+            let inMemory = sweep.embed(texts, maxLength: 48, batchSize: 8)
+            #expect(fromPack.map(\.bitPattern) == inMemory.map(\.bitPattern), "α = \(alpha)")
+        }
     }
 
     @Test("mean-abs is the mean |τ| of the kept entries; the row scales are computed per output row")

@@ -6,7 +6,7 @@ import Testing
 
 /// mergekit's `model: path+lora_path` inputs (fixtures: scripts/fixtures/lora_fixtures.py; mergekit 0.1.5 with
 /// PEFT 0.21 made expected/).
-@Suite("Merging LoRA adapters given as model+lora")
+@Suite("Merging LoRA adapters given as model+lora", .serialized)
 struct LoRAMergeTests {
     static let folder = Fixtures.directory.appendingPathComponent("lora")
 

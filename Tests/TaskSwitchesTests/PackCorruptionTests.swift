@@ -54,11 +54,11 @@ struct PackCorruptionTests {
     @Test("a newer version is refused naming both versions, before any section is read")
     func newerVersion() throws {
         var bytes = try Self.realPack().bytes
-        bytes[8] = 2
+        bytes[8] = 3
         bytes.removeLast(bytes.count - 20)  // a newer reader's sections may be anything
-        let err = switchError { () throws(SwitchError) in _ = try PackFile.decode(bytes, file: "v2.tsw") }
+        let err = switchError { () throws(SwitchError) in _ = try PackFile.decode(bytes, file: "v3.tsw") }
         #expect(err?.code == .unsupportedVersion)
-        #expect(err?.message.contains("format version 2, newer than this reader (version 1)") == true)
+        #expect(err?.message.contains("format version 3, newer than this reader (version 2)") == true)
     }
 
     /// Decodes `bytes` with limits that differ from the standard ones in one field.

@@ -8,7 +8,8 @@ let fuzzPackLimits = PackFile.Limits(
     maxHeadElements: 1 << 20)
 
 /// A `.tsw` pack, decoded twice: as is (the checksums must catch mutations) and with every section's CRC-32C
-/// recomputed, so mutations reach the META, tensor, head and range-coder decoders behind the checksums. An accepted
+/// recomputed, so mutations reach the META, tensor, random-mask (`RVAL`: mask regeneration, zstd values), head and
+/// range-coder decoders behind the checksums. An accepted
 /// pack must hold sorted, disjoint, in-range indices and survive encode/decode unchanged.
 func fuzzPack(_ bytes: UnsafeRawBufferPointer) {
     check(bytes)

@@ -1,0 +1,374 @@
+import CheckpointIO
+import Foundation
+import TensorKernels
+
+/// mergekit's tokenizer merge (`tokenizer_source: base | union | MODEL`, `tokenizer: {source, tokens,
+/// pad_to_multiple_of}`): the output vocabulary, each model's permutation into it, and the rows every model's
+/// embedding-like tensor gets before the merge method runs (mergekit's `BuildTokenizer` + `PermutedVocabulary`).
+///
+/// Built at planning time from the tokenizer files only; the rows are gathered per tensor while merging, so
+/// embeddings stay streamed tensor by tensor (one permuted copy per input of that one tensor).
+public struct VocabularyAlignment: Sendable {
+    /// Output token text by id (`count` = mergekit's `len(tokenizer.get_vocab())`).
+    public let tokens: [String]
+    /// Rows of every aligned tensor: `tokens.count`, rounded up to `pad_to_multiple_of`.
+    public let rows: Int
+    /// Per model reference: output id -> row in that model's tensor, or -1 when the model lacks the token.
+    let permutations: [String: [Int]]
+    /// Per model reference: that model's own token -> id (mergekit's `original_vocabs`, for `model_token` by text).
+    let originalVocabs: [String: [String: Int]]
+    let settings: [String: TokenEmbeddingSetting]
+    /// The config's base model (rows a model lacks come from it when it has them).
+    let baseModel: String?
+    /// The output tokenizer and the folder its other files (tokenizer_config.json, ...) come from.
+    let output: TokenizerVocabulary
+    /// Output tensor names that are indexed by token on axis 0.
+    public let tensorNames: Set<String>
+    /// True when every model already has exactly the output's rows in order: tensors then merge unchanged.
+    public let isIdentity: Bool
+    let file: String
+
+    /// Tensors mergekit's architecture files mark with `vocabulary_axis: 0` (every listed one uses axis 0).
+    public static let vocabularyTensorNames: Set<String> = [
+        "model.embed_tokens.weight", "lm_head.weight", "lm_head.bias", "embed_tokens.weight", "transformer.wte.weight",
+        "model.language_model.embed_tokens.weight", "model.tok_embeddings.weight", "output.weight", "embed_out.weight",
+        "gpt_neox.embed_in.weight", "backbone.embeddings.weight", "shared.weight", "encoder.embed_tokens.weight",
+        "decoder.embed_tokens.weight", "embeddings.word_embeddings.weight", "bert.embeddings.word_embeddings.weight",
+        "roberta.embeddings.word_embeddings.weight", "distilbert.embeddings.word_embeddings.weight",
+        "cls.predictions.bias", "cls.predictions.decoder.weight", "lm_head.decoder.weight", "lm_head.linear.weight",
+        "lm_head.linear.bias", "vocab_projector.weight", "vocab_projector.bias", "transformer.embd.wte.weight",
+        "transformer.embedding.word_embeddings.weight", "transformer.word_embeddings.weight",
+        "transformer.output_layer.weight",
+    ]
+
+    /// Builds the output vocabulary and permutations for `config` over `models` (opened, in `referencedModels`
+    /// order). Returns nil when the config asks for no tokenizer merge.
+    static func build(config: MergeConfig, models: [PlannedModel]) throws(MergeError) -> VocabularyAlignment? {
+        guard let source = config.tokenizerSource, !models.isEmpty else { return nil }
+        let file = config.file
+        let line = config.tokenizerLine
+        let refs = models.map(\.reference)
+        let baseRef = config.baseModel ?? refs[0]
+        guard let baseIndex = refs.firstIndex(of: baseRef) else {
+            throw MergeError(.invalidConfig, "\(file):\(line): the base model '\(baseRef)' is not among the merged models.")
+        }
+        guard let baseRead = try TokenizerVocabulary.read(models[baseIndex].folder, reference: baseRef) else {
+            throw MergeError(.checkpoint, "\(models[baseIndex].folder.directory.path): base model '\(baseRef)' has no tokenizer.json, which '\(source)' vocabulary merging needs.")
+        }
+        let base = try baseRead.stripped()
+        // Every model's tokenizer; a model without tokenizer files is assumed to share the base's (as mergekit does).
+        var vocabularies: [String: TokenizerVocabulary] = [baseRef: base]
+        for (ref, m) in zip(refs, models) where ref != baseRef {
+            vocabularies[ref] = try TokenizerVocabulary.read(m.folder, reference: ref)
+        }
+
+        var out: TokenizerVocabulary
+        switch source {
+        case "base":
+            out = base
+        case "union":
+            out = base
+            // mergekit iterates each model's get_vocab() (hash order in the tokenizers library); we take ids in
+            // order, models in config order, so the result is reproducible (docs/merge.md).
+            var plain: [String] = []
+            var seenPlain = Set<String>()
+            var addedInfo: [TokenizerVocabulary.AddedToken] = []
+            var seenAdded = Set<String>()
+            for ref in refs {
+                guard let v = vocabularies[ref] else { continue }
+                let addedSet = Set(v.added.map(\.content))
+                for (tok, id) in v.vocab.sorted(by: { $0.value < $1.value }) where id < v.vocabSize && !addedSet.contains(tok) {
+                    if seenPlain.insert(tok).inserted { plain.append(tok) }
+                }
+                for a in v.added.sorted(by: { $0.id < $1.id }) where a.id < v.vocabSize {
+                    if seenAdded.insert(a.content).inserted { addedInfo.append(a) }
+                }
+            }
+            let baseVocab = base.vocab
+            out.add(plain.filter { !seenAdded.contains($0) && baseVocab[$0] == nil }.map { .init(id: 0, content: $0) })
+            out.add(addedInfo)
+        default:
+            guard let i = refs.firstIndex(of: source) else {
+                throw MergeError(.invalidConfig, "\(file):\(line): tokenizer source '\(source)' is neither base, union nor one of the merged models (\(refs.joined(separator: ", "))).")
+            }
+            var read = vocabularies[source]
+            if read == nil { read = try TokenizerVocabulary.read(models[i].folder, reference: source) }
+            guard let v = read else {
+                throw MergeError(.checkpoint, "\(models[i].folder.directory.path): model '\(source)' has no tokenizer.json to use as tokenizer source.")
+            }
+            out = v
+        }
+        let existing = out.vocab
+        out.add(config.tokenizerTokens.filter { existing[$0.token] == nil }.map { .init(id: 0, content: $0.token) })
+
+        let outVocab = out.vocab
+        var tokens = [String](repeating: "", count: outVocab.count)
+        for (tok, id) in outVocab {
+            guard id < tokens.count else {
+                throw MergeError(.checkpoint, "\(out.file): token ids are not contiguous (id \(id) of '\(tok)' with \(tokens.count) tokens); the output vocabulary cannot be laid out.")
+            }
+            tokens[id] = tok
+        }
+        var rows = tokens.count
+        if let m = config.padToMultipleOf, rows % m != 0 { rows = (rows / m + 1) * m }
+
+        var permutations: [String: [Int]] = [:]
+        var originals: [String: [String: Int]] = [:]
+        var identity = rows == tokens.count && config.tokenizerTokens.isEmpty
+        for ref in refs {
+            let v = vocabularies[ref]
+            let vocab = (v ?? base).vocab
+            // A model sharing the base's tokenizer still has its own vocab_size (mergekit reads its config).
+            let size = v?.vocabSize ?? Self.configVocabSize(models[refs.firstIndex(of: ref) ?? 0].folder) ?? base.vocabSize
+            var p = [Int](repeating: -1, count: tokens.count)
+            for (id, tok) in tokens.enumerated() {
+                if let j = vocab[tok], j < size { p[id] = j }
+                if p[id] != id { identity = false }
+            }
+            if size != tokens.count { identity = false }
+            permutations[ref] = p
+            originals[ref] = vocab
+        }
+        for s in config.tokenizerTokens {
+            let refModel: String?
+            switch s.source {
+            case .model(let m): refModel = m
+            case .modelToken(let m, _, _): refModel = m
+            default: refModel = nil
+            }
+            if let m = refModel, !refs.contains(m) {
+                throw MergeError(.invalidConfig, "\(file):\(s.line): token '\(s.token)' takes its embedding from '\(m)', which is not one of the merged models.")
+            }
+        }
+        var settings: [String: TokenEmbeddingSetting] = [:]
+        let ids = Dictionary(tokens.enumerated().map { ($1, $0) }, uniquingKeysWith: { a, _ in a })
+        for s in config.tokenizerTokens {
+            settings[s.token] = s
+            // What `align` will need, checked now so that mistakes surface before any tensor is merged.
+            guard let id = ids[s.token], s.force || refs.contains(where: { (permutations[$0]?[id] ?? -1) < 0 }) else { continue }
+            switch s.source {
+            case nil:
+                throw MergeError(.missingParameter, "\(file):\(s.line): token '\(s.token)' needs a 'source': some model lacks it or force is set.")
+            case .model(let m)?:
+                if (permutations[m]?[id] ?? -1) < 0 {
+                    throw MergeError(.invalidConfig, "\(file):\(s.line): token '\(s.token)' takes its row from '\(m)', which does not have the token.")
+                }
+            case .modelToken(let m, _, let text?)?:
+                if originals[m]?[text] == nil {
+                    throw MergeError(.invalidConfig, "\(file):\(s.line): token '\(text)' (source of '\(s.token)') is not in the vocabulary of '\(m)'.")
+                }
+            default:
+                break
+            }
+        }
+
+        let names = Set(models.flatMap { $0.folder.tensorNames }.filter { vocabularyTensorNames.contains($0) })
+        // Tensors with more rows than the tokenizer uses (a resized embedding) are re-laid out too.
+        for m in models where names.contains(where: { m.folder.info($0).map { $0.shape.first != rows } ?? false }) {
+            identity = false
+        }
+        return VocabularyAlignment(
+            tokens: tokens, rows: rows, permutations: permutations, originalVocabs: originals, settings: settings,
+            baseModel: config.baseModel, output: out, tensorNames: names, isIdentity: identity, file: file)
+    }
+
+    static func configVocabSize(_ folder: ModelFolder) -> Int? {
+        guard let c = try? folder.config() else { return nil }
+        return c["vocab_size"] as? Int ?? (c["text_config"] as? [String: Any])?["vocab_size"] as? Int
+    }
+
+    /// True when output tensor `name` is re-indexed into the output vocabulary.
+    public func aligns(_ name: String) -> Bool { !isIdentity && tensorNames.contains(name) }
+
+    /// Checks at planning time that every row a permutation reads exists in that model's tensor.
+    func check(tensor name: String, model: String, shape: [Int]) throws(MergeError) {
+        guard let p = permutations[model], let maxRow = p.max(), maxRow >= 0 else { return }
+        guard let rowsIn = shape.first, maxRow < rowsIn else {
+            throw MergeError(.shapeMismatch, "\(file): tensor '\(name)' of model '\(model)' has \(shape.first ?? 0) rows, but its tokenizer addresses row \(maxRow) (vocab_size in its config.json is larger than the embedding).")
+        }
+    }
+
+    /// One input of a token-indexed tensor: its rows read straight from the mapped file, converted per row.
+    struct RowInput {
+        let model: String
+        let source: TensorSource
+        let rows: Int
+    }
+
+    /// mergekit's `PermutedVocabulary.execute`: writes every input's rows in output order (`rows` x `width`) into
+    /// `outputs`; rows a model lacks are filled by the donor rule: the configured source; else the only model that
+    /// has the token; else the base when it has it; else the mean over the models that have it (zero when none
+    /// has it). Padding rows get the mean of the real rows.
+    func align(
+        tensor name: String, inputs: [RowInput], width: Int, into outputs: [UnsafeMutableBufferPointer<Float>]
+    ) throws(MergeError) {
+        let models = inputs.map(\.model)
+        let n = tokens.count
+        var scratch = [Float](repeating: 0, count: width)
+        func readRow(_ m: Int, _ r: Int) -> [Float] {
+            scratch.withUnsafeMutableBufferPointer { inputs[m].source.read((r * width)..<((r + 1) * width), into: $0.baseAddress!) }
+            return scratch
+        }
+        let perms = models.map { permutations[$0] ?? [Int](repeating: -1, count: n) }
+
+        // Rows that need a default, and the default for each (mergekit's assign_embedding_sources).
+        var defaults: [Int: [Float]] = [:]
+        for id in 0..<n {
+            let token = tokens[id]
+            let cfg = settings[token]
+            let present = perms.map { $0[id] >= 0 }
+            if !(cfg?.force ?? false) && !present.contains(false) { continue }
+            var source = cfg?.source
+            if cfg == nil {
+                let holders = present.indices.filter { present[$0] }
+                if holders.count == 1 {
+                    source = .model(models[holders[0]])
+                } else if holders.isEmpty {
+                    source = .zero
+                } else if let b = baseModel, let bi = models.firstIndex(of: b), perms[bi][id] >= 0 {
+                    source = .model(b)
+                } else {
+                    // The mean over the models that have the token, summed in model order as mergekit does.
+                    var sum = [Float](repeating: 0, count: width)
+                    for m in holders { for (k, x) in readRow(m, perms[m][id]).enumerated() { sum[k] += x } }
+                    defaults[id] = sum.map { $0 / Float(holders.count) }
+                    continue
+                }
+            }
+            let line = cfg?.line ?? 0
+            guard let source else {
+                throw MergeError(.invalidConfig, "\(file):\(line): token '\(token)' has no 'source', but tensor '\(name)' needs one (a model lacks the token or force is set).")
+            }
+            switch source {
+            case .zero:
+                defaults[id] = [Float](repeating: 0, count: width)
+            case .model(let m):
+                guard let mi = models.firstIndex(of: m) else {
+                    throw MergeError(.missingTensor, "\(file):\(line): token '\(token)' takes its row from '\(m)', which is not an input of tensor '\(name)'.")
+                }
+                guard perms[mi][id] >= 0 else {
+                    throw MergeError(.invalidConfig, "\(file):\(line): token '\(token)' takes its row from '\(m)', which does not have the token.")
+                }
+                defaults[id] = readRow(mi, perms[mi][id])
+            case .modelToken(let m, let tokenID, let text):
+                guard let mi = models.firstIndex(of: m) else {
+                    throw MergeError(.missingTensor, "\(file):\(line): token '\(token)' takes its row from '\(m)', which is not an input of tensor '\(name)'.")
+                }
+                var src = tokenID ?? -1
+                if let text {
+                    guard let j = originalVocabs[m]?[text] else {
+                        throw MergeError(.invalidConfig, "\(file):\(line): token '\(text)' (source of '\(token)') is not in the vocabulary of '\(m)'.")
+                    }
+                    src = j
+                }
+                guard src >= 0, src < inputs[mi].rows else {
+                    throw MergeError(.invalidConfig, "\(file):\(line): token id \(src) (source of '\(token)') is out of range for '\(m)' (\(inputs[mi].rows) rows in '\(name)').")
+                }
+                defaults[id] = readRow(mi, src)
+            }
+        }
+
+        for (m, out) in outputs.enumerated() {
+            precondition(out.count == rows * width, "aligned buffer has the wrong size")
+            let base = out.baseAddress!
+            for id in 0..<n {
+                let dst = base + id * width
+                let force = settings[tokens[id]]?.force ?? false
+                if perms[m][id] >= 0 && !force {
+                    let r = perms[m][id]
+                    inputs[m].source.read((r * width)..<((r + 1) * width), into: dst)
+                } else if let d = defaults[id] {
+                    d.withUnsafeBufferPointer { dst.update(from: $0.baseAddress!, count: width) }
+                } else {
+                    dst.update(repeating: 0, count: width)
+                }
+            }
+            if rows > n {
+                // Padding rows: the mean of the real rows (mergekit, after Hewitt's vocabulary-expansion note).
+                var mean = [Float](repeating: 0, count: width)
+                for id in 0..<n { for k in 0..<width { mean[k] += base[id * width + k] } }
+                for k in 0..<width { mean[k] /= Float(n) }
+                for id in n..<rows { mean.withUnsafeBufferPointer { (base + id * width).update(from: $0.baseAddress!, count: width) } }
+            }
+        }
+    }
+
+    /// Merges one token-indexed tensor into `output` (`rows` x `width`): each input's rows gathered into an
+    /// output-ordered f32 copy by `align`, then the plan's method on the copies (the whole-tensor path; one
+    /// tensor, so memory is (inputs + 1) copies of it).
+    func merge(
+        _ t: PlannedTensor, plan: MergePlan, views: [TensorView], seed: UInt64, into output: UnsafeMutableBufferPointer<Float>
+    ) throws(MergeError) {
+        let width = t.shape.dropFirst().reduce(1, *)
+        let inputs = zip(t.inputs, views).map { inp, view in
+            RowInput(
+                model: plan.models[inp.model].reference,
+                source: TensorSource(bytes: view.bytes, dtype: view.dtype, count: view.info.elementCount),
+                rows: view.shape.first ?? 0)
+        }
+        let buffers = inputs.map { _ in UnsafeMutableBufferPointer<Float>.allocate(capacity: rows * width) }
+        defer { for b in buffers { b.deallocate() } }
+        try align(tensor: t.name, inputs: inputs, width: width, into: buffers)
+        let mergeInputs = zip(t.inputs, buffers).map { inp, b in
+            MergeInput(model: plan.models[inp.model].reference, isBase: inp.isBase, values: UnsafeBufferPointer(b), parameters: inp.parameters)
+        }
+        let context = TensorMergeContext(tensorName: t.name, shape: t.shape, inputs: mergeInputs, parameters: t.parameters, seed: seed)
+        try plan.method.merge(context, into: output)
+    }
+
+    /// The output tokenizer files: tokenizer.json, and the source's tokenizer_config.json (its
+    /// `added_tokens_decoder` brought in line), special_tokens_map.json and chat template.
+    func outputFiles() throws(MergeError) -> [(name: String, contents: Data)] {
+        var files: [(name: String, contents: Data)] = [("tokenizer.json", try output.serialized())]
+        let dir = output.directory
+        let configURL = dir.appendingPathComponent("tokenizer_config.json")
+        if let data = try? Data(contentsOf: configURL) {
+            guard var json = (try? JSONSerialization.jsonObject(with: data)) as? [String: Any] else {
+                throw MergeError(.checkpoint, "\(configURL.path): expected a JSON object.")
+            }
+            if json["added_tokens_decoder"] != nil {
+                var decoder: [String: Any] = [:]
+                for a in output.added {
+                    var e = a.json
+                    e["id"] = nil
+                    decoder[String(a.id)] = e
+                }
+                json["added_tokens_decoder"] = decoder
+            }
+            guard let d = try? JSONSerialization.data(withJSONObject: json, options: [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]) else {
+                throw MergeError(.checkpoint, "\(configURL.path): could not be re-serialised.")
+            }
+            files.append(("tokenizer_config.json", d + Data("\n".utf8)))
+        }
+        for name in ["special_tokens_map.json", "chat_template.jinja"] {
+            if let d = try? Data(contentsOf: dir.appendingPathComponent(name)) { files.append((name, d)) }
+        }
+        return files
+    }
+
+    /// Tokenizer files of the source that the rewritten tokenizer.json supersedes and the output must not carry.
+    static let staleFiles = [
+        "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt", "vocab.json", "tokenizer.model",
+        "merges.txt", "added_tokens.json", "chat_template.jinja",
+    ]
+
+    /// Replaces the tokenizer files `copySupportFiles` brought from the support model by the merged tokenizer's.
+    func writeTokenizer(to writer: ModelWriter) throws(CheckpointError) {
+        for name in Self.staleFiles {
+            try? FileManager.default.removeItem(at: writer.temporary.appendingPathComponent(name))
+        }
+        let files: [(name: String, contents: Data)]
+        do throws(MergeError) { files = try outputFiles() } catch { throw CheckpointError(.io, error.message) }
+        for f in files { try writer.addFile(f.name, contents: f.contents) }
+    }
+
+    /// Sets the output config.json's vocabulary size (mergekit's `_update_config_vocab`).
+    func updateConfig(_ json: inout [String: Any]) {
+        if json["vocab_size"] == nil, var text = json["text_config"] as? [String: Any], text["vocab_size"] != nil {
+            text["vocab_size"] = rows
+            json["text_config"] = text
+        } else {
+            json["vocab_size"] = rows
+        }
+    }
+}

@@ -1,0 +1,123 @@
+import CheckpointIO
+import Foundation
+import Testing
+
+@testable import Evaluation
+
+/// The encoder's kernels against plain Double references: the AVX-512 paths of `CEncoderKernels` (when the CPU has
+/// AVX-512) and the Swift / OpenBLAS fallback, on shapes with ragged tails.
+@Suite("Encoder kernels")
+struct EncoderKernelsTests {
+    /// The paths this machine can run: the fallback always, the AVX-512 kernels when available.
+    static let paths: [Bool] = EncoderKernels.hasAVX512 ? [false, true] : [false]
+
+    /// Deterministic values in [-2, 2).
+    static func values(_ count: Int, seed: UInt64) -> [Float] {
+        var state = seed
+        return (0..<count).map { _ in
+            state = state &* 6364136223846793005 &+ 1442695040888963407
+            return Float(Double(state >> 40) / Double(1 << 24) * 4 - 2)
+        }
+    }
+
+    @Test("attention of packed sequences matches softmax(QKᵀ/√d)V in Double, fused or not, head sizes 16 to 64")
+    func attention() {
+        let lengths = [1, 3, 16, 17, 64, 70, 130]
+        let starts = lengths.indices.map { lengths[..<$0].reduce(0, +) }
+        let tokens = lengths.reduce(0, +)
+        for (heads, d) in [(2, 16), (3, 32), (2, 48), (2, 64)] {
+            let h = heads * d
+            let scale = 1 / Float(d).squareRoot()
+            let qkv = Self.values(tokens * 3 * h, seed: UInt64(d))
+            // Reference: per sequence and head, in Double.
+            var want = [Double](repeating: 0, count: tokens * h)
+            for (b, n) in lengths.enumerated() {
+                for head in 0..<heads {
+                    for i in 0..<n {
+                        let qi = (starts[b] + i) * 3 * h + head * d
+                        var s = [Double](repeating: 0, count: n)
+                        for j in 0..<n {
+                            let kj = (starts[b] + j) * 3 * h + h + head * d
+                            var dot = 0.0
+                            for c in 0..<d { dot += Double(qkv[qi + c]) * Double(qkv[kj + c]) }
+                            s[j] = dot * Double(scale)
+                        }
+                        let m = s.max()!
+                        s = s.map { Foundation.exp($0 - m) }
+                        let sum = s.reduce(0, +)
+                        for c in 0..<d {
+                            var o = 0.0
+                            for j in 0..<n { o += s[j] / sum * Double(qkv[(starts[b] + j) * 3 * h + 2 * h + head * d + c]) }
+                            want[(starts[b] + i) * h + head * d + c] = o
+                        }
+                    }
+                }
+            }
+            for fused in Self.paths {
+                var ctx = [Float](repeating: .nan, count: tokens * h)
+                qkv.withUnsafeBufferPointer { q in
+                    ctx.withUnsafeMutableBufferPointer { c in
+                        EncoderKernels.attention(
+                            qkv: q.baseAddress!, ctx: c.baseAddress!, starts: starts, lengths: lengths, heads: heads,
+                            headSize: d, scale: scale, fused: fused)
+                    }
+                }
+                let worst = zip(ctx, want).map { abs(Double($0) - $1) }.max()!
+                #expect(worst < 2e-6, "d \(d), fused \(fused): worst absolute error \(worst)")
+            }
+        }
+    }
+
+    @Test("GELU is within 1e-6 of x·Φ(x) in Double on [-8, 8], including a ragged tail")
+    func gelu() {
+        let x: [Float] = (0..<16_007).map { (i: Int) -> Float in Float(-8.0 + 16.0 * Double(i) / 16_006.0) }
+        for vectorized in Self.paths {
+            var y = x
+            y.withUnsafeMutableBufferPointer { EncoderKernels.gelu($0, vectorized: vectorized) }
+            var worst = 0.0
+            for (xi, yi) in zip(x, y) {
+                let v = Double(xi)
+                let want = 0.5 * v * (1 + Foundation.erf(v / 2.0.squareRoot()))
+                worst = max(worst, abs(Double(yi) - want))
+            }
+            #expect(worst < 1e-6, "vectorized \(vectorized): worst absolute error \(worst)")
+        }
+    }
+
+    @Test("LayerNorm into another buffer matches the Double formula, widths 384 and 37, input untouched")
+    func layerNorm() {
+        for width in [384, 37] {
+            let rows = 9
+            let x = Self.values(rows * width, seed: UInt64(width)).enumerated().map { $1 * 3 + Float($0 % 5) }
+            let gamma = Self.values(width, seed: 7)
+            let beta = Self.values(width, seed: 8)
+            var want = [Double](repeating: 0, count: rows * width)
+            for r in 0..<rows {
+                let row = x[(r * width)..<((r + 1) * width)].map(Double.init)
+                let mean = row.reduce(0, +) / Double(width)
+                let variance = row.map { ($0 - mean) * ($0 - mean) }.reduce(0, +) / Double(width)
+                for j in 0..<width {
+                    want[r * width + j] = (row[j] - mean) / (variance + 1e-12).squareRoot() * Double(gamma[j]) + Double(beta[j])
+                }
+            }
+            for vectorized in Self.paths {
+                var input = x
+                var out = [Float](repeating: .nan, count: rows * width)
+                input.withUnsafeMutableBufferPointer { xb in
+                    gamma.withUnsafeBufferPointer { g in
+                        beta.withUnsafeBufferPointer { b in
+                            out.withUnsafeMutableBufferPointer { o in
+                                EncoderKernels.layerNorm(
+                                    xb, rows: rows, gamma: g, beta: b, eps: 1e-12, into: o.baseAddress!,
+                                    vectorized: vectorized)
+                            }
+                        }
+                    }
+                }
+                #expect(input == x)
+                let worst = zip(out, want).map { abs(Double($0) - $1) }.max()!
+                #expect(worst < 5e-6, "width \(width), vectorized \(vectorized): worst absolute error \(worst)")
+            }
+        }
+    }
+}

@@ -1,0 +1,82 @@
+import CCheckpointKernels
+import CheckpointIO
+import Foundation
+import Testing
+
+@testable import TensorKernels
+
+/// The AVX-512 and AVX2 C kernels of the fused BF16 loop against the portable Swift loop (level 0), on every level
+/// this CPU runs. `FusedStreamTests` checks the default level against the scalar definition.
+@Suite("Fused BF16 loop: vector levels")
+struct FusedKernelLevelTests {
+    /// BF16 patterns with ±0, ±Inf, NaNs of both signs and payloads, subnormals, the largest finite values and
+    /// any 16-bit pattern now and then.
+    static func sample(_ n: Int, seed: UInt64) -> [UInt16] {
+        var g = SplitMix64(seed: seed)
+        let specials: [UInt16] = [0x0000, 0x8000, 0x7F80, 0xFF80, 0x7FC0, 0xFFC1, 0x7F81, 0x0001, 0x8005, 0x7F7F, 0xFF7F, 0x3F81]
+        return (0..<n).map { _ in
+            let r = g.next()
+            if r % 40 == 0 { return specials[Int(r >> 32) % specials.count] }
+            if r % 5 == 0 { return UInt16(truncatingIfNeeded: r >> 16) }
+            return DTypeConversion.bfloat16Bits((g.nextUnitFloat() - 0.5) * 0.1)
+        }
+    }
+
+    /// Runs the loop at `level` on inputs starting `offset` bytes into their buffers; returns the output bits.
+    static func run(level: Int, arrays: [[UInt16]], weights: [Float], divide: Float, lambda: Float, withBase: Bool,
+                    offset: Int) -> [UInt16] {
+        let n = arrays[0].count
+        let buffers = arrays.map { a -> UnsafeMutableRawBufferPointer in
+            let b = UnsafeMutableRawBufferPointer.allocate(byteCount: n * 2 + offset, alignment: 64)
+            for (i, v) in a.enumerated() { b.storeBytes(of: v, toByteOffset: offset + 2 * i, as: UInt16.self) }
+            return b
+        }
+        let out = UnsafeMutableRawBufferPointer.allocate(byteCount: n * 2 + offset, alignment: 64)
+        defer {
+            for b in buffers { b.deallocate() }
+            out.deallocate()
+        }
+        let sources = buffers.map {
+            TensorSource(bytes: UnsafeRawBufferPointer(rebasing: $0[offset...]), dtype: .BF16, count: n)
+        }
+        let sink = TensorSink(bytes: UnsafeMutableRawBufferPointer(rebasing: out[offset...]), dtype: .BF16, count: n)
+        let done = withBase
+            ? FusedStream.weightedDeltaSum(
+                base: sources[0], models: Array(sources[1...]), weights: weights, divide: divide, lambda: lambda,
+                into: sink, level: level)
+            : FusedStream.weightedSum(sources, weights: weights, divide: divide, into: sink, level: level)
+        #expect(done)
+        return (0..<n).map { out.load(fromByteOffset: offset + 2 * $0, as: UInt16.self) }
+    }
+
+    @Test("every vector level gives the portable loop's bits, with and without a base, at any offset and length",
+          arguments: [(140_003, 0, Float(1), Float(1)), (200_003, 2, 2.5, 0.7), (70_001, 6, 1, -1), (65_552, 2, 3, 1)])
+    func levelsAgree(n: Int, offset: Int, divide: Float, lambda: Float) {
+        let arrays = (0..<4).map { Self.sample(n, seed: UInt64(n + $0)) }
+        for withBase in [true, false] {
+            let weights: [Float] = withBase ? [1, -0.5, 0.3] : [0.5, 1.5, -1, 0.25]
+            let portable = Self.run(
+                level: 0, arrays: arrays, weights: weights, divide: divide, lambda: lambda, withBase: withBase, offset: offset)
+            for level in stride(from: 1, through: FusedStream.vectorLevel, by: 1) {
+                let vector = Self.run(
+                    level: level, arrays: arrays, weights: weights, divide: divide, lambda: lambda, withBase: withBase,
+                    offset: offset)
+                #expect(zip(vector, portable).filter { $0 != $1 }.count == 0, "level \(level), base \(withBase)")
+            }
+        }
+    }
+
+    @Test("the detected level matches the CPU flags the kernel reports in /proc/cpuinfo")
+    func levelDetected() throws {
+        #if os(Linux) && arch(x86_64)
+        let info = try String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8)
+        guard let line = info.split(separator: "\n").first(where: { $0.hasPrefix("flags") }) else {
+            Issue.record("no flags line in /proc/cpuinfo")
+            return
+        }
+        let flags = Set(line.split(separator: " ").map(String.init))
+        let expected = flags.isSuperset(of: ["avx512f", "avx512bw"]) ? 2 : flags.contains("avx2") ? 1 : 0
+        #expect(Int(tswitch_fused_level()) == expected)
+        #endif
+    }
+}
