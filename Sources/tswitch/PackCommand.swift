@@ -166,9 +166,15 @@ struct PackCommand: ParsableCommand {
                         100 * Double(bytes) / Double(max(1, f32Bytes)), seconds))
             }
             if random != nil {
-                print(
-                    "  random mask, seed \(seed), values \(values): \(subnormal) stored as f16 subnormals; \(flushed) would flush to 0 and \(overflowed) overflow\(values == "int8" ? " (int8: rounded to 0)" : ""); \(fellBack) tensors stored as f32 instead"
-                )
+                // Each code has its own rounding hazards: f16 flushes, overflows and subnormals (a tensor with any
+                // flush or overflow falls back to f32), int8 rounds entries below half a step to 0.
+                let rounding =
+                    values == "int8"
+                    ? "\(flushed) non-zero entries rounded to 0"
+                    : values == "f16"
+                        ? "\(subnormal) stored as f16 subnormals, \(flushed) would flush to 0 and \(overflowed) overflow"
+                        : "exact"
+                print("  random mask, seed \(seed), values \(values): \(rounding); \(fellBack) tensors stored as f32 instead")
             }
         }
     }
