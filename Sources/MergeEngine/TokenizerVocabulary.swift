@@ -142,32 +142,11 @@ struct TokenizerVocabulary: Sendable {
         else {
             throw MergeError(.checkpoint, "\(file): the merged tokenizer could not be serialised.")
         }
-        if handWritten, let range = text.range(of: Self.quoted(placeholder)) {
-            let entries = modelVocab.sorted { $0.value < $1.value }.map { "\(Self.quoted($0.key)): \($0.value)" }
+        if handWritten, let range = text.range(of: jsonQuoted(placeholder)) {
+            let entries = modelVocab.sorted { $0.value < $1.value }.map { "\(jsonQuoted($0.key)): \($0.value)" }
             text.replaceSubrange(range, with: "{\n" + entries.joined(separator: ",\n") + "\n}")
         }
         return Data((text + "\n").utf8)
-    }
-
-    /// A JSON string literal: quotes, backslashes and control characters escaped, everything else as UTF-8.
-    static func quoted(_ s: String) -> String {
-        var out = "\""
-        for u in s.unicodeScalars {
-            switch u {
-            case "\"": out += "\\\""
-            case "\\": out += "\\\\"
-            case "\n": out += "\\n"
-            case "\r": out += "\\r"
-            case "\t": out += "\\t"
-            default:
-                if u.value < 0x20 {
-                    out += String(format: "\\u%04x", u.value)
-                } else {
-                    out.unicodeScalars.append(u)
-                }
-            }
-        }
-        return out + "\""
     }
 
     /// The Rust `AddedVocabulary.add_tokens` rule, token by token: an existing token keeps its id (and is

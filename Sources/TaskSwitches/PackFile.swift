@@ -323,6 +323,39 @@ public enum PackFile {
             labels: labels, kind: kind, seed: seed)
     }
 
+    /// The name, base dtype and shape that open both `TSWT` and `RVAL` records, checked against `limits`.
+    private static func recordHeader(
+        _ r: inout ByteReader, file: String, limits: Limits, corrupt: (String) -> SwitchError
+    ) throws -> (name: String, dtype: DType, shape: [Int], elements: UInt64) {
+        guard let name = try r.string() else { throw corrupt("its name is not UTF-8") }
+        guard let dtypeName = try r.string(), let dtype = DType(rawValue: dtypeName) else {
+            throw corrupt("'\(name)' has an unknown base dtype")
+        }
+        let rank = Int(try r.u8())
+        guard rank <= limits.maxRank else {
+            throw SwitchError(
+                .limitExceeded, "\(file): tensor '\(name)' has \(rank) dimensions; at most \(limits.maxRank) are allowed.")
+        }
+        var shape: [Int] = []
+        var elements: UInt64 = 1
+        for _ in 0..<rank {
+            let d = try r.u64()
+            let (p, o) = elements.multipliedReportingOverflow(by: d)
+            // Each dimension too: after a 0 the product stays 0 (found by fuzzing: [0, 2^63] trapped in Int(d)).
+            guard !o, p <= UInt64(UInt32.max) + 1, d <= UInt64(UInt32.max) + 1 else {
+                throw corrupt("tensor '\(name)' has an impossible shape")
+            }
+            elements = p
+            shape.append(Int(d))
+        }
+        guard elements <= UInt64(limits.maxTensorElements) else {
+            throw SwitchError(
+                .limitExceeded,
+                "\(file): tensor '\(name)' has \(elements) elements; at most \(limits.maxTensorElements) are allowed.")
+        }
+        return (name, dtype, shape, elements)
+    }
+
     /// Decodes one `TSWT` record. `keptBudget` is what remains of `limits.maxKeptEntries` for this pack.
     static func decodeTensor(
         _ payload: UnsafeRawBufferPointer, index: Int, file: String, limits: Limits = .standard,
@@ -334,33 +367,7 @@ public enum PackFile {
                 .corruptPack, "\(file): the pack is corrupt (tensor switch \(index + 1): \(what)); copy it again.")
         }
         do {
-            guard let name = try r.string() else { throw corrupt("its name is not UTF-8") }
-            guard let dtypeName = try r.string(), let dtype = DType(rawValue: dtypeName) else {
-                throw corrupt("'\(try r.string() ?? "?")' has an unknown base dtype")
-            }
-            let rank = Int(try r.u8())
-            guard rank <= limits.maxRank else {
-                throw SwitchError(
-                    .limitExceeded,
-                    "\(file): tensor '\(name)' has \(rank) dimensions; at most \(limits.maxRank) are allowed.")
-            }
-            var shape: [Int] = []
-            var elements: UInt64 = 1
-            for _ in 0..<rank {
-                let d = try r.u64()
-                let (p, o) = elements.multipliedReportingOverflow(by: d)
-                // Each dimension too: after a 0 the product stays 0 (found by fuzzing: [0, 2^63] trapped in Int(d)).
-                guard !o, p <= UInt64(UInt32.max) + 1, d <= UInt64(UInt32.max) + 1 else {
-                    throw corrupt("tensor '\(name)' has an impossible shape")
-                }
-                elements = p
-                shape.append(Int(d))
-            }
-            guard elements <= UInt64(limits.maxTensorElements) else {
-                throw SwitchError(
-                    .limitExceeded,
-                    "\(file): tensor '\(name)' has \(elements) elements; at most \(limits.maxTensorElements) are allowed.")
-            }
+            let (name, dtype, shape, elements) = try recordHeader(&r, file: file, limits: limits, corrupt: corrupt)
             let lambda = try r.f32()
             guard lambda.isFinite, lambda >= 0 else { throw corrupt("tensor '\(name)' has scale \(lambda)") }
             let nPos = try r.u64()
@@ -413,32 +420,7 @@ public enum PackFile {
                 .corruptPack, "\(file): the pack is corrupt (random-mask tensor \(index + 1): \(what)); copy it again.")
         }
         do {
-            guard let name = try r.string() else { throw corrupt("its name is not UTF-8") }
-            guard let dtypeName = try r.string(), let dtype = DType(rawValue: dtypeName) else {
-                throw corrupt("'\(name)' has an unknown base dtype")
-            }
-            let rank = Int(try r.u8())
-            guard rank <= limits.maxRank else {
-                throw SwitchError(
-                    .limitExceeded,
-                    "\(file): tensor '\(name)' has \(rank) dimensions; at most \(limits.maxRank) are allowed.")
-            }
-            var shape: [Int] = []
-            var elements: UInt64 = 1
-            for _ in 0..<rank {
-                let d = try r.u64()
-                let (p, o) = elements.multipliedReportingOverflow(by: d)
-                guard !o, p <= UInt64(UInt32.max) + 1, d <= UInt64(UInt32.max) + 1 else {
-                    throw corrupt("tensor '\(name)' has an impossible shape")
-                }
-                elements = p
-                shape.append(Int(d))
-            }
-            guard elements <= UInt64(limits.maxTensorElements) else {
-                throw SwitchError(
-                    .limitExceeded,
-                    "\(file): tensor '\(name)' has \(elements) elements; at most \(limits.maxTensorElements) are allowed.")
-            }
+            let (name, dtype, shape, elements) = try recordHeader(&r, file: file, limits: limits, corrupt: corrupt)
             let drop = Double(bitPattern: try r.u64())
             let seed = try r.u64()
             let rescale = try r.f32()
