@@ -20,13 +20,19 @@ enum EncoderKernels {
     /// their own target attribute. The Swift paths below are the fallback and the tests' reference.
     static let hasAVX512: Bool = ts_encoder_has_avx512() != 0
 
-    /// `c[rows × out] = beta·c + a[rows × inner] · wᵀ`, with `w` stored `out × inner` (PyTorch's Linear layout).
+    /// `c[rows × out] = a[rows × inner] · wᵀ`, plus `c`'s own values when `accumulate`; `w` is stored `out × inner`
+    /// (PyTorch's Linear layout).
     ///
     /// Rows are split into one block per core, each a single-threaded OpenBLAS product (blocks are disjoint rows of
-    /// `a` and `c`; `w` is shared read-only).
+    /// `a` and `c`; `w` is shared read-only). Biases are left to the kernel that reads the product next. Products
+    /// followed by a residual connection accumulate into the residual stream itself (`beta = 1`), which needs no
+    /// pass over `c` beforehand; the others run with `beta = 0`, which OpenBLAS runs as a zeroing pass over `c`
+    /// (`sgemm_beta`, memset) before its kernel accumulates into it. That pass costs what the bias fill it replaces
+    /// did (one core, 2048 rows, the encoder's four shapes: within 1 %, C harness, 2026-11-22); row blocks small
+    /// enough to keep `c` in L2 are slower (128-512 rows: up to 28 %; the weights are repacked per call).
     static func linear(
         _ a: UnsafePointer<Float>, rows: Int, inner: Int, weight: UnsafePointer<Float>, out: Int,
-        into c: UnsafeMutablePointer<Float>, beta: Float
+        into c: UnsafeMutablePointer<Float>, accumulate: Bool = false
     ) {
         guard rows > 0 else { return }
         _ = singleThreadedBLAS
@@ -40,7 +46,7 @@ enum EncoderKernels {
             guard n > 0 else { return }
             cblas_sgemm(
                 CblasRowMajor, CblasNoTrans, CblasTrans, blasint(n), blasint(out), blasint(inner), 1, a + lo * inner,
-                blasint(inner), weight, blasint(inner), beta, c + lo * out, blasint(out))
+                blasint(inner), weight, blasint(inner), accumulate ? 1 : 0, c + lo * out, blasint(out))
         }
         if blocks == 1 {
             run(0)
@@ -49,48 +55,35 @@ enum EncoderKernels {
         }
     }
 
-    /// Fills each row of `c` with `bias` (plus `residual`'s row when given), ready for a `beta = 1` product.
-    static func fillRows(
-        _ c: UnsafeMutableBufferPointer<Float>, rows: Int, bias: UnsafeBufferPointer<Float>,
-        residual: UnsafeBufferPointer<Float>? = nil
-    ) {
-        let width = bias.count
-        let box = UncheckedSendable((c, bias, residual))
-        Parallel.forEachChunk(rows, minChunk: max(1, 16384 / max(1, width))) { range in
-            let (c, bias, residual) = box.value
-            for r in range {
-                let dst = c.baseAddress! + r * width
-                if let residual {
-                    let src = residual.baseAddress! + r * width
-                    for j in 0..<width { dst[j] = src[j] + bias[j] }
-                } else {
-                    dst.update(from: bias.baseAddress!, count: width)
-                }
-            }
-        }
-    }
-
     /// LayerNorm of each row, `(x − mean) / sqrt(var + eps) · gamma + beta` with the biased variance as PyTorch,
-    /// written to `out` (in place when nil): normalizing straight into the residual stream saves a copy per sublayer.
+    /// written to `out` (in place when nil).
+    ///
+    /// With `bias` (a linear layer's, `width` values), each row of `x` is first replaced by `x + bias`: the bias is
+    /// folded into the normalization's first pass over the row instead of a fill pass before the product.
     static func layerNorm(
         _ x: UnsafeMutableBufferPointer<Float>, rows: Int, gamma: UnsafeBufferPointer<Float>,
-        beta: UnsafeBufferPointer<Float>, eps: Float, into out: UnsafeMutablePointer<Float>? = nil,
-        vectorized: Bool = hasAVX512
+        beta: UnsafeBufferPointer<Float>, eps: Float, bias: UnsafeBufferPointer<Float>? = nil,
+        into out: UnsafeMutablePointer<Float>? = nil, vectorized: Bool = hasAVX512
     ) {
         precondition(!vectorized || hasAVX512, "the AVX-512 LayerNorm needs AVX-512")
         let width = gamma.count
-        let box = UncheckedSendable((x, gamma, beta, out ?? x.baseAddress!))
+        precondition(x.count >= rows * width && (bias?.count ?? width) == width)
+        let box = UncheckedSendable((x, gamma, beta, out ?? x.baseAddress!, bias))
         Parallel.forEachChunk(rows, minChunk: max(1, 16384 / max(1, width))) { range in
-            let (x, gamma, beta, out) = box.value
+            let (x, gamma, beta, out, bias) = box.value
+            let lo = range.lowerBound * width
             if vectorized {
                 ts_layernorm_avx512(
-                    x.baseAddress! + range.lowerBound * width, out + range.lowerBound * width, range.count, width,
-                    gamma.baseAddress!, beta.baseAddress!, eps)
+                    x.baseAddress! + lo, bias?.baseAddress, out + lo, range.count, width, gamma.baseAddress!,
+                    beta.baseAddress!, eps)
                 return
             }
             for r in range {
                 let row = x.baseAddress! + r * width
                 let dst = out + r * width
+                if let bias {
+                    for j in 0..<width { row[j] += bias[j] }
+                }
                 var sum: Float = 0
                 for j in 0..<width { sum += row[j] }
                 let mean = sum / Float(width)
@@ -108,15 +101,34 @@ enum EncoderKernels {
     /// In-place exact GELU, `x · ½ · (1 + erf(x / √2))`, as BERT's "gelu": 16 lanes in the AVX-512 kernel, else 8
     /// lanes with `VectorMath.erf` (both within 4.2e-7 of `erff`; the scalar `erff` took a fifth of the encoder's
     /// time).
-    static func gelu(_ x: UnsafeMutableBufferPointer<Float>, vectorized: Bool = hasAVX512) {
+    ///
+    /// With `bias` (`width` values), `x` holds rows of that width and becomes `GELU(x + bias)`: the linear layer's
+    /// bias is folded into this pass, so its product needs no fill pass.
+    static func gelu(
+        _ x: UnsafeMutableBufferPointer<Float>, bias: UnsafeBufferPointer<Float>? = nil, vectorized: Bool = hasAVX512
+    ) {
         precondition(!vectorized || hasAVX512, "the AVX-512 GELU needs AVX-512")
-        let box = UncheckedSendable(x)
-        Parallel.forEachChunk(x.count, minChunk: 1 << 15) { range in
+        let width = bias?.count ?? 1
+        precondition(width > 0 && x.count % width == 0, "GELU rows: \(x.count) values are not rows of \(width)")
+        let box = UncheckedSendable((x, bias))
+        Parallel.forEachChunk(x.count / width, minChunk: max(1, (1 << 15) / width)) { rows in
+            let (x, bias) = box.value
+            let range = (rows.lowerBound * width)..<(rows.upperBound * width)
             if vectorized {
-                ts_gelu_avx512(box.value.baseAddress! + range.lowerBound, range.count)
+                if let bias {
+                    ts_bias_gelu_avx512(x.baseAddress! + range.lowerBound, rows.count, width, bias.baseAddress!)
+                } else {
+                    ts_gelu_avx512(x.baseAddress! + range.lowerBound, range.count)
+                }
                 return
             }
-            let p = UnsafeMutableRawPointer(box.value.baseAddress!)
+            if let bias {
+                for r in rows {
+                    let row = x.baseAddress! + r * width
+                    for j in 0..<width { row[j] += bias[j] }
+                }
+            }
+            let p = UnsafeMutableRawPointer(x.baseAddress!)
             var i = range.lowerBound
             while i + 8 <= range.upperBound {
                 let v = p.loadUnaligned(fromByteOffset: i * 4, as: SIMD8<Float>.self)
@@ -125,9 +137,9 @@ enum EncoderKernels {
             }
             if i < range.upperBound {
                 var v = SIMD8<Float>(repeating: 0)
-                for k in 0..<(range.upperBound - i) { v[k] = box.value[i + k] }
+                for k in 0..<(range.upperBound - i) { v[k] = x[i + k] }
                 let g = geluLanes(v)
-                for k in 0..<(range.upperBound - i) { box.value[i + k] = g[k] }
+                for k in 0..<(range.upperBound - i) { x[i + k] = g[k] }
             }
         }
     }
@@ -138,46 +150,62 @@ enum EncoderKernels {
     }
 
     /// Self-attention of packed sequences: for each sequence `b` (rows `starts[b] ..< starts[b] + lengths[b]`) and
-    /// head, `ctx = softmax(scale · Q Kᵀ) V` over the sequence's own tokens, Q, K, V read from the fused `tokens × 3H`
-    /// product. (sequence, head) pairs run in parallel, each writing its own columns of its own rows of `ctx`.
+    /// head, `ctx = softmax(scale · Q Kᵀ) V` over the sequence's own tokens, Q, K, V being the fused `tokens × 3H`
+    /// product plus `bias` (3H values, added here rather than by a fill pass before the product). Sequences run in
+    /// parallel, each writing its own rows of `ctx`; when there are too few to keep every core busy, its heads are
+    /// split into separate work items (each writing its own columns).
     ///
-    /// `fused` runs one AVX-512 kernel per pair (scores, softmax and context while the n × n scores stay in cache;
-    /// head sizes a multiple of 16); otherwise two OpenBLAS products and `softmaxRows` per pair, 2 × 12 × 32 small
-    /// calls per layer for a batch of 32 whose packing and scalar-lane softmax cost more than the products.
+    /// `fused` runs the AVX-512 kernel (head sizes a multiple of 16): all heads of the item packed with their bias in
+    /// one sweep over the token rows, then per head scores, softmax and context while the n × n scores stay in cache.
+    /// Otherwise Q, K, V of each (sequence, head) are copied with their bias, then two OpenBLAS products and
+    /// `softmaxRows`.
     static func attention(
-        qkv: UnsafePointer<Float>, ctx: UnsafeMutablePointer<Float>, starts: [Int], lengths: [Int], heads: Int,
-        headSize d: Int, scale: Float, fused: Bool? = nil
+        qkv: UnsafePointer<Float>, bias: UnsafePointer<Float>, ctx: UnsafeMutablePointer<Float>, starts: [Int],
+        lengths: [Int], heads: Int, headSize d: Int, scale: Float, fused: Bool? = nil
     ) {
         let h = heads * d
         let fused = fused ?? (hasAVX512 && d % 16 == 0)
         precondition(!fused || (hasAVX512 && d % 16 == 0), "the fused attention needs AVX-512 and a head size multiple of 16")
+        let groups = starts.count >= 2 * Parallel.coreCount ? 1 : heads
+        let perGroup = heads / groups
         let longest = lengths.max() ?? 0
-        let scratch = fused ? ts_attention_scratch_floats(longest, d) : longest * longest
-        let box = UncheckedSendable((qkv, ctx))
-        Parallel.forEachChunk(starts.count * heads, minChunk: 1) { range in
-            let (q0, c0) = box.value
+        let scratch = fused ? ts_attention_scratch_floats(longest, perGroup, d) : longest * longest + 3 * longest * d
+        let box = UncheckedSendable((qkv, bias, ctx))
+        Parallel.forEachChunk(starts.count * groups, minChunk: 1) { range in
+            let (q0, bias, c0) = box.value
             let s = UnsafeMutablePointer<Float>.allocate(capacity: max(1, scratch))
             defer { s.deallocate() }
-            for pair in range {
-                let b = pair / heads
-                let head = pair % heads
+            for item in range {
+                let b = item / groups
+                let firstHead = (item % groups) * perGroup
                 let start = starts[b]
                 let n = lengths[b]
                 guard n > 0 else { continue }
-                let q = q0 + start * 3 * h + head * d
-                let out = c0 + start * h + head * d
                 if fused {
-                    ts_attention_avx512(q, q + h, q + 2 * h, 3 * h, n, d, scale, out, h, s)
+                    ts_attention_avx512(
+                        q0 + start * 3 * h + firstHead * d, 3 * h, n, perGroup, d, h, scale, bias + firstHead * d,
+                        c0 + start * h + firstHead * d, h, s)
                     continue
                 }
-                let ld = blasint(3 * h)
-                cblas_sgemm(
-                    CblasRowMajor, CblasNoTrans, CblasTrans, blasint(n), blasint(n), blasint(d), scale, q, ld, q + h, ld,
-                    0, s, blasint(n))
-                softmaxRows(s, n: n)
-                cblas_sgemm(
-                    CblasRowMajor, CblasNoTrans, CblasNoTrans, blasint(n), blasint(d), blasint(n), 1, s, blasint(n),
-                    q + 2 * h, ld, 0, out, blasint(h))
+                for head in firstHead..<(firstHead + perGroup) {
+                    let q = q0 + start * 3 * h + head * d
+                    let qb = bias + head * d
+                    // Q, K, V of this pair as three n × d blocks, each with its bias.
+                    let packed = s + n * n
+                    for part in 0..<3 {
+                        for i in 0..<n {
+                            for c in 0..<d { packed[(part * n + i) * d + c] = q[i * 3 * h + part * h + c] + qb[part * h + c] }
+                        }
+                    }
+                    let ld = blasint(d)
+                    cblas_sgemm(
+                        CblasRowMajor, CblasNoTrans, CblasTrans, blasint(n), blasint(n), blasint(d), scale, packed, ld,
+                        packed + n * d, ld, 0, s, blasint(n))
+                    softmaxRows(s, n: n)
+                    cblas_sgemm(
+                        CblasRowMajor, CblasNoTrans, CblasNoTrans, blasint(n), blasint(d), blasint(n), 1, s, blasint(n),
+                        packed + 2 * n * d, ld, 0, c0 + start * h + head * d, blasint(h))
+                }
             }
         }
     }

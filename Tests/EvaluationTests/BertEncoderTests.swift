@@ -62,6 +62,31 @@ struct BertEncoderTests {
         #expect(Self.worstRelativeError(Array(together[384...]), alone, hidden: 384) < 1e-6)
     }
 
+    @Test("batches run concurrently, or after a larger batch in a reused workspace, give the serial embeddings bit for bit")
+    func workspaceReuse() async {
+        let tok = Self.encoder.tokenizer
+        let encoder = Self.encoder.encoder
+        let texts = [
+            "a short text", "a considerably longer text that pads the short one in the same batch",
+            "sixteen words of filler so that this batch is the largest one of the four batches here today",
+            "x",
+        ]
+        let batches = (0..<4).map { i in
+            TokenBatch(sequences: (0...i).map { tok.encode(texts[($0 + i) % texts.count]) }, padID: tok.padID)
+        }
+        let serial = batches.reversed().map { encoder.embed($0) }.reversed() as [[Float]]
+        let concurrent = await withTaskGroup(of: (Int, [Float]).self) { group in
+            for round in 0..<3 {
+                for (i, batch) in batches.enumerated() { group.addTask { (i + 4 * round, encoder.embed(batch)) } }
+            }
+            var results: [(Int, [Float])] = []
+            for await r in group { results.append(r) }
+            return results
+        }
+        for (i, got) in concurrent { #expect(got == serial[i % 4], "batch \(i % 4)") }
+        #expect(encoder.workspaces.withLock { $0.count } <= BertEncoder.keptWorkspaces)
+    }
+
     @Test("a config.json with another activation is refused with a message naming the file")
     func unsupportedActivation() {
         let e = EvalFixture.error {

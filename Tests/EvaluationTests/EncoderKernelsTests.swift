@@ -20,7 +20,7 @@ struct EncoderKernelsTests {
         }
     }
 
-    @Test("attention of packed sequences matches softmax(QKᵀ/√d)V in Double, fused or not, head sizes 16 to 64")
+    @Test("attention of packed sequences with Q, K, V biases matches softmax(QKᵀ/√d)V in Double, fused or not, head sizes 16 to 64")
     func attention() {
         let lengths = [1, 3, 16, 17, 64, 70, 130]
         let starts = lengths.indices.map { lengths[..<$0].reduce(0, +) }
@@ -29,17 +29,18 @@ struct EncoderKernelsTests {
             let h = heads * d
             let scale = 1 / Float(d).squareRoot()
             let qkv = Self.values(tokens * 3 * h, seed: UInt64(d))
+            let bias = Self.values(3 * h, seed: UInt64(d) + 100)
+            /// Row `row`, column `col` of the biased Q | K | V.
+            func biased(_ row: Int, _ col: Int) -> Double { Double(qkv[row * 3 * h + col] + bias[col]) }
             // Reference: per sequence and head, in Double.
             var want = [Double](repeating: 0, count: tokens * h)
             for (b, n) in lengths.enumerated() {
                 for head in 0..<heads {
                     for i in 0..<n {
-                        let qi = (starts[b] + i) * 3 * h + head * d
                         var s = [Double](repeating: 0, count: n)
                         for j in 0..<n {
-                            let kj = (starts[b] + j) * 3 * h + h + head * d
                             var dot = 0.0
-                            for c in 0..<d { dot += Double(qkv[qi + c]) * Double(qkv[kj + c]) }
+                            for c in 0..<d { dot += biased(starts[b] + i, head * d + c) * biased(starts[b] + j, h + head * d + c) }
                             s[j] = dot * Double(scale)
                         }
                         let m = s.max()!
@@ -47,23 +48,34 @@ struct EncoderKernelsTests {
                         let sum = s.reduce(0, +)
                         for c in 0..<d {
                             var o = 0.0
-                            for j in 0..<n { o += s[j] / sum * Double(qkv[(starts[b] + j) * 3 * h + 2 * h + head * d + c]) }
+                            for j in 0..<n { o += s[j] / sum * biased(starts[b] + j, 2 * h + head * d + c) }
                             want[(starts[b] + i) * h + head * d + c] = o
                         }
                     }
                 }
             }
-            for fused in Self.paths {
-                var ctx = [Float](repeating: .nan, count: tokens * h)
-                qkv.withUnsafeBufferPointer { q in
-                    ctx.withUnsafeMutableBufferPointer { c in
-                        EncoderKernels.attention(
-                            qkv: q.baseAddress!, ctx: c.baseAddress!, starts: starts, lengths: lengths, heads: heads,
-                            headSize: d, scale: scale, fused: fused)
+            let vMax = (0..<tokens).flatMap { r in (0..<h).map { abs(biased(r, 2 * h + $0)) } }.max()!
+            // All sequences (one work item per sequence), then the longest alone (its heads split across items).
+            for picked in [Array(lengths.indices), [lengths.count - 1]] {
+                let rows = picked.flatMap { starts[$0]..<(starts[$0] + lengths[$0]) }
+                for fused in Self.paths {
+                    var ctx = [Float](repeating: .nan, count: tokens * h)
+                    qkv.withUnsafeBufferPointer { q in
+                        bias.withUnsafeBufferPointer { bb in
+                            ctx.withUnsafeMutableBufferPointer { c in
+                                EncoderKernels.attention(
+                                    qkv: q.baseAddress!, bias: bb.baseAddress!, ctx: c.baseAddress!,
+                                    starts: picked.map { starts[$0] }, lengths: picked.map { lengths[$0] }, heads: heads,
+                                    headSize: d, scale: scale, fused: fused)
+                            }
+                        }
                     }
+                    // F32 rounding scales with the values averaged: 1e-6 of the largest |V + bias|.
+                    let worst = rows.flatMap { r in (0..<h).map { abs(Double(ctx[r * h + $0]) - want[r * h + $0]) } }.max()!
+                    #expect(
+                        worst < 1e-6 * vMax,
+                        "d \(d), \(picked.count) sequences, fused \(fused): worst absolute error \(worst), largest |V| \(vMax)")
                 }
-                let worst = zip(ctx, want).map { abs(Double($0) - $1) }.max()!
-                #expect(worst < 2e-6, "d \(d), fused \(fused): worst absolute error \(worst)")
             }
         }
     }
@@ -81,6 +93,62 @@ struct EncoderKernelsTests {
                 worst = max(worst, abs(Double(yi) - want))
             }
             #expect(worst < 1e-6, "vectorized \(vectorized): worst absolute error \(worst)")
+        }
+    }
+
+    @Test("GELU with a bias row is within 1e-6 of (x + b)·Φ(x + b) in Double, widths 1536 and 37")
+    func biasGELU() {
+        for width in [1536, 37] {
+            let rows = 11
+            let x = Self.values(rows * width, seed: UInt64(width) + 1).map { $0 * 3 }
+            let bias = Self.values(width, seed: UInt64(width) + 2)
+            for vectorized in Self.paths {
+                var y = x
+                y.withUnsafeMutableBufferPointer { yb in
+                    bias.withUnsafeBufferPointer { EncoderKernels.gelu(yb, bias: $0, vectorized: vectorized) }
+                }
+                var worst = 0.0
+                for i in 0..<(rows * width) {
+                    let v = Double(x[i] + bias[i % width])
+                    let want = 0.5 * v * (1 + Foundation.erf(v / 2.0.squareRoot()))
+                    worst = max(worst, abs(Double(y[i]) - want))
+                }
+                #expect(worst < 1e-6, "width \(width), vectorized \(vectorized): worst absolute error \(worst)")
+            }
+        }
+    }
+
+    @Test("LayerNorm of x + bias in place matches the Double formula, widths 384 and 37")
+    func biasLayerNorm() {
+        for width in [384, 37] {
+            let rows = 9
+            let x = Self.values(rows * width, seed: UInt64(width) + 3).enumerated().map { $1 * 3 + Float($0 % 5) }
+            let bias = Self.values(width, seed: 5)
+            let gamma = Self.values(width, seed: 7)
+            let beta = Self.values(width, seed: 8)
+            var want = [Double](repeating: 0, count: rows * width)
+            for r in 0..<rows {
+                let row = (0..<width).map { Double(x[r * width + $0] + bias[$0]) }
+                let mean = row.reduce(0, +) / Double(width)
+                let variance = row.map { ($0 - mean) * ($0 - mean) }.reduce(0, +) / Double(width)
+                for j in 0..<width {
+                    want[r * width + j] = (row[j] - mean) / (variance + 1e-12).squareRoot() * Double(gamma[j]) + Double(beta[j])
+                }
+            }
+            for vectorized in Self.paths {
+                var y = x
+                y.withUnsafeMutableBufferPointer { yb in
+                    gamma.withUnsafeBufferPointer { g in
+                        beta.withUnsafeBufferPointer { b in
+                            bias.withUnsafeBufferPointer {
+                                EncoderKernels.layerNorm(yb, rows: rows, gamma: g, beta: b, eps: 1e-12, bias: $0, vectorized: vectorized)
+                            }
+                        }
+                    }
+                }
+                let worst = zip(y, want).map { abs(Double($0) - $1) }.max()!
+                #expect(worst < 5e-6, "width \(width), vectorized \(vectorized): worst absolute error \(worst)")
+            }
         }
     }
 

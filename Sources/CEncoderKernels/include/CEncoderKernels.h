@@ -9,17 +9,24 @@ int ts_encoder_has_avx512(void);
 /// x ← x·Φ(x) (exact GELU, erf-based), n floats.
 void ts_gelu_avx512(float *x, long n);
 
+/// x ← GELU(x + bias) on `rows` rows of `width` floats.
+void ts_bias_gelu_avx512(float *x, long rows, long width, const float *bias);
+
 /// LayerNorm of `rows` rows of `width` floats from `in` into `out` (which may equal `in`), biased variance as PyTorch.
+/// With `bias` (else NULL), the rows of `in` are first replaced by in + bias.
 void ts_layernorm_avx512(
-    const float *in, float *out, long rows, long width, const float *gamma, const float *beta, float eps);
+    float *in, const float *bias, float *out, long rows, long width, const float *gamma, const float *beta, float eps);
 
-/// Floats of scratch ts_attention_avx512 needs for a sequence of n tokens and head size d.
-long ts_attention_scratch_floats(long n, long d);
+/// Floats of scratch ts_attention_avx512 needs for a sequence of n tokens and `heads` heads of size d.
+long ts_attention_scratch_floats(long n, long heads, long d);
 
-/// One head of one sequence: out = softmax(scale · Q Kᵀ) V; Q, K, V rows of n tokens at row stride ld (the fused
-/// QKV buffer), out at row stride ldo. d must be a multiple of 16. `scratch` holds ts_attention_scratch_floats floats.
+/// `heads` consecutive heads of one sequence of n tokens: out = softmax(scale · (Q + qb)(K + kb)ᵀ) (V + vb) per head.
+/// `q`: the first head's Q in row 0 of the fused QKV product without its bias (row stride ld; K and V `hidden` and
+/// 2·hidden floats further); `bias`: the first head's Q bias in the 3·hidden QKV bias; `out`: the first head's
+/// columns in row 0 of the context (row stride ldo). d must be a multiple of 16; `scratch` holds
+/// ts_attention_scratch_floats(n, heads, d) floats.
 void ts_attention_avx512(
-    const float *q, const float *k, const float *v, long ld, long n, long d, float scale, float *out, long ldo,
-    float *scratch);
+    const float *q, long ld, long n, long heads, long d, long hidden, float scale, const float *bias, float *out,
+    long ldo, float *scratch);
 
 #endif
