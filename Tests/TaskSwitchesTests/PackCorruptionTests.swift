@@ -19,10 +19,9 @@ struct PackCorruptionTests {
         return (pack, PackFile.encode(pack))
     }
 
-    @Test("every single-bit flip of a real pack, in every header and section byte, is a typed error")
-    func everyBit() throws {
-        let (_, bytes) = try Self.realPack()
-        #expect(bytes.count > 1000)
+    /// Decodes `bytes` with each single bit flipped in turn; every flip must be a typed error naming the file.
+    /// Returns how often each error code came up.
+    static func flipEveryBit(_ bytes: [UInt8]) throws -> [SwitchError.Code: Int] {
         var codes: [SwitchError.Code: Int] = [:]
         for bit in 0..<(bytes.count * 8) {
             var damaged = bytes
@@ -33,6 +32,14 @@ struct PackCorruptionTests {
             #expect(e.message.hasPrefix("flip.tsw: "))
             codes[e.code, default: 0] += 1
         }
+        return codes
+    }
+
+    @Test("every single-bit flip of a real pack, in every header and section byte, is a typed error")
+    func everyBit() throws {
+        let (_, bytes) = try Self.realPack()
+        #expect(bytes.count > 1000)
+        let codes = try Self.flipEveryBit(bytes)
         // The checksums catch the payload flips; the preamble and section headers get their own messages.
         #expect(codes[.corruptPack, default: 0] > bytes.count * 4)
         #expect(codes[.notAPack, default: 0] == 64)

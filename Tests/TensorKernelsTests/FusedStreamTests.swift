@@ -34,28 +34,15 @@ struct FusedStreamTests {
         let weights: [Float] = [1, -0.5, 0.25][0..<m].map { $0 }
         let arrays = (0...m).map { Self.bf16Sample(n, seed: UInt64(n * 10 + $0)) }
         // Each input starts `offset` bytes into its buffer, as a tensor inside a mapped file may.
-        let buffers = arrays.map { a -> UnsafeMutableRawBufferPointer in
-            let b = UnsafeMutableRawBufferPointer.allocate(byteCount: n * 2 + offset, alignment: 64)
-            for (i, v) in a.enumerated() { b.storeBytes(of: v, toByteOffset: offset + 2 * i, as: UInt16.self) }
-            return b
-        }
-        let out = UnsafeMutableRawBufferPointer.allocate(byteCount: n * 2 + offset, alignment: 64)
-        defer {
-            for b in buffers { b.deallocate() }
-            out.deallocate()
-        }
-        let sources = buffers.map { TensorSource(bytes: UnsafeRawBufferPointer(rebasing: $0[offset...]), dtype: .BF16, count: n) }
-        let sink = TensorSink(bytes: UnsafeMutableRawBufferPointer(rebasing: out[offset...]), dtype: .BF16, count: n)
-        let done = FusedStream.weightedDeltaSum(
-            base: sources[0], models: Array(sources[1...]), weights: weights, divide: divide, lambda: lambda, into: sink)
-        #expect(done)
+        let got = FusedKernelLevelTests.run(
+            level: FusedStream.vectorLevel, arrays: arrays, weights: weights, divide: divide, lambda: lambda,
+            withBase: true, offset: offset)
         var mismatches = 0
         for i in 0..<n {
             let w = arrays.map { DTypeConversion.floatFromBFloat16Bits($0[i]) }
             let want = DTypeConversion.bfloat16Bits(
                 Self.reference(base: w[0], models: Array(w[1...]), weights: weights, divide: divide, lambda: lambda))
-            let got = out.load(fromByteOffset: offset + 2 * i, as: UInt16.self)
-            if got != want { mismatches += 1 }
+            if got[i] != want { mismatches += 1 }
         }
         #expect(mismatches == 0)
     }

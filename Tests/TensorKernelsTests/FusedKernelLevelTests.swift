@@ -6,22 +6,10 @@ import Testing
 @testable import TensorKernels
 
 /// The AVX-512 and AVX2 C kernels of the fused BF16 loop against the portable Swift loop (level 0), on every level
-/// this CPU runs. `FusedStreamTests` checks the default level against the scalar definition.
+/// this CPU runs, on `FusedStreamTests`' BF16 sample; that suite checks the default level against the scalar
+/// definition.
 @Suite("Fused BF16 loop: vector levels")
 struct FusedKernelLevelTests {
-    /// BF16 patterns with ±0, ±Inf, NaNs of both signs and payloads, subnormals, the largest finite values and
-    /// any 16-bit pattern now and then.
-    static func sample(_ n: Int, seed: UInt64) -> [UInt16] {
-        var g = SplitMix64(seed: seed)
-        let specials: [UInt16] = [0x0000, 0x8000, 0x7F80, 0xFF80, 0x7FC0, 0xFFC1, 0x7F81, 0x0001, 0x8005, 0x7F7F, 0xFF7F, 0x3F81]
-        return (0..<n).map { _ in
-            let r = g.next()
-            if r % 40 == 0 { return specials[Int(r >> 32) % specials.count] }
-            if r % 5 == 0 { return UInt16(truncatingIfNeeded: r >> 16) }
-            return DTypeConversion.bfloat16Bits((g.nextUnitFloat() - 0.5) * 0.1)
-        }
-    }
-
     /// Runs the loop at `level` on inputs starting `offset` bytes into their buffers; returns the output bits.
     static func run(level: Int, arrays: [[UInt16]], weights: [Float], divide: Float, lambda: Float, withBase: Bool,
                     offset: Int) -> [UInt16] {
@@ -52,7 +40,7 @@ struct FusedKernelLevelTests {
     @Test("every vector level gives the portable loop's bits, with and without a base, at any offset and length",
           arguments: [(140_003, 0, Float(1), Float(1)), (200_003, 2, 2.5, 0.7), (70_001, 6, 1, -1), (65_552, 2, 3, 1)])
     func levelsAgree(n: Int, offset: Int, divide: Float, lambda: Float) {
-        let arrays = (0..<4).map { Self.sample(n, seed: UInt64(n + $0)) }
+        let arrays = (0..<4).map { FusedStreamTests.bf16Sample(n, seed: UInt64(n + $0)) }
         for withBase in [true, false] {
             let weights: [Float] = withBase ? [1, -0.5, 0.3] : [0.5, 1.5, -1, 0.25]
             let portable = Self.run(
