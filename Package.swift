@@ -25,13 +25,15 @@ let package = Package(
 
         // Safetensors files and Hugging Face model folders: parse, validate, map, convert, write.
         .target(name: "CheckpointIO", dependencies: ["CCheckpointKernels", "CMappedFileGuard"]),
-        // Non-temporal-store conversion and the fused AVX-512/AVX2 task-arithmetic loop, chosen at run time (Swift
-        // compiles for baseline x86-64 and cannot spell a streaming store or a per-function target).
+        // Non-temporal-store conversion (Swift cannot spell a streaming store).
         .target(name: "CCheckpointKernels"),
+        // The merge's fused AVX-512/AVX2 task-arithmetic loop, chosen at run time (Swift compiles for baseline x86-64
+        // and cannot spell a per-function target).
+        .target(name: "CMergeKernels"),
         // SIGBUS handler and identity checks for memory-mapped inputs changed while read (a signal handler is C).
         .target(name: "CMappedFileGuard"),
         // SIMD and multi-core loops over tensors: elementwise ops, selection, statistics.
-        .target(name: "TensorKernels", dependencies: ["CheckpointIO"]),
+        .target(name: "TensorKernels", dependencies: ["CheckpointIO", "CMergeKernels"]),
         // mergekit-compatible configs and merge methods, streamed tensor by tensor.
         .target(
             name: "MergeEngine",
@@ -52,10 +54,10 @@ let package = Package(
             ]),
 
         .testTarget(name: "CheckpointIOTests", dependencies: ["CheckpointIO"], resources: [.copy("Fixtures")]),
-        .testTarget(name: "TensorKernelsTests", dependencies: ["TensorKernels"]),
-        .testTarget(name: "MergeEngineTests", dependencies: ["MergeEngine"], resources: [.copy("Fixtures")]),
+        .testTarget(name: "TensorKernelsTests", dependencies: ["TensorKernels", "CheckpointIO", "CMergeKernels"]),
+        .testTarget(name: "MergeEngineTests", dependencies: ["MergeEngine", "CheckpointIO", "TensorKernels"], resources: [.copy("Fixtures")]),
         .testTarget(name: "TaskSwitchesTests", dependencies: ["TaskSwitches", "TensorKernels", "CheckpointIO", "MergeEngine"], resources: [.copy("Fixtures")]),
-        .testTarget(name: "EvaluationTests", dependencies: ["Evaluation", "TaskSwitches", "CheckpointIO"], resources: [.copy("Fixtures")]),
+        .testTarget(name: "EvaluationTests", dependencies: ["Evaluation", "TaskSwitches", "TensorKernels", "CheckpointIO"], resources: [.copy("Fixtures")]),
     ],
     swiftLanguageModes: [.v6]
 )

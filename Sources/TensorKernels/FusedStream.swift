@@ -1,4 +1,4 @@
-import CCheckpointKernels
+import CMergeKernels
 import CheckpointIO
 
 #if canImport(Glibc)
@@ -20,7 +20,7 @@ public enum FusedStream {
     /// Steps of 16 elements per parallel chunk at least (64 K elements: below that one thread is faster).
     static let minChunkSteps = 1 << 12
 
-    /// The BF16 loop's vector level: 2 AVX-512, 1 AVX2 (C kernels in CCheckpointKernels, chosen at run time), 0 the
+    /// The BF16 loop's vector level: 2 AVX-512, 1 AVX2 (C kernels in CMergeKernels, chosen at run time), 0 the
     /// portable Swift loop (baseline x86-64 / SSE2, or another architecture). All levels give identical bits; the
     /// AVX-512 loop takes less CPU time than the Swift loop (docs/bench-merge.md). `TSWITCH_FUSED_LEVEL=0|1` caps
     /// it, for profiling.

@@ -1,4 +1,4 @@
-import CCheckpointKernels
+import CMergeKernels
 import CheckpointIO
 import Foundation
 import Testing

@@ -1,11 +1,14 @@
-// The fused BF16 merge loop of `FusedStream` (TensorKernels) in AVX-512 and AVX2; see CCheckpointKernels.h.
+// The fused BF16 merge loop of `FusedStream` (TensorKernels) in AVX-512 and AVX2; see CMergeKernels.h.
 //
 // Layout as in the Swift loop: a 32-bit word holds elements 2j and 2j+1; the even one widens with a shift, the odd
 // one with a mask, and the pair narrows back into one word. Only lane-wise operations, so the vector width does not
 // change any result. Separate multiply and add intrinsics (never FMA, contraction off) keep the f32 rounding of
 // the Swift code: acc = 0; acc += (x_i - b) * w_i in input order; acc /= divide; acc *= lambda; b + acc.
 
-#include "CCheckpointKernels.h"
+#include "CMergeKernels.h"
+
+#include <stdint.h>
+#include <string.h>
 
 #pragma clang fp contract(off)
 
