@@ -4,7 +4,7 @@ import Testing
 
 @testable import Evaluation
 
-@Suite("BERT encoder")
+@Suite("BERT encoder", EvalFixture.needsModel)
 struct BertEncoderTests {
     static let encoder: SentenceEncoder = {
         do { return try SentenceEncoder(path: EvalFixture.modelFolder.path) } catch { fatalError("\(error)") }

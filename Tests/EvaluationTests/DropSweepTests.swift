@@ -11,7 +11,7 @@ import Testing
 ///
 /// A synthetic fine-tune of the real base moves two tensors by a deterministic spread of values: the last layer's
 /// output bias (384 entries, one row) and the first layer's query weight (384 × 384, 384 rows).
-@Suite("Drop sweep", .serialized)
+@Suite("Drop sweep", .serialized, EvalFixture.needsModel)
 struct DropSweepTests {
     static let bias = "encoder.layer.5.output.dense.bias"
     static let matrix = "encoder.layer.0.attention.self.query.weight"

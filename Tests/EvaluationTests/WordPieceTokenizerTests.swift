@@ -4,7 +4,7 @@ import Testing
 
 @testable import Evaluation
 
-@Suite("WordPiece tokenizer")
+@Suite("WordPiece tokenizer", EvalFixture.needsModel)
 struct WordPieceTokenizerTests {
     @Test("token ids equal transformers' tokenizer on every text of the eight tasks")
     func taskTexts() throws {
