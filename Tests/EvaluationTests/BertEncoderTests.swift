@@ -10,6 +10,12 @@ struct BertEncoderTests {
         do { return try SentenceEncoder(path: EvalFixture.modelFolder.path) } catch { fatalError("\(error)") }
     }()
 
+    /// The loader's encoder of `encoder`, as the concrete type (whose workspaces the tests inspect).
+    static let bert: BertEncoder = {
+        guard let bert = encoder.encoder as? BertEncoder else { fatalError("the MiniLM folder did not load a BertEncoder") }
+        return bert
+    }()
+
     /// Largest per-row relative L2 error of `got` against `want` (`rows × hidden`).
     static func worstRelativeError(_ got: [Float], _ want: [Float], hidden: Int) -> Double {
         precondition(got.count == want.count)
@@ -54,18 +60,18 @@ struct BertEncoderTests {
 
     @Test("padding in a batch does not change an embedding")
     func paddingInvariance() {
-        let tok = Self.encoder.tokenizer
+        let tok = EvalFixture.tokenizer
         let short = tok.encode("a short text")
         let long = tok.encode("a considerably longer text that pads the short one in the same batch")
-        let alone = Self.encoder.encoder.embed(TokenBatch(sequences: [short], padID: tok.padID))
-        let together = Self.encoder.encoder.embed(TokenBatch(sequences: [long, short], padID: tok.padID))
+        let alone = Self.bert.embed(TokenBatch(sequences: [short], padID: tok.padID))
+        let together = Self.bert.embed(TokenBatch(sequences: [long, short], padID: tok.padID))
         #expect(Self.worstRelativeError(Array(together[384...]), alone, hidden: 384) < 1e-6)
     }
 
     @Test("batches run concurrently, or after a larger batch in a reused workspace, give the serial embeddings bit for bit")
     func workspaceReuse() async {
-        let tok = Self.encoder.tokenizer
-        let encoder = Self.encoder.encoder
+        let tok = EvalFixture.tokenizer
+        let encoder = Self.bert
         let texts = [
             "a short text", "a considerably longer text that pads the short one in the same batch",
             "sixteen words of filler so that this batch is the largest one of the four batches here today",
