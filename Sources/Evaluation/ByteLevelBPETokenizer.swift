@@ -1,3 +1,4 @@
+import CheckpointIO
 import Foundation
 
 /// The byte-level BPE tokenizer of RoBERTa and GPT-2, built from a Hugging Face `tokenizer.json` and equal to the
@@ -73,18 +74,22 @@ public struct ByteLevelBPETokenizer: TextTokenizer {
 
     /// Builds a tokenizer from the bytes of a `tokenizer.json`; `file` names it in messages.
     public init(json data: Data, file: String) throws(EvaluationError) {
-        guard let root = (try? JSONSerialization.jsonObject(with: data)) as? [String: Any] else {
-            throw EvaluationError(.invalidTokenizer, "\(file): expected a JSON object (the tokenizers library's format).")
+        let parsed: TokenizerJSON
+        do {
+            parsed = try TokenizerJSON(data: data, file: file)
+        } catch {
+            throw EvaluationError(.invalidTokenizer, error.message)
         }
+        let root = parsed.root
+        let model = parsed.model
         func invalid(_ what: String) -> EvaluationError { EvaluationError(.invalidTokenizer, "\(file): \(what)") }
         func unsupported(_ what: String) -> EvaluationError { EvaluationError(.unsupportedTokenizer, "\(file): \(what)") }
 
         // Model.
-        guard let model = root["model"] as? [String: Any] else { throw invalid("expected a 'model' object.") }
-        let modelType = model["type"] as? String ?? "BPE"
-        guard modelType == "BPE" else {
-            throw unsupported("model type '\(modelType)' is not supported; this tokenizer implements 'BPE'.")
+        guard parsed.modelType == "BPE" else {
+            throw unsupported("model type '\(parsed.modelType)' is not supported; this tokenizer implements 'BPE'.")
         }
+        guard model["vocab"] is [String: Any] else { throw invalid("model.vocab of a BPE model is not a token -> id mapping.") }
         for key in ["continuing_subword_prefix", "end_of_word_suffix"] {
             if let v = model[key], !(v is NSNull), (v as? String) != "" {
                 throw unsupported("BPE option '\(key)' = \(v) is not supported (byte-level BPE leaves it empty).")
@@ -96,31 +101,24 @@ public struct ByteLevelBPETokenizer: TextTokenizer {
         if model["byte_fallback"] as? Bool == true {
             throw unsupported("BPE option 'byte_fallback' is not supported.")
         }
-        guard let vocabJSON = model["vocab"] as? [String: Any] else {
-            throw invalid("model.vocab is missing; expected a token -> id mapping.")
-        }
         var vocab: [[UInt8]: Int32] = [:]
         var maxID: Int32 = -1
-        for (token, value) in vocabJSON {
-            guard let n = value as? Int, n >= 0, n < Int(Int32.max) else {
-                throw invalid("model.vocab['\(token)'] is not a non-negative integer id.")
-            }
-            vocab[Array(token.utf8)] = Int32(n)
-            maxID = max(maxID, Int32(n))
+        for (token, id) in parsed.vocab {
+            vocab[Array(token.utf8)] = Int32(id)
+            maxID = max(maxID, Int32(id))
         }
         var merges: [UInt64: Merge] = [:]
-        for (rank, entry) in ((model["merges"] as? [Any]) ?? []).enumerated() {
-            let parts: [String]
-            if let s = entry as? String {
-                parts = s.split(separator: " ", omittingEmptySubsequences: false).map(String.init)
-            } else {
-                parts = (entry as? [String]) ?? []
-            }
-            guard parts.count == 2 else { throw invalid("model.merges[\(rank)] is not a pair of tokens.") }
-            guard let a = vocab[Array(parts[0].utf8)], let b = vocab[Array(parts[1].utf8)],
-                let m = vocab[Array((parts[0] + parts[1]).utf8)]
+        let pairs: [(String, String)]
+        do {
+            pairs = try parsed.merges()
+        } catch {
+            throw EvaluationError(.invalidTokenizer, error.message)
+        }
+        for (rank, (left, right)) in pairs.enumerated() {
+            guard let a = vocab[Array(left.utf8)], let b = vocab[Array(right.utf8)],
+                let m = vocab[Array((left + right).utf8)]
             else {
-                throw invalid("model.merges[\(rank)] ('\(parts[0])', '\(parts[1])') names a token outside model.vocab.")
+                throw invalid("model.merges[\(rank)] ('\(left)', '\(right)') names a token outside model.vocab.")
             }
             let key = Self.pairKey(a, b)
             if merges[key] == nil { merges[key] = Merge(rank: rank, id: m) }
@@ -134,20 +132,15 @@ public struct ByteLevelBPETokenizer: TextTokenizer {
         fuseUnk = model["fuse_unk"] as? Bool ?? false
         ignoreMerges = model["ignore_merges"] as? Bool ?? false
 
-        // Added tokens.
+        // Added tokens (an empty one would match everywhere; the tokenizers library ignores it too).
         var added: [AddedToken] = []
         var addedIDs: [String: Int32] = [:]
-        for (i, entry) in ((root["added_tokens"] as? [Any]) ?? []).enumerated() {
-            guard let e = entry as? [String: Any], let id = e["id"] as? Int, id >= 0, id < Int(Int32.max),
-                let content = e["content"] as? String, !content.isEmpty
-            else {
-                throw invalid("added_tokens[\(i)] needs an integer 'id' and a non-empty string 'content'.")
-            }
+        for e in parsed.addedTokens where !e.content.isEmpty {
             added.append(AddedToken(
-                content: Array(content.unicodeScalars), id: Int32(id), singleWord: e["single_word"] as? Bool ?? false,
-                lstrip: e["lstrip"] as? Bool ?? false, rstrip: e["rstrip"] as? Bool ?? false))
-            addedIDs[content] = Int32(id)
-            maxID = max(maxID, Int32(id))
+                content: Array(e.content.unicodeScalars), id: Int32(e.id), singleWord: e.singleWord, lstrip: e.lstrip,
+                rstrip: e.rstrip))
+            addedIDs[e.content] = Int32(e.id)
+            maxID = max(maxID, Int32(e.id))
         }
         // Longest first, so that the leftmost match found first at a position is the longest.
         added.sort { $0.content.count > $1.content.count }
