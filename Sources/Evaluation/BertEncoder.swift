@@ -151,6 +151,8 @@ public final class BertEncoder: EncoderModel {
         withHiddenStates(batch) { MeanPooling().pool($0) }
     }
 
+    /// The last hidden states of `batch`'s real tokens, handed to `body` (see `EncoderModel`).
+    ///
     /// Token ids must be below the vocabulary size and sequences no longer than `maxSequenceLength`
     /// (the tokenizer's truncation guarantees both for this model's own vocabulary).
     public func withHiddenStates<R>(_ batch: TokenBatch, _ body: (HiddenStates) throws -> R) rethrows -> R {
@@ -187,7 +189,8 @@ public final class BertEncoder: EncoderModel {
         workspace.reserve(tokens: tokenIDs.count, hidden: h, intermediate: config.intermediateSize)
         forward(tokenIDs: tokenIDs, positions: positions, starts: starts, lengths: lengths, workspace: &workspace)
         return try workspace.x.withUnsafeBufferPointer { hidden in
-            try body(HiddenStates(values: UnsafeBufferPointer(rebasing: hidden[0..<(tokenIDs.count * h)]), starts: starts, lengths: lengths, hiddenSize: h))
+            let rows = UnsafeBufferPointer(rebasing: hidden[0..<(tokenIDs.count * h)])
+            return try body(HiddenStates(values: rows, starts: starts, lengths: lengths, hiddenSize: h))
         }
     }
 
