@@ -292,19 +292,28 @@ public struct ByteLevelBPETokenizer: TextTokenizer {
     public func encode(_ text: String, maxLength: Int = 512) -> [Int32] {
         let specials = prefixIDs.count + suffixIDs.count
         precondition(maxLength >= specials, "maxLength must leave room for the special tokens")
-        return prefixIDs + tokenIDs(text).prefix(maxLength - specials) + suffixIDs
+        return prefixIDs + tokenIDs(text, limit: maxLength - specials).prefix(maxLength - specials) + suffixIDs
     }
 
     /// Token ids of a text without the post-processor's special tokens.
-    public func tokenIDs(_ text: String) -> [Int32] {
+    ///
+    /// - Parameter limit: the caller keeps only the first `limit` ids, so words after them are not split (each
+    ///   word's pieces depend on that word alone, so the kept ids are the same).
+    public func tokenIDs(_ text: String, limit: Int = .max) -> [Int32] {
         var out: [Int32] = []
-        for segment in splitAdded(Array(text.unicodeScalars)) {
+        // Fusing unknown tokens can shorten what came before, so it needs every id.
+        let limit = fuseUnk ? Int.max : limit
+        segments: for segment in splitAdded(Array(text.unicodeScalars)) {
             switch segment {
             case .token(let id): out.append(id)
             case .text(let scalars):
                 let normalized = normalize(String(String.UnicodeScalarView(scalars)))
-                for word in preTokenize(normalized) { out += bpe(word) }
+                for word in preTokenize(normalized) {
+                    if out.count >= limit { break segments }
+                    out += bpe(word)
+                }
             }
+            if out.count >= limit { break }
         }
         if fuseUnk, let unk = unkID {
             var fused: [Int32] = []

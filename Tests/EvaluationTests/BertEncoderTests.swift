@@ -93,6 +93,17 @@ struct BertEncoderTests {
         #expect(encoder.workspaces.withLock { $0.count } <= BertEncoder.keptWorkspaces)
     }
 
+    @Test("the loader reads all-MiniLM-L6-v2 as the bert family: unprefixed tensors, WordPiece, positions from 0")
+    func loaderReadsMiniLM() throws {
+        let loader = try EncoderLoader(path: EvalFixture.modelFolder.path)
+        #expect(loader.family.modelType == "bert")
+        #expect(loader.weightPrefix == "")
+        #expect(loader.tokenizer is WordPieceTokenizer)
+        #expect(loader.config.positionOffset == 0 && loader.config.positionPaddingID == nil)
+        #expect(loader.config.maxSequenceLength == loader.config.maxPositions)
+        #expect(loader.tensorNames == BertEncoder.tensorNames(layerCount: 6))
+    }
+
     @Test("a config.json with another activation is refused with a message naming the file")
     func unsupportedActivation() {
         let e = EvalFixture.error {
