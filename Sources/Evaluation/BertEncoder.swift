@@ -2,15 +2,16 @@ import CheckpointIO
 import Foundation
 import Synchronization
 
-/// Inference of a BERT-family encoder (all-MiniLM-L6-v2 and other `BertModel` checkpoints) in F32, producing the
-/// masked mean of the last hidden state per text: the sentence feature sentence-transformers returns for this
-/// model before normalization.
+/// Inference of a BERT-family encoder (all-MiniLM-L6-v2 and other `BertModel` checkpoints, and `RobertaModel`,
+/// the same post-LN transformer with positions offset by `config.positionOffset`) in F32: the last hidden state of
+/// every real token, which `embed` mean-pools (the sentence feature sentence-transformers returns for MiniLM
+/// before normalization).
 ///
 /// Padding is never computed: the valid tokens of a batch are packed into one `tokens × hidden` matrix, so
 /// every linear layer is a single OpenBLAS product over real tokens, and attention runs per sequence over its own
 /// tokens only. That is exactly what the reference computes for the unpadded positions (a padded key gets weight
 /// `exp(-3.4e38) = 0` there), and padded positions never reach the pooled output.
-public final class BertEncoder: Sendable {
+public final class BertEncoder: EncoderModel {
     public let config: BertConfig
     let wordEmbeddings: [Float]
     let positionEmbeddings: [Float]
@@ -68,47 +69,9 @@ public final class BertEncoder: Sendable {
     /// Workspaces kept between passes: one per caller of a typical program (the CLI embeds from one task).
     static let keptWorkspaces = 2
 
-    /// Loads a Hugging Face folder (`config.json` + safetensors, single or sharded) or a bare safetensors file whose
-    /// folder has a `config.json`. Tensor names may carry a `bert.` prefix (as `BertFor…` checkpoints do).
-    ///
-    /// - Throws: `EvaluationError` naming the file and tensor for a missing config, a missing tensor or a shape
-    ///   that disagrees with the config; `.checkpoint` wrapping an invalid safetensors file.
-    public convenience init(path: String) throws(EvaluationError) {
-        let model: ModelFolder
-        do {
-            model = try ModelFolder(path: path)
-        } catch {
-            throw EvaluationError(.checkpoint, error.message)
-        }
-        try self.init(model: model)
-    }
-
-    public convenience init(model: ModelFolder) throws(EvaluationError) {
-        let configPath = model.directory.appendingPathComponent("config.json").path
-        let json: [String: Any]?
-        do {
-            json = try model.config()
-        } catch {
-            throw EvaluationError(.invalidConfig, error.message)
-        }
-        guard let json else {
-            throw EvaluationError(.invalidConfig, "\(configPath): no config.json next to the weights of \(model.path).")
-        }
-        let config = try BertConfig(json: json, file: configPath)
-        let prefix = model.contains("embeddings.word_embeddings.weight") ? "" : "bert."
-        try self.init(config: config, source: model.path) { (name) throws(EvaluationError) -> (shape: [Int], values: [Float])? in
-            guard model.contains(prefix + name) else { return nil }
-            do throws(CheckpointError) {
-                let view = try model.tensor(prefix + name)
-                return (view.shape, try view.floats())
-            } catch {
-                throw EvaluationError(.checkpoint, error.message)
-            }
-        }
-    }
-
     /// Builds an encoder from tensors supplied by name (unprefixed `BertModel` names), for example a base model
-    /// with task switches applied in memory.
+    /// with task switches applied in memory. Programs load a model with `EncoderLoader`, which owns the config,
+    /// the tokenizer and the checkpoint's tensor names, and calls this.
     ///
     /// - Parameters:
     ///   - source: names the model in error messages.
@@ -179,12 +142,22 @@ public final class BertEncoder: Sendable {
         return names
     }
 
+    public var hiddenSize: Int { config.hiddenSize }
+    public var maxSequenceLength: Int { config.maxSequenceLength }
+    public var vocabularySize: Int { config.vocabularySize }
+
     /// Masked mean-pooled last hidden states, `batch.count × hiddenSize` row-major.
-    ///
-    /// Token ids must be below the vocabulary size and sequences no longer than `max_position_embeddings`
-    /// (the tokenizer's truncation guarantees both for this model's own vocabulary).
     public func embed(_ batch: TokenBatch) -> [Float] {
+        withHiddenStates(batch) { MeanPooling().pool($0) }
+    }
+
+    /// The last hidden states of `batch`'s real tokens, handed to `body` (see `EncoderModel`).
+    ///
+    /// Token ids must be below the vocabulary size and sequences no longer than `maxSequenceLength`
+    /// (the tokenizer's truncation guarantees both for this model's own vocabulary).
+    public func withHiddenStates<R>(_ batch: TokenBatch, _ body: (HiddenStates) throws -> R) rethrows -> R {
         let h = config.hiddenSize
+        let offset = config.positionOffset
         var lengths: [Int] = []
         var starts: [Int] = []
         var tokenIDs: [Int] = []
@@ -192,12 +165,18 @@ public final class BertEncoder: Sendable {
         for b in 0..<batch.count {
             starts.append(tokenIDs.count)
             var n = 0
+            var position = offset
             for c in 0..<batch.length where batch.mask[b * batch.length + c] != 0 {
                 let id = Int(batch.ids[b * batch.length + c])
                 precondition(id >= 0 && id < config.vocabularySize, "token id \(id) outside the vocabulary")
-                precondition(c < config.maxPositions, "sequence longer than max_position_embeddings")
                 tokenIDs.append(id)
-                positions.append(c)
+                if let padding = config.positionPaddingID, id == padding {
+                    positions.append(padding)
+                } else {
+                    precondition(position < config.maxPositions, "sequence longer than max_position_embeddings")
+                    positions.append(position)
+                    position += 1
+                }
                 n += 1
             }
             lengths.append(n)
@@ -209,17 +188,10 @@ public final class BertEncoder: Sendable {
         }
         workspace.reserve(tokens: tokenIDs.count, hidden: h, intermediate: config.intermediateSize)
         forward(tokenIDs: tokenIDs, positions: positions, starts: starts, lengths: lengths, workspace: &workspace)
-        var pooled = [Float](repeating: 0, count: batch.count * h)
-        workspace.x.withUnsafeBufferPointer { hidden in
-            for b in 0..<batch.count where lengths[b] > 0 {
-                let inv = 1 / Float(lengths[b])
-                for r in starts[b]..<(starts[b] + lengths[b]) {
-                    for j in 0..<h { pooled[b * h + j] += hidden[r * h + j] }
-                }
-                for j in 0..<h { pooled[b * h + j] *= inv }
-            }
+        return try workspace.x.withUnsafeBufferPointer { hidden in
+            let rows = UnsafeBufferPointer(rebasing: hidden[0..<(tokenIDs.count * h)])
+            return try body(HiddenStates(values: rows, starts: starts, lengths: lengths, hiddenSize: h))
         }
-        return pooled
     }
 
     /// The last hidden state of packed tokens, left in the first `tokens × hiddenSize` values of `workspace.x`

@@ -187,8 +187,8 @@ public struct DropSweep: Sendable {
 
     public let base: ModelFolder
     public let config: BertConfig
-    public let tokenizer: WordPieceTokenizer
-    let prefix: String
+    public let tokenizer: any TextTokenizer
+    let loader: EncoderLoader
     let baseTensors: [String: (shape: [Int], values: [Float])]
 
     /// Loads the base model folder (weights, `config.json`, tokenizer) once; every setting starts from it.
@@ -198,22 +198,13 @@ public struct DropSweep: Sendable {
         } catch {
             throw EvaluationError(.checkpoint, error.message)
         }
-        let json: [String: Any]?
-        do {
-            json = try base.config()
-        } catch {
-            throw EvaluationError(.invalidConfig, error.message)
-        }
-        guard let json else {
-            throw EvaluationError(.invalidConfig, "\(basePath): no config.json next to the weights.")
-        }
-        config = try BertConfig(json: json, file: base.directory.appendingPathComponent("config.json").path)
-        tokenizer = try WordPieceTokenizer(folder: base.directory)
-        prefix = base.contains("embeddings.word_embeddings.weight") ? "" : "bert."
+        loader = try EncoderLoader(folder: base)
+        config = loader.config
+        tokenizer = loader.tokenizer
         var tensors: [String: (shape: [Int], values: [Float])] = [:]
-        for name in BertEncoder.tensorNames(layerCount: config.layerCount) where base.contains(prefix + name) {
+        for name in loader.tensorNames where base.contains(loader.checkpointName(name)) {
             do {
-                let view = try base.tensor(prefix + name)
+                let view = try base.tensor(loader.checkpointName(name))
                 tensors[name] = (view.shape, try view.floats())
             } catch {
                 throw EvaluationError(.checkpoint, error.message)
@@ -234,8 +225,7 @@ public struct DropSweep: Sendable {
         } catch {
             throw EvaluationError(.checkpoint, error.message)
         }
-        let names = BertEncoder.tensorNames(layerCount: config.layerCount).filter { !excluded.contains($0) }
-            .map { prefix + $0 }
+        let names = loader.tensorNames.filter { !excluded.contains($0) }.map(loader.checkpointName)
         return try TaskVector(base: base, fineTuned: fineTuned, names: names, seed: seed)
     }
 
@@ -244,11 +234,11 @@ public struct DropSweep: Sendable {
         SentenceEncoder, Footprint
     ) {
         var footprint = Footprint()
-        let p = prefix
-        let encoder = try BertEncoder(config: config, source: base.path) { name in
+        let loader = loader
+        let encoder = try loader.encoder(source: base.path) { name in
             guard let b = baseTensors[name] else { return nil }
             guard let vector, let setting else { return b }
-            guard let values = vector.apply(setting, to: b.values, name: p + name, footprint: &footprint) else {
+            guard let values = vector.apply(setting, to: b.values, name: loader.checkpointName(name), footprint: &footprint) else {
                 footprint.parameters += b.values.count  // excluded: counted, nothing kept
                 return b
             }

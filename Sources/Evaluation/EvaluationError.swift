@@ -8,9 +8,14 @@ public struct EvaluationError: Error, CustomStringConvertible, Sendable, Equatab
         case io
         /// `vocab.txt` is missing, empty, or lacks a special token.
         case invalidVocabulary
+        /// `tokenizer.json` is missing, not valid JSON, or lacks a field its components need.
+        case invalidTokenizer
+        /// `tokenizer.json` declares a normalizer, pre-tokenizer, model or post-processor type (or option) this module
+        /// does not implement.
+        case unsupportedTokenizer
         /// `config.json` is missing or lacks a field the encoder needs.
         case invalidConfig
-        /// The model is not a BERT-family encoder this module can run.
+        /// The model is not an encoder family this module can run (see `EncoderFamily.registry`).
         case unsupportedModel
         /// A tensor the encoder or head needs is absent.
         case missingTensor

@@ -1,32 +1,26 @@
 import CheckpointIO
 import Foundation
 
-/// A tokenizer and an encoder from one model folder: texts in, sentence embeddings out.
+/// A tokenizer, an encoder and mean pooling: texts in, sentence embeddings out.
 public struct SentenceEncoder: Sendable {
-    public let tokenizer: WordPieceTokenizer
-    public let encoder: BertEncoder
+    public let tokenizer: any TextTokenizer
+    public let encoder: any EncoderModel
 
-    public init(tokenizer: WordPieceTokenizer, encoder: BertEncoder) {
+    public init(tokenizer: any TextTokenizer, encoder: any EncoderModel) {
         self.tokenizer = tokenizer
         self.encoder = encoder
     }
 
-    /// Loads `vocab.txt`, `tokenizer_config.json`, `config.json` and the weights of a Hugging Face folder.
+    /// Loads a Hugging Face folder through `EncoderLoader`: `config.json` picks the family, which reads its
+    /// tokenizer files (`vocab.txt` + `tokenizer_config.json` for BERT, `tokenizer.json` for RoBERTa) and weights.
     public init(path: String) throws(EvaluationError) {
-        let encoder = try BertEncoder(path: path)
-        var isDir: ObjCBool = false
-        _ = FileManager.default.fileExists(atPath: path, isDirectory: &isDir)
-        let folder = isDir.boolValue ? URL(fileURLWithPath: path, isDirectory: true) : URL(fileURLWithPath: path).deletingLastPathComponent()
-        let tokenizer = try WordPieceTokenizer(folder: folder)
-        guard tokenizer.vocabularySize <= encoder.config.vocabularySize else {
-            throw EvaluationError(
-                .incompatible,
-                "\(folder.appendingPathComponent("vocab.txt").path): \(tokenizer.vocabularySize) tokens, but the model's vocab_size is \(encoder.config.vocabularySize).")
-        }
-        self.init(tokenizer: tokenizer, encoder: encoder)
+        self = try EncoderLoader(path: path).sentenceEncoder()
     }
 
-    public var hiddenSize: Int { encoder.config.hiddenSize }
+    public var hiddenSize: Int { encoder.hiddenSize }
+
+    /// Longest sequence the model accepts, special tokens included.
+    public var maxSequenceLength: Int { encoder.maxSequenceLength }
 
     /// Sentence embeddings (`texts.count × hiddenSize`, row-major) in input order.
     ///
@@ -34,7 +28,7 @@ public struct SentenceEncoder: Sendable {
     /// that no batch carries a long tail of short sequences; the result is independent of the order.
     ///
     /// - Parameters:
-    ///   - maxLength: truncation, `[CLS]` and `[SEP]` included; at most `max_position_embeddings`.
+    ///   - maxLength: truncation, special tokens included; at most `maxSequenceLength`.
     ///   - normalize: scale each row to unit L2 length.
     ///   - progress: called after each batch with the number of texts done.
     public func embed(
@@ -42,7 +36,8 @@ public struct SentenceEncoder: Sendable {
         progress: ((Int) -> Void)? = nil
     ) -> [Float] {
         precondition(batchSize > 0)
-        let maxLength = min(max(2, maxLength), encoder.config.maxPositions)
+        let maxLength = min(max(2, maxLength), encoder.maxSequenceLength)
+        let pooling = MeanPooling(normalize: normalize)
         let h = hiddenSize
         let sequences = texts.map { tokenizer.encode($0, maxLength: maxLength) }
         let order = sequences.indices.sorted { (sequences[$0].count, $0) < (sequences[$1].count, $1) }
@@ -51,15 +46,9 @@ public struct SentenceEncoder: Sendable {
         while done < order.count {
             let rows = Array(order[done..<min(order.count, done + batchSize)])
             let batch = TokenBatch(sequences: rows.map { sequences[$0] }, padID: tokenizer.padID)
-            let pooled = encoder.embed(batch)
+            let pooled = encoder.withHiddenStates(batch) { pooling.pool($0) }
             for (i, row) in rows.enumerated() {
-                var norm: Float = 1
-                if normalize {
-                    var sq: Float = 0
-                    for j in 0..<h { sq += pooled[i * h + j] * pooled[i * h + j] }
-                    norm = max(sq.squareRoot(), 1e-12)
-                }
-                for j in 0..<h { out[row * h + j] = pooled[i * h + j] / norm }
+                out.replaceSubrange((row * h)..<((row + 1) * h), with: pooled[(i * h)..<((i + 1) * h)])
             }
             done += rows.count
             progress?(done)

@@ -10,27 +10,24 @@ import TaskSwitches
 public final class SwitchedEncoder: Sendable {
     public let model: SwitchableModel
     public let config: BertConfig
-    public let tokenizer: WordPieceTokenizer
-    private let prefix: String
+    public let tokenizer: any TextTokenizer
+    private let loader: EncoderLoader
     private let shapes: [String: [Int]]
 
     /// Loads the base model folder (weights, `config.json`, tokenizer files).
     public init(basePath: String) throws {
         let folder = try ModelFolder(path: basePath)
-        guard let json = try folder.config() else {
-            throw EvaluationError(.invalidConfig, "\(basePath): no config.json next to the weights.")
-        }
-        config = try BertConfig(json: json, file: folder.directory.appendingPathComponent("config.json").path)
-        tokenizer = try WordPieceTokenizer(folder: folder.directory)
+        loader = try EncoderLoader(folder: folder)
+        config = loader.config
+        tokenizer = loader.tokenizer
         model = try SwitchableModel(base: folder)
-        prefix = folder.contains("embeddings.word_embeddings.weight") ? "" : "bert."
         shapes = Dictionary(uniqueKeysWithValues: model.specs.map { ($0.name, $0.shape) })
     }
 
     /// An encoder over the weights as they are now (after `activate`).
     public func currentEncoder() throws(EvaluationError) -> SentenceEncoder {
-        let encoder = try BertEncoder(config: config, source: model.source) { name in
-            let full = prefix + name
+        let encoder = try loader.encoder(source: model.source) { name in
+            let full = loader.checkpointName(name)
             guard let shape = shapes[full] else { return nil }
             guard let values = model.withTensor(full, { Array($0) }) else { return nil }
             return (shape, values)

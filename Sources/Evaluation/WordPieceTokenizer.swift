@@ -12,7 +12,7 @@ import Foundation
 /// Vocabulary look-ups compare UTF-8 bytes, not `String`s: Swift's `String ==` treats canonically equivalent
 /// strings as equal, while the reference compares bytes (precomposed Hangul in the vocabulary must not match the
 /// decomposed jamo that NFD produces).
-public struct WordPieceTokenizer: Sendable {
+public struct WordPieceTokenizer: TextTokenizer {
     /// Token text (UTF-8) to id.
     private let ids: [[UInt8]: Int32]
     /// Id to token text, for debugging and tests.
@@ -190,11 +190,6 @@ public struct WordPieceTokenizer: Sendable {
         precondition(maxLength >= 2, "maxLength must leave room for [CLS] and [SEP]")
         let pieces = tokenIDs(text)
         return [clsID] + pieces.prefix(maxLength - 2) + [sepID]
-    }
-
-    /// Encodes texts and pads them with `[PAD]` to the longest in the batch.
-    public func encodeBatch(_ texts: [String], maxLength: Int = 512) -> TokenBatch {
-        TokenBatch(sequences: texts.map { encode($0, maxLength: maxLength) }, padID: padID)
     }
 
     // MARK: - Character classes (as the reference defines them)

@@ -6,22 +6,7 @@ import Foundation
 /// `added_tokens`), plus the embedding rows the model uses (`vocab_size` of config.json).
 struct TokenizerVocabulary: Sendable {
     /// One `added_tokens` entry, flags kept so that a union carries them over unchanged.
-    struct AddedToken: Sendable, Equatable {
-        var id: Int
-        var content: String
-        var singleWord = false
-        var lstrip = false
-        var rstrip = false
-        var normalized = true
-        var special = false
-
-        var json: [String: Any] {
-            [
-                "id": id, "content": content, "single_word": singleWord, "lstrip": lstrip, "rstrip": rstrip,
-                "normalized": normalized, "special": special,
-            ]
-        }
-    }
+    typealias AddedToken = TokenizerJSON.AddedToken
 
     /// The folder the files come from and the tokenizer.json path, for messages.
     let directory: URL
@@ -58,40 +43,16 @@ struct TokenizerVocabulary: Sendable {
         do { data = try Data(contentsOf: url) } catch {
             throw MergeError(.checkpoint, "\(url.path): cannot read the tokenizer: \(error.localizedDescription).")
         }
-        guard let json = (try? JSONSerialization.jsonObject(with: data)) as? [String: Any],
-            let model = json["model"] as? [String: Any]
-        else {
-            throw MergeError(.checkpoint, "\(url.path): expected a tokenizers JSON object with a 'model' entry.")
+        let json: TokenizerJSON
+        do {
+            json = try TokenizerJSON(data: data, file: url.path)
+        } catch {
+            throw MergeError(.checkpoint, error.message)
         }
-        let type = model["type"] as? String ?? "BPE"
+        let type = json.modelType
         var modelVocab: [String: Int] = [:]
-        if let dict = model["vocab"] as? [String: Any] {
-            for (token, id) in dict {
-                guard let n = id as? Int, n >= 0 else {
-                    throw MergeError(.checkpoint, "\(url.path): model.vocab['\(token)'] is not a non-negative integer id.")
-                }
-                modelVocab[token] = n
-            }
-        } else if let list = model["vocab"] as? [Any] {  // Unigram: [[piece, score], ...], id = position
-            for (i, entry) in list.enumerated() {
-                guard let pair = entry as? [Any], let piece = pair.first as? String else {
-                    throw MergeError(.checkpoint, "\(url.path): model.vocab[\(i)] is not a [piece, score] pair.")
-                }
-                if modelVocab[piece] == nil { modelVocab[piece] = i }
-            }
-        } else {
-            throw MergeError(.checkpoint, "\(url.path): model.vocab is missing; expected a token -> id mapping or a Unigram piece list.")
-        }
-        var added: [AddedToken] = []
-        for (i, entry) in ((json["added_tokens"] as? [Any]) ?? []).enumerated() {
-            guard let e = entry as? [String: Any], let id = e["id"] as? Int, id >= 0, let content = e["content"] as? String else {
-                throw MergeError(.checkpoint, "\(url.path): added_tokens[\(i)] needs an integer 'id' and a string 'content'.")
-            }
-            added.append(AddedToken(
-                id: id, content: content, singleWord: e["single_word"] as? Bool ?? false, lstrip: e["lstrip"] as? Bool ?? false,
-                rstrip: e["rstrip"] as? Bool ?? false, normalized: e["normalized"] as? Bool ?? true,
-                special: e["special"] as? Bool ?? false))
-        }
+        for (token, id) in json.vocab where modelVocab[token] == nil { modelVocab[token] = id }
+        let added = json.addedTokens
         var size: Int?
         if let c = try? folder.config() {
             size = c["vocab_size"] as? Int ?? (c["text_config"] as? [String: Any])?["vocab_size"] as? Int

@@ -42,8 +42,8 @@ struct EmbedCommand: ParsableCommand {
 
     func run() throws {
         let encoder = try SentenceEncoder(path: model)
-        guard maxLength <= encoder.encoder.config.maxPositions else {
-            throw ValidationError("--max-length \(maxLength) exceeds the model's max_position_embeddings \(encoder.encoder.config.maxPositions).")
+        guard maxLength <= encoder.maxSequenceLength else {
+            throw ValidationError("--max-length \(maxLength) exceeds the model's max_position_embeddings \(encoder.maxSequenceLength).")
         }
         let texts = try TextDataset.read(path: input).map(\.text)
         let progress = ProgressBar(total: texts.count, label: "embed")

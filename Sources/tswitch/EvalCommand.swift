@@ -93,15 +93,15 @@ struct EvalCommand: ParsableCommand {
         let length = maxLength
         switch source {
         case .plain(let encoder):
-            return encoder.embed(texts, maxLength: min(length, encoder.encoder.config.maxPositions), batchSize: batch) {
+            return encoder.embed(texts, maxLength: min(length, encoder.maxSequenceLength), batchSize: batch) {
                 progress.update($0)
             }
         case .packs(let switched, let packs):
-            return try switched.embed(texts, packs: packs, maxLength: min(length, switched.config.maxPositions), batchSize: batch)
+            return try switched.embed(texts, packs: packs, maxLength: min(length, switched.config.maxSequenceLength), batchSize: batch)
         case .routed(let switched, let packs, let router):
             return try switched.embedRouted(
                 texts, packs: packs, router: router, mode: routeMode,
-                routeBatch: routeBatch, maxLength: min(length, switched.config.maxPositions), batchSize: batch
+                routeBatch: routeBatch, maxLength: min(length, switched.config.maxSequenceLength), batchSize: batch
             ).features
         }
     }

@@ -10,6 +10,12 @@ struct BertEncoderTests {
         do { return try SentenceEncoder(path: EvalFixture.modelFolder.path) } catch { fatalError("\(error)") }
     }()
 
+    /// The loader's encoder of `encoder`, as the concrete type (whose workspaces the tests inspect).
+    static let bert: BertEncoder = {
+        guard let bert = encoder.encoder as? BertEncoder else { fatalError("the MiniLM folder did not load a BertEncoder") }
+        return bert
+    }()
+
     /// Largest per-row relative L2 error of `got` against `want` (`rows × hidden`).
     static func worstRelativeError(_ got: [Float], _ want: [Float], hidden: Int) -> Double {
         precondition(got.count == want.count)
@@ -54,18 +60,18 @@ struct BertEncoderTests {
 
     @Test("padding in a batch does not change an embedding")
     func paddingInvariance() {
-        let tok = Self.encoder.tokenizer
+        let tok = EvalFixture.tokenizer
         let short = tok.encode("a short text")
         let long = tok.encode("a considerably longer text that pads the short one in the same batch")
-        let alone = Self.encoder.encoder.embed(TokenBatch(sequences: [short], padID: tok.padID))
-        let together = Self.encoder.encoder.embed(TokenBatch(sequences: [long, short], padID: tok.padID))
+        let alone = Self.bert.embed(TokenBatch(sequences: [short], padID: tok.padID))
+        let together = Self.bert.embed(TokenBatch(sequences: [long, short], padID: tok.padID))
         #expect(Self.worstRelativeError(Array(together[384...]), alone, hidden: 384) < 1e-6)
     }
 
     @Test("batches run concurrently, or after a larger batch in a reused workspace, give the serial embeddings bit for bit")
     func workspaceReuse() async {
-        let tok = Self.encoder.tokenizer
-        let encoder = Self.encoder.encoder
+        let tok = EvalFixture.tokenizer
+        let encoder = Self.bert
         let texts = [
             "a short text", "a considerably longer text that pads the short one in the same batch",
             "sixteen words of filler so that this batch is the largest one of the four batches here today",
@@ -85,6 +91,17 @@ struct BertEncoderTests {
         }
         for (i, got) in concurrent { #expect(got == serial[i % 4], "batch \(i % 4)") }
         #expect(encoder.workspaces.withLock { $0.count } <= BertEncoder.keptWorkspaces)
+    }
+
+    @Test("the loader reads all-MiniLM-L6-v2 as the bert family: unprefixed tensors, WordPiece, positions from 0")
+    func loaderReadsMiniLM() throws {
+        let loader = try EncoderLoader(path: EvalFixture.modelFolder.path)
+        #expect(loader.family.modelType == "bert")
+        #expect(loader.weightPrefix == "")
+        #expect(loader.tokenizer is WordPieceTokenizer)
+        #expect(loader.config.positionOffset == 0 && loader.config.positionPaddingID == nil)
+        #expect(loader.config.maxSequenceLength == loader.config.maxPositions)
+        #expect(loader.tensorNames == BertEncoder.tensorNames(layerCount: 6))
     }
 
     @Test("a config.json with another activation is refused with a message naming the file")

@@ -1,0 +1,26 @@
+/// A transformer encoder: token ids in, the last hidden state of every real (unpadded) token out.
+///
+/// Pooling is not the encoder's job: `MeanPooling` (or another pooling) turns the hidden states into one vector per
+/// text. `EncoderLoader` builds the encoder a folder's `config.json` names.
+public protocol EncoderModel: Sendable {
+    var hiddenSize: Int { get }
+    /// Longest sequence the model accepts, special tokens included (`max_position_embeddings` less any offset).
+    var maxSequenceLength: Int { get }
+    /// Rows of the token embedding; every id fed to the model must be below it.
+    var vocabularySize: Int { get }
+    /// Runs the encoder over `batch` and hands the last hidden states to `body`; they are valid only inside it.
+    func withHiddenStates<R>(_ batch: TokenBatch, _ body: (HiddenStates) throws -> R) rethrows -> R
+}
+
+/// The last hidden states of a batch's real tokens, packed: sequence `b` occupies rows
+/// `starts[b] ..< starts[b] + lengths[b]` of a `tokens × hiddenSize` row-major matrix.
+///
+/// The values point into the encoder's workspace, which is reused once the closure that received them returns.
+public struct HiddenStates {
+    public let values: UnsafeBufferPointer<Float>
+    public let starts: [Int]
+    public let lengths: [Int]
+    public let hiddenSize: Int
+
+    public var count: Int { starts.count }
+}
