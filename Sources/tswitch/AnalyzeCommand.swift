@@ -35,8 +35,8 @@ struct AnalyzeCommand: ParsableCommand {
     @Option(help: "Seed of the random strategy.")
     var seed: UInt64 = 0
 
-    @Flag(help: "Print JSON for scripts.")
-    var json = false
+    @OptionGroup
+    var format: JSONOption
 
     @Option(help: "Accuracy sweep: the head (file, or folder of <task>/head.safetensors with a folder --data).")
     var head: String?
@@ -44,14 +44,28 @@ struct AnalyzeCommand: ParsableCommand {
     @Option(help: "Accuracy sweep: labelled JSONL test file, or a folder of task folders holding test.jsonl.")
     var data: String?
 
-    @Option(help: "Accuracy sweep: drop ratios, comma-separated.")
-    var drops = "0.5,0.7,0.9,0.95,0.99"
+    @Option(
+        help: "Accuracy sweep: drop ratios in [0, 1), comma-separated (default 0.5,0.7,0.9,0.95,0.99).",
+        transform: { try Parse.list($0, expected: "a drop ratio in [0, 1)") { Double($0).flatMap { $0 >= 0 && $0 < 1 ? $0 : nil } } })
+    var drops: [Double] = [0.5, 0.7, 0.9, 0.95, 0.99]
 
-    @Option(help: "Accuracy sweep: strategies, comma-separated (discard-low, discard-high, random).")
-    var strategies = "discard-low,discard-high,random"
+    @Option(
+        help: "Accuracy sweep: strategies, comma-separated (default discard-low,discard-high,random).",
+        transform: {
+            try Parse.list($0, expected: "one of \(DropSweep.Strategy.allCases.map(\.rawValue).joined(separator: ", "))") {
+                DropSweep.Strategy(rawValue: $0)
+            }
+        })
+    var strategies: [DropSweep.Strategy] = DropSweep.Strategy.allCases
 
-    @Option(help: "Accuracy sweep: scales of the binarized runs (rms = the paper's, mean-abs, row-rms, row-mean-abs).")
-    var scales = "rms"
+    @Option(
+        help: "Accuracy sweep: scales of the binarized runs, comma-separated (default rms = the paper's; mean-abs, row-rms, row-mean-abs).",
+        transform: {
+            try Parse.list($0, expected: "one of \(DropSweep.Scale.allCases.map(\.rawValue).joined(separator: ", "))") {
+                DropSweep.Scale(rawValue: $0)
+            }
+        })
+    var scales: [DropSweep.Scale] = [.rms]
 
     @Flag(help: "Accuracy sweep: only the binarized runs (no runs keeping the original values).")
     var binarizedOnly = false
@@ -65,8 +79,8 @@ struct AnalyzeCommand: ParsableCommand {
     @Flag(help: "Accuracy sweep: skip the pre-trained and fine-tuned reference runs.")
     var noReferences = false
 
-    @Option(help: "Accuracy sweep: truncate texts to this many tokens.")
-    var maxLength = 48
+    @OptionGroup(title: "Accuracy sweep: encoder")
+    var encoder: EncoderOptions<EvalDefaults>
 
     func validate() throws {
         if (head == nil) != (data == nil) {
@@ -92,7 +106,7 @@ struct AnalyzeCommand: ParsableCommand {
             codings ? try CodingStudy.run(base: b, fineTuned: f, dropRatios: [0.5, 0.6, 0.7, 0.8, 0.9, 0.95]) : []
         if let plot { try writePlot(pulse, to: plot) }
         let strategies = PulseAnalysis.Strategy.allCases
-        if json {
+        if format.json {
             var root: [String: Any] = [
                 "parameters": pulse.parameters, "tensors": pulse.tensors,
                 "points": pulse.points.map { p in
@@ -180,25 +194,9 @@ struct AnalyzeCommand: ParsableCommand {
 
     /// The accuracy side of the pulse-like experiment (see `DropSweep`).
     private func runSweep(head: String, data: String) throws {
-        let ratios = try list(drops).map { (s: String) -> Double in
-            guard let a = Double(s), a >= 0, a < 1 else {
-                throw ValidationError("--drops: '\(s)' is not a ratio in [0, 1).")
-            }
-            return a
-        }
-        let strategyList = try list(strategies).map { (s: String) -> DropSweep.Strategy in
-            guard let v = DropSweep.Strategy(rawValue: s) else {
-                throw ValidationError(
-                    "--strategies: '\(s)' is not one of \(DropSweep.Strategy.allCases.map(\.rawValue)).")
-            }
-            return v
-        }
-        let scaleList = try list(scales).map { (s: String) -> DropSweep.Scale in
-            guard let v = DropSweep.Scale(rawValue: s) else {
-                throw ValidationError("--scales: '\(s)' is not one of \(DropSweep.Scale.allCases.map(\.rawValue)).")
-            }
-            return v
-        }
+        let ratios = drops
+        let strategyList = strategies
+        let scaleList = scales
         var settings: [DropSweep.Setting] = []
         for s in strategyList {
             for a in ratios {
@@ -206,15 +204,11 @@ struct AnalyzeCommand: ParsableCommand {
                 for c in scaleList { settings.append(.init(strategy: s, dropRatio: a, scale: c)) }
             }
         }
-        let fm = FileManager.default
-        var isDir: ObjCBool = false
-        let folder = fm.fileExists(atPath: data, isDirectory: &isDir) && isDir.boolValue
         let tasks: [(name: String, test: String, head: String, model: String)]
-        if folder {
-            tasks = try fm.contentsOfDirectory(atPath: data).sorted()
-                .filter { fm.fileExists(atPath: "\(data)/\($0)/test.jsonl") }
-                .map { ($0, "\(data)/\($0)/test.jsonl", "\(head)/\($0)/head.safetensors", "\(finetuned)/\($0)") }
-            guard !tasks.isEmpty else { throw ValidationError("\(data): no task folder with a test.jsonl inside.") }
+        if TaskDiscovery.isDirectory(data) {
+            tasks = try TaskDiscovery.tasks(dataFolder: data, headFolder: head).map {
+                ($0.name, $0.testPath, $0.headPath, $0.modelPath(in: finetuned))
+            }
         } else {
             tasks = [(URL(fileURLWithPath: data).deletingLastPathComponent().lastPathComponent, data, head, finetuned)]
         }
@@ -239,7 +233,7 @@ struct AnalyzeCommand: ParsableCommand {
             }
             let texts = rows.map { examples[$0].text }
             func score(_ encoder: SentenceEncoder) -> (correct: Int, n: Int) {
-                let predictions = linear.predict(encoder.embed(texts, maxLength: maxLength, batchSize: 64))
+                let predictions = linear.predict(encoder.embed(texts, maxLength: self.encoder.maxLength, batchSize: self.encoder.batch))
                 return (zip(predictions, labels).filter { $0 == $1 }.count, labels.count)
             }
             let bar = ProgressBar(total: settings.count + 2, label: task.name)
@@ -277,7 +271,7 @@ struct AnalyzeCommand: ParsableCommand {
             try writeAccuracyPlot(
                 settings: settings, accuracy: results.map(mean), pre: mean(pre), fine: mean(fine), to: plot)
         }
-        if json {
+        if format.json {
             var root: [String: Any] = [
                 "tasks": tasks.map(\.name), "limit": limit as Any, "excluded": excluded.sorted(),
                 "settings": settings.enumerated().map { j, s in

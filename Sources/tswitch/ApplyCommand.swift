@@ -17,41 +17,26 @@ struct ApplyCommand: ParsableCommand {
     @Argument(help: "The base model the packs were made from.")
     var base: String
 
-    @Argument(help: "Packs, each PATH or PATH:WEIGHT.")
-    var packs: [String]
+    @Argument(help: "Packs, each PATH or PATH:WEIGHT.", transform: Parse.weightedPath)
+    var packs: [WeightedPath]
 
     @Option(name: .shortAndLong, help: "The output model folder.")
     var output: String
 
     @Option(help: "Output dtype of float tensors (f32, f16, bf16); default: the base's.")
-    var dtype: String?
+    var dtype: DType?
 
-    @Flag(help: "Replace the output folder if it exists.")
-    var force = false
+    @OptionGroup
+    var overwrite: ForceOption
 
-    @Flag(help: "Print JSON for scripts.")
-    var json = false
+    @OptionGroup
+    var format: JSONOption
 
     func validate() throws {
         if packs.isEmpty { throw ValidationError("Give at least one pack.") }
-        if let dtype {
-            guard let d = DType(userName: dtype), [.F32, .F16, .BF16].contains(d) else {
-                throw ValidationError("--dtype must be f32, f16 or bf16; got '\(dtype)'.")
-            }
+        if let dtype, ![.F32, .F16, .BF16].contains(dtype) {
+            throw ValidationError("--dtype must be f32, f16 or bf16; got \(dtype.rawValue.lowercased()).")
         }
-        for p in packs { _ = try Self.parse(p) }
-    }
-
-    /// `a.tsw:0.5` -> ("a.tsw", 0.5); a suffix that is not a number belongs to the path.
-    static func parse(_ arg: String) throws -> (String, Float) {
-        if let colon = arg.lastIndex(of: ":") {
-            let tail = arg[arg.index(after: colon)...]
-            if let w = Float(tail) {
-                guard w.isFinite else { throw ValidationError("The weight of '\(arg)' must be a finite number.") }
-                return (String(arg[..<colon]), w)
-            }
-        }
-        return (arg, 1)
     }
 
     func run() throws {
@@ -59,17 +44,16 @@ struct ApplyCommand: ParsableCommand {
         let baseModel = try ModelFolder(path: base)
         var loaded: [(pack: SwitchPack, weight: Float)] = []
         for p in packs {
-            let (path, w) = try Self.parse(p)
-            loaded.append((try PackFile.read(path), w))
+            loaded.append((try PackFile.read(p.path), p.weight))
         }
         let bar = ProgressBar(total: baseModel.tensorNames.count, label: "apply")
         let switched = try SwitchApplier.write(
-            base: baseModel, packs: loaded, output: output, dtype: dtype.flatMap(DType.init(userName:)),
-            overwrite: force
+            base: baseModel, packs: loaded, output: output, dtype: dtype,
+            overwrite: overwrite.force
         ) { done, _ in bar.update(done) }
         bar.finish()
         let seconds = Date().timeIntervalSince(start)
-        if json {
+        if format.json {
             let root: [String: Any] = [
                 "output": output, "tensors_switched": switched,
                 "packs": loaded.map { ["task": $0.pack.task, "weight": Double($0.weight)] as [String: Any] },

@@ -20,26 +20,24 @@ struct ConvertCommand: ParsableCommand {
     @Argument(help: "The output folder.")
     var output: String
 
-    @Option(help: "Float dtype of the output: f32, f16, bf16 or f64 (default: keep each tensor's dtype).")
-    var dtype: String?
+    @Option(help: "Float dtype of the output (default: keep each tensor's dtype).")
+    var dtype: DType?
 
-    @Option(help: "Largest shard, e.g. 5GB, 500MB, 2000000 (bytes).")
-    var maxShardSize = "5GB"
+    @Option(
+        help: "Largest shard (default 5GB): bytes, or a number with K, M, B (10³, 10⁶, 10⁹, as mergekit), KB, MB, GB or KiB, MiB, GiB.",
+        transform: Parse.byteSize)
+    var maxShardSize = ByteSize(bytes: ModelWriter.defaultMaxShardBytes)
 
-    @Flag(help: "Replace OUT if it exists.")
-    var force = false
+    @OptionGroup
+    var overwrite: ForceOption
+
+    func validate() throws {
+        guard maxShardSize.bytes > 0 else { throw ValidationError("--max-shard-size must be more than 0 bytes.") }
+    }
 
     func run() throws {
-        var target: DType?
-        if let dtype {
-            guard let d = DType(userName: dtype), d.isConvertibleFloat else {
-                throw ValidationError("--dtype '\(dtype)' is not one of f32, f16, bf16, f64.")
-            }
-            target = d
-        }
-        guard let maxShard = Self.parseSize(maxShardSize), maxShard > 0 else {
-            throw ValidationError("--max-shard-size '\(maxShardSize)' is not a size like 5GB, 500MB or 1000000.")
-        }
+        let target = dtype
+        let maxShard = maxShardSize.bytes
         let model = try ModelFolder(path: input)
         let specs = model.tensorInfos.map { t in
             TensorSpec(name: t.name, dtype: t.dtype.isConvertibleFloat ? (target ?? t.dtype) : t.dtype, shape: t.shape)
@@ -47,7 +45,7 @@ struct ConvertCommand: ParsableCommand {
         let metadata = model.files.first?.metadata ?? [:]
         let writer = try ModelWriter(
             directory: output, tensors: specs, maxShardBytes: maxShard,
-            metadata: metadata.isEmpty ? ["format": "pt"] : metadata, overwrite: force)
+            metadata: metadata.isEmpty ? ["format": "pt"] : metadata, overwrite: overwrite.force)
         try writer.copySupportFiles(from: model, dtype: target)
         let progress = ProgressBar(total: specs.count, label: "convert")
         for (i, s) in specs.enumerated() {
@@ -59,16 +57,5 @@ struct ConvertCommand: ParsableCommand {
         try writer.finish()
         progress.finish()
         print("\(output): \(specs.count) tensors in \(writer.shardNames.count) file(s), \(Format.bytes(specs.reduce(0) { $0 + $1.byteCount }))")
-    }
-
-    /// `5GB` -> 5_000_000_000 (decimal units, as Hugging Face's `max_shard_size`), `2GiB` -> 2 << 30.
-    static func parseSize(_ text: String) -> Int? {
-        let t = text.trimmingCharacters(in: .whitespaces).uppercased()
-        let units: [(String, Int)] = [("KIB", 1 << 10), ("MIB", 1 << 20), ("GIB", 1 << 30), ("KB", 1000), ("MB", 1_000_000), ("GB", 1_000_000_000), ("B", 1)]
-        for (suffix, scale) in units where t.hasSuffix(suffix) {
-            guard let v = Double(t.dropLast(suffix.count).trimmingCharacters(in: .whitespaces)), v >= 0 else { return nil }
-            return Int(v * Double(scale))
-        }
-        return Int(t)
     }
 }

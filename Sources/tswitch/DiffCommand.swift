@@ -19,8 +19,8 @@ struct DiffCommand: ParsableCommand {
     @Argument(help: "The fine-tuned model with the same tensors.")
     var finetuned: String
 
-    @Flag(help: "Print JSON for scripts.")
-    var json = false
+    @OptionGroup
+    var format: JSONOption
 
     @Option(help: "List only the N tensors with the largest task-vector norm (0 lists none).")
     var top: Int?
@@ -43,7 +43,7 @@ struct DiffCommand: ParsableCommand {
             listed = Array(entries.filter { $0.stats != nil }.sorted { ($0.stats?.l2Norm ?? 0) > ($1.stats?.l2Norm ?? 0) }.prefix(top))
         }
         let fractions = TaskVectorStats.topFractions.map { "top\(Int(($0 * 100).rounded()))" }
-        if json {
+        if format.json {
             func shares(_ s: [Double]) -> [String: Double] { Dictionary(uniqueKeysWithValues: zip(fractions, s)) }
             let tensors: [[String: Any]] = listed.map { e in
                 var d: [String: Any] = ["name": e.name, "dtype": e.dtype.rawValue, "shape": e.shape]

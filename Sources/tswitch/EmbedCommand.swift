@@ -1,7 +1,5 @@
 import ArgumentParser
-import CheckpointIO
 import Evaluation
-import Foundation
 
 struct EmbedCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -26,47 +24,24 @@ struct EmbedCommand: ParsableCommand {
     @Flag(help: "Scale every embedding to unit L2 length.")
     var normalize = false
 
-    @Option(help: "Truncate texts to this many tokens, [CLS] and [SEP] included.")
-    var maxLength = 128
+    @OptionGroup(title: "Encoder")
+    var encoder: EncoderOptions<EmbedDefaults>
 
-    @Option(help: "Texts per forward pass.")
-    var batch = 64
-
-    @Flag(help: "Print a JSON summary for scripts.")
-    var json = false
-
-    func validate() throws {
-        if maxLength < 2 { throw ValidationError("--max-length must be at least 2 ([CLS] and [SEP]).") }
-        if batch < 1 { throw ValidationError("--batch must be at least 1.") }
-    }
+    @OptionGroup
+    var format: JSONOption
 
     func run() throws {
-        let encoder = try SentenceEncoder(path: model)
-        guard maxLength <= encoder.maxSequenceLength else {
-            throw ValidationError("--max-length \(maxLength) exceeds the model's max_position_embeddings \(encoder.maxSequenceLength).")
-        }
-        let texts = try TextDataset.read(path: input).map(\.text)
-        let progress = ProgressBar(total: texts.count, label: "embed")
-        let start = Date()
-        let values = encoder.embed(texts, maxLength: maxLength, batchSize: batch, normalize: normalize) {
-            progress.update($0)
-        }
-        progress.finish()
-        let seconds = Date().timeIntervalSince(start)
-        let writer = try SafeTensorsWriter(
-            path: output, tensors: [TensorSpec(name: "embeddings", dtype: .F32, shape: [texts.count, encoder.hiddenSize])],
-            metadata: ["model": model, "pooling": "mean", "normalized": normalize ? "true" : "false", "max_length": "\(maxLength)"])
-        try writer.write("embeddings", floats: values)
-        try writer.finish()
-        if json {
-            let root: [String: Any] = [
-                "output": output, "n": texts.count, "hidden": encoder.hiddenSize, "seconds": seconds,
-                "sentences_per_second": seconds > 0 ? Double(texts.count) / seconds : 0,
-            ]
-            let data = try JSONSerialization.data(withJSONObject: root, options: [.sortedKeys])
-            print(String(decoding: data, as: UTF8.self))
+        var bar: ProgressBar?
+        let report = try EmbeddingRun.run(
+            model: model, input: input, output: output, maxLength: encoder.maxLength, batchSize: encoder.batch,
+            normalize: normalize, started: { bar = ProgressBar(total: $0, label: "embed") }, progress: { bar?.update($0) })
+        bar?.finish()
+        if format.json {
+            print(try ReportJSON.text(report))
         } else {
-            print("\(texts.count) embeddings of \(encoder.hiddenSize) floats -> \(output) (\(String(format: "%.1f", seconds)) s, \(String(format: "%.0f", Double(texts.count) / max(seconds, 1e-9))) sentences/s)")
+            print(
+                "\(report.n) embeddings of \(report.hidden) floats -> \(output) (\(String(format: "%.1f", report.seconds)) s, \(String(format: "%.0f", Double(report.n) / max(report.seconds, 1e-9))) sentences/s)"
+            )
         }
     }
 }

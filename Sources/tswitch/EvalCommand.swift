@@ -1,8 +1,5 @@
 import ArgumentParser
-import CheckpointIO
 import Evaluation
-import Foundation
-import TaskSwitches
 
 struct EvalCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -32,185 +29,75 @@ struct EvalCommand: ParsableCommand {
     @Option(help: "Labelled JSONL test file, or a folder of task folders holding test.jsonl.")
     var data: String
 
-    @Option(help: "Truncate texts to this many tokens, [CLS] and [SEP] included.")
-    var maxLength = 48
-
-    @Option(help: "Texts per forward pass.")
-    var batch = 64
+    @OptionGroup(title: "Encoder")
+    var encoder: EncoderOptions<EvalDefaults>
 
     @Option(
         parsing: .upToNextOption,
         help: "Switch packs (.tsw: T-Switch or random-mask, mixed freely) to apply to the base MODEL: `--pack packs/*.tsw` or repeated --pack.")
     var pack: [String] = []
 
-    @Option(name: .customLong("auto-switch"), help: "Route each batch to the packs with this labelled query set (.safetensors).")
-    var autoSwitch: String?
+    @OptionGroup(title: "Auto-Switch")
+    var routing: RoutingOptions
 
-    @Option(
-        help: "Auto-Switch: per-example, soft-batch (official ViT code) or hard-batch (official RoBERTa code; the best measured, see docs/bench-switch.md).")
-    var routeMode: AutoSwitchRouter.Mode = .hardBatchMean
-
-    @Option(help: "Auto-Switch: neighbours.")
-    var routeK = 10
-
-    @Option(help: "Auto-Switch: neighbour distance, cosine (the best measured) or euclidean (the official code's).")
-    var routeDistance: AutoSwitchRouter.Distance = .cosine
-
-    @Option(help: "Auto-Switch: examples per routed batch in the batch modes.")
-    var routeBatch = 64
-
-    @Flag(help: "Print JSON for scripts.")
-    var json = false
+    @OptionGroup
+    var format: JSONOption
 
     func validate() throws {
-        if maxLength < 2 { throw ValidationError("--max-length must be at least 2 ([CLS] and [SEP]).") }
-        if batch < 1 { throw ValidationError("--batch must be at least 1.") }
-        if autoSwitch != nil && pack.isEmpty { throw ValidationError("--auto-switch needs the packs to route to (--pack).") }
-        if routeK < 1 || routeBatch < 1 { throw ValidationError("--route-k and --route-batch must be at least 1.") }
-    }
-
-    /// What produces the features of a task's texts.
-    private enum Features {
-        case plain(SentenceEncoder)
-        case packs(SwitchedEncoder, [SwitchPack])
-        case routed(SwitchedEncoder, [SwitchPack], AutoSwitchRouter)
-    }
-
-    private func loadSwitching() throws -> (SwitchedEncoder, [SwitchPack], AutoSwitchRouter?)? {
-        guard !pack.isEmpty else { return nil }
-        let switched = try SwitchedEncoder(basePath: model)
-        let packs = try pack.map { try PackFile.read($0) }
-        var router: AutoSwitchRouter?
-        if let autoSwitch {
-            router = try AutoSwitchRouter(
-                query: QuerySet(path: autoSwitch, requireLabels: true), k: routeK,
-                distance: routeDistance)
+        if routing.autoSwitch != nil && pack.isEmpty {
+            throw ValidationError("--auto-switch needs the packs to route to (--pack).")
         }
-        return (switched, packs, router)
-    }
-
-    private func features(_ source: Features, texts: [String], progress: ProgressBar) throws -> [Float] {
-        let length = maxLength
-        switch source {
-        case .plain(let encoder):
-            return encoder.embed(texts, maxLength: min(length, encoder.maxSequenceLength), batchSize: batch) {
-                progress.update($0)
-            }
-        case .packs(let switched, let packs):
-            return try switched.embed(texts, packs: packs, maxLength: min(length, switched.config.maxSequenceLength), batchSize: batch)
-        case .routed(let switched, let packs, let router):
-            return try switched.embedRouted(
-                texts, packs: packs, router: router, mode: routeMode,
-                routeBatch: routeBatch, maxLength: min(length, switched.config.maxSequenceLength), batchSize: batch
-            ).features
+        if TaskDiscovery.isDirectory(data) && !TaskDiscovery.isDirectory(head) {
+            throw ValidationError(
+                "--data is a folder of tasks, so --head must be a folder of <task>/head.safetensors; \(head) is not a folder.")
         }
     }
 
     func run() throws {
-        if isDirectory(data) {
-            try runTasks()
-        } else {
-            let source: Features
-            if let (switched, packs, router) = try loadSwitching() {
-                source = router.map { .routed(switched, packs, $0) } ?? .packs(switched, packs)
-            } else {
-                source = .plain(try SentenceEncoder(path: model))
-            }
-            let result = try evaluate(source, headPath: head, dataPath: data, label: "eval")
-            if json {
-                try printJSON(["accuracy": result.accuracy, "n": result.n, "correct": result.correct, "model": model, "head": head, "data": data])
-            } else {
-                print("accuracy \(String(format: "%.4f", result.accuracy)) (\(result.correct)/\(result.n))")
-            }
-        }
-    }
-
-    /// Every task folder of `--data` with a `test.jsonl`, with the matching head (and per-task model when MODEL is
-    /// a folder of models).
-    private func runTasks() throws {
-        let fm = FileManager.default
-        let tasks = try fm.contentsOfDirectory(atPath: data).sorted()
-            .filter { fm.fileExists(atPath: "\(data)/\($0)/test.jsonl") }
-        guard !tasks.isEmpty else {
-            throw ValidationError("\(data): no task folder with a test.jsonl inside.")
-        }
-        guard isDirectory(head) else {
-            throw ValidationError("--data is a folder of tasks, so --head must be a folder of <task>/head.safetensors; \(head) is not a folder.")
-        }
-        let switching = try loadSwitching()
-        let perTaskModels = switching == nil && isDirectory(model) && !fm.fileExists(atPath: "\(model)/config.json")
-        let shared = perTaskModels || switching != nil ? nil : try SentenceEncoder(path: model)
-        var rows: [(task: String, result: Result)] = []
-        for task in tasks {
-            let source: Features
-            if let (switched, packs, router) = switching {
-                if let router {
-                    source = .routed(switched, packs, router)
-                } else {
-                    guard let own = packs.first(where: { $0.task == task }) else {
-                        throw ValidationError("No --pack is for task '\(task)' (packs: \(packs.map(\.task).joined(separator: ", "))).")
-                    }
-                    source = .packs(switched, [own])
+        let folder = TaskDiscovery.isDirectory(data)
+        let run = try EvaluationRun(
+            model: model, packPaths: pack, routing: routing.settings,
+            perTaskModels: folder && pack.isEmpty && TaskDiscovery.isFolderOfModels(model),
+            maxLength: encoder.maxLength, batchSize: encoder.batch)
+        let progress = ProgressReporter()
+        if folder {
+            let report = try run.evaluateTasks(headFolder: head, dataFolder: data, progress: progress.report) { task, s in
+                if !format.json {
+                    print("\(task.padding(toLength: max(14, task.count), withPad: " ", startingAt: 0)) \(Self.score(s))")
                 }
-            } else if let shared {
-                source = .plain(shared)
+            }
+            if format.json {
+                print(try ReportJSON.text(report))
             } else {
-                source = .plain(try SentenceEncoder(path: "\(model)/\(task)"))
+                print(
+                    "\("mean".padding(toLength: 14, withPad: " ", startingAt: 0)) \(String(format: "%.4f", report.meanAccuracy)) (\(report.tasks.count) tasks, \(report.n) texts)"
+                )
             }
-            let r = try evaluate(source, headPath: "\(head)/\(task)/head.safetensors", dataPath: "\(data)/\(task)/test.jsonl", label: task)
-            rows.append((task, r))
-            if !json { print("\(task.padding(toLength: max(14, task.count), withPad: " ", startingAt: 0)) \(String(format: "%.4f", r.accuracy)) (\(r.correct)/\(r.n))") }
-        }
-        let mean = rows.map(\.result.accuracy).reduce(0, +) / Double(rows.count)
-        let n = rows.map(\.result.n).reduce(0, +)
-        if json {
-            var tasksJSON: [String: Any] = [:]
-            for (t, r) in rows { tasksJSON[t] = ["accuracy": r.accuracy, "n": r.n, "correct": r.correct] }
-            try printJSON(["accuracy": mean, "mean_accuracy": mean, "n": n, "tasks": tasksJSON, "model": model, "head": head, "data": data])
         } else {
-            print("\("mean".padding(toLength: 14, withPad: " ", startingAt: 0)) \(String(format: "%.4f", mean)) (\(rows.count) tasks, \(n) texts)")
-        }
-    }
-
-    struct Result {
-        var accuracy: Double
-        var n: Int
-        var correct: Int
-    }
-
-    private func evaluate(_ source: Features, headPath: String, dataPath: String, label: String) throws -> Result {
-        let head = try LinearHead(path: headPath)
-        let hidden: Int
-        switch source {
-        case .plain(let e): hidden = e.hiddenSize
-        case .packs(let s, _), .routed(let s, _, _): hidden = s.config.hiddenSize
-        }
-        guard head.hidden == hidden else {
-            throw ValidationError("\(headPath): the head expects \(head.hidden) features, but the model's hidden size is \(hidden).")
-        }
-        let examples = try TextDataset.read(path: dataPath)
-        var labels: [Int] = []
-        for (i, e) in examples.enumerated() {
-            guard let l = e.label, l >= 0, l < head.classes else {
-                throw ValidationError("\(dataPath): line \(i + 1) needs an integer \"label\" in 0..<\(head.classes) (the head's classes).")
+            let report = try run.evaluate(headPath: head, dataPath: data, progress: progress.report)
+            if format.json {
+                print(try ReportJSON.text(report))
+            } else {
+                print("accuracy \(Self.score(TaskScore(accuracy: report.accuracy, correct: report.correct, n: report.n)))")
             }
-            labels.append(l)
         }
-        let progress = ProgressBar(total: examples.count, label: label)
-        let features = try self.features(source, texts: examples.map(\.text), progress: progress)
-        progress.finish()
-        let predictions = head.predict(features)
-        let correct = zip(predictions, labels).filter { $0 == $1 }.count
-        return Result(accuracy: LinearHead.accuracy(predictions: predictions, labels: labels), n: labels.count, correct: correct)
     }
 
-    private func isDirectory(_ path: String) -> Bool {
-        var d: ObjCBool = false
-        return FileManager.default.fileExists(atPath: path, isDirectory: &d) && d.boolValue
-    }
+    /// `0.5750 (23/40)`.
+    private static func score(_ s: TaskScore) -> String { "\(String(format: "%.4f", s.accuracy)) (\(s.correct)/\(s.n))" }
+}
 
-    private func printJSON(_ root: [String: Any]) throws {
-        let data = try JSONSerialization.data(withJSONObject: root, options: [.sortedKeys])
-        print(String(decoding: data, as: UTF8.self))
+/// Draws the library's evaluation progress as one `ProgressBar` per test set.
+final class ProgressReporter {
+    private var bar: ProgressBar?
+
+    func report(_ event: EvaluationProgress) {
+        switch event {
+        case .started(let label, let total): bar = ProgressBar(total: total, label: label)
+        case .advanced(let done): bar?.update(done)
+        case .finished:
+            bar?.finish()
+            bar = nil
+        }
     }
 }

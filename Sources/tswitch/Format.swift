@@ -1,6 +1,5 @@
 import Foundation
 import ArgumentParser
-import TaskSwitches
 
 /// Human-readable numbers for terminal output.
 enum Format {
@@ -67,7 +66,3 @@ final class ProgressBar {
         FileHandle.standardError.write(Data("\r\u{1B}[K".utf8))
     }
 }
-
-/// Routing choices parse straight from their raw names; ArgumentParser lists them in `--help` and rejects others.
-extension AutoSwitchRouter.Mode: ExpressibleByArgument {}
-extension AutoSwitchRouter.Distance: ExpressibleByArgument {}

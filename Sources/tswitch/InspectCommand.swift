@@ -10,8 +10,8 @@ struct InspectCommand: ParsableCommand {
     @Argument(help: "A .safetensors file or a model folder (single file or sharded with an index).")
     var path: String
 
-    @Flag(help: "Print JSON for scripts.")
-    var json = false
+    @OptionGroup
+    var format: JSONOption
 
     @Flag(help: "Print only the totals and metadata, not every tensor.")
     var summary = false
@@ -25,7 +25,7 @@ struct InspectCommand: ParsableCommand {
             byDType[t.dtype] = (e.count + 1, e.params + t.elementCount, e.bytes + t.byteCount)
         }
         let metadata = model.files.first?.metadata ?? [:]
-        if json {
+        if format.json {
             var root: [String: Any] = [
                 "path": path,
                 "files": model.files.map(\.path),

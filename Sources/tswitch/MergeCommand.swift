@@ -25,14 +25,16 @@ struct MergeCommand: ParsableCommand {
     @Option(help: "Seed of the randomised methods (DARE, DELLA); the same seed gives the same model.")
     var randomSeed: UInt64 = 0
 
-    @Option(help: "Largest output shard, e.g. 5B (bytes, K/M/B suffixes as mergekit), 500M, 2000000000.")
-    var outShardSize: String = "5B"
+    @Option(
+        help: "Largest output shard (default 5B): bytes, or a number with K, M, B (10³, 10⁶, 10⁹, as mergekit), KB, MB, GB or KiB, MiB, GiB.",
+        transform: Parse.byteSize)
+    var outShardSize = ByteSize(bytes: ModelWriter.defaultMaxShardBytes)
 
     @Option(help: "Folder for the named intermediates of a multi-document config (default: temporary).")
     var intermediateDir: String?
 
-    @Flag(help: "Replace the output folder if it exists.")
-    var force = false
+    @OptionGroup
+    var overwrite: ForceOption
 
     @Flag(help: "Merge every tensor as whole Float buffers instead of streaming blocks (for comparison).")
     var wholeTensors = false
@@ -40,29 +42,18 @@ struct MergeCommand: ParsableCommand {
     @Flag(help: "Do not fsync the output files before renaming them into place (as mergekit): faster on a slow disk, not safe against a power loss right after.")
     var noFsync = false
 
-    @Flag(help: "Print JSON for scripts.")
-    var json = false
+    @OptionGroup
+    var format: JSONOption
 
     func validate() throws {
-        guard Self.parseSize(outShardSize) != nil else {
-            throw ValidationError("--out-shard-size must be a positive number of bytes with an optional K, M or B suffix; got '\(outShardSize)'.")
-        }
-    }
-
-    /// mergekit's sizes: 500M = 500·10⁶, 5B = 5·10⁹ (B is billions, as in its --out-shard-size).
-    static func parseSize(_ s: String) -> Int? {
-        let t = s.trimmingCharacters(in: .whitespaces).uppercased()
-        let mult: [Character: Double] = ["K": 1e3, "M": 1e6, "B": 1e9, "G": 1e9]
-        if let last = t.last, let m = mult[last], let v = Double(t.dropLast()), v > 0 { return Int(v * m) }
-        if let v = Int(t), v > 0 { return v }
-        return nil
+        guard outShardSize.bytes > 0 else { throw ValidationError("--out-shard-size must be more than 0 bytes.") }
     }
 
     func run() throws {
         var options = MergeOptions()
         options.seed = randomSeed
-        options.outShardSize = Self.parseSize(outShardSize) ?? ModelWriter.defaultMaxShardBytes
-        options.overwrite = force
+        options.outShardSize = outShardSize.bytes
+        options.overwrite = overwrite.force
         options.intermediateDirectory = intermediateDir
         options.streaming = !wholeTensors
         options.durable = !noFsync
@@ -82,7 +73,7 @@ struct MergeCommand: ParsableCommand {
             bar?.update(p.tensorsDone, String(format: "%.2f GB/s, %.0f s left", rate, eta))
         }
         bar?.finish()
-        if json {
+        if format.json {
             let root: [String: Any] = [
                 "output": output, "outputs": summary.outputs, "tensors": summary.tensors,
                 "bytes_read": summary.bytesRead, "bytes_written": summary.bytesWritten, "seconds": summary.seconds,

@@ -47,46 +47,34 @@ struct PackCommand: ParsableCommand {
         help:
             "Pack kind: t-switch (the paper's method: mask, signs, one scale) or random-mask (alias random: seeded mask, kept values)."
     )
-    var kind: String = SwitchPack.Kind.tSwitch.rawValue
+    var kind: SwitchPack.Kind = .tSwitch
 
-    @Option(help: "random-mask: the pack seed (each tensor's mask derives from it and the tensor name).")
-    var seed: UInt64 = 0
+    @Option(help: "random-mask: the pack seed (default 0; each tensor's mask derives from it and the tensor name).")
+    var seed: UInt64?
 
     @Option(help: "random-mask: how kept values are stored: f16 (default; f32 per tensor if any would flush), f32, int8.")
-    var values: String = KeptValues.Code.f16.rawValue
+    var values: KeptValues.Code?
 
     @Option(help: "Ties at the threshold: lowest-index (exactly k kept) or keep-all-tied (the official code).")
-    var ties: String = PDiscard.TieRule.lowestIndex.rawValue
+    var ties: PDiscard.TieRule = .lowestIndex
 
-    @Flag(help: "Replace the output file if it exists.")
-    var force = false
+    @OptionGroup
+    var overwrite: ForceOption
 
-    @Flag(help: "Print JSON for scripts.")
-    var json = false
+    @OptionGroup
+    var format: JSONOption
 
     func validate() throws {
         guard drop.isFinite, drop >= 0, drop < 1 else {
             throw ValidationError("--drop must be at least 0 and below 1 (0.7 drops 70 % of each sign); got \(drop).")
         }
-        guard let k = SwitchPack.Kind(rawValue: kind == "random" ? "random-mask" : kind) else {
-            throw ValidationError(
-                "--kind must be one of: \(SwitchPack.Kind.allCases.map(\.rawValue).joined(separator: ", ")).")
-        }
-        guard KeptValues.Code(rawValue: values) != nil else {
-            throw ValidationError(
-                "--values must be one of: \(KeptValues.Code.allCases.map(\.rawValue).joined(separator: ", ")).")
-        }
-        if k == .tSwitch, seed != 0 || values != KeptValues.Code.f16.rawValue {
+        if kind == .tSwitch, seed != nil || values != nil {
             throw ValidationError("--seed and --values apply to --kind random-mask only.")
-        }
-        guard PDiscard.TieRule(rawValue: ties) != nil else {
-            throw ValidationError(
-                "--ties must be one of: \(PDiscard.TieRule.allCases.map(\.rawValue).joined(separator: ", ")).")
         }
     }
 
     func run() throws {
-        if !force, FileManager.default.fileExists(atPath: output) {
+        if !overwrite.force, FileManager.default.fileExists(atPath: output) {
             throw SwitchError(.outputExists, "\(output): already exists; pass --force to replace it.")
         }
         let baseModel = try ModelFolder(path: base)
@@ -99,27 +87,25 @@ struct PackCommand: ParsableCommand {
         let barBox = UncheckedSendable(bar)
         let lock = NSLock()
         let start = Date()
-        let tieRule = PDiscard.TieRule(rawValue: ties) ?? .lowestIndex
         let report: @Sendable (Int, Int) -> Void = { done, _ in lock.withLock { barBox.value.update(done) } }
         let rounding = RoundingLog()
+        let code = values ?? .f16
         let random: RandomMaskSettings? =
-            SwitchPack.Kind(rawValue: kind == "random" ? "random-mask" : kind) == .randomMask
-            ? RandomMaskSettings(seed: seed, code: KeptValues.Code(rawValue: values) ?? .f16) { rounding.add($0, $1) }
-            : nil
+            kind == .randomMask ? RandomMaskSettings(seed: seed ?? 0, code: code) { rounding.add($0, $1) } : nil
         let pack =
             if let adapter {
                 try SwitchPack.build(
-                    base: baseModel, adapter: adapter, dropRatio: drop, task: name, tieRule: tieRule, head: headTensors,
+                    base: baseModel, adapter: adapter, dropRatio: drop, task: name, tieRule: ties, head: headTensors,
                     labels: labelNames, randomMask: random, progress: report)
             } else {
                 try SwitchPack.build(
                     base: baseModel, fineTuned: ModelFolder(path: finetuned), dropRatio: drop, task: name,
-                    tieRule: tieRule, head: headTensors,
+                    tieRule: ties, head: headTensors,
                     labels: labelNames, randomMask: random, progress: report)
             }
         bar.finish()
         let (flushed, overflowed, subnormal, fellBack) = rounding.totals
-        let bytes = try PackFile.write(pack, to: output, overwrite: force)
+        let bytes = try PackFile.write(pack, to: output, overwrite: overwrite.force)
         let seconds = Date().timeIntervalSince(start)
         let params = pack.parameterCount
         let kept = pack.keptCount
@@ -129,7 +115,7 @@ struct PackCommand: ParsableCommand {
             $0 + $1.elementCount * 4
         }
         let bitsPerParam = Double(bytes * 8) / Double(max(1, params))
-        if json {
+        if format.json {
             var root: [String: Any] = [
                 "output": output, "task": name, "drop_ratio": drop, "tensors": pack.tensors.count,
                 "parameters": params, "kept": kept, "density": d, "bytes": bytes, "bits_per_parameter": bitsPerParam,
@@ -138,8 +124,8 @@ struct PackCommand: ParsableCommand {
                 "base_fingerprint": pack.baseFingerprint.description, "seconds": seconds, "kind": pack.kind.rawValue,
             ]
             if random != nil {
-                root["seed"] = seed
-                root["values"] = values
+                root["seed"] = seed ?? 0
+                root["values"] = code.rawValue
                 root["values_flushed"] = flushed
                 root["values_overflowed"] = overflowed
                 root["values_subnormal"] = subnormal
@@ -169,12 +155,12 @@ struct PackCommand: ParsableCommand {
                 // Each code has its own rounding hazards: f16 flushes, overflows and subnormals (a tensor with any
                 // flush or overflow falls back to f32), int8 rounds entries below half a step to 0.
                 let rounding =
-                    values == "int8"
+                    code == .int8
                     ? "\(flushed) non-zero entries rounded to 0"
-                    : values == "f16"
+                    : code == .f16
                         ? "\(subnormal) stored as f16 subnormals, \(flushed) would flush to 0 and \(overflowed) overflow"
                         : "exact"
-                print("  random mask, seed \(seed), values \(values): \(rounding); \(fellBack) tensors stored as f32 instead")
+                print("  random mask, seed \(seed ?? 0), values \(code.rawValue): \(rounding); \(fellBack) tensors stored as f32 instead")
             }
         }
     }

@@ -1,4 +1,5 @@
 import ArgumentParser
+import Evaluation
 import Foundation
 import TaskSwitches
 
@@ -42,16 +43,17 @@ struct RouteCommand: ParsableCommand {
     @Flag(help: "Score every mode and distance on labelled features.")
     var all = false
 
-    @Flag(help: "Print JSON for scripts.")
-    var json = false
+    @OptionGroup
+    var format: JSONOption
 
     func validate() throws {
-        guard k >= 1 else { throw ValidationError("--k must be at least 1.") }
-        guard batch >= 1 else { throw ValidationError("--batch must be at least 1.") }
+        guard k >= 1 else { throw ValidationError("--k must be at least 1; got \(k).") }
+        guard batch >= 1 else { throw ValidationError("--batch must be at least 1; got \(batch).") }
         if build != nil {
-            guard !inputs.isEmpty, inputs.allSatisfy({ $0.contains("=") }) else {
+            guard !inputs.isEmpty else {
                 throw ValidationError("With --build, give TASK=FILE pairs (one features file per task).")
             }
+            for pair in inputs { _ = try Parse.taskFile(pair) }
         } else if inputs.count != 2 {
             throw ValidationError("Give QUERIES and FEATURES (two .safetensors files).")
         }
@@ -60,11 +62,8 @@ struct RouteCommand: ParsableCommand {
     /// Stacks per-task feature files into one labelled file.
     private func buildSet(_ out: String) throws {
         var parts: [(task: String, features: QuerySet)] = []
-        for pair in inputs {
-            let eq = pair.firstIndex(of: "=") ?? pair.endIndex
-            let task = String(pair[..<eq])
-            let file = String(pair[pair.index(after: eq)...])
-            parts.append((task, try QuerySet(path: file, requireLabels: false)))
+        for pair in try inputs.map(Parse.taskFile) {
+            parts.append((pair.task, try QuerySet(path: pair.path, requireLabels: false)))
         }
         let set = try QuerySet.combine(parts)
         try set.write(to: out)
@@ -78,28 +77,14 @@ struct RouteCommand: ParsableCommand {
         let q = try QuerySet(path: inputs[0], requireLabels: true)
         let f = try QuerySet(path: inputs[1], requireLabels: false)
         if all {
-            var results: [[String: Any]] = []
-            for d in AutoSwitchRouter.Distance.allCases {
-                let router = try AutoSwitchRouter(query: q, k: k, distance: d)
-                for m in AutoSwitchRouter.Mode.allCases {
-                    let s = try router.score(f, mode: m, batchSize: batch)
-                    results.append([
-                        "distance": d.rawValue, "mode": m.rawValue, "accuracy": s.accuracy, "own_weight": s.ownWeight,
-                        "examples": s.examples,
-                    ])
-                }
-            }
-            if json {
-                try printJSON(["k": k, "batch": batch, "results": results])
+            let sweep = try RoutingSweepReport(query: q, features: f, k: k, batch: batch)
+            if format.json {
+                print(try ReportJSON.text(sweep, pretty: true))
             } else {
                 print("k = \(k), batch = \(batch), \(f.count) examples, \(q.tasks.count) tasks")
                 print("distance   mode          accuracy  own-task weight")
-                for r in results {
-                    print(
-                        String(
-                            format: "%-10@ %-13@ %7.2f%%  %.4f", r["distance"] as? String ?? "",
-                            r["mode"] as? String ?? "",
-                            100 * (r["accuracy"] as? Double ?? 0), r["own_weight"] as? Double ?? 0))
+                for r in sweep.results {
+                    print(String(format: "%-10@ %-13@ %7.2f%%  %.4f", r.distance, r.mode, 100 * r.accuracy, r.ownWeight))
                 }
             }
             return
@@ -109,10 +94,8 @@ struct RouteCommand: ParsableCommand {
         let m = mode
         let w = try router.weights(f, mode: m, batchSize: batch)
         let score = f.labels == nil ? nil : try router.score(f, mode: m, batchSize: batch)
-        if json {
-            var root: [String: Any] = ["tasks": q.tasks, "k": k, "distance": distance.rawValue, "mode": mode.rawValue, "weights": w]
-            if let score { root["accuracy"] = score.accuracy; root["own_weight"] = score.ownWeight }
-            try printJSON(root)
+        if format.json {
+            print(try ReportJSON.text(RoutingReport(router: router, mode: m, weights: w, score: score), pretty: true))
             return
         }
         let step = m == .perExample ? 1 : batch
@@ -133,10 +116,5 @@ struct RouteCommand: ParsableCommand {
                     format: "routing accuracy %.2f%% (%d examples), mean own-task weight %.4f", 100 * score.accuracy,
                     score.examples, score.ownWeight))
         }
-    }
-
-    private func printJSON(_ root: [String: Any]) throws {
-        let data = try JSONSerialization.data(withJSONObject: root, options: [.prettyPrinted, .sortedKeys])
-        print(String(decoding: data, as: UTF8.self))
     }
 }

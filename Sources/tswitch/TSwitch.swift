@@ -1,10 +1,12 @@
 import ArgumentParser
+import CheckpointIO
 
 @main
 struct TSwitch: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "tswitch",
         abstract: "Store, merge and switch the task knowledge of fine-tuned models.",
+        version: TaskSwitchVersion.string,
         subcommands: [
             InspectCommand.self,
             DiffCommand.self,

@@ -1,0 +1,46 @@
+import Foundation
+import Testing
+
+@testable import Evaluation
+
+/// The JSON reports of `tswitch eval` and the task discovery behind a folder of tasks.
+struct EvaluationReportTests {
+    @Test("a folder-of-tasks report has the mean over tasks under accuracy and mean_accuracy, keys sorted")
+    func tasksReportJSON() throws {
+        let report = TaskEvaluationReport(
+            scores: [
+                ("lang-id", TaskScore(accuracy: 0.5, correct: 20, n: 40)),
+                ("fortune", TaskScore(accuracy: 0.575, correct: 23, n: 40)),
+            ], model: "m/x", head: "h", data: "d")
+        #expect(report.meanAccuracy == 0.5375 && report.n == 80)
+        #expect(
+            try ReportJSON.text(report)
+                == #"{"accuracy":0.5375,"data":"d","head":"h","mean_accuracy":0.5375,"model":"m\/x","n":80,"tasks":{"fortune":{"accuracy":0.575,"correct":23,"n":40},"lang-id":{"accuracy":0.5,"correct":20,"n":40}}}"#
+        )
+    }
+
+    @Test("a one-file report prints accuracy, correct, data, head, model and n")
+    func singleReportJSON() throws {
+        let report = SingleEvaluationReport(score: TaskScore(accuracy: 1, correct: 3, n: 3), model: "m", head: "h", data: "d")
+        #expect(try ReportJSON.text(report) == #"{"accuracy":1,"correct":3,"data":"d","head":"h","model":"m","n":3}"#)
+    }
+
+    @Test("task discovery keeps the sub-folders with a test.jsonl, sorted, and refuses a folder without any")
+    func discovery() throws {
+        let root = FileManager.default.temporaryDirectory.appendingPathComponent("discovery-\(UUID().uuidString)")
+        defer { try? FileManager.default.removeItem(at: root) }
+        for (task, test) in [("b", true), ("a", true), ("c", false)] {
+            let dir = root.appendingPathComponent(task)
+            try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+            if test { try Data("{}\n".utf8).write(to: dir.appendingPathComponent("test.jsonl")) }
+        }
+        let tasks = try TaskDiscovery.tasks(dataFolder: root.path, headFolder: "heads")
+        #expect(tasks.map(\.name) == ["a", "b"])
+        #expect(tasks[0].testPath == "\(root.path)/a/test.jsonl" && tasks[0].headPath == "heads/a/head.safetensors")
+        #expect(tasks[1].modelPath(in: "zoo") == "zoo/b")
+        let empty = root.appendingPathComponent("c")
+        let error = EvalFixture.error { _ = try TaskDiscovery.tasks(dataFolder: empty.path, headFolder: "heads") }
+        #expect(error?.code == .invalidData)
+        #expect(error?.message.contains("no task folder") == true)
+    }
+}
