@@ -13,11 +13,11 @@ import Synchronization
 /// `exp(-3.4e38) = 0` there), and padded positions never reach the pooled output.
 public final class BertEncoder: EncoderModel {
     public let config: BertConfig
-    let wordEmbeddings: [Float]
-    let positionEmbeddings: [Float]
-    let tokenTypeEmbeddings: [Float]
-    let embeddingNormWeight: [Float]
-    let embeddingNormBias: [Float]
+    let wordEmbeddings: EncoderWeight
+    let positionEmbeddings: EncoderWeight
+    let tokenTypeEmbeddings: EncoderWeight
+    let embeddingNormWeight: EncoderWeight
+    let embeddingNormBias: EncoderWeight
     let layers: [Layer]
     /// Activation buffers of finished forward passes, reused by the next ones (see `Workspace`).
     let workspaces = Mutex<[Workspace]>([])
@@ -25,18 +25,18 @@ public final class BertEncoder: EncoderModel {
     /// One transformer layer's weights; query, key and value are stacked into one `3H × H` matrix so that a single
     /// product computes all three.
     struct Layer: Sendable {
-        var qkvWeight: [Float]
-        var qkvBias: [Float]
-        var attentionOutWeight: [Float]
-        var attentionOutBias: [Float]
-        var attentionNormWeight: [Float]
-        var attentionNormBias: [Float]
-        var intermediateWeight: [Float]
-        var intermediateBias: [Float]
-        var outputWeight: [Float]
-        var outputBias: [Float]
-        var outputNormWeight: [Float]
-        var outputNormBias: [Float]
+        var qkvWeight: EncoderWeight
+        var qkvBias: EncoderWeight
+        var attentionOutWeight: EncoderWeight
+        var attentionOutBias: EncoderWeight
+        var attentionNormWeight: EncoderWeight
+        var attentionNormBias: EncoderWeight
+        var intermediateWeight: EncoderWeight
+        var intermediateBias: EncoderWeight
+        var outputWeight: EncoderWeight
+        var outputBias: EncoderWeight
+        var outputNormWeight: EncoderWeight
+        var outputNormBias: EncoderWeight
     }
 
     /// The activation buffers of one forward pass (about 57 MB for 32 texts of 128 tokens). Allocating and
@@ -76,21 +76,31 @@ public final class BertEncoder: EncoderModel {
     /// - Parameters:
     ///   - source: names the model in error messages.
     ///   - tensor: returns a tensor's shape and values, or nil when the model has no such tensor.
-    public init(
+    public convenience init(
         config: BertConfig, source: String,
         tensor: (String) throws(EvaluationError) -> (shape: [Int], values: [Float])?
     ) throws(EvaluationError) {
+        try self.init(config: config, source: source) { (name) throws(EvaluationError) in
+            try tensor(name).map { ($0.shape, EncoderWeight(owning: $0.values)) }
+        }
+    }
+
+    /// The weights-source seam: tensors owned by the encoder or borrowed from a lender (`EncoderWeight`).
+    init(
+        config: BertConfig, source: String,
+        weight tensor: (String) throws(EvaluationError) -> (shape: [Int], weight: EncoderWeight)?
+    ) throws(EvaluationError) {
         let h = config.hiddenSize
         let inter = config.intermediateSize
-        func load(_ name: String, _ shape: [Int]) throws(EvaluationError) -> [Float] {
+        func load(_ name: String, _ shape: [Int]) throws(EvaluationError) -> EncoderWeight {
             guard let t = try tensor(name) else {
                 throw EvaluationError(.missingTensor, "\(source): the model has no tensor '\(name)', which a BERT encoder needs.")
             }
-            guard t.shape == shape, t.values.count == shape.reduce(1, *) else {
+            guard t.shape == shape, t.weight.count == shape.reduce(1, *) else {
                 throw EvaluationError(
                     .shapeMismatch, "\(source): tensor '\(name)' has shape \(t.shape); config.json implies \(shape).")
             }
-            return t.values
+            return t.weight
         }
         self.config = config
         wordEmbeddings = try load("embeddings.word_embeddings.weight", [config.vocabularySize, h])
@@ -109,7 +119,7 @@ public final class BertEncoder: EncoderModel {
             let vb = try load(p + "attention.self.value.bias", [h])
             layers.append(
                 Layer(
-                    qkvWeight: q + k + v, qkvBias: qb + kb + vb,
+                    qkvWeight: .concatenated([q, k, v]), qkvBias: .concatenated([qb, kb, vb]),
                     attentionOutWeight: try load(p + "attention.output.dense.weight", [h, h]),
                     attentionOutBias: try load(p + "attention.output.dense.bias", [h]),
                     attentionNormWeight: try load(p + "attention.output.LayerNorm.weight", [h]),
@@ -211,11 +221,15 @@ public final class BertEncoder: EncoderModel {
                     workspace.mid.withUnsafeMutableBufferPointer { mAll in
                         let xb = UnsafeMutableBufferPointer(rebasing: xAll[0..<(t * h)])
                         // Embeddings: word + position + token type 0, then LayerNorm.
-                        for r in 0..<t {
-                            let w = tokenIDs[r] * h
-                            let p = positions[r] * h
-                            for j in 0..<h {
-                                xb[r * h + j] = wordEmbeddings[w + j] + positionEmbeddings[p + j] + tokenTypeEmbeddings[j]
+                        wordEmbeddings.withUnsafeBufferPointer { word in
+                            positionEmbeddings.withUnsafeBufferPointer { position in
+                                tokenTypeEmbeddings.withUnsafeBufferPointer { tokenType in
+                                    for r in 0..<t {
+                                        let w = tokenIDs[r] * h
+                                        let p = positions[r] * h
+                                        for j in 0..<h { xb[r * h + j] = word[w + j] + position[p + j] + tokenType[j] }
+                                    }
+                                }
                             }
                         }
                         embeddingNormWeight.withUnsafeBufferPointer { g in

@@ -5,8 +5,10 @@ import TaskSwitches
 /// A base encoder resident once in memory with T-Switch packs applied in place: fixed packs (`--pack`), or
 /// per-batch weights chosen by Auto-Switch (`--auto-switch`).
 ///
-/// Switching goes through `SwitchableModel`, which restores the base bit-exactly before each activation; an
-/// encoder is then built from the switched weights (one 90 MB copy for MiniLM, about 30 ms, small next to a batch).
+/// Switching goes through `SwitchableModel.withActivated`: the packs are applied, an encoder reads the switched
+/// resident weights in place (only the stacked Q, K, V matrices are copied, 10 MB for MiniLM instead of the whole
+/// 90 MB model), and the model is switched back, all as one serialized step. Concurrent callers with different
+/// mixes therefore never see each other's weights; they take turns.
 public final class SwitchedEncoder: Sendable {
     public let model: SwitchableModel
     public let config: BertConfig
@@ -24,7 +26,8 @@ public final class SwitchedEncoder: Sendable {
         shapes = Dictionary(uniqueKeysWithValues: model.specs.map { ($0.name, $0.shape) })
     }
 
-    /// An encoder over the weights as they are now (after `activate`).
+    /// An encoder over a copy of the weights as they are now (after `model.activate`); it owns its weights and
+    /// may be kept. `withEncoder` avoids the copy.
     public func currentEncoder() throws(EvaluationError) -> SentenceEncoder {
         let encoder = try loader.encoder(source: model.source) { name in
             let full = loader.checkpointName(name)
@@ -35,11 +38,28 @@ public final class SwitchedEncoder: Sendable {
         return SentenceEncoder(tokenizer: tokenizer, encoder: encoder)
     }
 
+    /// Runs `body` with an encoder over the base with `packs` applied, reading the switched weights in place; the
+    /// model is switched back when `body` returns. The encoder is valid only inside `body`: do not keep it.
+    ///
+    /// - Throws: `SwitchError` when a pack does not fit the base, `EvaluationError` when a tensor the encoder
+    ///   needs is missing or misshapen, or what `body` throws.
+    public func withEncoder<R>(
+        _ packs: [(pack: SwitchPack, weight: Float)], _ body: (SentenceEncoder) throws -> R
+    ) throws -> R {
+        try model.withActivated(packs) { weights in
+            let encoder = try BertEncoder(config: config, source: model.source) {
+                (name) throws(EvaluationError) -> (shape: [Int], weight: EncoderWeight)? in
+                let full = prefix + name
+                guard let shape = shapes[full], let values = weights.tensor(full) else { return nil }
+                return (shape, EncoderWeight(borrowing: values))
+            }
+            return try body(SentenceEncoder(tokenizer: tokenizer, encoder: encoder))
+        }
+    }
+
     /// Embeddings of `texts` with every pack applied at weight 1 (no pack: the base model).
     public func embed(_ texts: [String], packs: [SwitchPack], maxLength: Int, batchSize: Int) throws -> [Float] {
-        try model.activate(packs.map { ($0, 1) })
-        defer { model.reset() }
-        return try currentEncoder().embed(texts, maxLength: maxLength, batchSize: batchSize)
+        try withEncoder(packs.map { ($0, 1) }) { $0.embed(texts, maxLength: maxLength, batchSize: batchSize) }
     }
 
     /// The outcome of routing: features and the switch weights each example was embedded with.
@@ -73,8 +93,7 @@ public final class SwitchedEncoder: Sendable {
                 .incompatible,
                 "The query set has \(router.query.dimension)-dimensional features; the model's hidden size is \(config.hiddenSize).")
         }
-        model.reset()
-        let base = try currentEncoder().embed(texts, maxLength: maxLength, batchSize: batchSize)
+        let base = try withEncoder([]) { $0.embed(texts, maxLength: maxLength, batchSize: batchSize) }
         let shares = try router.weights(
             QuerySet(features: base, count: texts.count, dimension: config.hiddenSize, labels: nil, tasks: []),
             mode: mode, batchSize: routeBatch)
@@ -94,12 +113,12 @@ public final class SwitchedEncoder: Sendable {
         }
         let hidden = config.hiddenSize
         var features = [Float](repeating: 0, count: texts.count * hidden)
-        defer { model.reset() }
         for w in order {
             let members = groups[w] ?? []
             let active = w.enumerated().filter { $0.element > 0 }.map { (packs[$0.offset], Float($0.element)) }
-            try model.activate(active)
-            let part = try currentEncoder().embed(members.map { texts[$0] }, maxLength: maxLength, batchSize: batchSize)
+            let part = try withEncoder(active) {
+                $0.embed(members.map { texts[$0] }, maxLength: maxLength, batchSize: batchSize)
+            }
             for (row, i) in members.enumerated() {
                 features.replaceSubrange((i * hidden)..<((i + 1) * hidden), with: part[(row * hidden)..<((row + 1) * hidden)])
             }

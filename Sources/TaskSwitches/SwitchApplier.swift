@@ -22,17 +22,17 @@ public enum SwitchApplier {
         }
     }
 
-    /// Adds the switches of `packs` touching one tensor to `values`, in pack order (the same Float operations as
-    /// `SwitchableModel`).
+    /// Adds the switches of `packs` touching one tensor to `values`, in pack order, through `SwitchKernel` (the
+    /// loop `SwitchableModel` and the `t_switch` merge method use, so the same Float operations).
     public static func add(_ switches: [(TensorSwitch, Float)], to values: UnsafeMutableBufferPointer<Float>) {
         for (sw, weight) in switches {
             let c = weight * sw.lambda
-            if let v = sw.values {
-                for (j, i) in sw.positive.enumerated() { values[Int(i)] += c * v.values[j] }
-                continue
+            switch sw.payload {
+            case .signs(let positive, let negative):
+                SwitchKernel.addSigns(c, positive: positive, negative: negative, to: values)
+            case .values(let indices, let kept):
+                SwitchKernel.addValues(c, at: indices, values: kept.values, to: values)
             }
-            for i in sw.positive { values[Int(i)] += c }
-            for i in sw.negative { values[Int(i)] -= c }
         }
     }
 

@@ -23,6 +23,8 @@ public final class SwitchableModel: @unchecked Sendable {
     public let specs: [TensorSpec]
     public let source: String
     private let lock = NSLock()
+    /// Tensor name → position in `specs`.
+    private let index: [String: Int]
     private var state: State
 
     /// How tensors are switched: by the measured per-tensor rule, or always one loop (benchmarks and tests).
@@ -34,6 +36,8 @@ public final class SwitchableModel: @unchecked Sendable {
         /// Per tensor, the undo entries of the applied packs in application order.
         var undo: [Int: [WeightStore.Undo]] = [:]
         var active: [(task: String, weight: Float)] = []
+        /// Per tensor, the switches applied now (what a transaction switches back to).
+        var applied: [Int: [(TensorSwitch, Float)]] = [:]
     }
 
     /// Loads every float tensor of `base` as `Float` (other tensors are not switchable and not held).
@@ -48,6 +52,7 @@ public final class SwitchableModel: @unchecked Sendable {
             try io { () throws(CheckpointError) in try view.copyFloats(into: store.buffers[i]) }
         }
         state = State(weights: store)
+        index = Dictionary(uniqueKeysWithValues: specs.enumerated().map { ($1.name, $0) })
     }
 
     /// Holds in-memory tensors (generated models, benchmarks); `fingerprint` is what packs must carry to apply.
@@ -62,6 +67,7 @@ public final class SwitchableModel: @unchecked Sendable {
             _ = store.buffers[i].update(fromContentsOf: t.values)
         }
         state = State(weights: store)
+        index = Dictionary(uniqueKeysWithValues: specs.enumerated().map { ($1.name, $0) })
     }
 
     /// Tasks and weights currently applied, in application order.
@@ -74,11 +80,7 @@ public final class SwitchableModel: @unchecked Sendable {
     public func activate(_ packs: [(pack: SwitchPack, weight: Float)], strategy: Strategy = .automatic)
         throws(SwitchError)
     {
-        let plans = try plan(packs)
-        var byTensor: [Int: [(TensorSwitch, Float)]] = [:]
-        for (p, entry) in packs.enumerated() {
-            for (tIndex, k) in plans[p] { byTensor[tIndex, default: []].append((entry.pack.tensors[k], entry.weight)) }
-        }
+        let byTensor = try switchesByTensor(packs)
         lock.withLock {
             Self.transition(&state, to: byTensor, strategy: strategy)
             state.active = packs.map { ($0.pack.task, $0.weight) }
@@ -96,6 +98,41 @@ public final class SwitchableModel: @unchecked Sendable {
             Self.transition(&state, to: [:], strategy: strategy)
             state.active = []
         }
+    }
+
+    /// The resident tensors as a transaction sees them: read-only, valid only inside the `withActivated` body that
+    /// lends it (non-copyable, so it cannot be stored or returned; do not keep the pointers it hands out either).
+    public struct Weights: ~Copyable {
+        fileprivate let buffers: [UnsafeMutableBufferPointer<Float>]
+        fileprivate let index: [String: Int]
+        public let specs: [TensorSpec]
+
+        /// A tensor's switched values, or nil when the model holds no tensor of that name.
+        public func tensor(_ name: String) -> UnsafeBufferPointer<Float>? {
+            index[name].map { UnsafeBufferPointer(buffers[$0]) }
+        }
+        /// Every tensor's switched values, in `specs` order.
+        public var all: [UnsafeBufferPointer<Float>] { buffers.map { UnsafeBufferPointer($0) } }
+    }
+
+    /// Runs `body` with `packs` applied and the model switched back afterwards, as one serialized step: concurrent
+    /// transactions with different mixes queue, and none sees another's weights. After the body returns (or
+    /// throws), the weights are bit for bit what they were before (the base, or what `activate` left).
+    ///
+    /// The body runs under the model's lock: it must not call back into this model (`activate`, `withTensor`, …).
+    ///
+    /// - Throws: `SwitchError` when a pack does not fit (checked before any weight changes), or what `body` throws.
+    public func withActivated<R>(
+        _ packs: [(pack: SwitchPack, weight: Float)], strategy: Strategy = .automatic,
+        _ body: (borrowing Weights) throws -> R
+    ) throws -> R {
+        let byTensor = try switchesByTensor(packs)
+        lock.lock()
+        defer { lock.unlock() }
+        let before = state.applied
+        Self.transition(&state, to: byTensor, strategy: strategy)
+        defer { Self.transition(&state, to: before, strategy: strategy) }
+        return try body(Weights(buffers: state.weights.buffers, index: index, specs: specs))
     }
 
     /// Runs `body` with a tensor's current values (under the lock: keep it short).
@@ -118,9 +155,19 @@ public final class SwitchableModel: @unchecked Sendable {
 
     // MARK: Private
 
+    private func switchesByTensor(_ packs: [(pack: SwitchPack, weight: Float)]) throws(SwitchError)
+        -> [Int: [(TensorSwitch, Float)]]
+    {
+        let plans = try plan(packs)
+        var byTensor: [Int: [(TensorSwitch, Float)]] = [:]
+        for (p, entry) in packs.enumerated() {
+            for (tIndex, k) in plans[p] { byTensor[tIndex, default: []].append((entry.pack.tensors[k], entry.weight)) }
+        }
+        return byTensor
+    }
+
     private func plan(_ packs: [(pack: SwitchPack, weight: Float)]) throws(SwitchError) -> [[(Int, Int)]] {
         var plans: [[(Int, Int)]] = []
-        let index = Dictionary(uniqueKeysWithValues: specs.enumerated().map { ($1.name, $0) })
         for (pack, weight) in packs {
             try pack.checkFits(weight: weight, fingerprint: fingerprint, source: source) { name in
                 index[name].map { (specs[$0].shape, nil) }
@@ -149,5 +196,6 @@ public final class SwitchableModel: @unchecked Sendable {
             if !undo.isEmpty { next[t] = undo }
         }
         s.undo = next
+        s.applied = target
     }
 }

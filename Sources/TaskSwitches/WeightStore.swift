@@ -1,10 +1,11 @@
 import CheckpointIO
+import TensorKernels
 
 /// The resident `Float` tensors of a `SwitchableModel`, and the loops that switch them.
 ///
 /// Owned by the model's lock; never shared outside it. A switch of one tensor is a *transition*: write back the
 /// values saved by the packs applied so far (newest first), then add the new packs in order, saving what they
-/// overwrite. Two loops perform it, with the same Float operations (so the same result, bit for bit):
+/// overwrite. Two loops perform it, both adding through `SwitchKernel` (so the same result, bit for bit):
 /// - **scatter**: one parallel pass per index list (restore, then apply). Cheap when few cache lines are touched.
 /// - **sweep**: one pass over the tensor in cache-sized tiles, parallel across cores; each tile is restored and
 ///   re-applied while it is in cache. When most 64-byte lines hold a kept entry (density ≳ 1/16), the scatter
@@ -77,13 +78,14 @@ final class WeightStore {
             }
             for (k, (sw, weight)) in switches.enumerated() {
                 let c = weight * sw.lambda
-                if let v = sw.values {
-                    Self.scatter(sw.positive, w, saved: saved[k].buffer, adding: c, times: v.values)
-                    continue
+                switch sw.payload {
+                case .values(let indices, let kept):
+                    Self.scatter(indices, w, saved: saved[k].buffer, adding: c, times: kept.values)
+                case .signs(let positive, let negative):
+                    // x − c and x + (−c) are the same IEEE operation, so one loop serves both signs.
+                    Self.scatter(positive, w, saved: saved[k].buffer, offset: 0, adding: c)
+                    Self.scatter(negative, w, saved: saved[k].buffer, offset: positive.count, adding: -c)
                 }
-                // x − c and x + (−c) are the same IEEE operation, so one loop serves both signs.
-                Self.scatter(sw.positive, w, saved: saved[k].buffer, offset: 0, adding: c)
-                Self.scatter(sw.negative, w, saved: saved[k].buffer, offset: sw.positive.count, adding: -c)
             }
         case .sweep:
             Self.sweep(w, undo: undo, switches: switches, saved: saved)
@@ -95,44 +97,22 @@ final class WeightStore {
 
     // MARK: Scatter
 
-    /// w[i] += c for each index, saving the old value; indices are disjoint, so chunks run in parallel.
+    /// w[indices[j]] += c (or c · values[j], a random-mask switch) for each j, saving the old value in
+    /// saved[offset + j]; indices are disjoint, so chunks run in parallel (`SwitchKernel` does the adding).
     private static func scatter(
         _ indices: [UInt32], _ w: UnsafeMutableBufferPointer<Float>, saved: UnsafeMutableBufferPointer<Float>,
-        offset: Int, adding c: Float
+        offset: Int = 0, adding c: Float, times values: [Float]? = nil
     ) {
         indices.withUnsafeBufferPointer { ib in
-            let I = UncheckedSendable(ib)
-            let W = UncheckedSendable(w)
-            let S = UncheckedSendable(saved)
-            Parallel.forEachChunk(ib.count, minChunk: 1 << 16) { r in
-                for j in r {
-                    let i = Int(I.value[j])
-                    let old = W.value[i]
-                    S.value[offset + j] = old
-                    W.value[i] = old + c
-                }
-            }
-        }
-    }
-
-    /// w[i] += c · values[j] for each index i = indices[j] (a random-mask switch), saving the old value.
-    private static func scatter(
-        _ indices: [UInt32], _ w: UnsafeMutableBufferPointer<Float>, saved: UnsafeMutableBufferPointer<Float>,
-        adding c: Float, times values: [Float]
-    ) {
-        indices.withUnsafeBufferPointer { ib in
-            values.withUnsafeBufferPointer { vb in
+            (values ?? []).withUnsafeBufferPointer { vb in
                 let I = UncheckedSendable(ib)
-                let V = UncheckedSendable(vb)
-                let W = UncheckedSendable(w)
-                let S = UncheckedSendable(saved)
+                let V = UncheckedSendable(values == nil ? nil : vb)
+                let W = UncheckedSendable(w.baseAddress!)
+                let S = UncheckedSendable(saved.baseAddress! + offset)
                 Parallel.forEachChunk(ib.count, minChunk: 1 << 16) { r in
-                    for j in r {
-                        let i = Int(I.value[j])
-                        let old = W.value[i]
-                        S.value[j] = old
-                        W.value[i] = old + c * V.value[j]
-                    }
+                    SwitchKernel.add(
+                        c, at: I.value, times: V.value, to: W.value, saving: S.value, from: r.lowerBound,
+                        stop: r.upperBound)
                 }
             }
         }
@@ -195,23 +175,10 @@ final class WeightStore {
                             let sv = slots[l]
                             let n = idx.count
                             var j = cursor[l]
-                            if let c = adds[l], !vals[l].isEmpty {
-                                let v = vals[l]
-                                while j < n && Int(idx[j]) < end {
-                                    let i = Int(idx[j])
-                                    let old = w[i]
-                                    sv[j] = old
-                                    w[i] = old + c * v[j]
-                                    j += 1
-                                }
-                            } else if let c = adds[l] {
-                                while j < n && Int(idx[j]) < end {
-                                    let i = Int(idx[j])
-                                    let old = w[i]
-                                    sv[j] = old
-                                    w[i] = old + c
-                                    j += 1
-                                }
+                            if let c = adds[l] {
+                                j = SwitchKernel.add(
+                                    c, at: idx, times: vals[l].isEmpty ? nil : vals[l], to: w.baseAddress!,
+                                    saving: sv, from: j, below: end)
                             } else {
                                 while j < n && Int(idx[j]) < end {
                                     w[Int(idx[j])] = sv[j]

@@ -76,6 +76,45 @@ struct SwitchedEncoderTests {
         }
     }
 
+    @Test("the encoder reading switched weights in place embeds byte for byte like a copy and like `apply`'s model")
+    func inPlaceMatchesCopies() async throws {
+        let tmp = FileManager.default.temporaryDirectory.appendingPathComponent("eval-inplace-\(UUID().uuidString)")
+        defer { try? FileManager.default.removeItem(at: tmp) }
+        let base = try ModelFolder(path: EvalFixture.modelFolder.path)
+        let dir = tmp.appendingPathComponent("up")
+        try Self.fineTune(delta: 0.05, into: dir)
+        let pack = try SwitchPack.build(base: base, fineTuned: try ModelFolder(path: dir.path), dropRatio: 0.3, task: "up")
+        let switched = try SwitchedEncoder(basePath: EvalFixture.modelFolder.path)
+        let texts = ["a first sentence", "something else entirely", "the third text, with punctuation!"]
+        let mix: [(pack: SwitchPack, weight: Float)] = [(pack, 0.7)]
+
+        try switched.model.activate(mix)
+        let copied = try switched.currentEncoder().embed(texts, maxLength: 48, batchSize: 2)
+        switched.model.reset()
+        let inPlace = try switched.withEncoder(mix) { $0.embed(texts, maxLength: 48, batchSize: 2) }
+        #expect(inPlace.map(\.bitPattern) == copied.map(\.bitPattern))
+        let out = tmp.appendingPathComponent("applied").path
+        try SwitchApplier.write(base: base, packs: mix, output: out, dtype: .F32)
+        let applied = try SentenceEncoder(path: out).embed(texts, maxLength: 48, batchSize: 2)
+        #expect(inPlace.map(\.bitPattern) == applied.map(\.bitPattern))
+        let plain = try SentenceEncoder(path: EvalFixture.modelFolder.path).embed(texts, maxLength: 48, batchSize: 2)
+        #expect(inPlace != plain)
+
+        // Concurrent callers alternating the mix and the base each get their own embeddings.
+        let results = try await withThrowingTaskGroup(of: (Bool, [Float]).self) { group in
+            for k in 0..<6 {
+                group.addTask {
+                    let useMix = k % 2 == 0
+                    return (useMix, try switched.withEncoder(useMix ? mix : []) { $0.embed(texts, maxLength: 48, batchSize: 2) })
+                }
+            }
+            var all: [(Bool, [Float])] = []
+            for try await r in group { all.append(r) }
+            return all
+        }
+        for (useMix, got) in results { #expect(got.map(\.bitPattern) == (useMix ? inPlace : plain).map(\.bitPattern)) }
+    }
+
     @Test("a query-set task without a pack is refused with a message naming it")
     func missingPack() throws {
         let switched = try SwitchedEncoder(basePath: EvalFixture.modelFolder.path)

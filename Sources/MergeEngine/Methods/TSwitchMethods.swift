@@ -40,8 +40,8 @@ public enum TSwitchMerge: MergeMethod {
             }
             guard let r = result else { continue }
             let s = Float(m.number("weight")) * r.lambda
-            for i in r.positive { out[Int(i)] += s }
-            for i in r.negative { out[Int(i)] -= s }
+            // The loop every switch is applied with (TensorKernels), so this matches `tswitch apply` bit for bit.
+            SwitchKernel.addSigns(s, positive: r.positive, negative: r.negative, to: out)
         }
     }
 }
