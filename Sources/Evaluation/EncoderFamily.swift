@@ -13,7 +13,9 @@ public struct EncoderFamily: Sendable {
     let readConfig: @Sendable ([String: Any], String) throws(EvaluationError) -> BertConfig
     let readTokenizer: @Sendable (URL) throws(EvaluationError) -> any TextTokenizer
     let tensorNames: @Sendable (BertConfig) -> [String]
-    let build: @Sendable (BertConfig, String, (String) throws(EvaluationError) -> (shape: [Int], values: [Float])?)
+    /// Builds the encoder from tensors by unprefixed name; a weight may borrow memory owned by the caller (a
+    /// switched resident base), valid for as long as the caller keeps it.
+    let build: @Sendable (BertConfig, String, (String) throws(EvaluationError) -> (shape: [Int], weight: EncoderWeight)?)
         throws(EvaluationError) -> any EncoderModel
 
     /// BERT (all-MiniLM-L6-v2 and other `BertModel` checkpoints): WordPiece from `vocab.txt`.
@@ -23,7 +25,7 @@ public struct EncoderFamily: Sendable {
         readTokenizer: { (folder) throws(EvaluationError) in try WordPieceTokenizer(folder: folder) },
         tensorNames: { BertEncoder.tensorNames(layerCount: $0.layerCount) },
         build: { (config, source, tensor) throws(EvaluationError) in
-            try BertEncoder(config: config, source: source, tensor: tensor)
+            try BertEncoder(config: config, source: source, weight: tensor)
         })
 
     /// RoBERTa (the roberta-base layout): BERT's post-LN transformer with positions from `pad_token_id + 1` and
@@ -34,7 +36,7 @@ public struct EncoderFamily: Sendable {
         readTokenizer: { (folder) throws(EvaluationError) in try ByteLevelBPETokenizer(folder: folder) },
         tensorNames: { BertEncoder.tensorNames(layerCount: $0.layerCount) },
         build: { (config, source, tensor) throws(EvaluationError) in
-            try BertEncoder(config: config, source: source, tensor: tensor)
+            try BertEncoder(config: config, source: source, weight: tensor)
         })
 
     /// The families `EncoderLoader` can load, by `model_type`.

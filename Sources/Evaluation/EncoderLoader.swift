@@ -75,6 +75,16 @@ public struct EncoderLoader: Sendable {
     public func encoder(
         source: String, tensor: (String) throws(EvaluationError) -> (shape: [Int], values: [Float])?
     ) throws(EvaluationError) -> any EncoderModel {
+        try family.build(config, source) { (name) throws(EvaluationError) in
+            try tensor(name).map { ($0.shape, EncoderWeight(owning: $0.values)) }
+        }
+    }
+
+    /// An encoder over tensors it borrows (the switched resident weights inside `SwitchableModel.withActivated`):
+    /// nothing is copied but what the encoder repacks, and the encoder is valid only while the memory is.
+    func encoder(
+        source: String, borrowing tensor: (String) throws(EvaluationError) -> (shape: [Int], weight: EncoderWeight)?
+    ) throws(EvaluationError) -> any EncoderModel {
         try family.build(config, source, tensor)
     }
 

@@ -47,9 +47,9 @@ public final class SwitchedEncoder: Sendable {
         _ packs: [(pack: SwitchPack, weight: Float)], _ body: (SentenceEncoder) throws -> R
     ) throws -> R {
         try model.withActivated(packs) { weights in
-            let encoder = try BertEncoder(config: config, source: model.source) {
+            let encoder = try loader.encoder(source: model.source) {
                 (name) throws(EvaluationError) -> (shape: [Int], weight: EncoderWeight)? in
-                let full = prefix + name
+                let full = loader.checkpointName(name)
                 guard let shape = shapes[full], let values = weights.tensor(full) else { return nil }
                 return (shape, EncoderWeight(borrowing: values))
             }
