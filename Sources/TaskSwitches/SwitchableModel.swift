@@ -14,7 +14,8 @@ import TensorKernels
 /// entries it touches (`WeightStore`), with the same result bit for bit.
 ///
 /// All access goes through one lock: switching and reading weights are serialized, so a reader never sees a
-/// half-applied pack. Share one instance between tasks. (`@unchecked Sendable`: the mutable state below is only
+/// half-applied pack. Share one instance between tasks; callers that each need their own mix use
+/// `withActivated(_:_:)`, which applies, runs the caller's body and switches back as one locked step. (`@unchecked Sendable`: the mutable state below is only
 /// touched while `lock` is held; a `Mutex<State>` cannot lend its buffers to a caller's closure under Swift 6's
 /// region checks.)
 public final class SwitchableModel: @unchecked Sendable {
