@@ -78,7 +78,7 @@ public final class BertEncoder: Sendable {
         do {
             model = try ModelFolder(path: path)
         } catch {
-            throw EvaluationError(.checkpoint, error.message)
+            throw EvaluationError(.checkpoint, error.message, cause: error)
         }
         try self.init(model: model)
     }
@@ -89,7 +89,7 @@ public final class BertEncoder: Sendable {
         do {
             json = try model.config()
         } catch {
-            throw EvaluationError(.invalidConfig, error.message)
+            throw EvaluationError(.invalidConfig, error.message, cause: error)
         }
         guard let json else {
             throw EvaluationError(.invalidConfig, "\(configPath): no config.json next to the weights of \(model.path).")
@@ -102,7 +102,7 @@ public final class BertEncoder: Sendable {
                 let view = try model.tensor(prefix + name)
                 return (view.shape, try view.floats())
             } catch {
-                throw EvaluationError(.checkpoint, error.message)
+                throw EvaluationError(.checkpoint, error.message, cause: error)
             }
         }
     }

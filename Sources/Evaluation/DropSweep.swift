@@ -89,7 +89,7 @@ public struct DropSweep: Sendable {
                 do {
                     _ = try counterpart(of: info, base: base, fineTuned: fineTuned)
                 } catch {
-                    throw EvaluationError(error.code == .shapeMismatch ? .shapeMismatch : .missingTensor, error.message)
+                    throw EvaluationError(error.code == .shapeMismatch ? .shapeMismatch : .missingTensor, error.message, cause: error)
                 }
                 let b: [Float]
                 let f: [Float]
@@ -97,7 +97,7 @@ public struct DropSweep: Sendable {
                     b = try base.tensor(name).floats()
                     f = try fineTuned.tensor(name).floats()
                 } catch {
-                    throw EvaluationError(.checkpoint, error.message)
+                    throw EvaluationError(.checkpoint, error.message, cause: error)
                 }
                 var tau = [Float](repeating: 0, count: b.count)
                 var pos: [UInt32] = []
@@ -196,13 +196,13 @@ public struct DropSweep: Sendable {
         do {
             base = try ModelFolder(path: basePath)
         } catch {
-            throw EvaluationError(.checkpoint, error.message)
+            throw EvaluationError(.checkpoint, error.message, cause: error)
         }
         let json: [String: Any]?
         do {
             json = try base.config()
         } catch {
-            throw EvaluationError(.invalidConfig, error.message)
+            throw EvaluationError(.invalidConfig, error.message, cause: error)
         }
         guard let json else {
             throw EvaluationError(.invalidConfig, "\(basePath): no config.json next to the weights.")
@@ -216,7 +216,7 @@ public struct DropSweep: Sendable {
                 let view = try base.tensor(prefix + name)
                 tensors[name] = (view.shape, try view.floats())
             } catch {
-                throw EvaluationError(.checkpoint, error.message)
+                throw EvaluationError(.checkpoint, error.message, cause: error)
             }
         }
         baseTensors = tensors
@@ -232,7 +232,7 @@ public struct DropSweep: Sendable {
         do {
             fineTuned = try ModelFolder(path: fineTunedPath)
         } catch {
-            throw EvaluationError(.checkpoint, error.message)
+            throw EvaluationError(.checkpoint, error.message, cause: error)
         }
         let names = BertEncoder.tensorNames(layerCount: config.layerCount).filter { !excluded.contains($0) }
             .map { prefix + $0 }
