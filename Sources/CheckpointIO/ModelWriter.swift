@@ -34,7 +34,7 @@ public final class ModelWriter {
         target = URL(fileURLWithPath: directory, isDirectory: true).standardizedFileURL
         let fm = FileManager.default
         if fm.fileExists(atPath: target.path), !overwrite {
-            throw CheckpointError(.outputExists, "\(target.path): already exists; pass --force to replace it.")
+            throw CheckpointError(.outputExists, "\(target.path): already exists.")
         }
         // Checked before the temporary folder exists: a throwing init never runs deinit, which removes it.
         var names = Set<String>()

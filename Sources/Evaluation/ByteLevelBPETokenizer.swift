@@ -78,7 +78,7 @@ public struct ByteLevelBPETokenizer: TextTokenizer {
         do {
             parsed = try TokenizerJSON(data: data, file: file)
         } catch {
-            throw EvaluationError(.invalidTokenizer, error.message)
+            throw EvaluationError(.invalidTokenizer, error.message, cause: error)
         }
         let root = parsed.root
         let model = parsed.model
@@ -112,7 +112,7 @@ public struct ByteLevelBPETokenizer: TextTokenizer {
         do {
             pairs = try parsed.merges()
         } catch {
-            throw EvaluationError(.invalidTokenizer, error.message)
+            throw EvaluationError(.invalidTokenizer, error.message, cause: error)
         }
         for (rank, (left, right)) in pairs.enumerated() {
             guard let a = vocab[Array(left.utf8)], let b = vocab[Array(right.utf8)],

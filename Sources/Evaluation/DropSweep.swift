@@ -89,7 +89,7 @@ public struct DropSweep: Sendable {
                 do {
                     _ = try counterpart(of: info, base: base, fineTuned: fineTuned)
                 } catch {
-                    throw EvaluationError(error.code == .shapeMismatch ? .shapeMismatch : .missingTensor, error.message)
+                    throw EvaluationError(error.code == .shapeMismatch ? .shapeMismatch : .missingTensor, error.message, cause: error)
                 }
                 let b: [Float]
                 let f: [Float]
@@ -97,7 +97,7 @@ public struct DropSweep: Sendable {
                     b = try base.tensor(name).floats()
                     f = try fineTuned.tensor(name).floats()
                 } catch {
-                    throw EvaluationError(.checkpoint, error.message)
+                    throw EvaluationError(.checkpoint, error.message, cause: error)
                 }
                 var tau = [Float](repeating: 0, count: b.count)
                 var pos: [UInt32] = []
@@ -196,7 +196,7 @@ public struct DropSweep: Sendable {
         do {
             base = try ModelFolder(path: basePath)
         } catch {
-            throw EvaluationError(.checkpoint, error.message)
+            throw EvaluationError(.checkpoint, error.message, cause: error)
         }
         loader = try EncoderLoader(folder: base)
         config = loader.config
@@ -207,7 +207,7 @@ public struct DropSweep: Sendable {
                 let view = try base.tensor(loader.checkpointName(name))
                 tensors[name] = (view.shape, try view.floats())
             } catch {
-                throw EvaluationError(.checkpoint, error.message)
+                throw EvaluationError(.checkpoint, error.message, cause: error)
             }
         }
         baseTensors = tensors
@@ -223,7 +223,7 @@ public struct DropSweep: Sendable {
         do {
             fineTuned = try ModelFolder(path: fineTunedPath)
         } catch {
-            throw EvaluationError(.checkpoint, error.message)
+            throw EvaluationError(.checkpoint, error.message, cause: error)
         }
         let names = loader.tensorNames.filter { !excluded.contains($0) }.map(loader.checkpointName)
         return try TaskVector(base: base, fineTuned: fineTuned, names: names, seed: seed)

@@ -25,7 +25,7 @@ public struct EncoderLoader: Sendable {
         do {
             folder = try ModelFolder(path: path)
         } catch {
-            throw EvaluationError(.checkpoint, error.message)
+            throw EvaluationError(.checkpoint, error.message, cause: error)
         }
         try self.init(folder: folder)
     }
@@ -36,7 +36,7 @@ public struct EncoderLoader: Sendable {
         do {
             json = try folder.config()
         } catch {
-            throw EvaluationError(.invalidConfig, error.message)
+            throw EvaluationError(.invalidConfig, error.message, cause: error)
         }
         guard let json else {
             throw EvaluationError(.invalidConfig, "\(configPath): no config.json next to the weights of \(folder.path).")
@@ -98,7 +98,7 @@ public struct EncoderLoader: Sendable {
                 let view = try folder.tensor(prefix + name)
                 return (view.shape, try view.floats())
             } catch {
-                throw EvaluationError(.checkpoint, error.message)
+                throw EvaluationError(.checkpoint, error.message, cause: error)
             }
         }
     }

@@ -30,13 +30,13 @@ public struct LinearHead: Sendable, Equatable {
         do {
             file = try SafeTensorsFile(path: path)
         } catch {
-            throw EvaluationError(.checkpoint, error.message)
+            throw EvaluationError(.checkpoint, error.message, cause: error)
         }
         func tensor(_ name: String) throws(EvaluationError) -> TensorView {
             guard file.info(name) != nil else {
                 throw EvaluationError(.missingTensor, "\(path): a head needs a tensor '\(name)'; the file has \(file.tensors.map(\.name)).")
             }
-            do { return try file.tensor(name) } catch { throw EvaluationError(.checkpoint, error.message) }
+            do { return try file.tensor(name) } catch { throw EvaluationError(.checkpoint, error.message, cause: error) }
         }
         let w = try tensor("weight")
         let b = try tensor("bias")
@@ -52,7 +52,7 @@ public struct LinearHead: Sendable, Equatable {
             weight = try w.floats()
             bias = try b.floats()
         } catch {
-            throw EvaluationError(.checkpoint, error.message)
+            throw EvaluationError(.checkpoint, error.message, cause: error)
         }
         var labels: [String]?
         let labelsURL = URL(fileURLWithPath: path).deletingLastPathComponent().appendingPathComponent("labels.json")

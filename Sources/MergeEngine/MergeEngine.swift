@@ -117,19 +117,19 @@ public enum MergeEngine {
     public static func execute(
         _ plan: MergePlan, output: String, options: MergeOptions, progress: ((MergeProgress) -> Void)? = nil
     ) throws(MergeError) {
-        do throws(CheckpointError) {
-            try executeChecked(plan, output: output, options: options, progress: progress)
-        } catch {
-            throw MergeError(.checkpoint, error.message)
-        }
+        // Checkpoint failures are wrapped where they happen (`checkpoint { }`); a method's own `MergeError`
+        // (`.numerical`, `.invalidInputs`, …) passes through with its code.
+        try executeChecked(plan, output: output, options: options, progress: progress)
     }
 
     private static func executeChecked(
         _ plan: MergePlan, output: String, options: MergeOptions, progress: ((MergeProgress) -> Void)?
-    ) throws(CheckpointError) {
-        let writer = try ModelWriter(
-            directory: output, tensors: plan.tensors.map(\.spec), maxShardBytes: options.outShardSize,
-            overwrite: options.overwrite)
+    ) throws(MergeError) {
+        let writer = try checkpoint { () throws(CheckpointError) in
+            try ModelWriter(
+                directory: output, tensors: plan.tensors.map(\.spec), maxShardBytes: options.outShardSize,
+                overwrite: options.overwrite)
+        }
         writer.durable = options.durable
         let maxElements = plan.tensors.filter { !$0.copyRaw }.map(\.elementCount).max() ?? 0
         let maxInputs = plan.tensors.map(\.inputs.count).max() ?? 0
@@ -153,28 +153,28 @@ public enum MergeEngine {
         for (ti, t) in plan.tensors.enumerated() {
             let n = t.elementCount
             var views: [TensorView] = []
-            for inp in t.inputs { views.append(try plan.models[inp.model].folder.tensor(inp.tensor)) }
+            for inp in t.inputs {
+                views.append(try checkpoint { () throws(CheckpointError) in try plan.models[inp.model].folder.tensor(inp.tensor) })
+            }
             let inputBytes = views.reduce(0) { $0 + $1.bytes.count }
             if let vocabulary = plan.vocabulary, vocabulary.aligns(t.name) {
                 // Tokenizer merge: rows re-laid out into the output vocabulary (VocabularyAlignment.swift).
                 defer { for v in views { v.release() } }
-                try pipeline.drain()
+                try checkpoint { () throws(CheckpointError) in try pipeline.drain() }
                 let out = UnsafeMutableBufferPointer<Float>.allocate(capacity: n)
                 defer { out.deallocate() }
-                do throws(MergeError) {
-                    try vocabulary.merge(t, plan: plan, views: views, seed: options.seed, into: out)
-                } catch {
-                    throw CheckpointError(.io, error.message)
-                }
-                try writer.write(t.name, floats: UnsafeBufferPointer(out))
+                try vocabulary.merge(t, plan: plan, views: views, seed: options.seed, into: out)
+                try checkpoint { () throws(CheckpointError) in try writer.write(t.name, floats: UnsafeBufferPointer(out)) }
             } else if t.copyRaw {
                 // The write thread reads the mapping and drops its pages afterwards.
                 let view = views[0]
                 let name = t.name
-                try pipeline.submit { () throws(CheckpointError) in
-                    if let fault = writeFault?(name) { throw fault }
-                    try sendableWriter.value.write(name, bytes: view.bytes)
-                    view.release()
+                try checkpoint { () throws(CheckpointError) in
+                    try pipeline.submit { () throws(CheckpointError) in
+                        if let fault = writeFault?(name) { throw fault }
+                        try sendableWriter.value.write(name, bytes: view.bytes)
+                        view.release()
+                    }
                 }
             } else if let streaming, views.allSatisfy({ $0.dtype.isConvertibleFloat }) {
                 defer { for v in views { v.release() } }
@@ -189,26 +189,24 @@ public enum MergeEngine {
                         StreamingInput(model: model, isBase: pair.0.isBase, source: pair.1, parameters: pair.0.parameters)
                     },
                     parameters: t.parameters, seed: options.seed)
-                do throws(MergeError) {
-                    try streaming.mergeStreaming(context, into: TensorSink(bytes: dst, dtype: t.outDType, count: n))
-                } catch {
-                    throw CheckpointError(.io, error.message)
-                }
+                try streaming.mergeStreaming(context, into: TensorSink(bytes: dst, dtype: t.outDType, count: n))
                 let name = t.name
                 let bytes = UncheckedSendable(UnsafeRawBufferPointer(dst))
-                try pipeline.submit { () throws(CheckpointError) in
-                    if let fault = writeFault?(name) { throw fault }
-                    try sendableWriter.value.write(name, bytes: bytes.value)
+                try checkpoint { () throws(CheckpointError) in
+                    try pipeline.submit { () throws(CheckpointError) in
+                        if let fault = writeFault?(name) { throw fault }
+                        try sendableWriter.value.write(name, bytes: bytes.value)
+                    }
                 }
             } else {
                 defer { for v in views { v.release() } }
                 // The whole-tensor path writes from the shared pool: let earlier writes finish first.
-                try pipeline.drain()
+                try checkpoint { () throws(CheckpointError) in try pipeline.drain() }
                 while pool.count < maxInputs + 1 { pool.append(.allocate(capacity: max(1, maxElements))) }
                 var inputs: [MergeInput] = []
                 for (i, (inp, view)) in zip(t.inputs, views).enumerated() {
                     let buf = UnsafeMutableBufferPointer(rebasing: pool[i][0..<n])
-                    try view.copyFloats(into: buf)
+                    try checkpoint { () throws(CheckpointError) in try view.copyFloats(into: buf) }
                     view.release()
                     inputs.append(MergeInput(
                         model: plan.models[inp.model].reference, isBase: inp.isBase, values: UnsafeBufferPointer(buf),
@@ -217,21 +215,17 @@ public enum MergeEngine {
                 let out = UnsafeMutableBufferPointer(rebasing: pool[maxInputs][0..<n])
                 let context = TensorMergeContext(
                     tensorName: t.name, shape: t.shape, inputs: inputs, parameters: t.parameters, seed: options.seed)
-                do throws(MergeError) {
-                    try plan.method.merge(context, into: out)
-                } catch {
-                    throw CheckpointError(.io, error.message)
-                }
-                try writer.write(t.name, floats: UnsafeBufferPointer(out))
+                try plan.method.merge(context, into: out)
+                try checkpoint { () throws(CheckpointError) in try writer.write(t.name, floats: UnsafeBufferPointer(out)) }
             }
             done += inputBytes + t.spec.byteCount
             progress?(MergeProgress(
                 document: 0, documentCount: 1, tensorsDone: ti + 1, tensorCount: plan.tensors.count, bytesDone: done,
                 bytesTotal: totalBytes, seconds: Date().timeIntervalSince(start)))
         }
-        try pipeline.drain()
+        try checkpoint { () throws(CheckpointError) in try pipeline.drain() }
         try writeSupportFiles(plan, writer: writer)
-        try writer.finish()
+        try checkpoint { () throws(CheckpointError) in try writer.finish() }
     }
 
     /// An output buffer of the streamed path on 2 MB pages where the kernel allows (transparent huge pages on
@@ -246,7 +240,22 @@ public enum MergeEngine {
     }
 
     /// config.json (dtype, layer count), tokenizer files, the YAML and a model card.
-    static func writeSupportFiles(_ plan: MergePlan, writer: ModelWriter) throws(CheckpointError) {
+    static func writeSupportFiles(_ plan: MergePlan, writer: ModelWriter) throws(MergeError) {
+        try checkpoint { () throws(CheckpointError) in try copySupportFiles(plan, writer: writer) }
+        if let vocabulary = plan.vocabulary {
+            try vocabulary.writeTokenizer(to: writer)
+        }
+        try checkpoint { () throws(CheckpointError) in
+            if let template = plan.config.chatTemplate {
+                try writer.addFile("chat_template.jinja", contents: Data(template.utf8))
+            }
+            try writer.addFile("mergekit_config.yml", contents: Data(plan.config.yaml.utf8))
+            try writer.addFile("README.md", contents: Data(modelCard(plan).utf8))
+        }
+    }
+
+    /// The support model's config.json (dtype, layer count, vocabulary size) and tokenizer files.
+    static func copySupportFiles(_ plan: MergePlan, writer: ModelWriter) throws(CheckpointError) {
         let config = plan.config
         let support = plan.models[plan.supportModel].folder
         let dtypes = plan.tensors.filter { !$0.copyRaw }.map(\.outDType)
@@ -264,14 +273,6 @@ public enum MergeEngine {
                 try writer.addFile("config.json", contents: d + Data("\n".utf8))
             }
         }
-        if let vocabulary = plan.vocabulary {
-            try vocabulary.writeTokenizer(to: writer)
-        }
-        if let template = config.chatTemplate {
-            try writer.addFile("chat_template.jinja", contents: Data(template.utf8))
-        }
-        try writer.addFile("mergekit_config.yml", contents: Data(config.yaml.utf8))
-        try writer.addFile("README.md", contents: Data(modelCard(plan).utf8))
     }
 
     static func mostCommon(_ d: [DType]) -> DType? {

@@ -65,7 +65,7 @@ public struct PlannedModel: Sendable {
                 return PlannedModel(reference: reference, path: out, folder: try ModelFolder(path: out), scratch: scratch)
             } catch {
                 try? FileManager.default.removeItem(atPath: out)
-                throw MergeError(.checkpoint, "\(file): model '\(reference)' (LoRA adapter merged into the model): \(error.message)")
+                throw MergeError(.checkpoint, "\(file): model '\(reference)' (LoRA adapter merged into the model): \(error.message)", cause: error)
             }
         }
         var path = whole ?? ""
@@ -73,7 +73,7 @@ public struct PlannedModel: Sendable {
         do throws(CheckpointError) {
             return PlannedModel(reference: reference, path: path, folder: try ModelFolder(path: path))
         } catch {
-            throw MergeError(.checkpoint, "\(file): model '\(reference)': \(error.message)")
+            throw MergeError(.checkpoint, "\(file): model '\(reference)': \(error.message)", cause: error)
         }
     }
 }

@@ -47,7 +47,7 @@ struct TokenizerVocabulary: Sendable {
         do {
             json = try TokenizerJSON(data: data, file: url.path)
         } catch {
-            throw MergeError(.checkpoint, error.message)
+            throw MergeError(.checkpoint, error.message, cause: error)
         }
         let type = json.modelType
         var modelVocab: [String: Int] = [:]

@@ -353,13 +353,12 @@ public struct VocabularyAlignment: Sendable {
     ]
 
     /// Replaces the tokenizer files `copySupportFiles` brought from the support model by the merged tokenizer's.
-    func writeTokenizer(to writer: ModelWriter) throws(CheckpointError) {
+    func writeTokenizer(to writer: ModelWriter) throws(MergeError) {
         for name in Self.staleFiles {
             try? FileManager.default.removeItem(at: writer.temporary.appendingPathComponent(name))
         }
-        let files: [(name: String, contents: Data)]
-        do throws(MergeError) { files = try outputFiles() } catch { throw CheckpointError(.io, error.message) }
-        for f in files { try writer.addFile(f.name, contents: f.contents) }
+        let files = try outputFiles()
+        for f in files { try checkpoint { () throws(CheckpointError) in try writer.addFile(f.name, contents: f.contents) } }
     }
 
     /// Sets the output config.json's vocabulary size (mergekit's `_update_config_vocab`).

@@ -159,7 +159,7 @@ public enum PackFile {
     @discardableResult
     public static func write(_ pack: SwitchPack, to path: String, overwrite: Bool = false) throws(SwitchError) -> Int {
         if !overwrite, FileManager.default.fileExists(atPath: path) {
-            throw SwitchError(.outputExists, "\(path): already exists; pass --force to replace it.")
+            throw SwitchError(.outputExists, "\(path): already exists.")
         }
         let bytes = encode(pack)
         try io { () throws(CheckpointError) in

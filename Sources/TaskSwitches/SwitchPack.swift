@@ -229,7 +229,7 @@ extension SwitchPack {
                 case .modelMismatch: .shapeMismatch
                 default: .checkpoint
                 }
-            throw SwitchError(code, error.message)
+            throw SwitchError(code, error.message, cause: error)
         }
         let work = base.tensorInfos.filter { adapter.updates[$0.name] != nil }
         return try build(

@@ -75,7 +75,7 @@ struct PackCommand: ParsableCommand {
 
     func run() throws {
         if !overwrite.force, FileManager.default.fileExists(atPath: output) {
-            throw SwitchError(.outputExists, "\(output): already exists; pass --force to replace it.")
+            throw SwitchError(.outputExists, "\(output): already exists.")
         }
         let baseModel = try ModelFolder(path: base)
         // A PEFT adapter folder (adapter_config.json) is packed as the weights merging it would change.

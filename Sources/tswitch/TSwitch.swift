@@ -19,4 +19,14 @@ struct TSwitch: ParsableCommand {
             RouteCommand.self,
             MergeCommand.self,
         ])
+
+    /// ArgumentParser's `main()`, with the flag hint added to a library error (`FlagHint`).
+    static func main() {
+        do {
+            var command = try parseAsRoot()
+            try command.run()
+        } catch {
+            exit(withError: FlagHint.adding(to: error))
+        }
+    }
 }
