@@ -39,7 +39,8 @@ public struct ByteSize: Sendable, Hashable, Comparable, CustomStringConvertible 
             throw ValueSyntaxError("'\(text)' is negative; a size is \(Self.syntax).")
         }
         let digits = number.filter { $0 != "." }
-        guard !digits.isEmpty, digits.allSatisfy({ $0.isASCII && $0.isNumber }), number.filter({ $0 == "." }).count <= 1,
+        guard !digits.isEmpty, digits.allSatisfy({ $0.isASCII && $0.isNumber }),
+            number.filter({ $0 == "." }).count <= 1,
             scale > 1 || !number.contains(".")
         else {
             throw ValueSyntaxError("'\(text)' is not a size; a size is \(Self.syntax).")
@@ -57,7 +58,10 @@ public struct ByteSize: Sendable, Hashable, Comparable, CustomStringConvertible 
 
     /// The shortest form that parses back to the same count: `5GB`, `2GiB`, `500MB`, or plain bytes.
     public var description: String {
-        for (suffix, scale) in [("GB", 1_000_000_000), ("GiB", 1 << 30), ("MB", 1_000_000), ("MiB", 1 << 20), ("KB", 1_000), ("KiB", 1 << 10)]
+        for (suffix, scale) in [
+            ("GB", 1_000_000_000), ("GiB", 1 << 30), ("MB", 1_000_000), ("MiB", 1 << 20), ("KB", 1_000),
+            ("KiB", 1 << 10),
+        ]
         where bytes > 0 && bytes % scale == 0 {
             return "\(bytes / scale)\(suffix)"
         }

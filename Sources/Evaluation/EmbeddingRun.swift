@@ -33,13 +33,15 @@ public enum EmbeddingRun {
         let texts = try TextDataset.read(path: input).map(\.text)
         started(texts.count)
         let start = Date()
-        let values = encoder.embed(texts, maxLength: maxLength, batchSize: batchSize, normalize: normalize, progress: progress)
+        let values = encoder.embed(
+            texts, maxLength: maxLength, batchSize: batchSize, normalize: normalize, progress: progress)
         let seconds = Date().timeIntervalSince(start)
         let writer = try SafeTensorsWriter(
             path: output,
             tensors: [TensorSpec(name: "embeddings", dtype: .F32, shape: [texts.count, encoder.hiddenSize])],
             metadata: [
-                "model": model, "pooling": "mean", "normalized": normalize ? "true" : "false", "max_length": "\(maxLength)",
+                "model": model, "pooling": "mean", "normalized": normalize ? "true" : "false",
+                "max_length": "\(maxLength)",
             ])
         try writer.write("embeddings", floats: values)
         try writer.finish()

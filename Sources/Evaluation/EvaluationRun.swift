@@ -119,7 +119,8 @@ public final class EvaluationRun {
                     guard let own = packs.first(where: { $0.task == task.name }) else {
                         throw EvaluationError(
                             .incompatible,
-                            "No --pack is for task '\(task.name)' (packs: \(packs.map(\.task).joined(separator: ", "))).")
+                            "No --pack is for task '\(task.name)' (packs: \(packs.map(\.task).joined(separator: ", ")))."
+                        )
                     }
                     source = .packs(switched, [own])
                 }
@@ -157,7 +158,8 @@ public final class EvaluationRun {
             guard let l = e.label, l >= 0, l < head.classes else {
                 throw EvaluationError(
                     .invalidData,
-                    "\(dataPath): line \(i + 1) needs an integer \"label\" in 0..<\(head.classes) (the head's classes).")
+                    "\(dataPath): line \(i + 1) needs an integer \"label\" in 0..<\(head.classes) (the head's classes)."
+                )
             }
             labels.append(l)
         }

@@ -16,7 +16,9 @@ public struct RoutingReport: Codable, Sendable, Equatable {
         case ownWeight = "own_weight"
     }
 
-    public init(router: AutoSwitchRouter, mode: AutoSwitchRouter.Mode, weights: [[Double]], score: AutoSwitchRouter.Score?) {
+    public init(
+        router: AutoSwitchRouter, mode: AutoSwitchRouter.Mode, weights: [[Double]], score: AutoSwitchRouter.Score?
+    ) {
         tasks = router.query.tasks
         k = router.k
         distance = router.distance.rawValue
@@ -54,7 +56,9 @@ public struct RoutingSweepReport: Codable, Sendable, Equatable {
             for m in AutoSwitchRouter.Mode.allCases {
                 let s = try router.score(features, mode: m, batchSize: batch)
                 rows.append(
-                    Row(distance: d.rawValue, mode: m.rawValue, accuracy: s.accuracy, ownWeight: s.ownWeight, examples: s.examples))
+                    Row(
+                        distance: d.rawValue, mode: m.rawValue, accuracy: s.accuracy, ownWeight: s.ownWeight,
+                        examples: s.examples))
             }
         }
         self.k = k

@@ -46,7 +46,9 @@ struct AnalyzeCommand: ParsableCommand {
 
     @Option(
         help: "Accuracy sweep: drop ratios in [0, 1), comma-separated (default 0.5,0.7,0.9,0.95,0.99).",
-        transform: { try Parse.list($0, expected: "a drop ratio in [0, 1)") { Double($0).flatMap { $0 >= 0 && $0 < 1 ? $0 : nil } } })
+        transform: {
+            try Parse.list($0, expected: "a drop ratio in [0, 1)") { Double($0).flatMap { $0 >= 0 && $0 < 1 ? $0 : nil } }
+        })
     var drops: [Double] = [0.5, 0.7, 0.9, 0.95, 0.99]
 
     @Option(
@@ -233,7 +235,8 @@ struct AnalyzeCommand: ParsableCommand {
             }
             let texts = rows.map { examples[$0].text }
             func score(_ encoder: SentenceEncoder) -> (correct: Int, n: Int) {
-                let predictions = linear.predict(encoder.embed(texts, maxLength: self.encoder.maxLength, batchSize: self.encoder.batch))
+                let predictions = linear.predict(
+                    encoder.embed(texts, maxLength: self.encoder.maxLength, batchSize: self.encoder.batch))
                 return (zip(predictions, labels).filter { $0 == $1 }.count, labels.count)
             }
             let bar = ProgressBar(total: settings.count + 2, label: task.name)

@@ -52,7 +52,9 @@ enum Parse {
     /// A comma-separated list of values, each parsed by `value` (`nil`: not one of `expected`).
     static func list<T>(_ text: String, expected: String, _ value: (String) -> T?) throws -> [T] {
         let items = text.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
-        guard !items.isEmpty else { throw ValidationError("'\(text)' lists nothing; give \(expected), comma-separated.") }
+        guard !items.isEmpty else {
+            throw ValidationError("'\(text)' lists nothing; give \(expected), comma-separated.")
+        }
         return try items.map {
             guard let v = value($0) else { throw ValidationError("'\($0)' is not \(expected).") }
             return v

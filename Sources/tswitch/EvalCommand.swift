@@ -34,7 +34,9 @@ struct EvalCommand: ParsableCommand {
 
     @Option(
         parsing: .upToNextOption,
-        help: "Switch packs (.tsw: T-Switch or random-mask, mixed freely) to apply to the base MODEL: `--pack packs/*.tsw` or repeated --pack.")
+        help:
+            "Switch packs (.tsw: T-Switch or random-mask, mixed freely) to apply to the base MODEL: `--pack packs/*.tsw` or repeated --pack."
+    )
     var pack: [String] = []
 
     @OptionGroup(title: "Auto-Switch")
@@ -49,7 +51,8 @@ struct EvalCommand: ParsableCommand {
         }
         if TaskDiscovery.isDirectory(data) && !TaskDiscovery.isDirectory(head) {
             throw ValidationError(
-                "--data is a folder of tasks, so --head must be a folder of <task>/head.safetensors; \(head) is not a folder.")
+                "--data is a folder of tasks, so --head must be a folder of <task>/head.safetensors; \(head) is not a folder."
+            )
         }
     }
 
@@ -61,9 +64,11 @@ struct EvalCommand: ParsableCommand {
             maxLength: encoder.maxLength, batchSize: encoder.batch)
         let progress = ProgressReporter()
         if folder {
-            let report = try run.evaluateTasks(headFolder: head, dataFolder: data, progress: progress.report) { task, s in
+            let report = try run.evaluateTasks(headFolder: head, dataFolder: data, progress: progress.report) {
+                task, s in
                 if !format.json {
-                    print("\(task.padding(toLength: max(14, task.count), withPad: " ", startingAt: 0)) \(Self.score(s))")
+                    print(
+                        "\(task.padding(toLength: max(14, task.count), withPad: " ", startingAt: 0)) \(Self.score(s))")
                 }
             }
             if format.json {
@@ -78,13 +83,17 @@ struct EvalCommand: ParsableCommand {
             if format.json {
                 print(try ReportJSON.text(report))
             } else {
-                print("accuracy \(Self.score(TaskScore(accuracy: report.accuracy, correct: report.correct, n: report.n)))")
+                print(
+                    "accuracy \(Self.score(TaskScore(accuracy: report.accuracy, correct: report.correct, n: report.n)))"
+                )
             }
         }
     }
 
     /// `0.5750 (23/40)`.
-    private static func score(_ s: TaskScore) -> String { "\(String(format: "%.4f", s.accuracy)) (\(s.correct)/\(s.n))" }
+    private static func score(_ s: TaskScore) -> String {
+        "\(String(format: "%.4f", s.accuracy)) (\(s.correct)/\(s.n))"
+    }
 }
 
 /// Draws the library's evaluation progress as one `ProgressBar` per test set.

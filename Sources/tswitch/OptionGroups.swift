@@ -41,18 +41,24 @@ struct EncoderOptions<Defaults: EncoderDefaults>: ParsableArguments {
     var batch: Int = Defaults.batch
 
     func validate() throws {
-        if maxLength < 2 { throw ValidationError("--max-length must be at least 2 ([CLS] and [SEP]); got \(maxLength).") }
+        if maxLength < 2 {
+            throw ValidationError("--max-length must be at least 2 ([CLS] and [SEP]); got \(maxLength).")
+        }
         if batch < 1 { throw ValidationError("--batch must be at least 1; got \(batch).") }
     }
 }
 
 /// Auto-Switch options of `tswitch eval`.
 struct RoutingOptions: ParsableArguments {
-    @Option(name: .customLong("auto-switch"), help: "Route each batch to the packs with this labelled query set (.safetensors).")
+    @Option(
+        name: .customLong("auto-switch"),
+        help: "Route each batch to the packs with this labelled query set (.safetensors).")
     var autoSwitch: String?
 
     @Option(
-        help: "Auto-Switch: per-example, soft-batch (official ViT code) or hard-batch (official RoBERTa code; the best measured, see docs/bench-switch.md).")
+        help:
+            "Auto-Switch: per-example, soft-batch (official ViT code) or hard-batch (official RoBERTa code; the best measured, see docs/bench-switch.md)."
+    )
     var routeMode: AutoSwitchRouter.Mode = .hardBatchMean
 
     @Option(help: "Auto-Switch: neighbours.")
@@ -71,6 +77,8 @@ struct RoutingOptions: ParsableArguments {
 
     /// The library's settings, when `--auto-switch` is given.
     var settings: RoutingSettings? {
-        autoSwitch.map { RoutingSettings(queryPath: $0, k: routeK, distance: routeDistance, mode: routeMode, batch: routeBatch) }
+        autoSwitch.map {
+            RoutingSettings(queryPath: $0, k: routeK, distance: routeDistance, mode: routeMode, batch: routeBatch)
+        }
     }
 }

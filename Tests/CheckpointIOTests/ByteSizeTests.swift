@@ -29,9 +29,10 @@ struct ByteSizeTests {
 
     @Test("negative, empty, unit-only, fractional-byte, unknown-unit and overflowing sizes are refused")
     func refused() {
-        for bad in ["-5GB", "-1", "", "GB", "1.5", "5X", "5TB", "1e3", "nan", "inf", "+5", "1.2.3K", "99999999999GB",
-            "99999999999999999999"]
-        {
+        for bad in [
+            "-5GB", "-1", "", "GB", "1.5", "5X", "5TB", "1e3", "nan", "inf", "+5", "1.2.3K", "99999999999GB",
+            "99999999999999999999",
+        ] {
             #expect(throws: ValueSyntaxError.self, "\(bad)") { _ = try ByteSize(parsing: bad) }
         }
         #expect(throws: ValueSyntaxError.self) { _ = try ByteSize(parsing: "-5GB") }

@@ -21,7 +21,8 @@ struct EvaluationReportTests {
 
     @Test("a one-file report prints accuracy, correct, data, head, model and n")
     func singleReportJSON() throws {
-        let report = SingleEvaluationReport(score: TaskScore(accuracy: 1, correct: 3, n: 3), model: "m", head: "h", data: "d")
+        let report = SingleEvaluationReport(
+            score: TaskScore(accuracy: 1, correct: 3, n: 3), model: "m", head: "h", data: "d")
         #expect(try ReportJSON.text(report) == #"{"accuracy":1,"correct":3,"data":"d","head":"h","model":"m","n":3}"#)
     }
 
