@@ -16,5 +16,6 @@ struct TSwitch: ParsableCommand {
             AnalyzeCommand.self,
             RouteCommand.self,
             MergeCommand.self,
+            ServeCommand.self,
         ])
 }
