@@ -103,6 +103,14 @@ public actor InferenceQueue: Service {
         } catch {
             throw ServingError(.packRefused, status: .badRequest, "Pack refused (\(error.code.rawValue)): \(error.message)")
         }
+        return try await install(pack, source: source, task: task)
+    }
+
+    /// Validates and installs a decoded pack (everything `install(_:source:task:)` checks after decoding).
+    @discardableResult
+    public func install(_ pack: SwitchPack, source: String, task: String? = nil) async throws(ServingError)
+        -> (pack: LoadedPack, replaced: Bool)
+    {
         if let task, pack.task != task {
             throw ServingError(
                 .packRefused, status: .badRequest,
@@ -150,11 +158,11 @@ public actor InferenceQueue: Service {
         }
     }
 
-    /// Runs one text through the base and through each loaded pack (every pack's trial switch included), then
-    /// marks the queue ready.
+    /// Runs one text through the base and through the first pack (every pack had its trial switch when it was
+    /// installed), then marks the queue ready.
     public func warmUp(text: String = "Warm-up: one resident base, every task.") async throws(ServingError) {
         var inputs: [InferenceWorker.Input] = [.init(texts: [text], target: .base)]
-        for p in packs.values.sorted(by: { $0.task < $1.task }) { inputs.append(.init(texts: [text], target: .task(p))) }
+        if let p = packs.values.min(by: { $0.task < $1.task }) { inputs.append(.init(texts: [text], target: .task(p))) }
         let batch = inputs
         let (results, _) = await onCompute { self.worker.run(batch) }
         for r in results {
@@ -221,17 +229,13 @@ public actor InferenceQueue: Service {
         return try r.get()
     }
 
-    /// Loads the initial packs (before serving; the same checks as an upload).
-    func installInitial(_ files: [String]) async throws(ServingError) {
-        for path in files {
-            let bytes: [UInt8]
-            guard let data = FileManager.default.contents(atPath: path) else {
-                throw ServingError(.packRefused, status: .badRequest, "\(path): cannot read the pack file.")
-            }
-            bytes = [UInt8](data)
-            let (p, replaced) = try await install(bytes, source: path)
+    /// Installs the initial packs (before serving; the same checks as an upload, and one pack per task).
+    func installInitial(_ initial: [(pack: SwitchPack, source: String)]) async throws(ServingError) {
+        for (pack, source) in initial {
+            let (p, replaced) = try await install(pack, source: source)
             if replaced {
-                throw ServingError(.packRefused, status: .badRequest, "\(path): a second pack for task '\(p.task)' in the packs folder; keep one.")
+                throw ServingError(
+                    .packRefused, status: .badRequest, "\(source): a second pack for task '\(p.task)' in the packs folder; keep one.")
             }
         }
     }

@@ -30,15 +30,17 @@ public struct ServingServer: Sendable {
         let files = try fm.contentsOfDirectory(atPath: packsDirectory).filter { $0.hasSuffix(".tsw") }.sorted()
             .map { URL(fileURLWithPath: packsDirectory).appendingPathComponent($0).path }
         let encoder = try SwitchedEncoder(basePath: base)
+        let packs = try files.map { (pack: try PackFile.read($0), source: $0) }
         return try await make(
-            encoder: encoder, baseName: URL(fileURLWithPath: base).lastPathComponent, packFiles: files,
+            encoder: encoder, baseName: URL(fileURLWithPath: base).lastPathComponent, packs: packs,
             routerPath: routerPath, config: config)
     }
 
     /// A server over an encoder already loaded (tests share one base between servers; only one server may use
     /// an encoder at a time, as switching is in place).
     public static func make(
-        encoder: SwitchedEncoder, baseName: String, packFiles: [String], routerPath: String?, config: ServerConfiguration
+        encoder: SwitchedEncoder, baseName: String, packs: [(pack: SwitchPack, source: String)], routerPath: String?,
+        config: ServerConfiguration
     ) async throws -> ServingServer {
         try config.validate(maxPositions: encoder.config.maxPositions)
         var router: AutoSwitchRouter?
@@ -53,7 +55,7 @@ public struct ServingServer: Sendable {
         }
         let metrics = ServingMetrics()
         let queue = InferenceQueue(encoder: encoder, router: router, config: config, metrics: metrics, baseName: baseName)
-        try await queue.installInitial(packFiles)
+        try await queue.installInitial(packs)
         try await queue.warmUp()
         return ServingServer(queue: queue, config: config, metrics: metrics)
     }
@@ -89,15 +91,18 @@ public struct ServingServer: Sendable {
 
     /// The HTTP application, with the inference queue as a service (shut down after the HTTP server, so requests
     /// in flight are answered first).
+    ///
+    /// - Parameter runsQueue: false when the caller runs `queue.run()` itself (tests sharing one queue between
+    ///   applications).
     public func application(
-        host: String = "127.0.0.1", port: Int = 8080, logger: Logger? = nil,
+        host: String = "127.0.0.1", port: Int = 8080, logger: Logger? = nil, runsQueue: Bool = true,
         onServerRunning: @escaping @Sendable (Int?) async -> Void = { _ in }
     ) -> Application<RouterResponder<BasicRequestContext>> {
         var app = Application(
             router: router(), configuration: .init(address: .hostname(host, port: port), serverName: "tswitch"),
             onServerRunning: { channel in await onServerRunning(channel.localAddress?.port) },
             logger: logger)
-        app.addServices(queue)
+        if runsQueue { app.addServices(queue) }
         return app
     }
 
