@@ -2,7 +2,7 @@
 import PackageDescription
 
 // Dependencies point one way:
-// CheckpointIO <- TensorKernels <- {MergeEngine, TaskSwitches} <- Evaluation <- tswitch
+// CheckpointIO <- TensorKernels <- {MergeEngine, TaskSwitches} <- Evaluation <- Serving <- tswitch
 let package = Package(
     name: "TaskSwitch",
     platforms: [.macOS(.v15)],
@@ -13,10 +13,16 @@ let package = Package(
         .library(name: "MergeEngine", targets: ["MergeEngine"]),
         .library(name: "TaskSwitches", targets: ["TaskSwitches"]),
         .library(name: "Evaluation", targets: ["Evaluation"]),
+        .library(name: "Serving", targets: ["Serving"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
         .package(url: "https://github.com/jpsim/Yams", from: "6.0.0"),
+        .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.0.0"),
+        .package(url: "https://github.com/apple/swift-metrics", from: "2.5.0"),
+        .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.0.0"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.0.0"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.5.0"),
     ],
     targets: [
         // C libraries from Debian.
@@ -45,18 +51,38 @@ let package = Package(
         // BERT encoder, WordPiece tokenizer, heads, accuracy.
         .target(
             name: "Evaluation", dependencies: ["CheckpointIO", "TensorKernels", "TaskSwitches", "COpenBLAS", "CEncoderKernels"]),
+        // `tswitch serve`: one resident base answering every task over HTTP (Hummingbird 2), one inference queue.
+        .target(
+            name: "Serving",
+            dependencies: [
+                "CheckpointIO", "TaskSwitches", "Evaluation",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "Logging", package: "swift-log"),
+            ]),
         // The command-line tool: thin commands over the libraries.
         .executableTarget(
             name: "tswitch",
             dependencies: [
-                "CheckpointIO", "TensorKernels", "MergeEngine", "TaskSwitches", "Evaluation",
+                "CheckpointIO", "TensorKernels", "MergeEngine", "TaskSwitches", "Evaluation", "Serving",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ]),
 
         .testTarget(name: "CheckpointIOTests", dependencies: ["CheckpointIO"], resources: [.copy("Fixtures")]),
         .testTarget(name: "TensorKernelsTests", dependencies: ["TensorKernels", "CheckpointIO", "CMergeKernels"]),
         .testTarget(name: "MergeEngineTests", dependencies: ["MergeEngine", "CheckpointIO", "TensorKernels"], resources: [.copy("Fixtures")]),
         .testTarget(name: "TaskSwitchesTests", dependencies: ["TaskSwitches", "TensorKernels", "CheckpointIO", "MergeEngine"], resources: [.copy("Fixtures")]),
+        .testTarget(
+            name: "ServingTests",
+            dependencies: [
+                "Serving", "Evaluation", "TaskSwitches", "CheckpointIO",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "HummingbirdTesting", package: "hummingbird"),
+            ]),
         .testTarget(name: "EvaluationTests", dependencies: ["Evaluation", "TaskSwitches", "TensorKernels", "CheckpointIO"], resources: [.copy("Fixtures")]),
     ],
     swiftLanguageModes: [.v6]

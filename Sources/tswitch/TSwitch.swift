@@ -18,6 +18,7 @@ struct TSwitch: ParsableCommand {
             AnalyzeCommand.self,
             RouteCommand.self,
             MergeCommand.self,
+            ServeCommand.self,
         ])
 
     /// ArgumentParser's `main()`, with the flag hint added to a library error (`FlagHint`).
