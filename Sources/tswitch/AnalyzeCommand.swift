@@ -211,10 +211,11 @@ struct AnalyzeCommand: ParsableCommand {
         let folder = fm.fileExists(atPath: data, isDirectory: &isDir) && isDir.boolValue
         let tasks: [(name: String, test: String, head: String, model: String)]
         if folder {
-            tasks = try fm.contentsOfDirectory(atPath: data).sorted()
-                .filter { fm.fileExists(atPath: "\(data)/\($0)/test.jsonl") }
+            tasks = TaskFolders.withHeads(data: data, heads: head).tasks
                 .map { ($0, "\(data)/\($0)/test.jsonl", "\(head)/\($0)/head.safetensors", "\(finetuned)/\($0)") }
-            guard !tasks.isEmpty else { throw ValidationError("\(data): no task folder with a test.jsonl inside.") }
+            guard !tasks.isEmpty else {
+                throw ValidationError("\(data): no task folder with a test.jsonl and a head in \(head) (<task>/head.safetensors).")
+            }
         } else {
             tasks = [(URL(fileURLWithPath: data).deletingLastPathComponent().lastPathComponent, data, head, finetuned)]
         }

@@ -12,10 +12,12 @@ struct EvalCommand: ParsableCommand {
             One task: tswitch eval MODEL --head head.safetensors --data test.jsonl
 
             A folder of tasks: tswitch eval MODEL --head data/heads --data data/tasks evaluates every task folder \
-            of --data that has a test.jsonl, with --head's <task>/head.safetensors, and prints per-task and mean \
-            accuracy. MODEL may then also be a folder of per-task models (zoo/<task>/), one per task.
+            of --data that has a test.jsonl and a head --head/<task>/head.safetensors (the others are left out, \
+            named on stderr), and prints per-task and mean accuracy. MODEL may then also be a folder of per-task models (zoo/<task>/), one per task.
 
-            Texts are truncated to --max-length tokens (48, the zoo's training protocol, by default).
+            Texts are truncated to --max-length tokens (48, the zoo's training protocol, by default). A head with \
+            a logit_scale in its metadata (a zero-shot head, `tswitch head`) scores the L2-normalized features by \
+            scaled cosine.
 
             With --pack, MODEL is the base and the packs are applied in memory first. One task: every pack is \
             added (weight 1). A folder of tasks: each task gets the pack made for it (T-Switch with the task \
@@ -129,13 +131,18 @@ struct EvalCommand: ParsableCommand {
     /// a folder of models).
     private func runTasks() throws {
         let fm = FileManager.default
-        let tasks = try fm.contentsOfDirectory(atPath: data).sorted()
-            .filter { fm.fileExists(atPath: "\(data)/\($0)/test.jsonl") }
-        guard !tasks.isEmpty else {
-            throw ValidationError("\(data): no task folder with a test.jsonl inside.")
-        }
         guard isDirectory(head) else {
             throw ValidationError("--data is a folder of tasks, so --head must be a folder of <task>/head.safetensors; \(head) is not a folder.")
+        }
+        let (tasks, withoutHead) = TaskFolders.withHeads(data: data, heads: head)
+        guard !tasks.isEmpty else {
+            throw ValidationError(
+                withoutHead.isEmpty
+                    ? "\(data): no task folder with a test.jsonl inside."
+                    : "\(data): no task folder has a head in \(head) (<task>/head.safetensors).")
+        }
+        if !withoutHead.isEmpty {
+            FileHandle.standardError.write(Data("eval: left out (no head in \(head)): \(withoutHead.joined(separator: ", "))\n".utf8))
         }
         let switching = try loadSwitching()
         let perTaskModels = switching == nil && isDirectory(model) && !fm.fileExists(atPath: "\(model)/config.json")

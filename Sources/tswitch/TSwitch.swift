@@ -11,6 +11,7 @@ struct TSwitch: ParsableCommand {
             ConvertCommand.self,
             EmbedCommand.self,
             EvalCommand.self,
+            HeadCommand.self,
             PackCommand.self,
             ApplyCommand.self,
             AnalyzeCommand.self,
