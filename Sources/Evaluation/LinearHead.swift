@@ -3,7 +3,14 @@ import Foundation
 
 /// A linear classification head: `logits = weight · feature + bias`, read from a safetensors file with `weight`
 /// (classes × hidden, F32) and `bias` (classes), next to the task's `labels.json`.
+///
+/// A cosine head (the zero-shot heads of `ZeroShotHead`, CLIP's protocol) also carries a logit scale, stored as the
+/// string `logit_scale` in the file's `__metadata__`: its logits are `logitScale · (weight · f / |f|) + bias`, the
+/// features L2-normalized first. A file without `logit_scale` is a plain linear head, as before.
 public struct LinearHead: Sendable, Equatable {
+    /// The `__metadata__` key of the logit scale of a cosine head.
+    public static let logitScaleKey = "logit_scale"
+
     public let classes: Int
     public let hidden: Int
     /// Row-major `classes × hidden`.
@@ -11,19 +18,26 @@ public struct LinearHead: Sendable, Equatable {
     public let bias: [Float]
     /// Class names from `labels.json`, when the file is there.
     public let labels: [String]?
+    /// A cosine head's logit scale (features are L2-normalized before the product); nil for a plain linear head.
+    public let logitScale: Float?
 
-    public init(weight: [Float], bias: [Float], classes: Int, hidden: Int, labels: [String]? = nil) {
+    public init(
+        weight: [Float], bias: [Float], classes: Int, hidden: Int, labels: [String]? = nil, logitScale: Float? = nil
+    ) {
         precondition(weight.count == classes * hidden && bias.count == classes)
+        precondition(logitScale.map { $0.isFinite && $0 > 0 } ?? true, "a logit scale is finite and positive")
         self.weight = weight
         self.bias = bias
         self.classes = classes
         self.hidden = hidden
         self.labels = labels
+        self.logitScale = logitScale
     }
 
     /// Reads a head file and, when present, the `labels.json` beside it.
     ///
     /// - Throws: `EvaluationError` `.missingTensor` or `.shapeMismatch` naming the file and tensor,
+    ///   `.invalidData` when the `logit_scale` metadata is not a finite positive number,
     ///   `.incompatible` when `labels.json` lists a different number of classes.
     public init(path: String) throws(EvaluationError) {
         let file: SafeTensorsFile
@@ -54,6 +68,14 @@ public struct LinearHead: Sendable, Equatable {
         } catch {
             throw EvaluationError(.checkpoint, error.message, cause: error)
         }
+        var logitScale: Float?
+        if let raw = file.metadata[Self.logitScaleKey] {
+            guard let v = Float(raw.trimmingCharacters(in: .whitespaces)), v.isFinite, v > 0 else {
+                throw EvaluationError(
+                    .invalidData, "\(path): metadata '\(Self.logitScaleKey)' is \"\(raw)\"; expected a finite positive number.")
+            }
+            logitScale = v
+        }
         var labels: [String]?
         let labelsURL = URL(fileURLWithPath: path).deletingLastPathComponent().appendingPathComponent("labels.json")
         if let data = FileManager.default.contents(atPath: labelsURL.path) {
@@ -66,23 +88,70 @@ public struct LinearHead: Sendable, Equatable {
             }
             labels = names
         }
-        self.init(weight: weight, bias: bias, classes: w.shape[0], hidden: w.shape[1], labels: labels)
+        self.init(
+            weight: weight, bias: bias, classes: w.shape[0], hidden: w.shape[1], labels: labels, logitScale: logitScale)
     }
 
-    /// The arg-max class of each row of `features` (`rows × hidden`); ties go to the lower class, as `argmax` does.
-    public func predict(_ features: [Float]) -> [Int] {
+    /// Writes `weight` and `bias` as F32 (and `logit_scale` into `__metadata__` for a cosine head) atomically.
+    ///
+    /// - Parameter metadata: further `__metadata__` entries (a `logit_scale` entry here is overridden).
+    /// - Throws: `EvaluationError` `.checkpoint` when the file cannot be written.
+    public func write(path: String, metadata: [String: String] = [:]) throws(EvaluationError) {
+        var meta = metadata
+        meta[Self.logitScaleKey] = logitScale.map { "\($0)" }
+        do {
+            let writer = try SafeTensorsWriter(
+                path: path,
+                tensors: [
+                    TensorSpec(name: "weight", dtype: .F32, shape: [classes, hidden]),
+                    TensorSpec(name: "bias", dtype: .F32, shape: [classes]),
+                ], metadata: meta)
+            try writer.write("weight", floats: weight)
+            try writer.write("bias", floats: bias)
+            try writer.finish()
+        } catch {
+            throw EvaluationError(.checkpoint, error.message)
+        }
+    }
+
+    /// Logits of each row of `features` (`rows × hidden`), row-major `rows × classes`. A cosine head normalizes
+    /// each feature row to unit L2 length (a zero row stays zero) and multiplies the products by its logit scale.
+    public func logits(_ features: [Float]) -> [Float] {
         precondition(features.count % hidden == 0)
         let rows = features.count / hidden
-        return (0..<rows).map { r in
+        var out = [Float](repeating: 0, count: rows * classes)
+        for r in 0..<rows {
+            if let logitScale {
+                var sq: Float = 0
+                for j in 0..<hidden { sq += features[r * hidden + j] * features[r * hidden + j] }
+                let factor = logitScale / max(sq.squareRoot(), 1e-12)
+                for c in 0..<classes {
+                    var s: Float = 0
+                    for j in 0..<hidden { s += weight[c * hidden + j] * features[r * hidden + j] }
+                    out[r * classes + c] = s * factor + bias[c]
+                }
+            } else {
+                // The bias first, then the products in order: the accumulation the shipped results were made with.
+                for c in 0..<classes {
+                    var s = bias[c]
+                    for j in 0..<hidden { s += weight[c * hidden + j] * features[r * hidden + j] }
+                    out[r * classes + c] = s
+                }
+            }
+        }
+        return out
+    }
+
+    /// The arg-max class of each row of `features` (`rows × hidden`) by `logits`; ties go to the lower class, as
+    /// `argmax` does.
+    public func predict(_ features: [Float]) -> [Int] {
+        let scores = logits(features)
+        return (0..<(scores.count / classes)).map { r in
             var best = 0
             var bestScore = -Float.infinity
-            for c in 0..<classes {
-                var s = bias[c]
-                for j in 0..<hidden { s += weight[c * hidden + j] * features[r * hidden + j] }
-                if s > bestScore {
-                    bestScore = s
-                    best = c
-                }
+            for c in 0..<classes where scores[r * classes + c] > bestScore {
+                bestScore = scores[r * classes + c]
+                best = c
             }
             return best
         }

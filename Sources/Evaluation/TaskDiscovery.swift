@@ -18,22 +18,47 @@ public enum TaskDiscovery {
         public func modelPath(in models: String) -> String { "\(models)/\(name)" }
     }
 
-    /// Every sub-folder of `dataFolder` holding a `test.jsonl`, sorted by name, with its head in `headFolder`.
+    /// Every sub-folder of `dataFolder` holding a `test.jsonl` and a head `<headFolder>/<task>/head.safetensors`,
+    /// sorted by name. A heads folder made for some of the tasks (the eight linear-probe heads of `data/heads`
+    /// beside twenty tasks) thus evaluates exactly those; `withoutHead` names the others.
     ///
-    /// - Throws: `EvaluationError` `.invalidData` when `dataFolder` cannot be listed or holds no such task folder.
+    /// - Throws: `EvaluationError` `.invalidData` when `dataFolder` cannot be listed, holds no task folder, or
+    ///   no task folder has a head.
     public static func tasks(dataFolder: String, headFolder: String) throws(EvaluationError) -> [Task] {
+        let found = try split(dataFolder: dataFolder, headFolder: headFolder)
+        guard !found.tasks.isEmpty else {
+            throw EvaluationError(
+                .invalidData,
+                found.withoutHead.isEmpty
+                    ? "\(dataFolder): no task folder with a test.jsonl inside."
+                    : "\(dataFolder): no task folder has a head in \(headFolder) (<task>/head.safetensors).")
+        }
+        return found.tasks
+    }
+
+    /// The task folders of `dataFolder` (sorted, with a `test.jsonl`) split into those with a head in `headFolder`
+    /// and the names of those without one.
+    ///
+    /// - Throws: `EvaluationError` `.io` when `dataFolder` cannot be listed.
+    public static func split(
+        dataFolder: String, headFolder: String
+    ) throws(EvaluationError) -> (tasks: [Task], withoutHead: [String]) {
         let fm = FileManager.default
         let names: [String]
         do { names = try fm.contentsOfDirectory(atPath: dataFolder) } catch {
             throw EvaluationError(.io, "\(dataFolder): cannot list the task folders: \(error.localizedDescription).")
         }
-        let tasks = names.sorted().filter { fm.fileExists(atPath: "\(dataFolder)/\($0)/test.jsonl") }.map {
-            Task(name: $0, testPath: "\(dataFolder)/\($0)/test.jsonl", headPath: "\(headFolder)/\($0)/head.safetensors")
+        var tasks: [Task] = []
+        var withoutHead: [String] = []
+        for name in names.sorted() where fm.fileExists(atPath: "\(dataFolder)/\(name)/test.jsonl") {
+            let head = "\(headFolder)/\(name)/head.safetensors"
+            if fm.fileExists(atPath: head) {
+                tasks.append(Task(name: name, testPath: "\(dataFolder)/\(name)/test.jsonl", headPath: head))
+            } else {
+                withoutHead.append(name)
+            }
         }
-        guard !tasks.isEmpty else {
-            throw EvaluationError(.invalidData, "\(dataFolder): no task folder with a test.jsonl inside.")
-        }
-        return tasks
+        return (tasks, withoutHead)
     }
 
     /// Whether `path` is an existing folder.

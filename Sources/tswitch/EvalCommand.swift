@@ -1,5 +1,6 @@
 import ArgumentParser
 import Evaluation
+import Foundation
 
 struct EvalCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -9,10 +10,12 @@ struct EvalCommand: ParsableCommand {
             One task: tswitch eval MODEL --head head.safetensors --data test.jsonl
 
             A folder of tasks: tswitch eval MODEL --head data/heads --data data/tasks evaluates every task folder \
-            of --data that has a test.jsonl, with --head's <task>/head.safetensors, and prints per-task and mean \
+            of --data that has a test.jsonl and a head (tasks without one are named on stderr), with --head's <task>/head.safetensors, and prints per-task and mean \
             accuracy. MODEL may then also be a folder of per-task models (zoo/<task>/), one per task.
 
-            Texts are truncated to --max-length tokens (48, the zoo's training protocol, by default).
+            Texts are truncated to --max-length tokens (48, the zoo's training protocol, by default). A head with \
+            a logit_scale in its metadata (a zero-shot head, `tswitch head`) scores the L2-normalized features by \
+            scaled cosine.
 
             With --pack, MODEL is the base and the packs are applied in memory first. One task: every pack is \
             added (weight 1). A folder of tasks: each task gets the pack made for it (T-Switch with the task \
@@ -64,6 +67,11 @@ struct EvalCommand: ParsableCommand {
             maxLength: encoder.maxLength, batchSize: encoder.batch)
         let progress = ProgressReporter()
         if folder {
+            let left = try TaskDiscovery.split(dataFolder: data, headFolder: head).withoutHead
+            if !left.isEmpty {
+                FileHandle.standardError.write(
+                    Data("eval: left out (no head in \(head)): \(left.joined(separator: ", "))\n".utf8))
+            }
             let report = try run.evaluateTasks(headFolder: head, dataFolder: data, progress: progress.report) {
                 task, s in
                 if !format.json {

@@ -13,6 +13,7 @@ struct TSwitch: ParsableCommand {
             ConvertCommand.self,
             EmbedCommand.self,
             EvalCommand.self,
+            HeadCommand.self,
             PackCommand.self,
             ApplyCommand.self,
             AnalyzeCommand.self,
