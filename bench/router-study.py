@@ -57,17 +57,23 @@ def knn(Q, ql, X, k=10, metric="cosine", centre=None):
         Q = Q - centre
         X = X - centre
     if metric == "cosine":
-        Qn = Q / np.maximum(np.linalg.norm(Q, axis=1, keepdims=True), 1e-12)
-        Xn = X / np.maximum(np.linalg.norm(X, axis=1, keepdims=True), 1e-12)
-        d = 1 - Xn @ Qn.T
-    else:
-        d = (X * X).sum(1)[:, None] - 2 * X @ Q.T + (Q * Q).sum(1)[None, :]
-    nn = np.argsort(d, axis=1, kind="stable")[:, :k]
+        Q = Q / np.maximum(np.linalg.norm(Q, axis=1, keepdims=True), 1e-12)
+        X = X / np.maximum(np.linalg.norm(X, axis=1, keepdims=True), 1e-12)
+    nn = np.zeros((len(X), k), int)
+    d0 = np.zeros(len(X))
+    for s in range(0, len(X), 1024):  # chunks: a full [test, train] distance matrix does not fit for 20 tasks
+        x = X[s:s + 1024]
+        d = -x @ Q.T if metric == "cosine" else (x * x).sum(1)[:, None] - 2 * x @ Q.T + (Q * Q).sum(1)[None, :]
+        part = np.argpartition(d, k, axis=1)[:, :k]
+        dp = np.take_along_axis(d, part, 1)
+        o = np.argsort(dp, axis=1, kind="stable")
+        nn[s:s + 1024] = np.take_along_axis(part, o, 1)
+        d0[s:s + 1024] = np.take_along_axis(dp, o, 1)[:, 0]
     T = ql.max() + 1
     votes = np.zeros((len(X), T))
     for j in range(k):
         np.add.at(votes, (np.arange(len(X)), ql[nn[:, j]]), 1)
-    return votes / k, -d[np.arange(len(X)), nn[:, 0]]
+    return votes / k, -d0
 
 
 def lda_fit(groups, lam, prior=False):
