@@ -49,9 +49,44 @@ public struct LDARouter: Sendable, Equatable {
         self.baseFingerprint = baseFingerprint
     }
 
-    /// Fits the router on labelled features (`labels` index `tasks`).
+    /// Fits the router on labelled features (`labels` index `tasks`). The OOD threshold comes from held-out rows:
+    /// every `holdOutEvery`-th row is left out of a first fit, whose best scores on those rows give the threshold
+    /// (in-sample scores are optimistic and would send far too many real inputs to the base); the router is then
+    /// fitted on all rows. `holdOutEvery` 0 takes the threshold from the fitting rows themselves.
     public static func fit(
-        _ set: QuerySet, shrinkage: Double = defaultShrinkage, baseFingerprint: BaseFingerprint? = nil
+        _ set: QuerySet, shrinkage: Double = defaultShrinkage, baseFingerprint: BaseFingerprint? = nil,
+        holdOutEvery: Int = 5
+    ) throws(SwitchError) -> LDARouter {
+        let all = try fitAll(set, shrinkage: shrinkage, baseFingerprint: baseFingerprint)
+        guard holdOutEvery >= 2, let labels = set.labels, set.count >= holdOutEvery * 2 * set.tasks.count else {
+            return all
+        }
+        var keep: [Float] = []
+        var keepLabels: [Int] = []
+        var held: [Float] = []
+        for i in 0..<set.count {
+            if i % holdOutEvery == holdOutEvery - 1 {
+                held += set.row(i)
+            } else {
+                keep += set.row(i)
+                keepLabels.append(labels[i])
+            }
+        }
+        let d = set.dimension
+        let part = try fitAll(
+            QuerySet(features: keep, count: keepLabels.count, dimension: d, labels: keepLabels, tasks: set.tasks),
+            shrinkage: shrinkage, baseFingerprint: baseFingerprint)
+        let best = try part.scores(
+            QuerySet(features: held, count: held.count / d, dimension: d, labels: nil, tasks: [])
+        ).map { $0.max() ?? 0 }.sorted()
+        return LDARouter(
+            tasks: all.tasks, dimension: d, centre: all.centre, weights: all.weights, bias: all.bias,
+            choleskyFactor: all.choleskyFactor, shrinkage: shrinkage, oodThreshold: percentile(best, oodPercentile),
+            baseFingerprint: baseFingerprint)
+    }
+
+    static func fitAll(
+        _ set: QuerySet, shrinkage: Double, baseFingerprint: BaseFingerprint?
     ) throws(SwitchError) -> LDARouter {
         guard let labels = set.labels, !set.tasks.isEmpty else {
             throw SwitchError(.invalidQuerySet, "The training features have no labels or task names.")
