@@ -190,8 +190,12 @@ public enum RouterFile {
             guard p.count == count * 4 else {
                 throw corrupt("field \(name) has \(p.count) bytes; \(count) f32 values need \(count * 4)")
             }
-            let v = (0..<count).map { Float(bitPattern: UInt32(littleEndian: p.loadUnaligned(fromByteOffset: $0 * 4, as: UInt32.self))) }
-            if let bad = v.firstIndex(where: { !$0.isFinite }) { throw corrupt("field \(name) holds NaN or ∞ at \(bad)") }
+            let v = (0..<count).map {
+                Float(bitPattern: UInt32(littleEndian: p.loadUnaligned(fromByteOffset: $0 * 4, as: UInt32.self)))
+            }
+            if let bad = v.firstIndex(where: { !$0.isFinite }) {
+                throw corrupt("field \(name) holds NaN or ∞ at \(bad)")
+            }
             return v
         }
         let centre = try floats(payloads[1], d, "CENT")

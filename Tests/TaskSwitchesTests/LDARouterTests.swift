@@ -37,7 +37,9 @@ struct LDARouterTests {
             for j in 0..<d { #expect(abs(Double(r.weights[k * d + j]) - ref.weights[k][j]) < 1e-4) }
             #expect(abs(Double(r.bias[k]) - ref.bias[k]) < 1e-4)
         }
-        for i in 0..<d { for j in 0..<d { #expect(abs(Double(r.choleskyFactor[i * d + j]) - ref.cholesky[i][j]) < 1e-4) } }
+        for i in 0..<d {
+            for j in 0..<d { #expect(abs(Double(r.choleskyFactor[i * d + j]) - ref.cholesky[i][j]) < 1e-4) }
+        }
         #expect(abs(Double(r.oodThreshold) - ref.ood_threshold) < 1e-4 * max(1, abs(ref.ood_threshold)))
     }
 
@@ -47,7 +49,9 @@ struct LDARouterTests {
         let r = try Self.fitted()
         let test = try QuerySet(path: Fixture.url("router/test.safetensors").path, requireLabels: true)
         let s = try r.scores(test)
-        for (a, b) in zip(s, ref.scores) { for (x, y) in zip(a, b) { #expect(abs(Double(x) - y) < 1e-3 * max(1, abs(y))) } }
+        for (a, b) in zip(s, ref.scores) {
+            for (x, y) in zip(a, b) { #expect(abs(Double(x) - y) < 1e-3 * max(1, abs(y))) }
+        }
         let routes = try r.route(test).map { $0 ?? -1 }
         #expect(routes == ref.routes)
         #expect(routes.suffix(2) == [-1, -1])
@@ -77,7 +81,9 @@ struct LDARouterTests {
             #expect(e.message.hasPrefix("flip.tsr: "))
         }
         for cut in [0, 5, 16, 30, bytes.count / 2, bytes.count - 1] {
-            let err = switchError { () throws(SwitchError) in _ = try RouterFile.decode(Array(bytes.prefix(cut)), file: "cut.tsr") }
+            let err = switchError { () throws(SwitchError) in
+                _ = try RouterFile.decode(Array(bytes.prefix(cut)), file: "cut.tsr")
+            }
             #expect(err != nil && err?.message.hasPrefix("cut.tsr: ") == true)
         }
     }
@@ -86,9 +92,13 @@ struct LDARouterTests {
     func limits() throws {
         let bytes = RouterFile.encode(try Self.fitted())
         _ = try RouterFile.decode(bytes, file: "l.tsr", limits: .init(maxTasks: 3, maxDimension: 8))
-        let t = switchError { () throws(SwitchError) in _ = try RouterFile.decode(bytes, file: "l.tsr", limits: .init(maxTasks: 2)) }
+        let t = switchError { () throws(SwitchError) in
+            _ = try RouterFile.decode(bytes, file: "l.tsr", limits: .init(maxTasks: 2))
+        }
         #expect(t?.code == .limitExceeded && t?.message.contains("META.tasks") == true)
-        let d = switchError { () throws(SwitchError) in _ = try RouterFile.decode(bytes, file: "l.tsr", limits: .init(maxDimension: 7)) }
+        let d = switchError { () throws(SwitchError) in
+            _ = try RouterFile.decode(bytes, file: "l.tsr", limits: .init(maxDimension: 7))
+        }
         #expect(d?.code == .limitExceeded && d?.message.contains("META.dimension") == true)
     }
 
