@@ -42,7 +42,7 @@ public struct Embedded: Sendable {
 /// (The HTTP server is shut down first and drains its requests through this queue.)
 public actor InferenceQueue: Service {
     public nonisolated let config: ServerConfiguration
-    public nonisolated let tokenizer: WordPieceTokenizer
+    public nonisolated let tokenizer: any TextTokenizer
     public nonisolated let hiddenSize: Int
     public nonisolated let hasRouter: Bool
     public nonisolated let baseName: String

@@ -250,7 +250,7 @@ public struct ServingServer: Sendable {
         var total = 0
         var truncated: [Bool] = []
         for (i, t) in texts.enumerated() {
-            let n = queue.tokenizer.tokenIDs(t).count + 2
+            let n = queue.tokenizer.encode(t, maxLength: Int(Int32.max)).count  // special tokens included
             if n > config.maxLength, !config.truncate {
                 throw ServingError.badRequest(
                     .textTooLong,

@@ -1,7 +1,16 @@
 import ArgumentParser
+import CheckpointIO
 import Evaluation
 import Foundation
 import TaskSwitches
+
+/// Which router `route --build` writes.
+enum RouterKind: String, ExpressibleByArgument, CaseIterable {
+    /// LDA task prototypes with a shared covariance (per-example routing, `RouterFile`); the default.
+    case lda
+    /// The paper's k-NN query set (`AutoSwitchRouter`).
+    case knn
+}
 
 struct RouteCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -22,8 +31,17 @@ struct RouteCommand: ParsableCommand {
         help: "QUERIES FEATURES, or with --build: TASK=FILE pairs of per-task features (e.g. from `tswitch embed`).")
     var inputs: [String]
 
-    @Option(help: "Build a labelled query set (or labelled features) from TASK=FILE pairs and write it here.")
+    @Option(help: "Build a router from TASK=FILE pairs and write it here (--kind lda: a router file; knn: a query set).")
     var build: String?
+
+    @Option(help: "With --build: lda (per-example LDA router file, the default) or knn (the paper's query set).")
+    var kind: RouterKind = .lda
+
+    @Option(help: "With --build --kind lda: covariance shrinkage λ in (0, 1].")
+    var shrinkage: Double = LDARouter.defaultShrinkage
+
+    @Option(help: "With --build --kind lda: the base model folder, whose fingerprint the router records.")
+    var base: String?
 
     @Option(help: "Neighbours.")
     var k: Int = 10
@@ -72,8 +90,50 @@ struct RouteCommand: ParsableCommand {
         )
     }
 
+    /// Fits and writes an LDA router file.
+    private func buildLDA(_ out: String) throws {
+        var parts: [(task: String, features: QuerySet)] = []
+        for pair in inputs {
+            let eq = pair.firstIndex(of: "=") ?? pair.endIndex
+            parts.append((String(pair[..<eq]), try QuerySet(path: String(pair[pair.index(after: eq)...]), requireLabels: false)))
+        }
+        let fp = try base.map { try BaseFingerprint(model: try ModelFolder(path: $0)) }
+        let router = try LDARouter.fit(try QuerySet.combine(parts), shrinkage: shrinkage, baseFingerprint: fp)
+        let size = try RouterFile.write(router, to: out)
+        print(
+            "\(out): LDA router, \(router.tasks.count) tasks, \(router.dimension) features, λ = \(shrinkage), \(size) bytes"
+        )
+    }
+
+    /// Routes with an LDA router file: one task (or the base) per example.
+    private func runLDA(_ router: LDARouter, _ f: QuerySet) throws {
+        let routes = try router.route(f)
+        var correct: Int?
+        if let labels = f.labels {
+            var c = 0
+            for (i, r) in routes.enumerated() where r.map({ router.tasks[$0] }) == f.tasks[labels[i]] { c += 1 }
+            correct = c
+        }
+        let toBase = routes.filter { $0 == nil }.count
+        if format.json {
+            let report = LDARoutingReport(
+                kind: "lda", tasks: router.tasks, routes: routes.map { $0.map { router.tasks[$0] } ?? "base" },
+                toBase: toBase, accuracy: correct.map { Double($0) / Double(max(1, f.count)) })
+            print(try ReportJSON.text(report, pretty: true))
+            return
+        }
+        for (i, r) in routes.enumerated() { print("\(i)\t\(r.map { router.tasks[$0] } ?? "base (out of distribution)")") }
+        print("\(toBase) of \(f.count) examples out of distribution (to the base)")
+        if let correct {
+            print(String(format: "routing accuracy %.2f%% (%d examples)", 100 * Double(correct) / Double(max(1, f.count)), f.count))
+        }
+    }
+
     func run() throws {
-        if let build { return try buildSet(build) }
+        if let build { return kind == .lda ? try buildLDA(build) : try buildSet(build) }
+        if RouterFile.isRouterFile(inputs[0]) {
+            return try runLDA(try RouterFile.read(inputs[0]), try QuerySet(path: inputs[1], requireLabels: false))
+        }
         let q = try QuerySet(path: inputs[0], requireLabels: true)
         let f = try QuerySet(path: inputs[1], requireLabels: false)
         if all {
@@ -116,5 +176,19 @@ struct RouteCommand: ParsableCommand {
                     format: "routing accuracy %.2f%% (%d examples), mean own-task weight %.4f", 100 * score.accuracy,
                     score.examples, score.ownWeight))
         }
+    }
+}
+
+/// `tswitch route ROUTER.tsr FEATURES --json`: the task (or "base") of each example.
+private struct LDARoutingReport: Encodable {
+    let kind: String
+    let tasks: [String]
+    let routes: [String]
+    let toBase: Int
+    let accuracy: Double?
+
+    enum CodingKeys: String, CodingKey {
+        case kind, tasks, routes, accuracy
+        case toBase = "to_base"
     }
 }

@@ -1,0 +1,270 @@
+import Foundation
+
+/// Per-example Auto-Switch by linear discriminants: task prototypes with one shared, shrunk covariance (LDA).
+///
+/// Fit (closed form, no training loop): c = mean of all rows; μ_k = mean of task k's rows − c; S = pooled
+/// within-task covariance (divided by N − T); Σ = (1 − λ)·S + λ·tr(S)/D·I; w_k = Σ⁻¹μ_k; b_k = −½·μ_kᵀw_k.
+/// Routing: score_k(x) = w_k·(x − c) + b_k − ½·‖L⁻¹(x − c)‖² = −½·(x − c − μ_k)ᵀΣ⁻¹(x − c − μ_k) + const, with
+/// Σ = L·Lᵀ; task = argmax (ties to the lower index; the quadratic term is the same for every task, so it only
+/// matters for the OOD check: a linear score alone grows without bound far from every task). An input whose best
+/// score is below `oodThreshold` (the 1st percentile of the best score over the fitting rows) is out of
+/// distribution and goes to the base model. Measured in `docs/routing.md` (bench/router-study.py); reference: scripts/fixtures/router_lda.py.
+public struct LDARouter: Sendable, Equatable {
+    public let tasks: [String]
+    public let dimension: Int
+    /// The centring mean c [D].
+    public let centre: [Float]
+    /// w_k, row-major [tasks, D].
+    public let weights: [Float]
+    /// b_k [tasks].
+    public let bias: [Float]
+    /// Lower Cholesky factor L of Σ, row-major [D, D] (upper triangle zero).
+    public let choleskyFactor: [Float]
+    /// Shrinkage λ the fit used.
+    public let shrinkage: Double
+    /// Best score below this: out of distribution (→ base). −∞ disables the check.
+    public let oodThreshold: Float
+    public let baseFingerprint: BaseFingerprint?
+
+    /// Shrinkage: held-out-train best at 300 texts per task on the 20 tasks (0.01 at ≥ 1,000 per task; docs/routing.md).
+    public static let defaultShrinkage = 0.03
+    /// Percentile of the fitting rows' best score used as the OOD threshold.
+    public static let oodPercentile = 1.0
+
+    public init(
+        tasks: [String], dimension: Int, centre: [Float], weights: [Float], bias: [Float], choleskyFactor: [Float],
+        shrinkage: Double, oodThreshold: Float, baseFingerprint: BaseFingerprint?
+    ) {
+        precondition(
+            centre.count == dimension && weights.count == tasks.count * dimension && bias.count == tasks.count
+                && choleskyFactor.count == dimension * dimension)
+        self.choleskyFactor = choleskyFactor
+        self.tasks = tasks
+        self.dimension = dimension
+        self.centre = centre
+        self.weights = weights
+        self.bias = bias
+        self.shrinkage = shrinkage
+        self.oodThreshold = oodThreshold
+        self.baseFingerprint = baseFingerprint
+    }
+
+    /// Fits the router on labelled features (`labels` index `tasks`). The OOD threshold comes from held-out rows:
+    /// every `holdOutEvery`-th row is left out of a first fit, whose best scores on those rows give the threshold
+    /// (in-sample scores are optimistic and would send far too many real inputs to the base); the router is then
+    /// fitted on all rows. `holdOutEvery` 0 takes the threshold from the fitting rows themselves.
+    public static func fit(
+        _ set: QuerySet, shrinkage: Double = defaultShrinkage, baseFingerprint: BaseFingerprint? = nil,
+        holdOutEvery: Int = 5
+    ) throws(SwitchError) -> LDARouter {
+        let all = try fitAll(set, shrinkage: shrinkage, baseFingerprint: baseFingerprint)
+        guard holdOutEvery >= 2, let labels = set.labels, set.count >= holdOutEvery * 2 * set.tasks.count else {
+            return all
+        }
+        var keep: [Float] = []
+        var keepLabels: [Int] = []
+        var held: [Float] = []
+        for i in 0..<set.count {
+            if i % holdOutEvery == holdOutEvery - 1 {
+                held += set.row(i)
+            } else {
+                keep += set.row(i)
+                keepLabels.append(labels[i])
+            }
+        }
+        let d = set.dimension
+        let part = try fitAll(
+            QuerySet(features: keep, count: keepLabels.count, dimension: d, labels: keepLabels, tasks: set.tasks),
+            shrinkage: shrinkage, baseFingerprint: baseFingerprint)
+        let best = try part.scores(
+            QuerySet(features: held, count: held.count / d, dimension: d, labels: nil, tasks: [])
+        ).map { $0.max() ?? 0 }.sorted()
+        return LDARouter(
+            tasks: all.tasks, dimension: d, centre: all.centre, weights: all.weights, bias: all.bias,
+            choleskyFactor: all.choleskyFactor, shrinkage: shrinkage, oodThreshold: percentile(best, oodPercentile),
+            baseFingerprint: baseFingerprint)
+    }
+
+    static func fitAll(
+        _ set: QuerySet, shrinkage: Double, baseFingerprint: BaseFingerprint?
+    ) throws(SwitchError) -> LDARouter {
+        guard let labels = set.labels, !set.tasks.isEmpty else {
+            throw SwitchError(.invalidQuerySet, "The training features have no labels or task names.")
+        }
+        guard shrinkage > 0, shrinkage <= 1 else {
+            throw SwitchError(.invalidArgument, "The shrinkage λ must be in (0, 1]; got \(shrinkage).")
+        }
+        let t = set.tasks.count
+        let d = set.dimension
+        var counts = [Int](repeating: 0, count: t)
+        for l in labels { counts[l] += 1 }
+        if let empty = counts.firstIndex(of: 0) {
+            throw SwitchError(.invalidQuerySet, "Task '\(set.tasks[empty])' has no training rows.")
+        }
+        guard set.count > t else {
+            throw SwitchError(.invalidQuerySet, "LDA needs more rows (\(set.count)) than tasks (\(t)).")
+        }
+        var grand = [Double](repeating: 0, count: d)
+        var mus = [Double](repeating: 0, count: t * d)
+        set.features.withUnsafeBufferPointer { f in
+            for i in 0..<set.count {
+                let l = labels[i]
+                for j in 0..<d {
+                    let v = Double(f[i * d + j])
+                    grand[j] += v
+                    mus[l * d + j] += v
+                }
+            }
+        }
+        for j in 0..<d { grand[j] /= Double(set.count) }
+        for k in 0..<t { for j in 0..<d { mus[k * d + j] /= Double(counts[k]) } }
+        // Pooled within-task scatter, upper triangle.
+        var s = [Double](repeating: 0, count: d * d)
+        var row = [Double](repeating: 0, count: d)
+        set.features.withUnsafeBufferPointer { f in
+            s.withUnsafeMutableBufferPointer { sb in
+                for i in 0..<set.count {
+                    let l = labels[i]
+                    for j in 0..<d { row[j] = Double(f[i * d + j]) - mus[l * d + j] }
+                    for a in 0..<d {
+                        let ra = row[a]
+                        if ra == 0 { continue }
+                        for b in a..<d { sb[a * d + b] += ra * row[b] }
+                    }
+                }
+            }
+        }
+        let denom = Double(set.count - t)
+        var trace = 0.0
+        for a in 0..<d { trace += s[a * d + a] / denom }
+        var sigma = [Double](repeating: 0, count: d * d)
+        for a in 0..<d {
+            for b in a..<d {
+                let v = (1 - shrinkage) * s[a * d + b] / denom + (a == b ? shrinkage * trace / Double(d) : 0)
+                sigma[a * d + b] = v
+                sigma[b * d + a] = v
+            }
+        }
+        guard trace > 0, let chol = cholesky(sigma, d) else {
+            throw SwitchError(
+                .invalidQuerySet, "The training features have no spread within tasks; the covariance is singular.")
+        }
+        var w = [Float](repeating: 0, count: t * d)
+        var b = [Float](repeating: 0, count: t)
+        for k in 0..<t {
+            let mu = (0..<d).map { mus[k * d + $0] - grand[$0] }
+            let wk = choleskySolve(chol, d, mu)
+            var dot = 0.0
+            for j in 0..<d {
+                w[k * d + j] = Float(wk[j])
+                dot += mu[j] * wk[j]
+            }
+            b[k] = Float(-0.5 * dot)
+        }
+        let l = chol.map { Float($0) }
+        var router = LDARouter(
+            tasks: set.tasks, dimension: d, centre: grand.map { Float($0) }, weights: w, bias: b, choleskyFactor: l,
+            shrinkage: shrinkage, oodThreshold: -.infinity, baseFingerprint: baseFingerprint)
+        let best = try router.scores(set).map { $0.max() ?? 0 }.sorted()
+        router = LDARouter(
+            tasks: router.tasks, dimension: d, centre: router.centre, weights: w, bias: b, choleskyFactor: l,
+            shrinkage: shrinkage,
+            oodThreshold: percentile(best, oodPercentile), baseFingerprint: baseFingerprint)
+        return router
+    }
+
+    /// numpy's default (linear) percentile of sorted values.
+    static func percentile(_ sorted: [Float], _ p: Double) -> Float {
+        guard !sorted.isEmpty else { return -.infinity }
+        let pos = p / 100 * Double(sorted.count - 1)
+        let lo = Int(pos.rounded(.down))
+        let hi = min(sorted.count - 1, lo + 1)
+        let frac = pos - Double(lo)
+        return Float(Double(sorted[lo]) + frac * (Double(sorted[hi]) - Double(sorted[lo])))
+    }
+
+    /// Lower Cholesky factor of a symmetric positive-definite [n, n] matrix, or nil when it is not.
+    static func cholesky(_ a: [Double], _ n: Int) -> [Double]? {
+        var l = [Double](repeating: 0, count: n * n)
+        for i in 0..<n {
+            for j in 0...i {
+                var sum = a[i * n + j]
+                for k in 0..<j { sum -= l[i * n + k] * l[j * n + k] }
+                if i == j {
+                    guard sum > 0, sum.isFinite else { return nil }
+                    l[i * n + i] = sum.squareRoot()
+                } else {
+                    l[i * n + j] = sum / l[j * n + j]
+                }
+            }
+        }
+        return l
+    }
+
+    /// Solves L·Lᵀ·x = y.
+    static func choleskySolve(_ l: [Double], _ n: Int, _ y: [Double]) -> [Double] {
+        var z = y
+        for i in 0..<n {
+            var s = z[i]
+            for k in 0..<i { s -= l[i * n + k] * z[k] }
+            z[i] = s / l[i * n + i]
+        }
+        for i in stride(from: n - 1, through: 0, by: -1) {
+            var s = z[i]
+            for k in (i + 1)..<n { s -= l[k * n + i] * z[k] }
+            z[i] = s / l[i * n + i]
+        }
+        return z
+    }
+
+    /// Discriminant scores per example: rows of `tasks.count` values.
+    public func scores(_ features: QuerySet) throws(SwitchError) -> [[Float]] {
+        guard features.dimension == dimension else {
+            throw SwitchError(
+                .invalidFeatures,
+                "The features have dimension \(features.dimension); the router has \(dimension).")
+        }
+        let d = dimension
+        var x = [Double](repeating: 0, count: d)
+        return (0..<features.count).map { e in
+            let r = features.row(e)
+            for (j, v) in r.enumerated() { x[j] = Double(v) - Double(centre[j]) }
+            // ½‖L⁻¹x‖² by forward substitution.
+            var z = x
+            var quad = 0.0
+            for i in 0..<d {
+                var s = z[i]
+                for k in 0..<i { s -= Double(choleskyFactor[i * d + k]) * z[k] }
+                z[i] = s / Double(choleskyFactor[i * d + i])
+                quad += z[i] * z[i]
+            }
+            return (0..<tasks.count).map { k in
+                var s = Double(bias[k]) - 0.5 * quad
+                for j in 0..<d { s += Double(weights[k * d + j]) * x[j] }
+                return Float(s)
+            }
+        }
+    }
+
+    /// Task per example, nil when the input is out of distribution (its best score is below the threshold).
+    public func route(_ features: QuerySet) throws(SwitchError) -> [Int?] {
+        try scores(features).map { s in
+            let best = AutoSwitchRouter.argmax(s.map(Double.init))
+            return s[best] < oodThreshold ? nil : best
+        }
+    }
+
+    /// One-hot switch weights per example (all zero for an out-of-distribution input: the base model).
+    public func weights(_ features: QuerySet) throws(SwitchError) -> [[Double]] {
+        try route(features).map { r in (0..<tasks.count).map { $0 == r ? 1 : 0 } }
+    }
+
+    /// Refuses a router fitted on another base model's features.
+    public func check(base: BaseFingerprint, file: String) throws(SwitchError) {
+        if let mine = baseFingerprint, mine != base {
+            throw SwitchError(
+                .wrongBase,
+                "\(file): the router was fitted on features of base \(mine), not of this base (\(base)).")
+        }
+    }
+}

@@ -1,0 +1,112 @@
+import Foundation
+import Testing
+
+@testable import TaskSwitches
+
+/// The LDA per-example router against the numpy reference (scripts/fixtures/router_lda.py) and its file format.
+struct LDARouterTests {
+    struct Reference: Decodable {
+        let shrinkage: Double
+        let centre: [Double]
+        let weights: [[Double]]
+        let bias: [Double]
+        let cholesky: [[Double]]
+        let ood_threshold: Double
+        let scores: [[Double]]
+        let routes: [Int]
+    }
+
+    static func reference() throws -> Reference {
+        try JSONDecoder().decode(Reference.self, from: Data(contentsOf: Fixture.url("router/reference.json")))
+    }
+
+    static func fitted() throws -> LDARouter {
+        let train = try QuerySet(path: Fixture.url("router/train.safetensors").path, requireLabels: true)
+        return try LDARouter.fit(
+            train, shrinkage: try reference().shrinkage, baseFingerprint: BaseFingerprint(value: 0x1234_5678_9abc_def0))
+    }
+
+    @Test("the fit matches numpy's centre, w_k, b_k, Cholesky factor and OOD threshold within 1e-4")
+    func fitMatchesNumpy() throws {
+        let ref = try Self.reference()
+        let r = try Self.fitted()
+        let d = r.dimension
+        #expect(d == 8 && r.tasks == ["alpha", "beta", "gamma"])
+        for j in 0..<d { #expect(abs(Double(r.centre[j]) - ref.centre[j]) < 1e-4) }
+        for k in 0..<3 {
+            for j in 0..<d { #expect(abs(Double(r.weights[k * d + j]) - ref.weights[k][j]) < 1e-4) }
+            #expect(abs(Double(r.bias[k]) - ref.bias[k]) < 1e-4)
+        }
+        for i in 0..<d {
+            for j in 0..<d { #expect(abs(Double(r.choleskyFactor[i * d + j]) - ref.cholesky[i][j]) < 1e-4) }
+        }
+        #expect(abs(Double(r.oodThreshold) - ref.ood_threshold) < 1e-4 * max(1, abs(ref.ood_threshold)))
+    }
+
+    @Test("routing equals the numpy reference, out-of-distribution inputs going to the base")
+    func routesMatchNumpy() throws {
+        let ref = try Self.reference()
+        let r = try Self.fitted()
+        let test = try QuerySet(path: Fixture.url("router/test.safetensors").path, requireLabels: true)
+        let s = try r.scores(test)
+        for (a, b) in zip(s, ref.scores) {
+            for (x, y) in zip(a, b) { #expect(abs(Double(x) - y) < 1e-3 * max(1, abs(y))) }
+        }
+        let routes = try r.route(test).map { $0 ?? -1 }
+        #expect(routes == ref.routes)
+        #expect(routes.suffix(2) == [-1, -1])
+        #expect(try r.weights(test).last == [0, 0, 0])
+    }
+
+    @Test("a router file round-trips exactly")
+    func roundTrip() throws {
+        let r = try Self.fitted()
+        let dir = try temporaryFolder()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let path = dir.appendingPathComponent("r.tsr").path
+        try RouterFile.write(r, to: path)
+        #expect(RouterFile.isRouterFile(path))
+        #expect(try RouterFile.read(path) == r)
+    }
+
+    @Test("every single-bit flip of a router file is a typed error naming the file")
+    func everyBit() throws {
+        let bytes = RouterFile.encode(try Self.fitted())
+        for bit in 0..<(bytes.count * 8) {
+            var damaged = bytes
+            damaged[bit / 8] ^= UInt8(1 << (bit % 8))
+            let err = switchError { () throws(SwitchError) in _ = try RouterFile.decode(damaged, file: "flip.tsr") }
+            let e = try #require(err, "flipping bit \(bit % 8) of byte \(bit / 8) went unnoticed")
+            #expect([.corruptPack, .truncatedPack, .notAPack, .unsupportedVersion, .limitExceeded].contains(e.code))
+            #expect(e.message.hasPrefix("flip.tsr: "))
+        }
+        for cut in [0, 5, 16, 30, bytes.count / 2, bytes.count - 1] {
+            let err = switchError { () throws(SwitchError) in
+                _ = try RouterFile.decode(Array(bytes.prefix(cut)), file: "cut.tsr")
+            }
+            #expect(err != nil && err?.message.hasPrefix("cut.tsr: ") == true)
+        }
+    }
+
+    @Test("limits on tasks and dimension accept the exact value and refuse one less, naming the field")
+    func limits() throws {
+        let bytes = RouterFile.encode(try Self.fitted())
+        _ = try RouterFile.decode(bytes, file: "l.tsr", limits: .init(maxTasks: 3, maxDimension: 8))
+        let t = switchError { () throws(SwitchError) in
+            _ = try RouterFile.decode(bytes, file: "l.tsr", limits: .init(maxTasks: 2))
+        }
+        #expect(t?.code == .limitExceeded && t?.message.contains("META.tasks") == true)
+        let d = switchError { () throws(SwitchError) in
+            _ = try RouterFile.decode(bytes, file: "l.tsr", limits: .init(maxDimension: 7))
+        }
+        #expect(d?.code == .limitExceeded && d?.message.contains("META.dimension") == true)
+    }
+
+    @Test("a router fitted on another base's features is refused")
+    func otherBase() throws {
+        let r = try Self.fitted()
+        try r.check(base: BaseFingerprint(value: 0x1234_5678_9abc_def0), file: "r.tsr")
+        let err = switchError { () throws(SwitchError) in try r.check(base: BaseFingerprint(value: 1), file: "r.tsr") }
+        #expect(err?.code == .wrongBase && err?.message.hasPrefix("r.tsr: ") == true)
+    }
+}
