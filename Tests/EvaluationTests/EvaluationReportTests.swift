@@ -26,22 +26,33 @@ struct EvaluationReportTests {
         #expect(try ReportJSON.text(report) == #"{"accuracy":1,"correct":3,"data":"d","head":"h","model":"m","n":3}"#)
     }
 
-    @Test("task discovery keeps the sub-folders with a test.jsonl, sorted, and refuses a folder without any")
+    @Test("task discovery keeps the sub-folders with a test.jsonl and a head, sorted, and refuses a folder without any")
     func discovery() throws {
         let root = FileManager.default.temporaryDirectory.appendingPathComponent("discovery-\(UUID().uuidString)")
         defer { try? FileManager.default.removeItem(at: root) }
+        let data = root.appendingPathComponent("data")
+        let heads = root.appendingPathComponent("heads")
         for (task, test) in [("b", true), ("a", true), ("c", false)] {
-            let dir = root.appendingPathComponent(task)
+            let dir = data.appendingPathComponent(task)
             try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
             if test { try Data("{}\n".utf8).write(to: dir.appendingPathComponent("test.jsonl")) }
+            let head = heads.appendingPathComponent(task)
+            try FileManager.default.createDirectory(at: head, withIntermediateDirectories: true)
+            try Data().write(to: head.appendingPathComponent("head.safetensors"))
         }
-        let tasks = try TaskDiscovery.tasks(dataFolder: root.path, headFolder: "heads")
+        let tasks = try TaskDiscovery.tasks(dataFolder: data.path, headFolder: heads.path)
         #expect(tasks.map(\.name) == ["a", "b"])
-        #expect(tasks[0].testPath == "\(root.path)/a/test.jsonl" && tasks[0].headPath == "heads/a/head.safetensors")
+        #expect(tasks[0].testPath == "\(data.path)/a/test.jsonl" && tasks[0].headPath == "\(heads.path)/a/head.safetensors")
         #expect(tasks[1].modelPath(in: "zoo") == "zoo/b")
-        let empty = root.appendingPathComponent("c")
-        let error = EvalFixture.error { _ = try TaskDiscovery.tasks(dataFolder: empty.path, headFolder: "heads") }
+        let empty = data.appendingPathComponent("c")
+        let error = EvalFixture.error { _ = try TaskDiscovery.tasks(dataFolder: empty.path, headFolder: heads.path) }
         #expect(error?.code == .invalidData)
-        #expect(error?.message.contains("no task folder") == true)
+        #expect(error?.message.contains("no task folder with a test.jsonl") == true)
+        // Tasks exist but none has a head: refused, naming the heads folder.
+        let noHeads = EvalFixture.error {
+            _ = try TaskDiscovery.tasks(dataFolder: data.path, headFolder: root.appendingPathComponent("none").path)
+        }
+        #expect(noHeads?.code == .invalidData)
+        #expect(noHeads?.message.contains("no task folder has a head in") == true)
     }
 }
