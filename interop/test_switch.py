@@ -254,3 +254,47 @@ def test_route_features_from_the_swift_encoder(tswitch, tmp_path, base_path):
     test = load_file(str(tmp_path / "t.safetensors"))
     knn = KNeighborsClassifier(n_neighbors=5, algorithm="brute", metric="cosine").fit(built["features"], built["labels"])
     assert np.allclose(np.array(out["weights"]), knn.predict_proba(test["features"]), atol=1e-12)
+
+
+def test_lda_router_file_routes_as_numpy_lda(tswitch, tmp_path, base_path):
+    """`route --build R.tsr` (the per-example LDA router) then `route R.tsr`: every routed example takes numpy's
+    LDA task (shared covariance shrunk by λ, centred on the mean of all rows), and the file refuses another base."""
+    tasks = ("code-lang", "lang-id", "wn-verb")
+    files = {}
+    for task in tasks:
+        rows = [json.loads(l) for l in open(ROOT / "data" / "tasks" / task / "train.jsonl")][:60]
+        for split, part in (("q", rows[:40]), ("t", rows[40:])):
+            src = tmp_path / f"{split}-{task}.jsonl"
+            src.write_text("".join(json.dumps({"text": r["text"]}) + "\n" for r in part))
+            tswitch("embed", base_path, "--input", src, "--output", tmp_path / f"{split}-{task}.safetensors",
+                    "--normalize")
+            files[split, task] = tmp_path / f"{split}-{task}.safetensors"
+    tswitch("route", "--build", tmp_path / "t.safetensors", *(f"{t}={files['t', t]}" for t in tasks))
+    lam = 0.1
+    tswitch("route", "--build", tmp_path / "r.tsr", "--shrinkage", str(lam), "--base", base_path,
+            *(f"{t}={files['q', t]}" for t in tasks))
+    out = json.loads(tswitch("route", tmp_path / "r.tsr", tmp_path / "t.safetensors", "--json").stdout)
+    assert out["kind"] == "lda" and out["tasks"] == list(tasks)
+    # numpy LDA on the same features
+    x = np.concatenate([load_file(str(files["q", t]))["embeddings"] for t in tasks]).astype(np.float64)
+    y = np.repeat(np.arange(len(tasks)), 40)
+    c = x.mean(0)
+    mus = np.stack([x[y == k].mean(0) for k in range(len(tasks))])
+    resid = x - mus[y]
+    s = resid.T @ resid / (len(x) - len(tasks))
+    d = x.shape[1]
+    sigma = (1 - lam) * s + lam * np.trace(s) / d * np.eye(d)
+    w = np.linalg.solve(sigma, (mus - c).T).T
+    b = -0.5 * np.einsum("kd,kd->k", mus - c, w)
+    test = load_file(str(tmp_path / "t.safetensors"))
+    want = ((test["features"].astype(np.float64) - c) @ w.T + b).argmax(1)
+    routed = [(i, r) for i, r in enumerate(out["routes"]) if r != "base"]
+    assert len(routed) >= 0.8 * len(out["routes"])
+    assert all(tasks[want[i]] == r for i, r in routed)
+    assert out["accuracy"] > 0.8
+    # A corrupted file is refused with a message naming it (every bit flip: LDARouterTests).
+    raw = bytearray((tmp_path / "r.tsr").read_bytes())
+    raw[len(raw) // 2] ^= 0x10
+    (tmp_path / "bad.tsr").write_bytes(bytes(raw))
+    bad = tswitch("route", tmp_path / "bad.tsr", tmp_path / "t.safetensors", check=False)
+    assert bad.returncode != 0 and "bad.tsr" in bad.stderr

@@ -34,8 +34,19 @@ struct RouteCommand: ParsableCommand {
     @Option(help: "Build a router from TASK=FILE pairs and write it here (--kind lda: a router file; knn: a query set).")
     var build: String?
 
-    @Option(help: "With --build: lda (per-example LDA router file, the default) or knn (the paper's query set).")
-    var kind: RouterKind = .lda
+    @Option(
+        help: """
+            With --build: lda (per-example LDA router file) or knn (the paper's query set). Default: knn when the \
+            output ends in .safetensors (a query set, as before), lda otherwise (e.g. router.tsr).
+            """)
+    var kind: RouterKind?
+
+    /// The kind `--build` writes: as given, or read off the output name so that existing query-set builds
+    /// (`--build queries.safetensors`) keep their meaning.
+    var buildKind: RouterKind {
+        if let kind { return kind }
+        return (build ?? "").hasSuffix(".safetensors") ? .knn : .lda
+    }
 
     @Option(help: "With --build --kind lda: covariance shrinkage λ in (0, 1].")
     var shrinkage: Double = LDARouter.defaultShrinkage
@@ -130,7 +141,7 @@ struct RouteCommand: ParsableCommand {
     }
 
     func run() throws {
-        if let build { return kind == .lda ? try buildLDA(build) : try buildSet(build) }
+        if let build { return buildKind == .lda ? try buildLDA(build) : try buildSet(build) }
         if RouterFile.isRouterFile(inputs[0]) {
             return try runLDA(try RouterFile.read(inputs[0]), try QuerySet(path: inputs[1], requireLabels: false))
         }
