@@ -67,8 +67,8 @@ enum ServeFixture {
     }
 }
 
-func json(_ value: Any) -> ByteBuffer {
-    ByteBuffer(bytes: try! JSONSerialization.data(withJSONObject: value))
+func json(_ value: Any) throws -> ByteBuffer {
+    ByteBuffer(bytes: try JSONSerialization.data(withJSONObject: value))
 }
 
 func object(_ response: TestResponse) throws -> [String: Any] {
@@ -106,7 +106,7 @@ struct ServingTests {
         let (served, servedFloats, base) = try await app.test(.router) { client in
             let r = try await client.execute(
                 uri: "/v1/embeddings", method: .post, headers: jsonHeaders,
-                body: json(["model": "wn-verb", "input": texts, "encoding_format": "base64"]))
+                body: try json(["model": "wn-verb", "input": texts, "encoding_format": "base64"]))
             #expect(r.status == .ok)
             let body = try object(r)
             #expect(body["object"] as? String == "list")
@@ -126,11 +126,11 @@ struct ServingTests {
             }
             let f = try await client.execute(
                 uri: "/v1/embeddings", method: .post, headers: jsonHeaders,
-                body: json(["model": "wn-verb", "input": texts]))
+                body: try json(["model": "wn-verb", "input": texts]))
             let fd = try #require(try object(f)["data"] as? [[String: Any]])
             let asFloats = fd.flatMap { ($0["embedding"] as? [NSNumber] ?? []).map(\.floatValue) }
             let b = try await client.execute(
-                uri: "/v1/embeddings", method: .post, headers: jsonHeaders, body: json(["model": "base", "input": texts[0]]))
+                uri: "/v1/embeddings", method: .post, headers: jsonHeaders, body: try json(["model": "base", "input": texts[0]]))
             let bd = try #require(try object(b)["data"] as? [[String: Any]])
             #expect(bd.first?["task"] as? String == "base")
             return (rows, asFloats, (bd.first?["embedding"] as? [NSNumber] ?? []).map(\.floatValue))
@@ -151,7 +151,7 @@ struct ServingTests {
         let body = try await server.application(runsQueue: false).test(.router) { client in
             let r = try await client.execute(
                 uri: "/v1/classify", method: .post, headers: jsonHeaders,
-                body: json(["task": "lang-id", "input": texts, "scores": true]))
+                body: try json(["task": "lang-id", "input": texts, "scores": true]))
             #expect(r.status == .ok)
             return try object(r)
         }
@@ -182,16 +182,16 @@ struct ServingTests {
         let (routed, mixed) = try await server.application(runsQueue: false).test(.router) { client in
             let r = try await client.execute(
                 uri: "/v1/embeddings", method: .post, headers: jsonHeaders,
-                body: json(["model": "auto", "input": verbs + langs]))
+                body: try json(["model": "auto", "input": verbs + langs]))
             #expect(r.status == .ok)
             let tasks = try #require(try object(r)["data"] as? [[String: Any]]).compactMap { $0["task"] as? String }
             // Two requests of different tasks at once (one batch with two switch groups, or two batches).
             async let a = client.execute(
                 uri: "/v1/embeddings", method: .post, headers: jsonHeaders,
-                body: json(["model": "wn-verb", "input": verbs, "encoding_format": "base64"]))
+                body: try json(["model": "wn-verb", "input": verbs, "encoding_format": "base64"]))
             async let b = client.execute(
                 uri: "/v1/embeddings", method: .post, headers: jsonHeaders,
-                body: json(["model": "lang-id", "input": langs, "encoding_format": "base64"]))
+                body: try json(["model": "lang-id", "input": langs, "encoding_format": "base64"]))
             let rows = try await [a, b].map { resp in
                 try #require(try object(resp)["data"] as? [[String: Any]]).flatMap { try floats(base64: $0["embedding"] as? String ?? "") }
             }
@@ -218,9 +218,9 @@ struct ServingTests {
             #expect(try await client.execute(uri: "/health", method: .get).status == .ok)
             #expect(try await client.execute(uri: "/ready", method: .get).status == .ok)
             _ = try await client.execute(
-                uri: "/v1/embeddings", method: .post, headers: jsonHeaders, body: json(["model": "wn-verb", "input": "run"]))
+                uri: "/v1/embeddings", method: .post, headers: jsonHeaders, body: try json(["model": "wn-verb", "input": "run"]))
             _ = try await client.execute(
-                uri: "/v1/embeddings", method: .post, headers: jsonHeaders, body: json(["model": "nope", "input": "run"]))
+                uri: "/v1/embeddings", method: .post, headers: jsonHeaders, body: try json(["model": "nope", "input": "run"]))
             let metrics = String(buffer: try await client.execute(uri: "/metrics", method: .get).body)
             for needle in [
                 #"tswitch_http_requests_total{endpoint="/v1/embeddings",status="200"} 1"#,
@@ -250,33 +250,33 @@ struct ServingTests {
             try expectError(try await post("/v1/embeddings", ByteBuffer(string: "{\"model\": ")), .badRequest, code: "invalid_json")
             try expectError(try await post("/v1/embeddings", ByteBuffer(string: "[1, 2]")), .badRequest, code: "invalid_json")
             let wrongType = try expectError(
-                try await post("/v1/embeddings", json(["model": "wn-verb", "input": 5])), .badRequest, code: "invalid_json")
+                try await post("/v1/embeddings", try json(["model": "wn-verb", "input": 5])), .badRequest, code: "invalid_json")
             #expect((wrongType["message"] as? String)?.contains("input") == true)
-            try expectError(try await post("/v1/embeddings", json(["input": "x"])), .badRequest, code: "invalid_json")
+            try expectError(try await post("/v1/embeddings", try json(["input": "x"])), .badRequest, code: "invalid_json")
             try expectError(
-                try await post("/v1/embeddings", json(["model": "wn-verb", "input": [String]()])), .badRequest, code: "invalid_input")
+                try await post("/v1/embeddings", try json(["model": "wn-verb", "input": [String]()])), .badRequest, code: "invalid_input")
             try expectError(
-                try await post("/v1/embeddings", json(["model": "wn-verb", "input": ["a", "b", "c", "d"]])), .badRequest,
+                try await post("/v1/embeddings", try json(["model": "wn-verb", "input": ["a", "b", "c", "d"]])), .badRequest,
                 code: "invalid_input")
             let long = Array(repeating: "word", count: 40).joined(separator: " ")
             let tooLong = try expectError(
-                try await post("/v1/embeddings", json(["model": "wn-verb", "input": ["ok", long]])), .badRequest,
+                try await post("/v1/embeddings", try json(["model": "wn-verb", "input": ["ok", long]])), .badRequest,
                 code: "text_too_long")
             #expect((tooLong["message"] as? String)?.contains("--truncate") == true)
             try expectError(
-                try await post("/v1/embeddings", json(["model": "wn-verb", "input": String(repeating: "a ", count: 2000)])),
+                try await post("/v1/embeddings", try json(["model": "wn-verb", "input": String(repeating: "a ", count: 2000)])),
                 .contentTooLarge, code: "body_too_large")
             let unknown = try expectError(
-                try await post("/v1/embeddings", json(["model": "wn-noun", "input": "x"])), .notFound, code: "model_not_found")
+                try await post("/v1/embeddings", try json(["model": "wn-noun", "input": "x"])), .notFound, code: "model_not_found")
             #expect((unknown["message"] as? String)?.contains("lang-id, wn-verb") == true)
-            try expectError(try await post("/v1/classify", json(["task": "nope", "input": ["x"]])), .notFound, code: "model_not_found")
-            try expectError(try await post("/v1/classify", json(["task": "base", "input": ["x"]])), .badRequest, code: "no_head")
+            try expectError(try await post("/v1/classify", try json(["task": "nope", "input": ["x"]])), .notFound, code: "model_not_found")
+            try expectError(try await post("/v1/classify", try json(["task": "base", "input": ["x"]])), .badRequest, code: "no_head")
             try expectError(
-                try await post("/v1/embeddings", json(["model": "wn-verb", "input": "x", "encoding_format": "hex"])), .badRequest,
+                try await post("/v1/embeddings", try json(["model": "wn-verb", "input": "x", "encoding_format": "hex"])), .badRequest,
                 code: "invalid_input")
             try expectError(try await client.execute(uri: "/v2/nothing", method: .get), .notFound, code: "not_found")
             // Still serving.
-            let ok = try await post("/v1/embeddings", json(["model": "wn-verb", "input": "still here"]))
+            let ok = try await post("/v1/embeddings", try json(["model": "wn-verb", "input": "still here"]))
             #expect(ok.status == .ok)
         }
     }
@@ -292,7 +292,7 @@ struct ServingTests {
             try object(
                 try await client.execute(
                     uri: "/v1/embeddings", method: .post, headers: jsonHeaders,
-                    body: json(["model": "wn-verb", "input": ["short", long], "encoding_format": "base64"])))
+                    body: try json(["model": "wn-verb", "input": ["short", long], "encoding_format": "base64"])))
         }
         let data = try #require(body["data"] as? [[String: Any]])
         #expect(data[0]["truncated"] == nil)
@@ -311,10 +311,10 @@ struct ServingTests {
         }
         try await server.application().test(.router) { client in
             async let first = client.execute(
-                uri: "/v1/embeddings", method: .post, headers: jsonHeaders, body: json(["model": "wn-verb", "input": ["a", "b"]]))
+                uri: "/v1/embeddings", method: .post, headers: jsonHeaders, body: try json(["model": "wn-verb", "input": ["a", "b"]]))
             try await Task.sleep(for: .milliseconds(100))
             let second = try await client.execute(
-                uri: "/v1/embeddings", method: .post, headers: jsonHeaders, body: json(["model": "lang-id", "input": ["c"]]))
+                uri: "/v1/embeddings", method: .post, headers: jsonHeaders, body: try json(["model": "lang-id", "input": ["c"]]))
             try expectError(second, .tooManyRequests, code: "queue_full")
             #expect(second.headers[.retryAfter] == "1")
             #expect(try await first.status == .ok)
@@ -352,14 +352,14 @@ struct ServingTests {
             let name = try expectError(try await put("other", [UInt8](noun)), .badRequest, code: "pack_refused")
             #expect((name["message"] as? String)?.contains("wn-noun") == true)
             try expectError(
-                try await client.execute(uri: "/v1/embeddings", method: .post, headers: jsonHeaders, body: json(["model": "wn-noun", "input": "x"])),
+                try await client.execute(uri: "/v1/embeddings", method: .post, headers: jsonHeaders, body: try json(["model": "wn-noun", "input": "x"])),
                 .notFound, code: "model_not_found")
 
             let added = try await put("wn-noun", [UInt8](noun))
             #expect(added.status == .created)
             let served = try await client.execute(
                 uri: "/v1/embeddings", method: .post, headers: jsonHeaders,
-                body: json(["model": "wn-noun", "input": ["dog: a domesticated canid"], "encoding_format": "base64"]))
+                body: try json(["model": "wn-noun", "input": ["dog: a domesticated canid"], "encoding_format": "base64"]))
             #expect(served.status == .ok)
             let row = try floats(base64: (try object(served)["data"] as? [[String: Any]])?.first?["embedding"] as? String ?? "")
             let expected = try ServeFixture.encoder.embed(
@@ -374,7 +374,7 @@ struct ServingTests {
             try expectError(
                 try await client.execute(uri: "/v1/packs/wn-noun", method: .delete, headers: admin), .notFound, code: "model_not_found")
             try expectError(
-                try await client.execute(uri: "/v1/embeddings", method: .post, headers: jsonHeaders, body: json(["model": "wn-noun", "input": "x"])),
+                try await client.execute(uri: "/v1/embeddings", method: .post, headers: jsonHeaders, body: try json(["model": "wn-noun", "input": "x"])),
                 .notFound, code: "model_not_found")
         }
     }
