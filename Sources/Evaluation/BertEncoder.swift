@@ -11,7 +11,7 @@ import Synchronization
 /// every linear layer is a single OpenBLAS product over real tokens, and attention runs per sequence over its own
 /// tokens only. That is exactly what the reference computes for the unpadded positions (a padded key gets weight
 /// `exp(-3.4e38) = 0` there), and padded positions never reach the pooled output.
-public final class BertEncoder: EncoderModel {
+public final class BertEncoder: MixedEncoderModel {
     public let config: BertConfig
     let wordEmbeddings: EncoderWeight
     let positionEmbeddings: EncoderWeight
@@ -53,6 +53,9 @@ public final class BertEncoder: EncoderModel {
         var ctx: [Float] = []
         /// Feed-forward activations, `tokens × intermediate`.
         var mid: [Float] = []
+        /// Mixed batches only: one layer's weights as one group sees them, and the embedding rows it looks up.
+        var layerScratch: [Float] = []
+        var rowScratch: [Float] = []
 
         /// Grows the buffers to hold `tokens` rows; never shrinks them.
         mutating func reserve(tokens t: Int, hidden h: Int, intermediate inter: Int) {
@@ -167,13 +170,30 @@ public final class BertEncoder: EncoderModel {
     /// (the tokenizer's truncation guarantees both for this model's own vocabulary).
     public func withHiddenStates<R>(_ batch: TokenBatch, _ body: (HiddenStates) throws -> R) rethrows -> R {
         let h = config.hiddenSize
+        let (tokenIDs, positions, starts, lengths) = packTokens(batch, order: Array(0..<batch.count))
+        var workspace = workspaces.withLock { $0.popLast() } ?? Workspace()
+        defer {
+            let done = workspace
+            workspaces.withLock { if $0.count < Self.keptWorkspaces { $0.append(done) } }
+        }
+        workspace.reserve(tokens: tokenIDs.count, hidden: h, intermediate: config.intermediateSize)
+        forward(tokenIDs: tokenIDs, positions: positions, starts: starts, lengths: lengths, workspace: &workspace)
+        return try workspace.x.withUnsafeBufferPointer { hidden in
+            let rows = UnsafeBufferPointer(rebasing: hidden[0..<(tokenIDs.count * h)])
+            return try body(HiddenStates(values: rows, starts: starts, lengths: lengths, hiddenSize: h))
+        }
+    }
+
+    /// The real tokens of `batch` packed into rows, sequences in `order`: token ids, position ids, and per
+    /// sequence of the batch (in batch order) its first row and length.
+    func packTokens(_ batch: TokenBatch, order: [Int]) -> (ids: [Int], positions: [Int], starts: [Int], lengths: [Int]) {
         let offset = config.positionOffset
-        var lengths: [Int] = []
-        var starts: [Int] = []
+        var lengths = [Int](repeating: 0, count: batch.count)
+        var starts = [Int](repeating: 0, count: batch.count)
         var tokenIDs: [Int] = []
         var positions: [Int] = []
-        for b in 0..<batch.count {
-            starts.append(tokenIDs.count)
+        for b in order {
+            starts[b] = tokenIDs.count
             var n = 0
             var position = offset
             for c in 0..<batch.length where batch.mask[b * batch.length + c] != 0 {
@@ -189,19 +209,9 @@ public final class BertEncoder: EncoderModel {
                 }
                 n += 1
             }
-            lengths.append(n)
+            lengths[b] = n
         }
-        var workspace = workspaces.withLock { $0.popLast() } ?? Workspace()
-        defer {
-            let done = workspace
-            workspaces.withLock { if $0.count < Self.keptWorkspaces { $0.append(done) } }
-        }
-        workspace.reserve(tokens: tokenIDs.count, hidden: h, intermediate: config.intermediateSize)
-        forward(tokenIDs: tokenIDs, positions: positions, starts: starts, lengths: lengths, workspace: &workspace)
-        return try workspace.x.withUnsafeBufferPointer { hidden in
-            let rows = UnsafeBufferPointer(rebasing: hidden[0..<(tokenIDs.count * h)])
-            return try body(HiddenStates(values: rows, starts: starts, lengths: lengths, hiddenSize: h))
-        }
+        return (tokenIDs, positions, starts, lengths)
     }
 
     /// The last hidden state of packed tokens, left in the first `tokens × hiddenSize` values of `workspace.x`
@@ -251,7 +261,7 @@ public final class BertEncoder: EncoderModel {
         }
     }
 
-    private func runLayer(
+    func runLayer(
         _ layer: Layer, x: UnsafeMutableBufferPointer<Float>, qkv: UnsafeMutableBufferPointer<Float>,
         ctx: UnsafeMutableBufferPointer<Float>, mid: UnsafeMutableBufferPointer<Float>, tokens t: Int, starts: [Int], lengths: [Int], heads: Int,
         headSize d: Int, scale: Float, eps: Float

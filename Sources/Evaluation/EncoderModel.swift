@@ -24,3 +24,25 @@ public struct HiddenStates {
 
     public var count: Int { starts.count }
 }
+
+/// The weights each group of a mixed batch sees, by the encoder's own (unprefixed) tensor names, lent for one
+/// forward pass by a switching transaction (`SwitchedEncoder` over `SwitchableModel.withMixes`).
+///
+/// The encoder's own weights must be the lender's base: a group that leaves a tensor unchanged reads them.
+public protocol GroupWeights {
+    /// Whether `group` changes tensor `name` at all.
+    func switches(_ name: String, group: Int) -> Bool
+    /// Writes tensor `name` as `group` sees it into `out` (exactly the tensor's elements).
+    func materialize(_ name: String, group: Int, into out: UnsafeMutableBufferPointer<Float>)
+    /// Writes rows `rows` of the `rows × width` table `name` as `group` sees them, one after another into `out`.
+    func gatherRows(_ name: String, group: Int, rows: [Int], width: Int, into out: UnsafeMutableBufferPointer<Float>)
+}
+
+/// An encoder that runs a batch in which each sequence sees its own group's weights, in one forward pass.
+public protocol MixedEncoderModel: EncoderModel {
+    /// Runs the encoder over `batch`, sequence `b` on the weights of group `groups[b]` (as `weights` lends them),
+    /// and hands the last hidden states to `body` in the batch's order; they are valid only inside it.
+    func withHiddenStates<R>(
+        _ batch: TokenBatch, groups: [Int], weights: any GroupWeights, _ body: (HiddenStates) throws -> R
+    ) rethrows -> R
+}

@@ -3,23 +3,26 @@ import TaskSwitches
 
 /// How Auto-Switch routes test texts to packs (`tswitch eval --auto-switch`).
 public struct RoutingSettings: Sendable {
-    /// The labelled query set of base-model features (.safetensors).
+    /// The router: a router file (`.tsr`, LDA) or a labelled query set of base-model features (.safetensors, k-NN).
     public var queryPath: String
     public var k: Int
     public var distance: AutoSwitchRouter.Distance
     public var mode: AutoSwitchRouter.Mode
     /// Examples per routed batch in the batch modes.
     public var batch: Int
+    /// How texts with different mixes are embedded (mixed batches, or the earlier regrouping).
+    public var batching: SwitchedEncoder.MixedBatching
 
     public init(
         queryPath: String, k: Int = 10, distance: AutoSwitchRouter.Distance = .cosine,
-        mode: AutoSwitchRouter.Mode = .hardBatchMean, batch: Int = 64
+        mode: AutoSwitchRouter.Mode = .hardBatchMean, batch: Int = 64, batching: SwitchedEncoder.MixedBatching = .mixed
     ) {
         self.queryPath = queryPath
         self.k = k
         self.distance = distance
         self.mode = mode
         self.batch = batch
+        self.batching = batching
     }
 }
 
@@ -43,7 +46,7 @@ public final class EvaluationRun {
 
     private let switched: SwitchedEncoder?
     private let packs: [SwitchPack]
-    private let router: AutoSwitchRouter?
+    private let router: (any TaskRouter)?
     private var shared: SentenceEncoder?
 
     /// - Parameters:
@@ -66,11 +69,19 @@ public final class EvaluationRun {
             router = nil
             shared = perTaskModels ? nil : try SentenceEncoder(path: model)
         } else {
-            switched = try SwitchedEncoder(basePath: model)
+            let base = try SwitchedEncoder(basePath: model)
+            switched = base
             packs = try packPaths.map { try PackFile.read($0) }
-            router = try routing.map {
-                try AutoSwitchRouter(
-                    query: QuerySet(path: $0.queryPath, requireLabels: true), k: $0.k, distance: $0.distance)
+            let fingerprint = base.model.fingerprint
+            router = try routing.map { (r) throws -> any TaskRouter in
+                // A router file (LDA, `tswitch route --build`) or a labelled query set for k-NN.
+                if RouterFile.isRouterFile(r.queryPath) {
+                    let lda = try RouterFile.read(r.queryPath)
+                    try lda.check(base: fingerprint, file: r.queryPath)
+                    return lda
+                }
+                return try AutoSwitchRouter(
+                    query: QuerySet(path: r.queryPath, requireLabels: true), k: r.k, distance: r.distance)
             }
             shared = nil
         }
@@ -80,7 +91,7 @@ public final class EvaluationRun {
     private enum Features {
         case plain(SentenceEncoder)
         case packs(SwitchedEncoder, [SwitchPack])
-        case routed(SwitchedEncoder, [SwitchPack], AutoSwitchRouter, RoutingSettings)
+        case routed(SwitchedEncoder, [SwitchPack], any TaskRouter, RoutingSettings)
     }
 
     /// One test file: every pack is applied at weight 1 (or the texts are routed).
@@ -189,7 +200,8 @@ public final class EvaluationRun {
         case .routed(let switched, let packs, let router, let routing):
             return try switched.embedRouted(
                 texts, packs: packs, router: router, mode: routing.mode, routeBatch: routing.batch,
-                maxLength: min(maxLength, switched.config.maxSequenceLength), batchSize: batchSize
+                maxLength: min(maxLength, switched.config.maxSequenceLength), batchSize: batchSize,
+                batching: routing.batching
             ).features
         }
     }

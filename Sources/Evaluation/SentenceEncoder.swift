@@ -35,6 +35,33 @@ public struct SentenceEncoder: Sendable {
         _ texts: [String], maxLength: Int = 128, batchSize: Int = 64, normalize: Bool = false,
         progress: ((Int) -> Void)? = nil
     ) -> [Float] {
+        embedBatches(texts, maxLength: maxLength, batchSize: batchSize, normalize: normalize, progress: progress) {
+            batch, _, pool in encoder.withHiddenStates(batch, pool)
+        }
+    }
+
+    /// Sentence embeddings of a mixed batch: text `i` on the weights of group `groups[i]` as `weights` lends
+    /// them (see `MixedEncoderModel`), batched exactly as `embed` batches, whatever the groups.
+    ///
+    /// - Precondition: the encoder runs mixed batches (`MixedEncoderModel`; both families do).
+    public func embed(
+        _ texts: [String], groups: [Int], weights: any GroupWeights, maxLength: Int = 128, batchSize: Int = 64,
+        normalize: Bool = false, progress: ((Int) -> Void)? = nil
+    ) -> [Float] {
+        precondition(groups.count == texts.count, "one group per text")
+        guard let mixed = encoder as? any MixedEncoderModel else {
+            preconditionFailure("\(type(of: encoder)) does not run mixed batches")
+        }
+        return embedBatches(texts, maxLength: maxLength, batchSize: batchSize, normalize: normalize, progress: progress) {
+            batch, rows, pool in mixed.withHiddenStates(batch, groups: rows.map { groups[$0] }, weights: weights, pool)
+        }
+    }
+
+    /// Tokenizes, sorts by length, batches and pools; `run` runs one batch (with the texts' positions in `texts`).
+    private func embedBatches(
+        _ texts: [String], maxLength: Int, batchSize: Int, normalize: Bool, progress: ((Int) -> Void)?,
+        run: (TokenBatch, [Int], (HiddenStates) -> [Float]) -> [Float]
+    ) -> [Float] {
         precondition(batchSize > 0)
         let maxLength = min(max(2, maxLength), encoder.maxSequenceLength)
         let pooling = MeanPooling(normalize: normalize)
@@ -46,7 +73,7 @@ public struct SentenceEncoder: Sendable {
         while done < order.count {
             let rows = Array(order[done..<min(order.count, done + batchSize)])
             let batch = TokenBatch(sequences: rows.map { sequences[$0] }, padID: tokenizer.padID)
-            let pooled = encoder.withHiddenStates(batch) { pooling.pool($0) }
+            let pooled = run(batch, rows) { pooling.pool($0) }
             for (i, row) in rows.enumerated() {
                 out.replaceSubrange((row * h)..<((row + 1) * h), with: pooled[(i * h)..<((i + 1) * h)])
             }

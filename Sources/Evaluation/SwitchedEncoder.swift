@@ -62,6 +62,56 @@ public final class SwitchedEncoder: Sendable {
         try withEncoder(packs.map { ($0, 1) }) { $0.embed(texts, maxLength: maxLength, batchSize: batchSize) }
     }
 
+    /// Embeddings of a mixed batch: text `i` on the base plus `mixes[i]` (one weight per pack of `packs`; all zero
+    /// is the base alone), every text in one pass however many distinct mixes there are (`MixedForward`).
+    /// Results equal embedding each text alone with its mix applied (`withEncoder`) within f32 rounding of the
+    /// products' row blocking; the switched weights themselves are bit for bit the same.
+    ///
+    /// - Throws: `SwitchError` when a pack does not fit the base or a weight is not finite; `EvaluationError` when
+    ///   a tensor the encoder needs is missing or misshapen.
+    public func embed(
+        _ texts: [String], packs: [SwitchPack], mixes: [[Double]], maxLength: Int, batchSize: Int
+    ) throws -> [Float] {
+        precondition(mixes.count == texts.count, "one mix per text")
+        var groupOf: [[Double]: Int] = [:]
+        var distinct: [[(pack: SwitchPack, weight: Float)]] = []
+        var groups: [Int] = []
+        groups.reserveCapacity(texts.count)
+        for w in mixes {
+            precondition(w.count == packs.count, "one weight per pack")
+            if let g = groupOf[w] {
+                groups.append(g)
+                continue
+            }
+            groupOf[w] = distinct.count
+            groups.append(distinct.count)
+            distinct.append(w.enumerated().filter { $0.element != 0 }.map { (packs[$0.offset], Float($0.element)) })
+        }
+        return try model.withMixes(distinct) { switches in
+            let encoder = try loader.encoder(source: model.source) {
+                (name) throws(EvaluationError) -> (shape: [Int], weight: EncoderWeight)? in
+                let full = loader.checkpointName(name)
+                guard let shape = shapes[full], let values = switches.base(full) else { return nil }
+                return (shape, EncoderWeight(borrowing: values))
+            }
+            guard encoder is any MixedEncoderModel else {
+                throw EvaluationError(
+                    .unsupportedModel, "\(model.source): the \(loader.family.modelType) encoder does not run mixed batches.")
+            }
+            return SentenceEncoder(tokenizer: tokenizer, encoder: encoder).embed(
+                texts, groups: groups, weights: SwitchedGroupWeights(switches: switches, loader: loader),
+                maxLength: maxLength, batchSize: batchSize)
+        }
+    }
+
+    /// How texts with different mixes are embedded: in mixed batches (each batch one pass, every text on its own
+    /// mix), or regrouped by mix with the whole model switched per group (the earlier way; kept as the benchmark's
+    /// peer).
+    public enum MixedBatching: String, Sendable, CaseIterable {
+        case mixed
+        case regroup
+    }
+
     /// The outcome of routing: features and the switch weights each example was embedded with.
     public struct Routed: Sendable {
         public let features: [Float]
@@ -70,28 +120,28 @@ public final class SwitchedEncoder: Sendable {
     }
 
     /// Auto-Switch: routes each example by its base-model features to weights over `packs` (k-NN over the query
-    /// set), then embeds all examples that share the same weights together, with those packs applied.
+    /// set), then embeds them in mixed batches, each text on its own weights (`batching`).
     ///
     /// - Throws: `EvaluationError` `.incompatible` when a query-set task has no pack or the dimensions differ;
     ///   `SwitchError` from the router or from applying a pack.
     public func embedRouted(
-        _ texts: [String], packs: [SwitchPack], router: AutoSwitchRouter, mode: AutoSwitchRouter.Mode,
-        routeBatch: Int, maxLength: Int, batchSize: Int
+        _ texts: [String], packs: [SwitchPack], router: any TaskRouter, mode: AutoSwitchRouter.Mode,
+        routeBatch: Int, maxLength: Int, batchSize: Int, batching: MixedBatching = .mixed
     ) throws -> Routed {
-        let tasks = router.query.tasks
+        let tasks = router.routedTasks
         var packIndex: [Int] = []
         for t in tasks {
             guard let i = packs.firstIndex(where: { $0.task == t }) else {
                 throw EvaluationError(
                     .incompatible,
-                    "The query set routes to task '\(t)', but no --pack is for that task (packs: \(packs.map(\.task))).")
+                    "The router routes to task '\(t)', but none of the packs given is for that task (packs: \(packs.map(\.task))).")
             }
             packIndex.append(i)
         }
-        guard router.query.dimension == config.hiddenSize else {
+        guard router.featureDimension == config.hiddenSize else {
             throw EvaluationError(
                 .incompatible,
-                "The query set has \(router.query.dimension)-dimensional features; the model's hidden size is \(config.hiddenSize).")
+                "The router takes \(router.featureDimension)-dimensional features; the model's hidden size is \(config.hiddenSize).")
         }
         let base = try withEncoder([]) { $0.embed(texts, maxLength: maxLength, batchSize: batchSize) }
         let shares = try router.weights(
@@ -103,8 +153,11 @@ public final class SwitchedEncoder: Sendable {
             for (k, s) in row.enumerated() { w[packIndex[k]] += s }
             return w
         }
-        // One switch per distinct weight vector, in order of first use: per-example routing with k neighbours
-        // yields few distinct mixes, so a test set costs a handful of switches instead of one per text.
+        if batching == .mixed {
+            let features = try embed(texts, packs: packs, mixes: weights, maxLength: maxLength, batchSize: batchSize)
+            return Routed(features: features, weights: weights)
+        }
+        // Regrouping: one switch per distinct weight vector, in order of first use.
         var groups: [[Double]: [Int]] = [:]
         var order: [[Double]] = []
         for (i, w) in weights.enumerated() {
@@ -124,5 +177,26 @@ public final class SwitchedEncoder: Sendable {
             }
         }
         return Routed(features: features, weights: weights)
+    }
+}
+
+/// A mixed batch's groups as the encoder names its tensors: `MixedSwitches` under the checkpoint's prefix.
+private struct SwitchedGroupWeights: GroupWeights {
+    let switches: MixedSwitches
+    let loader: EncoderLoader
+
+    func switches(_ name: String, group: Int) -> Bool { switches.switches(loader.checkpointName(name), mix: group) }
+
+    func materialize(_ name: String, group: Int, into out: UnsafeMutableBufferPointer<Float>) {
+        if !switches.materialize(loader.checkpointName(name), mix: group, into: out) {
+            guard let base = switches.base(loader.checkpointName(name)) else {
+                preconditionFailure("no tensor '\(name)' in the base")
+            }
+            _ = out.update(fromContentsOf: base)
+        }
+    }
+
+    func gatherRows(_ name: String, group: Int, rows: [Int], width: Int, into out: UnsafeMutableBufferPointer<Float>) {
+        switches.gatherRows(loader.checkpointName(name), mix: group, rows: rows, width: width, into: out)
     }
 }

@@ -87,14 +87,20 @@ public struct AutoSwitchRouter: Sendable {
     /// Switch weights per example under `mode`. Batches are consecutive runs of `batchSize` examples (as a test
     /// loader yields them); batch modes give every example of a batch the same weights.
     public func weights(_ features: QuerySet, mode: Mode, batchSize: Int = 256) throws(SwitchError) -> [[Double]] {
-        let s = try shares(features)
-        guard mode != .perExample else { return s }
+        Self.aggregate(try shares(features), mode: mode, batchSize: batchSize)
+    }
+
+    /// Per-example weights as `mode` uses them: as they are, or each run of `batchSize` examples given its mean
+    /// (soft) or the one-hot argmax of its mean (hard).
+    public static func aggregate(_ s: [[Double]], mode: Mode, batchSize: Int) -> [[Double]] {
+        guard mode != .perExample, let width = s.first?.count else { return s }
         var out = s
         for start in stride(from: 0, to: s.count, by: max(1, batchSize)) {
             let end = min(s.count, start + max(1, batchSize))
-            var mean = [Double](repeating: 0, count: query.tasks.count)
+            var mean = [Double](repeating: 0, count: width)
             for i in start..<end { for j in 0..<mean.count { mean[j] += s[i][j] / Double(end - start) } }
-            if mode == .hardBatchMean {
+            // A batch routed nowhere (every example out of distribution, weights all zero) stays on the base.
+            if mode == .hardBatchMean, mean.contains(where: { $0 > 0 }) {
                 let best = Self.argmax(mean)
                 mean = mean.indices.map { $0 == best ? 1 : 0 }
             }

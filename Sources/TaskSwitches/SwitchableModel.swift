@@ -136,6 +136,29 @@ public final class SwitchableModel: @unchecked Sendable {
         return try body(Weights(buffers: state.weights.buffers, index: index, specs: specs))
     }
 
+    /// Runs `body` over the base with `mixes` ready to be read group by group (`MixedSwitches`): a batch in which
+    /// example groups see different weighted sets of packs at once. The resident weights stay the base while the
+    /// body runs (whatever `activate` left is switched back afterwards), under the model's lock like
+    /// `withActivated`, so concurrent callers take turns and never see each other's mixes.
+    ///
+    /// An empty mix is the base alone. The body must not call back into this model.
+    ///
+    /// - Throws: `SwitchError` when a pack of any mix does not fit (checked before any weight changes), or what
+    ///   `body` throws.
+    public func withMixes<R>(
+        _ mixes: [[(pack: SwitchPack, weight: Float)]], _ body: (MixedSwitches) throws -> R
+    ) throws -> R {
+        var plans: [[Int: [(TensorSwitch, Float)]]] = []
+        for mix in mixes { plans.append(try switchesByTensor(mix)) }
+        lock.lock()
+        defer { lock.unlock() }
+        let before = state.applied
+        Self.transition(&state, to: [:], strategy: .automatic)
+        defer { Self.transition(&state, to: before, strategy: .automatic) }
+        let base = state.weights.buffers.map { UnsafeBufferPointer($0) }
+        return try body(MixedSwitches(base: base, index: index, specs: specs, mixes: plans))
+    }
+
     /// Runs `body` with a tensor's current values (under the lock: keep it short).
     public func withTensor<R>(_ name: String, _ body: (UnsafeBufferPointer<Float>) throws -> R) rethrows -> R? {
         guard let i = specs.firstIndex(where: { $0.name == name }) else { return nil }

@@ -167,7 +167,7 @@ final class WeightStore {
                     let w = W.value
                     // Per list, the first index at or after the range (binary search), then forward tile by tile.
                     let lo = UInt32(clamping: range.lowerBound * tile)
-                    var cursor = lists.map { Self.lowerBound($0, lo) }
+                    var cursor = lists.map { SwitchKernel.lowerBound($0, lo) }
                     for t in range {
                         let end = min(w.count, (t + 1) * tile)
                         for l in lists.indices {
@@ -194,22 +194,11 @@ final class WeightStore {
     }
 
     /// Runs `body` with buffer pointers to every array (nested `withUnsafeBufferPointer` calls).
-    private static func withPinned<T>(_ arrays: [[T]], _ body: ([UnsafeBufferPointer<T>]) -> Void) {
+    static func withPinned<T>(_ arrays: [[T]], _ body: ([UnsafeBufferPointer<T>]) -> Void) {
         func pin(_ k: Int, _ acc: [UnsafeBufferPointer<T>]) {
             if k == arrays.count { return body(acc) }
             arrays[k].withUnsafeBufferPointer { pin(k + 1, acc + [$0]) }
         }
         pin(0, [])
-    }
-
-    /// The first position in ascending `a` whose value is ≥ `x`.
-    private static func lowerBound(_ a: UnsafeBufferPointer<UInt32>, _ x: UInt32) -> Int {
-        var lo = 0
-        var hi = a.count
-        while lo < hi {
-            let mid = (lo + hi) / 2
-            if a[mid] < x { lo = mid + 1 } else { hi = mid }
-        }
-        return lo
     }
 }

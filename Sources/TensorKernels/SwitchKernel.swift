@@ -12,16 +12,29 @@ public enum SwitchKernel {
     /// The two bounds serve the callers' loops: a parallel chunk of the list (`stop`), a tile of the tensor in
     /// index order (`below`), or the whole list (both open).
     ///
-    /// - Precondition: `indices` is strictly ascending (tiles) and every index is inside `w`.
+    /// `origin` is the flat index `w` points at: a caller switching one row of an embedding table into a row
+    /// buffer passes the row's first index (entries below `origin` must be skipped by `start`).
+    ///
+    /// - Precondition: `indices` is strictly ascending (tiles) and every index processed is inside `w`.
     @inlinable
     @discardableResult
     public static func add(
         _ c: Float, at indices: UnsafeBufferPointer<UInt32>, times values: UnsafeBufferPointer<Float>? = nil,
-        to w: UnsafeMutablePointer<Float>, saving saved: UnsafeMutablePointer<Float>? = nil,
+        to w: UnsafeMutablePointer<Float>, origin: Int = 0, saving saved: UnsafeMutablePointer<Float>? = nil,
         from start: Int = 0, stop: Int? = nil, below: Int = .max
     ) -> Int {
         let stop = min(stop ?? indices.count, indices.count)
         var j = start
+        if origin != 0 {
+            // Only the row-gathering path (no undo) shifts indices.
+            precondition(saved == nil, "a shifted add saves nothing")
+            while j < stop, Int(indices[j]) < below {
+                let i = Int(indices[j]) - origin
+                if let v = values { w[i] = w[i] + c * v[j] } else { w[i] = w[i] + c }
+                j += 1
+            }
+            return j
+        }
         switch (values, saved) {
         case (let v?, let s?):
             while j < stop, Int(indices[j]) < below {
@@ -53,6 +66,18 @@ public enum SwitchKernel {
             }
         }
         return j
+    }
+
+    /// The first position in ascending `a` whose value is ≥ `x`: where a tile or a row starts in an index list.
+    @inlinable
+    public static func lowerBound(_ a: UnsafeBufferPointer<UInt32>, _ x: UInt32) -> Int {
+        var lo = 0
+        var hi = a.count
+        while lo < hi {
+            let mid = (lo + hi) / 2
+            if a[mid] < x { lo = mid + 1 } else { hi = mid }
+        }
+        return lo
     }
 
     /// A T-Switch on a whole tensor: `+c` at every positive index, then `−c` at every negative one.

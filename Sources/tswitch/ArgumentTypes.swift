@@ -14,6 +14,7 @@ extension KeptValues.Code: ExpressibleByArgument {}
 extension PDiscard.TieRule: ExpressibleByArgument {}
 extension DropSweep.Strategy: ExpressibleByArgument {}
 extension DropSweep.Scale: ExpressibleByArgument {}
+extension SwitchedEncoder.MixedBatching: ExpressibleByArgument {}
 
 extension SwitchPack.Kind: ExpressibleByArgument {
     /// `random` is accepted for `random-mask`.

@@ -52,7 +52,8 @@ struct EncoderOptions<Defaults: EncoderDefaults>: ParsableArguments {
 struct RoutingOptions: ParsableArguments {
     @Option(
         name: .customLong("auto-switch"),
-        help: "Route each batch to the packs with this labelled query set (.safetensors).")
+        help:
+            "Route to the packs with this router: a router file (tswitch route --build, LDA) or a labelled query set (.safetensors, k-NN).")
     var autoSwitch: String?
 
     @Option(
@@ -70,6 +71,12 @@ struct RoutingOptions: ParsableArguments {
     @Option(help: "Auto-Switch: examples per routed batch in the batch modes.")
     var routeBatch = 64
 
+    @Option(
+        help:
+            "Auto-Switch per example: mixed (each text on its own mix in one batch) or regroup (the test set split by mix, the whole model switched per group; the earlier way, kept for comparison)."
+    )
+    var mixedBatching: SwitchedEncoder.MixedBatching = .mixed
+
     func validate() throws {
         if routeK < 1 { throw ValidationError("--route-k must be at least 1; got \(routeK).") }
         if routeBatch < 1 { throw ValidationError("--route-batch must be at least 1; got \(routeBatch).") }
@@ -78,7 +85,9 @@ struct RoutingOptions: ParsableArguments {
     /// The library's settings, when `--auto-switch` is given.
     var settings: RoutingSettings? {
         autoSwitch.map {
-            RoutingSettings(queryPath: $0, k: routeK, distance: routeDistance, mode: routeMode, batch: routeBatch)
+            RoutingSettings(
+                queryPath: $0, k: routeK, distance: routeDistance, mode: routeMode, batch: routeBatch,
+                batching: mixedBatching)
         }
     }
 }

@@ -28,7 +28,8 @@ struct RouteCommand: ParsableCommand {
             """)
 
     @Argument(
-        help: "QUERIES FEATURES, or with --build: TASK=FILE pairs of per-task features (e.g. from `tswitch embed`).")
+        help:
+            "QUERIES FEATURES, or with --build: TASK=FILE pairs, FILE per-task features (e.g. from `tswitch embed`) or a JSONL of {\"text\": …} lines (embedded with --base).")
     var inputs: [String]
 
     @Option(help: "Build a router from TASK=FILE pairs and write it here (--kind lda: a router file; knn: a query set).")
@@ -51,8 +52,13 @@ struct RouteCommand: ParsableCommand {
     @Option(help: "With --build --kind lda: covariance shrinkage λ in (0, 1].")
     var shrinkage: Double = LDARouter.defaultShrinkage
 
-    @Option(help: "With --build --kind lda: the base model folder, whose fingerprint the router records.")
+    @Option(
+        help:
+            "With --build: the base model folder, whose fingerprint an LDA router records and which embeds JSONL inputs.")
     var base: String?
+
+    @Option(help: "With --build and JSONL inputs: embed the first N lines of each file.")
+    var perTask: Int = 1000
 
     @Option(help: "Neighbours.")
     var k: Int = 10
@@ -82,19 +88,41 @@ struct RouteCommand: ParsableCommand {
             guard !inputs.isEmpty else {
                 throw ValidationError("With --build, give TASK=FILE pairs (one features file per task).")
             }
-            for pair in inputs { _ = try Parse.taskFile(pair) }
+            for pair in inputs {
+                let file = try Parse.taskFile(pair)
+                if file.path.hasSuffix(".jsonl"), base == nil {
+                    throw ValidationError("\(file.path) is a JSONL of texts: give --base, the model that embeds them.")
+                }
+            }
+            guard perTask >= 1 else { throw ValidationError("--per-task must be at least 1; got \(perTask).") }
         } else if inputs.count != 2 {
             throw ValidationError("Give QUERIES and FEATURES (two .safetensors files).")
         }
     }
 
-    /// Stacks per-task feature files into one labelled file.
-    private func buildSet(_ out: String) throws {
+    /// Each TASK=FILE input as features: a features file as stored, or a JSONL's first `perTask` texts embedded
+    /// with the base model.
+    private func parts() throws -> [(task: String, features: QuerySet)] {
+        var encoder: SentenceEncoder?
         var parts: [(task: String, features: QuerySet)] = []
         for pair in try inputs.map(Parse.taskFile) {
-            parts.append((pair.task, try QuerySet(path: pair.path, requireLabels: false)))
+            guard pair.path.hasSuffix(".jsonl"), let base else {
+                parts.append((pair.task, try QuerySet(path: pair.path, requireLabels: false)))
+                continue
+            }
+            let texts = try TextDataset.read(path: pair.path).prefix(perTask).map(\.text)
+            let e = try encoder ?? SentenceEncoder(path: base)
+            encoder = e
+            FileHandle.standardError.write(Data("\(pair.task): embedding \(texts.count) texts of \(pair.path)\n".utf8))
+            let f = e.embed(Array(texts), maxLength: 128, batchSize: 64)
+            parts.append((pair.task, QuerySet(features: f, count: texts.count, dimension: e.hiddenSize, labels: nil, tasks: [])))
         }
-        let set = try QuerySet.combine(parts)
+        return parts
+    }
+
+    /// Stacks per-task feature files into one labelled file.
+    private func buildSet(_ out: String) throws {
+        let set = try QuerySet.combine(try parts())
         try set.write(to: out)
         print(
             "\(out): \(set.count) labelled examples of \(set.dimension) features, tasks \(set.tasks.joined(separator: ", "))"
@@ -103,13 +131,8 @@ struct RouteCommand: ParsableCommand {
 
     /// Fits and writes an LDA router file.
     private func buildLDA(_ out: String) throws {
-        var parts: [(task: String, features: QuerySet)] = []
-        for pair in inputs {
-            let eq = pair.firstIndex(of: "=") ?? pair.endIndex
-            parts.append((String(pair[..<eq]), try QuerySet(path: String(pair[pair.index(after: eq)...]), requireLabels: false)))
-        }
         let fp = try base.map { try BaseFingerprint(model: try ModelFolder(path: $0)) }
-        let router = try LDARouter.fit(try QuerySet.combine(parts), shrinkage: shrinkage, baseFingerprint: fp)
+        let router = try LDARouter.fit(try QuerySet.combine(try parts()), shrinkage: shrinkage, baseFingerprint: fp)
         let size = try RouterFile.write(router, to: out)
         print(
             "\(out): LDA router, \(router.tasks.count) tasks, \(router.dimension) features, λ = \(shrinkage), \(size) bytes"

@@ -125,6 +125,6 @@ struct SwitchedEncoderTests {
                 ["t"], packs: [], router: router, mode: .perExample, routeBatch: 1, maxLength: 8, batchSize: 1)
         }
         #expect(e?.code == .incompatible)
-        #expect(e?.message == "The query set routes to task 'x', but no --pack is for that task (packs: []).")
+        #expect(e?.message == "The router routes to task 'x', but none of the packs given is for that task (packs: []).")
     }
 }

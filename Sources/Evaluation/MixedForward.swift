@@ -1,0 +1,205 @@
+/// The forward pass of a mixed batch: every sequence runs on its own group's weights (a weighted set of switch
+/// packs per group), all groups in one pass over the layers.
+///
+/// Sequences are packed group by group, so each group's tokens are one block of rows. Layer by layer, each group's
+/// weights for that layer are written into scratch of one layer (`GroupWeights.materialize`: base copied and
+/// switched tile by tile) and the group's rows run through the same kernels as a plain batch; a group that leaves
+/// a layer unchanged reads the encoder's own weights. Embedding rows are switched only where a token looks them up.
+/// The base is never modified, and memory beyond a plain batch is one layer plus the looked-up rows.
+///
+/// Measured against the alternatives in docs/bench-mixed.md.
+extension BertEncoder {
+    public func withHiddenStates<R>(
+        _ batch: TokenBatch, groups: [Int], weights: any GroupWeights, _ body: (HiddenStates) throws -> R
+    ) rethrows -> R {
+        precondition(groups.count == batch.count, "one group per sequence")
+        let h = config.hiddenSize
+        let order = (0..<batch.count).sorted { (groups[$0], $0) < (groups[$1], $1) }
+        let (tokenIDs, positions, starts, lengths) = packTokens(batch, order: order)
+        // Each group's sequences (in packed order) and rows.
+        var spans: [Span] = []
+        for b in order {
+            if let last = spans.last, last.group == groups[b] {
+                spans[spans.count - 1].sequences.append(b)
+                spans[spans.count - 1].rows = last.rows.lowerBound..<(starts[b] + lengths[b])
+            } else {
+                spans.append(Span(group: groups[b], sequences: [b], rows: starts[b]..<(starts[b] + lengths[b])))
+            }
+        }
+        var workspace = workspaces.withLock { $0.popLast() } ?? Workspace()
+        defer {
+            let done = workspace
+            workspaces.withLock { if $0.count < Self.keptWorkspaces { $0.append(done) } }
+        }
+        workspace.reserve(tokens: tokenIDs.count, hidden: h, intermediate: config.intermediateSize)
+        if workspace.layerScratch.count < layerElementCount {
+            workspace.layerScratch = [Float](repeating: 0, count: layerElementCount)
+        }
+        let widest = spans.map(\.rows.count).max() ?? 0
+        if workspace.rowScratch.count < 2 * widest * h + h {
+            workspace.rowScratch = [Float](repeating: 0, count: 2 * widest * h + h)
+        }
+        forwardMixed(
+            tokenIDs: tokenIDs, positions: positions, starts: starts, lengths: lengths, spans: spans, weights: weights,
+            workspace: &workspace)
+        return try workspace.x.withUnsafeBufferPointer { hidden in
+            let rows = UnsafeBufferPointer(rebasing: hidden[0..<(tokenIDs.count * h)])
+            return try body(HiddenStates(values: rows, starts: starts, lengths: lengths, hiddenSize: h))
+        }
+    }
+
+    /// One group's block of a mixed batch: its sequences (batch indices, packed order) and their rows.
+    struct Span {
+        let group: Int
+        var sequences: [Int]
+        var rows: Range<Int>
+    }
+
+    /// Values of one layer's tensors: the scratch a group's switched layer is written into.
+    var layerElementCount: Int {
+        let h = config.hiddenSize
+        let inter = config.intermediateSize
+        return 4 * h * h + 2 * inter * h + 3 * h + h + inter + h + 4 * h
+    }
+
+    private func forwardMixed(
+        tokenIDs: [Int], positions: [Int], starts: [Int], lengths: [Int], spans: [Span], weights: any GroupWeights,
+        workspace: inout Workspace
+    ) {
+        let h = config.hiddenSize
+        let inter = config.intermediateSize
+        let t = tokenIDs.count
+        let eps = config.layerNormEps
+        guard t > 0 else { return }
+        workspace.x.withUnsafeMutableBufferPointer { xAll in
+            workspace.qkv.withUnsafeMutableBufferPointer { qAll in
+                workspace.ctx.withUnsafeMutableBufferPointer { cAll in
+                    workspace.mid.withUnsafeMutableBufferPointer { mAll in
+                        workspace.layerScratch.withUnsafeMutableBufferPointer { scratch in
+                            workspace.rowScratch.withUnsafeMutableBufferPointer { rowScratch in
+                                for span in spans {
+                                    embed(
+                                        span, tokenIDs: tokenIDs, positions: positions, weights: weights,
+                                        x: xAll, rowScratch: rowScratch, layerScratch: scratch)
+                                }
+                                for (i, own) in layers.enumerated() {
+                                    for span in spans {
+                                        let r = span.rows
+                                        let layer = groupLayer(i, own: own, group: span.group, weights: weights, scratch: scratch)
+                                        let localStarts = span.sequences.map { starts[$0] - r.lowerBound }
+                                        let localLengths = span.sequences.map { lengths[$0] }
+                                        runLayer(
+                                            layer ?? own, x: rebased(xAll, r, h), qkv: rebased(qAll, r, 3 * h),
+                                            ctx: rebased(cAll, r, h), mid: rebased(mAll, r, inter), tokens: r.count,
+                                            starts: localStarts, lengths: localLengths, heads: config.headCount,
+                                            headSize: config.headSize, scale: 1 / Float(config.headSize).squareRoot(),
+                                            eps: eps)
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Rows `r` of a row-major matrix `width` wide.
+    private func rebased(_ all: UnsafeMutableBufferPointer<Float>, _ r: Range<Int>, _ width: Int)
+        -> UnsafeMutableBufferPointer<Float>
+    {
+        UnsafeMutableBufferPointer(rebasing: all[(r.lowerBound * width)..<(r.upperBound * width)])
+    }
+
+    /// Word + position + token-type embeddings of one group's rows, switched as the group sees them, then the
+    /// embedding LayerNorm with the group's gain and bias: the same sums as a plain batch.
+    private func embed(
+        _ span: Span, tokenIDs: [Int], positions: [Int], weights: any GroupWeights, x: UnsafeMutableBufferPointer<Float>,
+        rowScratch: UnsafeMutableBufferPointer<Float>, layerScratch: UnsafeMutableBufferPointer<Float>
+    ) {
+        let h = config.hiddenSize
+        let r = span.rows
+        let n = r.count
+        let word = UnsafeMutableBufferPointer(rebasing: rowScratch[0..<(n * h)])
+        let position = UnsafeMutableBufferPointer(rebasing: rowScratch[(n * h)..<(2 * n * h)])
+        let tokenType = UnsafeMutableBufferPointer(rebasing: rowScratch[(2 * n * h)..<(2 * n * h + h)])
+        weights.gatherRows(
+            "embeddings.word_embeddings.weight", group: span.group, rows: Array(tokenIDs[r]), width: h, into: word)
+        weights.gatherRows(
+            "embeddings.position_embeddings.weight", group: span.group, rows: Array(positions[r]), width: h,
+            into: position)
+        weights.gatherRows("embeddings.token_type_embeddings.weight", group: span.group, rows: [0], width: h, into: tokenType)
+        let xb = rebased(x, r, h)
+        for row in 0..<n {
+            for j in 0..<h { xb[row * h + j] = word[row * h + j] + position[row * h + j] + tokenType[j] }
+        }
+        var offset = 0
+        let gamma = vector("embeddings.LayerNorm.weight", own: embeddingNormWeight, group: span.group, weights: weights, scratch: layerScratch, offset: &offset)
+        let beta = vector("embeddings.LayerNorm.bias", own: embeddingNormBias, group: span.group, weights: weights, scratch: layerScratch, offset: &offset)
+        gamma.withUnsafeBufferPointer { g in
+            beta.withUnsafeBufferPointer { b in EncoderKernels.layerNorm(xb, rows: n, gamma: g, beta: b, eps: config.layerNormEps) }
+        }
+    }
+
+    /// A tensor as `group` sees it: the encoder's own when the group leaves it unchanged, else switched into the
+    /// next free part of `scratch`.
+    private func vector(
+        _ name: String, own: EncoderWeight, group: Int, weights: any GroupWeights,
+        scratch: UnsafeMutableBufferPointer<Float>, offset: inout Int
+    ) -> EncoderWeight {
+        guard weights.switches(name, group: group) else { return own }
+        let out = UnsafeMutableBufferPointer(rebasing: scratch[offset..<(offset + own.count)])
+        offset += own.count
+        weights.materialize(name, group: group, into: out)
+        return EncoderWeight(borrowing: UnsafeBufferPointer(out))
+    }
+
+    /// Layer `i` as `group` sees it, written into `scratch`; nil when the group changes none of its tensors.
+    private func groupLayer(
+        _ i: Int, own: Layer, group: Int, weights: any GroupWeights, scratch: UnsafeMutableBufferPointer<Float>
+    ) -> Layer? {
+        let p = "encoder.layer.\(i)."
+        let parts = ["query", "key", "value"].map { p + "attention.self.\($0)" }
+        let others = [
+            "attention.output.dense", "attention.output.LayerNorm", "intermediate.dense", "output.dense",
+            "output.LayerNorm",
+        ].map { p + $0 }
+        let all = (parts + others).flatMap { [$0 + ".weight", $0 + ".bias"] }
+        guard all.contains(where: { weights.switches($0, group: group) }) else { return nil }
+        var offset = 0
+        /// The stacked Q, K, V weight (or bias): each part switched or copied from the encoder's own stack.
+        func stacked(_ suffix: String, own: EncoderWeight) -> EncoderWeight {
+            let names = parts.map { $0 + suffix }
+            guard names.contains(where: { weights.switches($0, group: group) }) else { return own }
+            let part = own.count / 3
+            let out = UnsafeMutableBufferPointer(rebasing: scratch[offset..<(offset + own.count)])
+            offset += own.count
+            own.withUnsafeBufferPointer { src in
+                for (k, name) in names.enumerated() {
+                    let slice = UnsafeMutableBufferPointer(rebasing: out[(k * part)..<((k + 1) * part)])
+                    if weights.switches(name, group: group) {
+                        weights.materialize(name, group: group, into: slice)
+                    } else {
+                        _ = slice.update(fromContentsOf: UnsafeBufferPointer(rebasing: src[(k * part)..<((k + 1) * part)]))
+                    }
+                }
+            }
+            return EncoderWeight(borrowing: UnsafeBufferPointer(out))
+        }
+        func one(_ name: String, _ own: EncoderWeight) -> EncoderWeight {
+            vector(p + name, own: own, group: group, weights: weights, scratch: scratch, offset: &offset)
+        }
+        return Layer(
+            qkvWeight: stacked(".weight", own: own.qkvWeight), qkvBias: stacked(".bias", own: own.qkvBias),
+            attentionOutWeight: one("attention.output.dense.weight", own.attentionOutWeight),
+            attentionOutBias: one("attention.output.dense.bias", own.attentionOutBias),
+            attentionNormWeight: one("attention.output.LayerNorm.weight", own.attentionNormWeight),
+            attentionNormBias: one("attention.output.LayerNorm.bias", own.attentionNormBias),
+            intermediateWeight: one("intermediate.dense.weight", own.intermediateWeight),
+            intermediateBias: one("intermediate.dense.bias", own.intermediateBias),
+            outputWeight: one("output.dense.weight", own.outputWeight),
+            outputBias: one("output.dense.bias", own.outputBias),
+            outputNormWeight: one("output.LayerNorm.weight", own.outputNormWeight),
+            outputNormBias: one("output.LayerNorm.bias", own.outputNormBias))
+    }
+}

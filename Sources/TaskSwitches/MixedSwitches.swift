@@ -1,0 +1,144 @@
+import CheckpointIO
+import TensorKernels
+
+/// The switches of a mixed batch, lent by `SwitchableModel.withMixes`: the resident base and, per *mix* (one
+/// weighted set of packs, shared by a group of examples), the lists each switched tensor adds.
+///
+/// A batch in which every example has its own mix cannot switch the resident model in place: the examples of one
+/// forward pass need different weights at the same time. Instead a caller asks, layer by layer and group by group,
+/// for a tensor as one mix sees it (`materialize`, `gatherRows`) in scratch of about one layer, runs that group's
+/// rows through it, and moves on; the base is never changed and no per-task copy of the model exists.
+///
+/// The values written are those `SwitchableModel.activate` would leave in place, bit for bit: the same
+/// `SwitchKernel` adds, packs in the order given, within a pack positive before negative.
+///
+/// Valid only inside the `withMixes` body that lends it (it points at the resident weights); do not keep it.
+public struct MixedSwitches: @unchecked Sendable {
+    // @unchecked: the base buffers are read-only here and held unchanged by the model's lock for the body's
+    // duration; everything else is immutable.
+
+    /// One index list of one switch, with the constant it adds (`c`, or `c · values[j]` when values are stored).
+    struct AddList {
+        let indices: [UInt32]
+        let values: [Float]
+        let c: Float
+    }
+
+    let base: [UnsafeBufferPointer<Float>]
+    let index: [String: Int]
+    /// Per mix: tensor position → its lists in the order they are added.
+    let lists: [[Int: [AddList]]]
+    public let specs: [TensorSpec]
+
+    init(
+        base: [UnsafeBufferPointer<Float>], index: [String: Int], specs: [TensorSpec],
+        mixes: [[Int: [(TensorSwitch, Float)]]]
+    ) {
+        self.base = base
+        self.index = index
+        self.specs = specs
+        lists = mixes.map { byTensor in
+            byTensor.mapValues { switches in
+                switches.flatMap { sw, weight -> [AddList] in
+                    // The constant and the list order of `WeightStore.transition`, so the sums agree bit for bit.
+                    let c = weight * sw.lambda
+                    switch sw.payload {
+                    case .signs(let positive, let negative):
+                        return [AddList(indices: positive, values: [], c: c), AddList(indices: negative, values: [], c: -c)]
+                    case .values(let indices, let kept):
+                        return [AddList(indices: indices, values: kept.values, c: c)]
+                    }
+                }
+            }
+        }
+    }
+
+    /// Number of mixes (groups) the transaction was opened with.
+    public var mixCount: Int { lists.count }
+
+    /// A tensor's base values, or nil when the model holds no tensor of that name.
+    public func base(_ name: String) -> UnsafeBufferPointer<Float>? { index[name].map { base[$0] } }
+
+    /// Whether `mix` changes tensor `name` at all (if not, its rows can read the base directly).
+    public func switches(_ name: String, mix: Int) -> Bool {
+        guard let t = index[name], let l = lists[mix][t] else { return false }
+        return l.contains { !$0.indices.isEmpty }
+    }
+
+    /// Entries `mix` adds to tensor `name` (for the bytes a batch touches).
+    public func keptEntries(_ name: String, mix: Int) -> Int {
+        guard let t = index[name] else { return 0 }
+        return (lists[mix][t] ?? []).reduce(0) { $0 + $1.indices.count }
+    }
+
+    /// Writes tensor `name` as `mix` sees it (base + the mix's switches) into `out`, in cache-sized tiles split
+    /// across cores: each tile is copied from the base and switched while it is in cache.
+    ///
+    /// - Returns: false, writing nothing, when the model has no such tensor or the mix leaves it unchanged.
+    /// - Precondition: `out` holds exactly the tensor's elements.
+    @discardableResult
+    public func materialize(_ name: String, mix: Int, into out: UnsafeMutableBufferPointer<Float>) -> Bool {
+        guard let t = index[name], let adds = lists[mix][t], adds.contains(where: { !$0.indices.isEmpty }) else {
+            return false
+        }
+        let src = base[t]
+        precondition(out.count == src.count, "scratch for '\(name)' holds \(out.count) values, the tensor \(src.count)")
+        guard let dst = out.baseAddress, let from = src.baseAddress else { return true }
+        let n = src.count
+        let tile = WeightStore.tile
+        WeightStore.withPinned(adds.map(\.indices)) { indices in
+            WeightStore.withPinned(adds.map(\.values)) { values in
+                let constants = adds.map(\.c)
+                let tiles = (n + tile - 1) / tile
+                let shared = UncheckedSendable((indices, values, dst, from))
+                Parallel.forEachChunk(tiles, minChunk: 4) { range in
+                    let (indices, values, dst, from) = shared.value
+                    var cursor = indices.map { SwitchKernel.lowerBound($0, UInt32(clamping: range.lowerBound * tile)) }
+                    for k in range {
+                        let lo = k * tile
+                        let hi = min(n, lo + tile)
+                        (dst + lo).update(from: from + lo, count: hi - lo)
+                        for l in indices.indices {
+                            cursor[l] = SwitchKernel.add(
+                                constants[l], at: indices[l], times: values[l].isEmpty ? nil : values[l], to: dst,
+                                from: cursor[l], below: hi)
+                        }
+                    }
+                }
+            }
+        }
+        return true
+    }
+
+    /// Writes rows `rows` of a `rows × width` tensor (an embedding table) as `mix` sees them, one after another
+    /// into `out`: only the rows a batch looks up are switched, each list searched for the row's span.
+    ///
+    /// - Precondition: the tensor exists, every row is inside it, and `out` holds `rows.count × width` values.
+    public func gatherRows(
+        _ name: String, mix: Int, rows: [Int], width: Int, into out: UnsafeMutableBufferPointer<Float>
+    ) {
+        guard let t = index[name], let dst = out.baseAddress else {
+            preconditionFailure("no tensor '\(name)' to gather rows from")
+        }
+        let src = base[t]
+        precondition(out.count >= rows.count * width, "scratch too small for \(rows.count) rows of '\(name)'")
+        for (r, row) in rows.enumerated() {
+            precondition(row >= 0 && (row + 1) * width <= src.count, "row \(row) outside '\(name)'")
+            (dst + r * width).update(from: src.baseAddress! + row * width, count: width)
+        }
+        guard let adds = lists[mix][t], !adds.isEmpty else { return }
+        WeightStore.withPinned(adds.map(\.indices)) { indices in
+            WeightStore.withPinned(adds.map(\.values)) { values in
+                for l in indices.indices {
+                    for (r, row) in rows.enumerated() {
+                        let lo = row * width
+                        SwitchKernel.add(
+                            adds[l].c, at: indices[l], times: values[l].isEmpty ? nil : values[l], to: dst + r * width,
+                            origin: lo, from: SwitchKernel.lowerBound(indices[l], UInt32(clamping: lo)),
+                            below: lo + width)
+                    }
+                }
+            }
+        }
+    }
+}
