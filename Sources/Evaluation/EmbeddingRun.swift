@@ -1,5 +1,6 @@
 import CheckpointIO
 import Foundation
+import TaskSwitches
 
 /// `tswitch embed --json`: what was written and how fast.
 public struct EmbeddingReport: Codable, Sendable, Equatable {
@@ -20,25 +21,56 @@ public enum EmbeddingRun {
     /// - Parameter progress: texts done so far, after each batch.
     /// - Throws: `EvaluationError` `.incompatible` when `maxLength` exceeds the model's `max_position_embeddings`;
     ///   loading and writing errors.
+    ///
+    /// With `packs`, `model` is their base and each line's `"task"` names the pack its text runs on (no task, or
+    /// `"base"`: the base alone); all texts run in mixed batches, whatever their tasks.
     public static func run(
         model: String, input: String, output: String, maxLength: Int, batchSize: Int, normalize: Bool,
-        started: (Int) -> Void = { _ in }, progress: ((Int) -> Void)? = nil
+        packs packPaths: [String] = [], started: (Int) -> Void = { _ in }, progress: ((Int) -> Void)? = nil
     ) throws -> EmbeddingReport {
-        let encoder = try SentenceEncoder(path: model)
-        guard maxLength <= encoder.maxSequenceLength else {
+        let rows = try TextDataset.read(path: input)
+        let texts = rows.map(\.text)
+        let hidden: Int
+        let limit: Int
+        let embed: () throws -> [Float]
+        if packPaths.isEmpty {
+            let encoder = try SentenceEncoder(path: model)
+            (hidden, limit) = (encoder.hiddenSize, encoder.maxSequenceLength)
+            embed = { encoder.embed(texts, maxLength: maxLength, batchSize: batchSize, normalize: normalize, progress: progress) }
+        } else {
+            let switched = try SwitchedEncoder(basePath: model)
+            let packs = try packPaths.map { try PackFile.read($0) }
+            let index = Dictionary(packs.enumerated().map { ($1.task, $0) }, uniquingKeysWith: { first, _ in first })
+            let mixes = try rows.enumerated().map { (i, row) throws(EvaluationError) -> [Double] in
+                var w = [Double](repeating: 0, count: packs.count)
+                guard let task = row.task, task != "base" else { return w }
+                guard let k = index[task] else {
+                    throw EvaluationError(
+                        .incompatible,
+                        "\(input): text \(i + 1) asks for task '\(task)', but no pack given is for it (packs: \(packs.map(\.task).joined(separator: ", "))).")
+                }
+                w[k] = 1
+                return w
+            }
+            (hidden, limit) = (switched.config.hiddenSize, switched.config.maxSequenceLength)
+            embed = {
+                var v = try switched.embed(texts, packs: packs, mixes: mixes, maxLength: maxLength, batchSize: batchSize)
+                if normalize { MeanPooling.normalizeRows(&v, width: hidden) }
+                return v
+            }
+        }
+        guard maxLength <= limit else {
             throw EvaluationError(
                 .incompatible,
-                "\(model): a maximum length of \(maxLength) tokens exceeds the model's max_position_embeddings \(encoder.maxSequenceLength).")
+                "\(model): a maximum length of \(maxLength) tokens exceeds the model's max_position_embeddings \(limit).")
         }
-        let texts = try TextDataset.read(path: input).map(\.text)
         started(texts.count)
         let start = Date()
-        let values = encoder.embed(
-            texts, maxLength: maxLength, batchSize: batchSize, normalize: normalize, progress: progress)
+        let values = try embed()
         let seconds = Date().timeIntervalSince(start)
         let writer = try SafeTensorsWriter(
             path: output,
-            tensors: [TensorSpec(name: "embeddings", dtype: .F32, shape: [texts.count, encoder.hiddenSize])],
+            tensors: [TensorSpec(name: "embeddings", dtype: .F32, shape: [texts.count, hidden])],
             metadata: [
                 "model": model, "pooling": "mean", "normalized": normalize ? "true" : "false",
                 "max_length": "\(maxLength)",
@@ -46,7 +78,7 @@ public enum EmbeddingRun {
         try writer.write("embeddings", floats: values)
         try writer.finish()
         return EmbeddingReport(
-            output: output, n: texts.count, hidden: encoder.hiddenSize, seconds: seconds,
+            output: output, n: texts.count, hidden: hidden, seconds: seconds,
             sentencesPerSecond: seconds > 0 ? Double(texts.count) / seconds : 0)
     }
 }

@@ -19,14 +19,17 @@ public struct MeanPooling: Sendable, Equatable {
             }
             for j in 0..<h { pooled[b * h + j] *= inv }
         }
-        if normalize {
-            for b in 0..<states.count {
-                var sq: Float = 0
-                for j in 0..<h { sq += pooled[b * h + j] * pooled[b * h + j] }
-                let norm = max(sq.squareRoot(), 1e-12)
-                for j in 0..<h { pooled[b * h + j] /= norm }
-            }
-        }
+        if normalize { Self.normalizeRows(&pooled, width: h) }
         return pooled
+    }
+
+    /// Scales each `width`-wide row of `rows` to unit L2 length (a zero row stays zero).
+    public static func normalizeRows(_ rows: inout [Float], width h: Int) {
+        for b in 0..<(rows.count / max(1, h)) {
+            var sq: Float = 0
+            for j in 0..<h { sq += rows[b * h + j] * rows[b * h + j] }
+            let norm = max(sq.squareRoot(), 1e-12)
+            for j in 0..<h { rows[b * h + j] /= norm }
+        }
     }
 }

@@ -143,7 +143,8 @@ public final class SwitchedEncoder: Sendable {
                 .incompatible,
                 "The router takes \(router.featureDimension)-dimensional features; the model's hidden size is \(config.hiddenSize).")
         }
-        let base = try withEncoder([]) { $0.embed(texts, maxLength: maxLength, batchSize: batchSize) }
+        var base = try withEncoder([]) { $0.embed(texts, maxLength: maxLength, batchSize: batchSize) }
+        if router.wantsUnitFeatures { MeanPooling.normalizeRows(&base, width: config.hiddenSize) }
         let shares = try router.weights(
             QuerySet(features: base, count: texts.count, dimension: config.hiddenSize, labels: nil, tasks: []),
             mode: mode, batchSize: routeBatch)

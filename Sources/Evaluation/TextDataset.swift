@@ -1,13 +1,16 @@
 import Foundation
 
-/// One line of a task file: `{"text": ..., "label": <int>}` (the label is optional for embedding inputs).
+/// One line of a task file: `{"text": ..., "label": <int>}` (the label is optional for embedding inputs), and
+/// for mixed-task inputs the task whose pack the text runs on (`"task": "<name>"`).
 public struct TextExample: Sendable, Equatable {
     public let text: String
     public let label: Int?
+    public let task: String?
 
-    public init(text: String, label: Int?) {
+    public init(text: String, label: Int?, task: String? = nil) {
         self.text = text
         self.label = label
+        self.task = task
     }
 }
 
@@ -39,7 +42,14 @@ public enum TextDataset {
                 }
                 label = n.intValue
             }
-            out.append(TextExample(text: text, label: label))
+            var task: String?
+            if let raw = row["task"] {
+                guard let name = raw as? String else {
+                    throw EvaluationError(.invalidData, "\(path): line \(lineNumber) has a \"task\" that is not a string.")
+                }
+                task = name
+            }
+            out.append(TextExample(text: text, label: label, task: task))
         }
         return out
     }

@@ -6,6 +6,8 @@ public protocol TaskRouter: Sendable {
     var routedTasks: [String] { get }
     /// Feature dimension the router expects.
     var featureDimension: Int { get }
+    /// Whether features must be scaled to unit length before routing (what the router was fitted on).
+    var wantsUnitFeatures: Bool { get }
     /// Per example, one weight per task (all zero: the base model); in the batch modes the examples of each run of
     /// `batchSize` share their mean (or its argmax).
     func weights(_ features: QuerySet, mode: AutoSwitchRouter.Mode, batchSize: Int) throws(SwitchError) -> [[Double]]
@@ -14,11 +16,16 @@ public protocol TaskRouter: Sendable {
 extension AutoSwitchRouter: TaskRouter {
     public var routedTasks: [String] { query.tasks }
     public var featureDimension: Int { query.dimension }
+    /// Raw features, as the paper's query sets hold them (cosine distance ignores the scale anyway).
+    public var wantsUnitFeatures: Bool { false }
 }
 
 extension LDARouter: TaskRouter {
     public var routedTasks: [String] { tasks }
     public var featureDimension: Int { dimension }
+    /// LDA router files are fitted on unit-length features (`tswitch embed --normalize`; `route --build` embeds
+    /// JSONL inputs so), the space `docs/routing.md` measured.
+    public var wantsUnitFeatures: Bool { true }
 
     /// One-hot per example (see `weights(_:)`), aggregated over batches as the k-NN router's shares are.
     public func weights(_ features: QuerySet, mode: AutoSwitchRouter.Mode, batchSize: Int) throws(SwitchError)

@@ -24,6 +24,12 @@ struct EmbedCommand: ParsableCommand {
     @Flag(help: "Scale every embedding to unit L2 length.")
     var normalize = false
 
+    @Option(
+        name: .customLong("pack"),
+        help:
+            "Switch packs for MODEL (their base): each line's \"task\" picks its pack (none or \"base\": the base alone); texts of every task share mixed batches.")
+    var packs: [String] = []
+
     @OptionGroup(title: "Encoder")
     var encoder: EncoderOptions<EmbedDefaults>
 
@@ -34,7 +40,7 @@ struct EmbedCommand: ParsableCommand {
         var bar: ProgressBar?
         let report = try EmbeddingRun.run(
             model: model, input: input, output: output, maxLength: encoder.maxLength, batchSize: encoder.batch,
-            normalize: normalize, started: { bar = ProgressBar(total: $0, label: "embed") }, progress: { bar?.update($0) })
+            normalize: normalize, packs: packs, started: { bar = ProgressBar(total: $0, label: "embed") }, progress: { bar?.update($0) })
         bar?.finish()
         if format.json {
             print(try ReportJSON.text(report))

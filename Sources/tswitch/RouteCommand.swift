@@ -114,7 +114,8 @@ struct RouteCommand: ParsableCommand {
             let e = try encoder ?? SentenceEncoder(path: base)
             encoder = e
             FileHandle.standardError.write(Data("\(pair.task): embedding \(texts.count) texts of \(pair.path)\n".utf8))
-            let f = e.embed(Array(texts), maxLength: 128, batchSize: 64)
+            // LDA routers work on unit-length features (LDARouter.wantsUnitFeatures), query sets on raw ones.
+            let f = e.embed(Array(texts), maxLength: 128, batchSize: 64, normalize: buildKind == .lda)
             parts.append((pair.task, QuerySet(features: f, count: texts.count, dimension: e.hiddenSize, labels: nil, tasks: [])))
         }
         return parts
