@@ -54,9 +54,9 @@ public enum EmbeddingRun {
             }
             (hidden, limit) = (switched.config.hiddenSize, switched.config.maxSequenceLength)
             embed = {
-                var v = try switched.embed(texts, packs: packs, mixes: mixes, maxLength: maxLength, batchSize: batchSize)
-                if normalize { MeanPooling.normalizeRows(&v, width: hidden) }
-                return v
+                try switched.embed(
+                    texts, packs: packs, mixes: mixes, maxLength: maxLength, batchSize: batchSize, normalize: normalize,
+                    progress: progress)
             }
         }
         guard maxLength <= limit else {

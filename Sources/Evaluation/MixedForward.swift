@@ -83,9 +83,10 @@ extension BertEncoder {
                                         x: xAll, rowScratch: rowScratch, layerScratch: scratch)
                                 }
                                 for (i, own) in layers.enumerated() {
+                                    let names = LayerNames(layer: i)
                                     for span in spans {
                                         let r = span.rows
-                                        let layer = groupLayer(i, own: own, group: span.group, weights: weights, scratch: scratch)
+                                        let layer = groupLayer(names, own: own, group: span.group, weights: weights, scratch: scratch)
                                         let localStarts = span.sequences.map { starts[$0] - r.lowerBound }
                                         let localLengths = span.sequences.map { lengths[$0] }
                                         runLayer(
@@ -154,18 +155,32 @@ extension BertEncoder {
         return EncoderWeight(borrowing: UnsafeBufferPointer(out))
     }
 
-    /// Layer `i` as `group` sees it, written into `scratch`; nil when the group changes none of its tensors.
+    /// The tensor names of one layer, built once per layer of a pass rather than per group.
+    struct LayerNames {
+        let prefix: String
+        /// Query, key, value (without `.weight`/`.bias`), in stacking order.
+        let parts: [String]
+        /// Every tensor of the layer.
+        let all: [String]
+
+        init(layer i: Int) {
+            prefix = "encoder.layer.\(i)."
+            parts = ["query", "key", "value"].map { "encoder.layer.\(i).attention.self.\($0)" }
+            let others = [
+                "attention.output.dense", "attention.output.LayerNorm", "intermediate.dense", "output.dense",
+                "output.LayerNorm",
+            ].map { "encoder.layer.\(i).\($0)" }
+            all = (parts + others).flatMap { [$0 + ".weight", $0 + ".bias"] }
+        }
+    }
+
+    /// A layer as `group` sees it, written into `scratch`; nil when the group changes none of its tensors.
     private func groupLayer(
-        _ i: Int, own: Layer, group: Int, weights: any GroupWeights, scratch: UnsafeMutableBufferPointer<Float>
+        _ names: LayerNames, own: Layer, group: Int, weights: any GroupWeights, scratch: UnsafeMutableBufferPointer<Float>
     ) -> Layer? {
-        let p = "encoder.layer.\(i)."
-        let parts = ["query", "key", "value"].map { p + "attention.self.\($0)" }
-        let others = [
-            "attention.output.dense", "attention.output.LayerNorm", "intermediate.dense", "output.dense",
-            "output.LayerNorm",
-        ].map { p + $0 }
-        let all = (parts + others).flatMap { [$0 + ".weight", $0 + ".bias"] }
-        guard all.contains(where: { weights.switches($0, group: group) }) else { return nil }
+        let p = names.prefix
+        let parts = names.parts
+        guard names.all.contains(where: { weights.switches($0, group: group) }) else { return nil }
         var offset = 0
         /// The stacked Q, K, V weight (or bias): each part switched or copied from the encoder's own stack.
         func stacked(_ suffix: String, own: EncoderWeight) -> EncoderWeight {

@@ -69,10 +69,21 @@ public final class SwitchedEncoder: Sendable {
     ///
     /// - Throws: `SwitchError` when a pack does not fit the base or a weight is not finite; `EvaluationError` when
     ///   a tensor the encoder needs is missing or misshapen.
+    ///
+    /// - Parameters:
+    ///   - batching: `.regroup` embeds the texts of each distinct mix together instead, the whole model switched
+    ///     in place per mix (the earlier way, kept as the benchmark's peer); the same results.
+    ///   - progress: texts done so far.
     public func embed(
-        _ texts: [String], packs: [SwitchPack], mixes: [[Double]], maxLength: Int, batchSize: Int
+        _ texts: [String], packs: [SwitchPack], mixes: [[Double]], maxLength: Int, batchSize: Int,
+        batching: MixedBatching = .mixed, normalize: Bool = false, progress: ((Int) -> Void)? = nil
     ) throws -> [Float] {
         precondition(mixes.count == texts.count, "one mix per text")
+        if batching == .regroup {
+            return try regrouped(
+                texts, packs: packs, mixes: mixes, maxLength: maxLength, batchSize: batchSize, normalize: normalize,
+                progress: progress)
+        }
         var groupOf: [[Double]: Int] = [:]
         var distinct: [[(pack: SwitchPack, weight: Float)]] = []
         var groups: [Int] = []
@@ -100,8 +111,38 @@ public final class SwitchedEncoder: Sendable {
             }
             return SentenceEncoder(tokenizer: tokenizer, encoder: encoder).embed(
                 texts, groups: groups, weights: SwitchedGroupWeights(switches: switches, loader: loader),
-                maxLength: maxLength, batchSize: batchSize)
+                maxLength: maxLength, batchSize: batchSize, normalize: normalize, progress: progress)
         }
+    }
+
+    /// Regrouping: one in-place switch per distinct mix, in order of first use, its texts embedded together.
+    private func regrouped(
+        _ texts: [String], packs: [SwitchPack], mixes: [[Double]], maxLength: Int, batchSize: Int, normalize: Bool,
+        progress: ((Int) -> Void)?
+    ) throws -> [Float] {
+        var groups: [[Double]: [Int]] = [:]
+        var order: [[Double]] = []
+        for (i, w) in mixes.enumerated() {
+            precondition(w.count == packs.count, "one weight per pack")
+            if groups[w] == nil { order.append(w) }
+            groups[w, default: []].append(i)
+        }
+        let hidden = config.hiddenSize
+        var features = [Float](repeating: 0, count: texts.count * hidden)
+        var done = 0
+        for w in order {
+            let members = groups[w] ?? []
+            let active = w.enumerated().filter { $0.element != 0 }.map { (packs[$0.offset], Float($0.element)) }
+            let part = try withEncoder(active) {
+                $0.embed(members.map { texts[$0] }, maxLength: maxLength, batchSize: batchSize, normalize: normalize)
+            }
+            for (row, i) in members.enumerated() {
+                features.replaceSubrange((i * hidden)..<((i + 1) * hidden), with: part[(row * hidden)..<((row + 1) * hidden)])
+            }
+            done += members.count
+            progress?(done)
+        }
+        return features
     }
 
     /// How texts with different mixes are embedded: in mixed batches (each batch one pass, every text on its own
@@ -154,29 +195,8 @@ public final class SwitchedEncoder: Sendable {
             for (k, s) in row.enumerated() { w[packIndex[k]] += s }
             return w
         }
-        if batching == .mixed {
-            let features = try embed(texts, packs: packs, mixes: weights, maxLength: maxLength, batchSize: batchSize)
-            return Routed(features: features, weights: weights)
-        }
-        // Regrouping: one switch per distinct weight vector, in order of first use.
-        var groups: [[Double]: [Int]] = [:]
-        var order: [[Double]] = []
-        for (i, w) in weights.enumerated() {
-            if groups[w] == nil { order.append(w) }
-            groups[w, default: []].append(i)
-        }
-        let hidden = config.hiddenSize
-        var features = [Float](repeating: 0, count: texts.count * hidden)
-        for w in order {
-            let members = groups[w] ?? []
-            let active = w.enumerated().filter { $0.element > 0 }.map { (packs[$0.offset], Float($0.element)) }
-            let part = try withEncoder(active) {
-                $0.embed(members.map { texts[$0] }, maxLength: maxLength, batchSize: batchSize)
-            }
-            for (row, i) in members.enumerated() {
-                features.replaceSubrange((i * hidden)..<((i + 1) * hidden), with: part[(row * hidden)..<((row + 1) * hidden)])
-            }
-        }
+        let features = try embed(
+            texts, packs: packs, mixes: weights, maxLength: maxLength, batchSize: batchSize, batching: batching)
         return Routed(features: features, weights: weights)
     }
 }

@@ -128,14 +128,15 @@ struct MixedBatchTests {
         for t in Self.tasks {
             let texts = Array(
                 try EvalFixture.texts(EvalFixture.repository.appendingPathComponent("data/tasks/\(t)/train.jsonl")).prefix(60))
-            let f = plain.embed(texts, maxLength: 64)
+            // Unit-length features: what LDA routers are fitted on (`wantsUnitFeatures`, as `route --build` does).
+            let f = plain.embed(texts, maxLength: 64, normalize: true)
             parts.append((t, QuerySet(features: f, count: texts.count, dimension: 384, labels: nil, tasks: [])))
         }
         let router = try LDARouter.fit(try QuerySet.combine(parts), baseFingerprint: switched.model.fingerprint)
         let texts = try Self.texts()
         let routed = try switched.embedRouted(
             texts, packs: packs, router: router, mode: .perExample, routeBatch: 1, maxLength: 64, batchSize: 16)
-        let base = plain.embed(texts, maxLength: 64)
+        let base = plain.embed(texts, maxLength: 64, normalize: true)
         let routes = try router.route(QuerySet(features: base, count: texts.count, dimension: 384, labels: nil, tasks: []))
         var right = 0
         for (i, text) in texts.enumerated() {

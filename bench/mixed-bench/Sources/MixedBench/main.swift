@@ -106,18 +106,9 @@ struct Config {
     let run: ([String]) throws -> Void
 }
 func oneHot(_ i: Int, _ n: Int) -> [Double] { (0..<n).map { $0 == i ? 1 : 0 } }
+/// The peer: the batch split by mix, the whole model switched in place per group (`MixedBatching.regroup`).
 func regroup(_ texts: [String], _ packs: [SwitchPack], _ mixes: [[Double]]) throws {
-    var groups: [[Double]: [Int]] = [:]
-    var order: [[Double]] = []
-    for (i, w) in mixes.enumerated() {
-        if groups[w] == nil { order.append(w) }
-        groups[w, default: []].append(i)
-    }
-    for w in order {
-        let members = groups[w] ?? []
-        let mix = w.enumerated().filter { $0.element != 0 }.map { (packs[$0.offset], Float($0.element)) }
-        _ = try switched.withEncoder(mix) { $0.embed(members.map { texts[$0] }, maxLength: seqLen, batchSize: batch) }
-    }
+    _ = try switched.embed(texts, packs: packs, mixes: mixes, maxLength: seqLen, batchSize: batch, batching: .regroup)
 }
 
 func configs(soft: [[Double]]) -> [Config] {
