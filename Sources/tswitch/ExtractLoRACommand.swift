@@ -39,7 +39,7 @@ struct ExtractLoRACommand: ParsableCommand {
     @Option(help: "Drop singular values below this fraction of each tensor's largest, in [0, 1).")
     var svRelative: Double = 0
 
-    @Flag(help: "Decompose embeddings (lora_embedding_A/B) and lm_head too, instead of storing them whole.")
+    @Flag(name: .customLong("embed-lora"), help: "Decompose embeddings (lora_embedding_A/B) and lm_head too, instead of storing them whole.")
     var embedLoRA = false
 
     @Option(name: .customLong("save-module"), help: "Store this module whole (modules_to_save); full name or last component; repeatable.")
