@@ -52,7 +52,7 @@ public enum LoRAExtraction {
         public let module: String
         public let kind: Kind
         public let rank: Int
-        /// ‖ΔW‖_F and ‖ΔW − B·A‖_F (LoRA modules; 0 otherwise), from the SVD in Double.
+        /// ‖ΔW‖_F and ‖ΔW − B·A‖_F of the Float factors (LoRA modules; 0 otherwise), summed in Double.
         public let deltaNorm: Double
         public let errorNorm: Double
         public let why: String?
@@ -323,13 +323,14 @@ public enum LoRAExtraction {
             k = min(k, s.prefix(k).filter { Double($0) >= options.svRelative * Double(top) }.count)
         }
         k = min(k, s.prefix(k).filter { $0 > 0 }.count)
-        let kept = s.prefix(k).reduce(0.0) { $0 + Double($1) * Double($1) }
-        let error = max(0, norm2 - kept).squareRoot()
         let kind: ModuleReport.Kind = asEmbedding ? .loraEmbedding : .lora
-        reports.append(
-            .init(module: module, kind: kind, rank: k, deltaNorm: norm2.squareRoot(), errorNorm: error,
-                  why: k < options.rank ? "rank cut by the singular-value threshold" : nil))
-        if k == 0 { return nil }
+        let why = k < options.rank ? "rank cut by the singular-value threshold" : nil
+        if k == 0 {
+            reports.append(
+                .init(module: module, kind: kind, rank: 0, deltaNorm: norm2.squareRoot(),
+                      errorNorm: norm2.squareRoot(), why: why))
+            return nil
+        }
         // Left and right scale per triplet: √σ on both, or σ on the right factor.
         let left = s.prefix(k).map { options.distributeScale ? $0.squareRoot() : 1 }
         let right = s.prefix(k).map { options.distributeScale ? $0.squareRoot() : $0 }
@@ -346,6 +347,19 @@ public enum LoRAExtraction {
             for j in 0..<rowsA { a[i * rowsA + j] = aSource[i * rowsA + j] * right[i] }
             for j in 0..<colsB { b[j * k + i] = bSource[i * colsB + j] * left[i] }
         }
+        // The error of the factors themselves, measured (√(‖ΔW‖² − Σσᵢ²) would cancel catastrophically in Float
+        // when ΔW is nearly rank k): one more m·n·k product, small beside the SVD.
+        let product = LoRAAdapter.lowRankProduct(b, a, rows: colsB, rank: k, cols: rowsA, scaling: 1)
+        var error2 = 0.0
+        for i in 0..<m {
+            for j in 0..<n {
+                let e = Double(d[i * n + j]) - Double(asEmbedding ? product[j * m + i] : product[i * n + j])
+                error2 += e * e
+            }
+        }
+        reports.append(
+            .init(module: module, kind: kind, rank: k, deltaNorm: norm2.squareRoot(), errorNorm: error2.squareRoot(),
+                  why: why))
         return Factors(
             a: a, b: b, aShape: [k, rowsA], bShape: [colsB, k], dtype: options.dtype ?? fineTuned.info(info.name)?.dtype ?? info.dtype,
             embedding: asEmbedding)
