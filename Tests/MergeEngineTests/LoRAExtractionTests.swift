@@ -73,4 +73,53 @@ struct LoRAExtractionTests {
             #expect(error.underlying(CheckpointError.self)?.code == .outputExists)
         }
     }
+
+    /// Writes one safetensors file with F32 tensors.
+    static func write(_ path: String, _ tensors: [(String, [Int], [Float])]) throws {
+        let w = try SafeTensorsWriter(
+            path: path, tensors: tensors.map { TensorSpec(name: $0.0, dtype: .F32, shape: $0.1) })
+        for t in tensors { try w.write(t.0, floats: t.2) }
+        try w.finish()
+    }
+
+    @Test("A changed bias becomes lora_B.bias (lora_bias), which LoRAAdapter merges back; norms are stored whole")
+    func biasAndNorm() throws {
+        let dir = Fixtures.scratch("lora-bias")
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        var rng = SplitMix64(seed: 5)
+        let w = (0..<48).map { _ in rng.nextUnitFloat() - 0.5 }
+        let bias = (0..<8).map { _ in rng.nextUnitFloat() }
+        let norm = [Float](repeating: 1, count: 6)
+        // ΔW = u·vᵀ (rank 1), Δbias and Δnorm dense.
+        let dw: [Float] = (0..<48).map { (k: Int) -> Float in
+            let row = Float(k / 6 + 1)
+            let col = Float(k % 6 - 2)
+            return row * col * 0.01
+        }
+        try Self.write(dir + "/base.safetensors", [("l.weight", [8, 6], w), ("l.bias", [8], bias), ("n.weight", [6], norm)])
+        try Self.write(
+            dir + "/ft.safetensors",
+            [
+                ("l.weight", [8, 6], zip(w, dw).map { $0 + $1 }), ("l.bias", [8], bias.map { $0 + 0.25 }),
+                ("n.weight", [6], norm.map { $0 * 1.5 }),
+            ])
+        let base = try ModelFolder(path: dir + "/base.safetensors")
+        let fine = try ModelFolder(path: dir + "/ft.safetensors")
+        let report = try LoRAExtraction.extract(
+            base: base, fineTuned: fine, to: dir + "/adapter", options: .init(rank: 1))
+        #expect(report.loraBias && report.targetModules == ["l"] && report.modulesToSave == ["n"])
+        #expect(report.relativeError < 1e-5)
+        let back = try LoRAAdapter(path: dir + "/adapter")
+        for name in ["l.weight", "l.bias", "n.weight"] {
+            let got = try back.merged(name, base: try base.tensor(name).floats(), dtype: .F32)
+            let want = try fine.tensor(name).floats()
+            #expect(got.map { zip($0, want).allSatisfy { abs($0 - $1) < 1e-5 } } == true, "\(name)")
+        }
+        // Left out with skipUndecomposable: the norm.
+        var options = LoRAExtraction.Options(rank: 1)
+        options.skipUndecomposable = true
+        let r2 = try LoRAExtraction.extract(base: base, fineTuned: fine, to: dir + "/adapter2", options: options)
+        #expect(r2.modulesToSave.isEmpty && r2.modules.contains { $0.module == "n" && $0.kind == .skipped })
+    }
 }
