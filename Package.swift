@@ -38,8 +38,8 @@ let package = Package(
         .target(name: "CMergeKernels"),
         // SIGBUS handler and identity checks for memory-mapped inputs changed while read (a signal handler is C).
         .target(name: "CMappedFileGuard"),
-        // SIMD and multi-core loops over tensors: elementwise ops, selection, statistics.
-        .target(name: "TensorKernels", dependencies: ["CheckpointIO", "CMergeKernels"]),
+        // SIMD and multi-core loops over tensors: elementwise ops, selection, statistics, truncated SVD (LAPACK).
+        .target(name: "TensorKernels", dependencies: ["CheckpointIO", "CMergeKernels", "COpenBLAS"]),
         // mergekit-compatible configs and merge methods, streamed tensor by tensor.
         .target(
             name: "MergeEngine",

@@ -22,6 +22,8 @@ public struct LoRAAdapter: Sendable {
         case lowRank(a: String, b: String, scaling: Float, transposed: Bool, embedding: Bool)
         /// W is replaced by this adapter tensor.
         case replacement(key: String)
+        /// A bias b += lora_B.bias·scaling (PEFT's `lora_bias`; `tswitch extract-lora` writes it for a changed bias).
+        case biasShift(key: String, scaling: Float)
     }
 
     /// The adapter folder.
@@ -46,7 +48,8 @@ public struct LoRAAdapter: Sendable {
     /// Reads the adapter's configuration and tensor index (no tensor data).
     ///
     /// - Throws: `CheckpointError` naming the file for a missing or malformed config, a `.bin`-only adapter, a
-    ///   PEFT method other than plain LoRA (DoRA, LoRA biases), or A/B factors whose shapes disagree.
+    ///   PEFT method other than plain LoRA (DoRA; LoRA biases are read with `lora_bias` only), or A/B factors whose
+    ///   shapes disagree.
     public init(path: String) throws(CheckpointError) {
         self.path = path
         let dir = URL(fileURLWithPath: path)
@@ -71,10 +74,7 @@ public struct LoRAAdapter: Sendable {
         if config["use_dora"] as? Bool == true {
             throw CheckpointError(.invalidMetadata, "\(configPath): use_dora is true; DoRA adapters are not supported.")
         }
-        if config["lora_bias"] as? Bool == true {
-            throw CheckpointError(
-                .invalidMetadata, "\(configPath): lora_bias is true; LoRA bias terms are not supported.")
-        }
+        let loraBias = config["lora_bias"] as? Bool == true
         guard let r = (config["r"] as? NSNumber)?.intValue, r > 0,
             let alpha = (config["lora_alpha"] as? NSNumber)?.doubleValue, alpha.isFinite
         else {
@@ -96,6 +96,7 @@ public struct LoRAAdapter: Sendable {
 
         var updates: [String: Update] = [:]
         var factors: [String: (a: String?, b: String?, embedding: Bool)] = [:]
+        var biases: [String: String] = [:]
         for info in file.tensors {
             let key = info.name
             guard key.hasPrefix(Self.prefix) else {
@@ -104,10 +105,14 @@ public struct LoRAAdapter: Sendable {
                     "\(weightsPath): tensor '\(key)' does not start with '\(Self.prefix)' as PEFT names its tensors.")
             }
             let name = String(key.dropFirst(Self.prefix.count))
+            if loraBias, name.hasSuffix(".lora_B.bias") {
+                biases[String(name.dropLast(".lora_B.bias".count))] = key
+                continue
+            }
             if key.contains("lora_magnitude_vector") || key.contains(".lora_A.bias") || key.contains(".lora_B.bias") {
                 throw CheckpointError(
                     .invalidEntry,
-                    "\(weightsPath): tensor '\(key)' belongs to DoRA or LoRA biases, which are not supported.")
+                    "\(weightsPath): tensor '\(key)' belongs to DoRA or to LoRA biases without lora_bias in the config, which are not supported.")
             }
             let factor = [
                 (".lora_A.weight", true, false), (".lora_B.weight", false, false), (".lora_embedding_A", true, true),
@@ -142,6 +147,18 @@ public struct LoRAAdapter: Sendable {
             let scaling = Float(useRSLoRA ? alpha / Double(r).squareRoot() : alpha / Double(r))
             updates[module + ".weight"] = .lowRank(
                 a: a, b: b, scaling: scaling, transposed: f.embedding || fanInFanOut, embedding: f.embedding)
+            if let key = biases.removeValue(forKey: module) {
+                guard let info = file.info(key), info.shape == [bi.shape[0]], info.dtype.isConvertibleFloat else {
+                    throw CheckpointError(
+                        .invalidShape,
+                        "\(weightsPath): tensor '\(key)' must be a float vector of \(bi.shape[0]) entries (lora_B's rows).")
+                }
+                updates[module + ".bias"] = .biasShift(key: key, scaling: scaling)
+            }
+        }
+        if let (module, key) = biases.min(by: { $0.key < $1.key }) {
+            throw CheckpointError(
+                .invalidEntry, "\(weightsPath): tensor '\(key)' is a LoRA bias of '\(module)', which has no lora_A/lora_B factors.")
         }
         self.updates = updates
     }
@@ -180,7 +197,7 @@ public struct LoRAAdapter: Sendable {
     /// The shape of the weight an update produces.
     public func shape(of update: Update) throws(CheckpointError) -> [Int] {
         switch update {
-        case .replacement(let key): return file.info(key)?.shape ?? []
+        case .replacement(let key), .biasShift(let key, _): return file.info(key)?.shape ?? []
         case .lowRank(let a, let b, _, let transposed, _):
             let out = file.info(b)?.shape[0] ?? 0
             let inner = file.info(a)?.shape[1] ?? 0
@@ -201,6 +218,15 @@ public struct LoRAAdapter: Sendable {
                     "\(path): tensor '\(key)' has \(v.count) elements; the base's '\(name)' has \(values.count).")
             }
             return Self.rounded(v, to: dtype)
+        case .biasShift(let key, let scaling):
+            let v = try file.tensor(key).floats()
+            guard v.count == values.count else {
+                throw CheckpointError(
+                    .modelMismatch,
+                    "\(path): tensor '\(key)' has \(v.count) elements; the base's '\(name)' has \(values.count).")
+            }
+            // PEFT: base_layer.bias + lora_B.bias * scaling.
+            return Self.rounded(zip(values, v).map { $0 + $1 * scaling }, to: dtype)
         case .lowRank(let a, let b, let scaling, let transposed, let embedding):
             let av = try file.tensor(a)
             let bv = try file.tensor(b)
