@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
-"""Writes the pack and YAML seed corpora (Fuzz/corpus/pack, Fuzz/corpus/yaml) with the real tool.
+"""Writes the pack, router and YAML seed corpora (Fuzz/corpus/pack, router, yaml) with the real tool.
 
-Packs come from `tswitch pack` on tiny base/fine-tune pairs (numpy + safetensors); YAML seeds are the mergekit
-configs of the merge fixtures. Run after a format change: TSWITCH_BIN=.build/debug/tswitch Fuzz/make-seeds.py
+Packs come from `tswitch pack` on tiny base/fine-tune pairs (numpy + safetensors); routers from `tswitch route --build
+--kind lda` on tiny random per-task features; YAML seeds are the mergekit configs of the merge fixtures. Run after a format change: TSWITCH_BIN=.build/debug/tswitch Fuzz/make-seeds.py
 """
 import json
 import os
@@ -37,8 +37,24 @@ def pack(work, name, shapes, drop, extra=()):
                     "--task", name, *extra], check=True, capture_output=True)
 
 
+def router(work, name, tasks, dimension, rows):
+    """An LDA router over `tasks` tasks of `dimension`-dimensional features, `rows` per task around its own mean."""
+    rng = np.random.default_rng(dimension * 31 + tasks)
+    pairs = []
+    for t in range(tasks):
+        mean = rng.standard_normal(dimension)
+        feats = np.asarray(mean + 0.3 * rng.standard_normal((rows, dimension)), dtype=np.float32)
+        f = work / f"{name}-task{t}.safetensors"
+        save_file({"features": feats}, str(f))
+        pairs.append(f"task{t}={f}")
+    out = OUT / "router" / f"{name}.tsr"
+    out.unlink(missing_ok=True)
+    subprocess.run([BIN, "route", *pairs, "--build", out, "--kind", "lda"], check=True, capture_output=True)
+
+
 def main():
     (OUT / "pack").mkdir(parents=True, exist_ok=True)
+    (OUT / "router").mkdir(parents=True, exist_ok=True)
     (OUT / "yaml").mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as t:
         work = pathlib.Path(t)
@@ -54,9 +70,12 @@ def main():
         pack(work, "random-f32", {"w": (8, 8)}, 0.7,
              extra=["--kind", "random-mask", "--values", "f32", "--head", work / "head.safetensors",
                     "--labels", work / "labels.json"])
+        router(work, "lda-3x8", 3, 8, 12)
+        router(work, "lda-2x4", 2, 4, 6)
+        router(work, "lda-5x16", 5, 16, 20)
     for f in sorted((ROOT / "Tests" / "MergeEngineTests" / "Fixtures").glob("*.yml")):
         shutil.copy(f, OUT / "yaml" / f.name)
-    for f in sorted((OUT / "pack").iterdir()):
+    for f in sorted([*(OUT / "pack").iterdir(), *(OUT / "router").iterdir()]):
         print(f"{f.relative_to(ROOT)}: {f.stat().st_size} bytes")
 
 

@@ -1,5 +1,6 @@
 import CheckpointIO
 import Foundation
+import TaskSwitches
 
 /// A linear classification head: `logits = weight · feature + bias`, read from a safetensors file with `weight`
 /// (classes × hidden, F32) and `bias` (classes), next to the task's `labels.json`.
@@ -9,7 +10,7 @@ import Foundation
 /// features L2-normalized first. A file without `logit_scale` is a plain linear head, as before.
 public struct LinearHead: Sendable, Equatable {
     /// The `__metadata__` key of the logit scale of a cosine head.
-    public static let logitScaleKey = "logit_scale"
+    public static let logitScaleKey = DenseTensor.logitScaleName
 
     public let classes: Int
     public let hidden: Int
@@ -32,6 +33,39 @@ public struct LinearHead: Sendable, Equatable {
         self.hidden = hidden
         self.labels = labels
         self.logitScale = logitScale
+    }
+
+    /// The head a pack carries (`weight` [classes, hidden], `bias` [classes], and a cosine head's `logit_scale` [1]),
+    /// with the pack's labels; nil when the pack has no head.
+    ///
+    /// - Throws: `EvaluationError` `.shapeMismatch` naming the pack's task when the tensors do not form a head of
+    ///   this hidden size or the labels do not match its classes.
+    public static func of(pack: SwitchPack, hidden: Int) throws(EvaluationError) -> LinearHead? {
+        guard !pack.head.isEmpty else { return nil }
+        let tensor = { (name: String) in pack.head.first { $0.name == name } }
+        guard let w = tensor("weight"), let b = tensor("bias"), w.shape.count == 2, w.shape[1] == hidden,
+            b.shape == [w.shape[0]], w.shape[0] > 0
+        else {
+            throw EvaluationError(
+                .shapeMismatch,
+                "the head of pack '\(pack.task)' must be 'weight' [classes, \(hidden)] and 'bias' [classes]; it has \(pack.head.map { "\($0.name) \($0.shape)" }).")
+        }
+        guard pack.labels.isEmpty || pack.labels.count == w.shape[0] else {
+            throw EvaluationError(
+                .shapeMismatch, "the head of pack '\(pack.task)' has \(w.shape[0]) classes but \(pack.labels.count) labels.")
+        }
+        var scale: Float?
+        if let s = tensor(DenseTensor.logitScaleName) {
+            guard s.values.count == 1, let v = s.values.first, v.isFinite, v > 0 else {
+                throw EvaluationError(
+                    .shapeMismatch,
+                    "the head of pack '\(pack.task)' has '\(DenseTensor.logitScaleName)' \(s.shape) \(s.values.prefix(4)); expected one finite positive number.")
+            }
+            scale = v
+        }
+        return LinearHead(
+            weight: w.values, bias: b.values, classes: w.shape[0], hidden: hidden,
+            labels: pack.labels.isEmpty ? nil : pack.labels, logitScale: scale)
     }
 
     /// Reads a head file and, when present, the `labels.json` beside it.

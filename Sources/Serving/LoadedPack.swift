@@ -37,24 +37,8 @@ public struct LoadedPack: Sendable {
         self.pack = pack
         self.source = source
         self.generation = generation
-        if pack.head.isEmpty {
-            head = nil
-        } else {
-            guard let w = pack.head.first(where: { $0.name == "weight" }), let b = pack.head.first(where: { $0.name == "bias" }),
-                w.shape.count == 2, w.shape[1] == hidden, b.shape == [w.shape[0]], w.shape[0] > 0
-            else {
-                throw ServingError(
-                    .packRefused, status: .badRequest,
-                    "\(source): the head of '\(name)' must be 'weight' [classes, \(hidden)] and 'bias' [classes]; it has \(pack.head.map { "\($0.name) \($0.shape)" }).")
-            }
-            guard pack.labels.isEmpty || pack.labels.count == w.shape[0] else {
-                throw ServingError(
-                    .packRefused, status: .badRequest,
-                    "\(source): the head of '\(name)' has \(w.shape[0]) classes but \(pack.labels.count) labels.")
-            }
-            head = LinearHead(
-                weight: w.values, bias: b.values, classes: w.shape[0], hidden: hidden,
-                labels: pack.labels.isEmpty ? nil : pack.labels)
+        do { head = try LinearHead.of(pack: pack, hidden: hidden) } catch {
+            throw ServingError(.packRefused, status: .badRequest, "\(source): \(error.message)")
         }
     }
 }

@@ -90,11 +90,18 @@ public enum SwitchApplier {
         return switched
     }
 
-    /// A safetensors file (in memory) holding a head's tensors as F32.
+    /// A safetensors file (in memory) holding a head's tensors as F32; a logit scale goes back into the metadata,
+    /// where `LinearHead(path:)` and `tswitch head` keep it.
     public static func headFile(_ head: [DenseTensor], task: String) -> [UInt8] {
-        let specs = head.map { TensorSpec(name: $0.name, dtype: .F32, shape: $0.shape) }
-        var out = SafeTensorsHeader.encode(specs, metadata: ["format": "pt", "task": task])
-        for h in head { h.values.withUnsafeBytes { out.append(contentsOf: $0) } }
+        var metadata = ["format": "pt", "task": task]
+        var tensors = head
+        if let k = tensors.firstIndex(where: { $0.name == DenseTensor.logitScaleName && $0.values.count == 1 }) {
+            metadata[DenseTensor.logitScaleName] = "\(tensors[k].values[0])"
+            tensors.remove(at: k)
+        }
+        let specs = tensors.map { TensorSpec(name: $0.name, dtype: .F32, shape: $0.shape) }
+        var out = SafeTensorsHeader.encode(specs, metadata: metadata)
+        for h in tensors { h.values.withUnsafeBytes { out.append(contentsOf: $0) } }
         return out
     }
 
@@ -118,6 +125,19 @@ public enum SwitchApplier {
             out.append(DenseTensor(name: info.name, shape: info.shape, values: values))
         }
         guard !out.isEmpty else { throw SwitchError(.invalidHead, "\(path): the head file holds no tensors.") }
+        if let raw = file.metadata[DenseTensor.logitScaleName] {
+            guard let scale = Float(raw.trimmingCharacters(in: .whitespaces)), scale.isFinite, scale > 0 else {
+                throw SwitchError(
+                    .invalidHead,
+                    "\(path): metadata '\(DenseTensor.logitScaleName)' is \"\(raw)\"; expected a finite positive number.")
+            }
+            guard !out.contains(where: { $0.name == DenseTensor.logitScaleName }) else {
+                throw SwitchError(
+                    .invalidHead,
+                    "\(path): '\(DenseTensor.logitScaleName)' is both a tensor and a metadata entry; keep one.")
+            }
+            out.append(DenseTensor(name: DenseTensor.logitScaleName, shape: [1], values: [scale]))
+        }
         return out
     }
 }

@@ -59,8 +59,9 @@ struct SwitchedEncoderTests {
             #expect(BertEncoderTests.worstRelativeError(got, want, hidden: 384) < 1e-5)
             #expect(BertEncoderTests.worstRelativeError(got, baseFeatures, hidden: 384) > 1e-3)
         }
-        // After switching, the base is restored exactly.
-        #expect(try switched.embed(texts, packs: [], maxLength: 48, batchSize: 2) == baseFeatures)
+        // After switching, the base is restored exactly (same batching: BLAS may sum in another order for another
+        // batch shape, so only equal batches are bit-identical on every CPU).
+        #expect(try switched.embed(texts, packs: [], maxLength: 48, batchSize: 2) == plain.embed(texts, maxLength: 48, batchSize: 2))
 
         // Query set: the base features of the texts themselves, labelled up, down, up; 1-NN routes each back.
         let query = QuerySet(features: baseFeatures, count: 3, dimension: 384, labels: [0, 1, 0], tasks: ["up", "down"])

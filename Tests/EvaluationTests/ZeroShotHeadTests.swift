@@ -1,5 +1,6 @@
 import CheckpointIO
 import Foundation
+import TaskSwitches
 import Testing
 
 @testable import Evaluation
@@ -163,5 +164,60 @@ struct ZeroShotHeadTests {
             dataFolder: dir.appendingPathComponent("data").path, headFolder: dir.appendingPathComponent("heads").path)
         #expect(found.tasks.map(\.name) == ["a", "c"])
         #expect(found.withoutHead == ["b"])
+    }
+
+    @Test("a pack carries a zero-shot head's logit scale: read from the head file, kept through the pack file, written back by apply's head file")
+    func packCarriesLogitScale() throws {
+        let dir = try Self.folder()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let head = ZeroShotHead.make(encoder: Self.encoder, classes: Self.classes, logitScale: 42.5)
+        let path = dir.appendingPathComponent("head.safetensors").path
+        try head.write(path: path)
+        let tensors = try SwitchApplier.readHead(path)
+        #expect(tensors.map(\.name).sorted() == ["bias", DenseTensor.logitScaleName, "weight"])
+        let pack = SwitchPack(
+            task: "zs", baseFingerprint: BaseFingerprint(value: 7), dropRatio: 0.7, tieRule: .lowestIndex,
+            tensors: [], head: tensors, labels: Self.classes.labels)
+        let decoded = try PackFile.decode(PackFile.encode(pack), file: "zs.tsw")
+        let fromPack = try #require(try LinearHead.of(pack: decoded, hidden: Self.encoder.hiddenSize))
+        #expect(fromPack == head)
+        // `tswitch apply` writes the pack's head as a head file; the scale goes back into its metadata.
+        let written = dir.appendingPathComponent("applied.safetensors").path
+        try Data(SwitchApplier.headFile(decoded.head, task: "zs")).write(to: URL(fileURLWithPath: written))
+        let file = try SafeTensorsFile(path: written)
+        #expect(file.metadata[DenseTensor.logitScaleName] == "42.5")
+        #expect(file.info(DenseTensor.logitScaleName) == nil)
+        #expect(try LinearHead(path: written).logitScale == 42.5)
+        // A plain linear head's pack has no scale.
+        let plain = SwitchPack(
+            task: "lp", baseFingerprint: BaseFingerprint(value: 7), dropRatio: 0.7, tieRule: .lowestIndex, tensors: [],
+            head: [DenseTensor(name: "weight", shape: [1, 2], values: [1, 2]), DenseTensor(name: "bias", shape: [1], values: [0])])
+        #expect(try LinearHead.of(pack: plain, hidden: 2)?.logitScale == nil)
+    }
+
+    @Test("a bad logit scale in a head file or a pack is refused with the file or pack named")
+    func badLogitScale() throws {
+        let dir = try Self.folder()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let path = dir.appendingPathComponent("head.safetensors").path
+        // Written by hand: LinearHead.write keeps only a valid scale.
+        var bytes = SafeTensorsHeader.encode(
+            [TensorSpec(name: "weight", dtype: .F32, shape: [1, 2]), TensorSpec(name: "bias", dtype: .F32, shape: [1])],
+            metadata: ["logit_scale": "-3"])
+        for v: Float in [1, 0, 0] { withUnsafeBytes(of: v) { bytes.append(contentsOf: $0) } }
+        try Data(bytes).write(to: URL(fileURLWithPath: path))
+        #expect {
+            try SwitchApplier.readHead(path)
+        } throws: { ($0 as? SwitchError)?.message.contains("\(path): metadata 'logit_scale' is \"-3\"") == true }
+        let pack = SwitchPack(
+            task: "bad", baseFingerprint: BaseFingerprint(value: 7), dropRatio: 0.7, tieRule: .lowestIndex, tensors: [],
+            head: [DenseTensor(name: "weight", shape: [1, 2], values: [1, 2]), DenseTensor(name: "bias", shape: [1], values: [0]),
+                   DenseTensor(name: "logit_scale", shape: [1], values: [.nan])])
+        #expect {
+            try LinearHead.of(pack: pack, hidden: 2)
+        } throws: { ($0 as? EvaluationError)?.message.contains("pack 'bad'") == true }
+        #expect {
+            try LinearHead.of(pack: pack, hidden: 3)
+        } throws: { ($0 as? EvaluationError)?.message.contains("[classes, 3]") == true }
     }
 }

@@ -5,7 +5,7 @@ import Glibc
 #endif
 
 /// One libFuzzer binary for every parser of untrusted input; `TSWITCH_FUZZ_TARGET` picks the target
-/// (`safetensors`, `index`, `pack`, `yaml`; `selftest` crashes on purpose). Every target must return a value or throw its module's typed error:
+/// (`safetensors`, `index`, `pack`, `router`, `yaml`; `selftest` crashes on purpose). Every target must return a value or throw its module's typed error:
 /// a crash, trap, sanitizer report, timeout or out-of-memory is a finding. `scripts/fuzz` builds and runs it.
 @main
 enum FuzzMain {
@@ -26,6 +26,7 @@ enum FuzzMain {
             case .safetensors: fuzzSafeTensorsHeader(bytes)
             case .index: fuzzIndex(bytes)
             case .pack: fuzzPack(bytes)
+            case .router: fuzzRouter(bytes)
             case .yaml: fuzzYAML(bytes)
             case .selftest:
                 // `scripts/fuzz --selftest`: proves that a finding makes the run fail and leaves an artifact.
@@ -37,6 +38,6 @@ enum FuzzMain {
 }
 
 enum FuzzTarget: String, CaseIterable {
-    case safetensors, index, pack, yaml, selftest
+    case safetensors, index, pack, router, yaml, selftest
 }
 

@@ -38,8 +38,9 @@ private func check(_ bytes: UnsafeRawBufferPointer) {
     precondition(same == pack && bits(back) == bits(pack), "a decoded pack changed after re-encoding")
 }
 
-/// Rewrites each section's CRC-32C to match its payload; false when the section walk finds nothing to fix.
-private func repairChecksums(_ b: inout [UInt8]) -> Bool {
+/// Rewrites each section's CRC-32C to match its payload (packs and router files share the framing: a 16-byte
+/// preamble, then tag, u64 length, CRC-32C, payload); false when the section walk finds nothing to fix.
+func repairChecksums(_ b: inout [UInt8]) -> Bool {
     var at = 16
     var changed = false
     while at + 16 <= b.count {
