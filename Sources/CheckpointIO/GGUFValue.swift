@@ -92,6 +92,7 @@ public indirect enum GGUFValue: Sendable, Equatable {
         case .bool(let b): return b ? "true" : "false"
         case .float32(let v): return "\(v)"
         case .float64(let v): return "\(v)"
+        case .uint64(let v): return "\(v)"
         default: return intValue.map(String.init) ?? "\(self)"
         }
     }
