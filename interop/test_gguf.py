@@ -10,7 +10,7 @@ from gguf.quants import dequantize
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 GGUF = ROOT / "Tests/CheckpointIOTests/Fixtures/gguf"
-FILES = ["quants.gguf", "v2.gguf", "align64.gguf", "empty.gguf"]
+FILES = ["quants.gguf", "v2.gguf", "align64.gguf", "empty.gguf", "tiny_llama.gguf"]
 
 
 def flatten(v):
@@ -42,7 +42,7 @@ def test_inspect_json_matches_gguf_reader(tswitch, name):
             assert flatten(kv["value"]) == want, kv["key"]
         else:
             assert kv["value"] == want, kv["key"]
-    if name != "empty.gguf":
+    if name not in ("empty.gguf", "tiny_llama.gguf"):
         nested = next(kv for kv in header["key_values"] if kv["key"] == "test.array.nested")
         assert nested["value"] == [[1, 2], [3]]
     # Tensors: name, ggml type, row-major shape (the reader's `shape` is ggml's ne, innermost first), bytes, offset.
@@ -143,6 +143,18 @@ def test_convert_real_smollm2_matches_transformers(tswitch, torch_one_thread, tm
     with torch.no_grad():
         a, b = ref(ids).logits, ours(ids).logits
     assert torch.allclose(a, b, rtol=1e-4, atol=1e-4 * a.abs().max().item())
+    # The tokenizer rebuilt from the metadata gives the ids of transformers' own GGUF tokenizer.
+    from transformers import AutoTokenizer
+
+    ref_tok = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
+    our_tok = AutoTokenizer.from_pretrained(tmp_path / "hf")
+    for text in ["Hello world 123", "  two spaces\n\nnewlines\ttab", "<|im_start|>user\nHi<|im_end|>",
+                 "ünïcödé 日本語 🙂", "don't they'll 3.14159", ""]:
+        assert our_tok(text).input_ids == ref_tok(text).input_ids, text
+    chat = [{"role": "user", "content": "What is 2+2?"}]
+    assert our_tok.apply_chat_template(chat, add_generation_prompt=True) == ref_tok.apply_chat_template(
+        chat, add_generation_prompt=True)
+    assert (our_tok.bos_token, our_tok.eos_token, our_tok.pad_token) == (ref_tok.bos_token, ref_tok.eos_token, ref_tok.pad_token)
     # --dtype bf16 rounds the same weights to nearest even, as torch does.
     tswitch("convert", path, tmp_path / "hf-bf16", "--dtype", "bf16")
     half = AutoModelForCausalLM.from_pretrained(tmp_path / "hf-bf16", dtype=torch.bfloat16).state_dict()
@@ -154,4 +166,23 @@ def test_convert_real_smollm2_matches_transformers(tswitch, torch_one_thread, tm
 def test_convert_refuses_what_it_cannot_map(tswitch, tmp_path):
     proc = tswitch("convert", GGUF / "quants.gguf", tmp_path / "out", check=False)
     assert proc.returncode != 0 and len(proc.stderr.strip().splitlines()) == 1
-    assert "'f32.cube'" in proc.stderr and not (tmp_path / "out").exists()
+    assert "'llama.block_count'" in proc.stderr and not (tmp_path / "out").exists()
+
+
+def test_convert_tiny_llama_matches_transformers(tswitch, torch_one_thread, tmp_path):
+    """The fixture llama (Q/K permuted by llama.cpp's rule, Q8_0 and F32): weights and logits as transformers loads them."""
+    torch = torch_one_thread
+    from transformers import AutoModelForCausalLM
+
+    path = GGUF / "tiny_llama.gguf"
+    tswitch("convert", path, tmp_path / "hf")
+    ref = AutoModelForCausalLM.from_pretrained(GGUF, gguf_file=path.name, dtype=torch.float32).eval()
+    ours = AutoModelForCausalLM.from_pretrained(tmp_path / "hf", dtype=torch.float32).eval()
+    want, got = ref.state_dict(), ours.state_dict()
+    assert set(want) == set(got)
+    for name in want:
+        assert torch.equal(want[name], got[name]), name
+    ids = torch.tensor([[1, 5, 9, 3, 15, 2]])
+    with torch.no_grad():
+        a, b = ref(ids).logits, ours(ids).logits
+    assert torch.allclose(a, b, rtol=1e-4, atol=1e-4 * a.abs().max().item())

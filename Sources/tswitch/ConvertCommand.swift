@@ -14,7 +14,8 @@ struct ConvertCommand: ParsableCommand {
             at OUT only when complete.
             A GGUF input (architecture llama: Llama, SmolLM, Mistral) is dequantized and written as a Hugging Face \
             LlamaForCausalLM folder: tensor names mapped, Q/K rows un-permuted, config.json from the metadata \
-            (default dtype F32). See docs/gguf.md.
+            (default dtype F32), and for byte-level BPE vocabularies tokenizer.json, tokenizer_config.json and \
+            chat_template.jinja. See docs/gguf.md.
             """)
 
     @Argument(help: "The input model (file or folder, or a llama-family .gguf file).")
@@ -75,6 +76,8 @@ struct ConvertCommand: ParsableCommand {
             directory: output, tensors: specs, maxShardBytes: maxShardSize.bytes, metadata: ["format": "pt"],
             overwrite: overwrite.force)
         try writer.addFile("config.json", contents: mapping.configJSON(torchDType: torchName))
+        let tokenizer = try GGUFTokenizerFiles.build(mapping.file.header, file: input)
+        for (name, data) in tokenizer.files.sorted(by: { $0.key < $1.key }) { try writer.addFile(name, contents: data) }
         let progress = ProgressBar(total: specs.count, label: "convert")
         for (i, t) in mapping.tensors.enumerated() {
             try writer.write(t.hfName, floats: mapping.floats(t))
@@ -83,5 +86,6 @@ struct ConvertCommand: ParsableCommand {
         try writer.finish()
         progress.finish()
         print("\(output): \(specs.count) tensors in \(writer.shardNames.count) file(s), \(Format.bytes(specs.reduce(0) { $0 + $1.byteCount }))")
+        if let skipped = tokenizer.skipped { print("no tokenizer written: \(skipped)") }
     }
 }
