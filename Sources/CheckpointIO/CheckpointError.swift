@@ -9,7 +9,7 @@ public struct CheckpointError: CodedError, Sendable {
                 unknownDType, invalidShape, duplicateTensor, byteSpanMismatch, offsetGap, offsetOverlap,
                 trailingBytes, invalidMetadata, limitExceeded, invalidIndex, missingShard, tensorInTwoShards,
                 tensorMissingFromShard, tensorNotInIndex, notAModel, tensorNotFound, unsupportedDType, writeOrder,
-                writeSize, outputExists, modelMismatch, inputChanged
+                writeSize, outputExists, modelMismatch, inputChanged, notGGUF, unsupportedVersion, misalignedOffset
         }
 
         private let wrapped: Wrapped
@@ -55,6 +55,12 @@ public struct CheckpointError: CodedError, Sendable {
         public static let modelMismatch = Code(.modelMismatch)
         /// An input file was modified, truncated or replaced while it was mapped; the output is not committed.
         public static let inputChanged = Code(.inputChanged)
+        /// A file given as GGUF does not start with the magic `GGUF`.
+        public static let notGGUF = Code(.notGGUF)
+        /// A GGUF file of a version other than 2 or 3.
+        public static let unsupportedVersion = Code(.unsupportedVersion)
+        /// A GGUF tensor offset (or `general.alignment`) that breaks the file's alignment.
+        public static let misalignedOffset = Code(.misalignedOffset)
     }
 
     public let code: Code

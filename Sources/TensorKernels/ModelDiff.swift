@@ -2,13 +2,15 @@ import CheckpointIO
 
 /// Streams two models with the same tensors (a base and its fine-tune) tensor by tensor and computes the task
 /// vector statistics of each, with memory bounded by the largest tensor: three f32 buffers are reused, and each
-/// tensor's mapped pages are released after use.
+/// tensor's mapped pages are released after use. Either model may be any `TensorProvider` (safetensors or GGUF,
+/// quantized tensors dequantized to f32).
 public struct ModelDiff: Sendable {
     /// One tensor's result; `stats` is nil for tensors that are not floating point (integer buffers, masks),
     /// which are compared for equality of bytes instead.
     public struct Entry: Sendable {
         public let name: String
-        public let dtype: DType
+        /// The stored type as the format spells it (`BF16`, `Q4_K`); the base's.
+        public let typeName: String
         public let shape: [Int]
         public let stats: TaskVectorStats?
         /// For non-float tensors: whether the bytes are identical.
@@ -31,11 +33,11 @@ public struct ModelDiff: Sendable {
         public var zeroFraction: Double { elements == 0 ? 0 : Double(zeroCount) / Double(elements) }
     }
 
-    public let base: ModelFolder
-    public let finetuned: ModelFolder
+    public let base: any TensorProvider
+    public let finetuned: any TensorProvider
 
     /// Checks that both models hold the same tensor names with the same shapes.
-    public init(base: ModelFolder, finetuned: ModelFolder) throws(CheckpointError) {
+    public init(base: any TensorProvider, finetuned: any TensorProvider) throws(CheckpointError) {
         self.base = base
         self.finetuned = finetuned
         let b = Set(base.tensorNames)
@@ -53,16 +55,16 @@ public struct ModelDiff: Sendable {
                 "\(finetuned.path): tensor '\(extra)' is not in the base \(base.path)\(more > 0 ? " (and \(more) more)" : "").")
         }
         for name in base.tensorNames {
-            guard let bi = base.info(name), let fi = finetuned.info(name) else { continue }
+            guard let bi = base.entry(name), let fi = finetuned.entry(name) else { continue }
             guard bi.shape == fi.shape else {
                 throw CheckpointError(
                     .modelMismatch,
                     "\(finetuned.path): tensor '\(name)' has shape \(fi.shapeDescription) but the base has \(bi.shapeDescription).")
             }
-            guard bi.dtype.isConvertibleFloat == fi.dtype.isConvertibleFloat else {
+            guard bi.isFloat == fi.isFloat else {
                 throw CheckpointError(
                     .modelMismatch,
-                    "\(finetuned.path): tensor '\(name)' is \(fi.dtype.rawValue) but the base has \(bi.dtype.rawValue).")
+                    "\(finetuned.path): tensor '\(name)' is \(fi.typeName) but the base has \(bi.typeName).")
             }
         }
     }
@@ -70,28 +72,27 @@ public struct ModelDiff: Sendable {
     /// Calls `body` for every tensor in the base's storage order, then returns the summary.
     @discardableResult
     public func run(_ body: (Entry) throws -> Void = { _ in }) throws -> Summary {
-        let largest = base.tensorInfos.map(\.elementCount).max() ?? 0
+        let largest = base.tensorEntries.map(\.elementCount).max() ?? 0
         let buffer = UnsafeMutableBufferPointer<Float>.allocate(capacity: 3 * max(1, largest))
         defer { buffer.deallocate() }
         var summary = Summary()
         for name in base.tensorNames {
-            let bv = try base.tensor(name)
-            let fv = try finetuned.tensor(name)
+            guard let entry = base.entry(name) else { continue }
             defer {
-                bv.release()
-                fv.release()
+                base.release(name)
+                finetuned.release(name)
             }
-            guard bv.dtype.isConvertibleFloat else {
-                try body(Entry(name: name, dtype: bv.dtype, shape: bv.shape, stats: nil,
-                               bytesEqual: bv.bytes.elementsEqual(fv.bytes)))
+            guard entry.isFloat else {
+                try body(Entry(name: name, typeName: entry.typeName, shape: entry.shape, stats: nil,
+                               bytesEqual: try base.rawBytes(name).elementsEqual(try finetuned.rawBytes(name))))
                 continue
             }
-            let n = bv.elementCount
+            let n = entry.elementCount
             let b = UnsafeMutableBufferPointer(rebasing: buffer[0..<n])
             let f = UnsafeMutableBufferPointer(rebasing: buffer[n..<(2 * n)])
             let s = UnsafeMutableBufferPointer(rebasing: buffer[(2 * n)..<(3 * n)])
-            try bv.copyFloats(into: b)
-            try fv.copyFloats(into: f)
+            try base.copyFloats(name, into: b)
+            try finetuned.copyFloats(name, into: f)
             let stats = TaskVectorStats.compute(base: UnsafeBufferPointer(b), finetuned: UnsafeBufferPointer(f), scratch: s)
             summary.tensors += 1
             summary.elements += n
@@ -101,7 +102,7 @@ public struct ModelDiff: Sendable {
             summary.zeroCount += stats.zeroCount
             summary.nonFiniteCount += stats.nonFiniteCount
             for i in summary.topMass.indices { summary.topMass[i] += stats.topMass[i] }
-            try body(Entry(name: name, dtype: bv.dtype, shape: bv.shape, stats: stats, bytesEqual: nil))
+            try body(Entry(name: name, typeName: entry.typeName, shape: entry.shape, stats: stats, bytesEqual: nil))
         }
         summary.l2Norm = summary.l2Norm.squareRoot()
         return summary

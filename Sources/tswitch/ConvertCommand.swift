@@ -12,9 +12,13 @@ struct ConvertCommand: ParsableCommand {
             model.safetensors.index.json) with config.json (dtype updated), tokenizer files and sentence-transformers \
             module folders copied; it appears \
             at OUT only when complete.
+            A GGUF input (architecture llama: Llama, SmolLM, Mistral) is dequantized and written as a Hugging Face \
+            LlamaForCausalLM folder: tensor names mapped, Q/K rows un-permuted, config.json from the metadata \
+            (default dtype F32), and for byte-level BPE vocabularies tokenizer.json, tokenizer_config.json and \
+            chat_template.jinja. See docs/gguf.md.
             """)
 
-    @Argument(help: "The input model (file or folder).")
+    @Argument(help: "The input model (file or folder, or a llama-family .gguf file).")
     var input: String
 
     @Argument(help: "The output folder.")
@@ -36,6 +40,7 @@ struct ConvertCommand: ParsableCommand {
     }
 
     func run() throws {
+        if GGUFFile.hasMagic(path: input) { return try runGGUF() }
         let target = dtype
         let maxShard = maxShardSize.bytes
         let model = try ModelFolder(path: input)
@@ -57,5 +62,30 @@ struct ConvertCommand: ParsableCommand {
         try writer.finish()
         progress.finish()
         print("\(output): \(specs.count) tensors in \(writer.shardNames.count) file(s), \(Format.bytes(specs.reduce(0) { $0 + $1.byteCount }))")
+    }
+
+    /// A llama GGUF file to a Hugging Face folder: dequantized tensors under Hugging Face names, config.json.
+    private func runGGUF() throws {
+        let target = dtype ?? .F32
+        guard target.isConvertibleFloat, let torchName = target.torchName else {
+            throw ValidationError("--dtype must be a float type (f32, bf16, f16) for a GGUF input.")
+        }
+        let mapping = try GGUFLlamaMapping(file: GGUFFile(path: input))
+        let specs = mapping.tensors.map { TensorSpec(name: $0.hfName, dtype: target, shape: $0.shape) }
+        let writer = try ModelWriter(
+            directory: output, tensors: specs, maxShardBytes: maxShardSize.bytes, metadata: ["format": "pt"],
+            overwrite: overwrite.force)
+        try writer.addFile("config.json", contents: mapping.configJSON(torchDType: torchName))
+        let tokenizer = try GGUFTokenizerFiles.build(mapping.file.header, file: input)
+        for (name, data) in tokenizer.files.sorted(by: { $0.key < $1.key }) { try writer.addFile(name, contents: data) }
+        let progress = ProgressBar(total: specs.count, label: "convert")
+        for (i, t) in mapping.tensors.enumerated() {
+            try writer.write(t.hfName, floats: mapping.floats(t))
+            progress.update(i + 1, t.hfName)
+        }
+        try writer.finish()
+        progress.finish()
+        print("\(output): \(specs.count) tensors in \(writer.shardNames.count) file(s), \(Format.bytes(specs.reduce(0) { $0 + $1.byteCount }))")
+        if let skipped = tokenizer.skipped { print("no tokenizer written: \(skipped)") }
     }
 }

@@ -13,7 +13,7 @@ struct DiffCommand: ParsableCommand {
             and the fraction of exact zeros. The summary aggregates each tensor's own top-p mass over all tensors.
             """)
 
-    @Argument(help: "The base model (file or folder).")
+    @Argument(help: "The base model (safetensors file or folder, or a .gguf file).")
     var base: String
 
     @Argument(help: "The fine-tuned model with the same tensors.")
@@ -30,7 +30,7 @@ struct DiffCommand: ParsableCommand {
     }
 
     func run() throws {
-        let diff = try ModelDiff(base: ModelFolder(path: base), finetuned: ModelFolder(path: finetuned))
+        let diff = try ModelDiff(base: openTensorProvider(path: base), finetuned: openTensorProvider(path: finetuned))
         let progress = ProgressBar(total: diff.base.tensorNames.count, label: "diff")
         var entries: [ModelDiff.Entry] = []
         let summary = try diff.run { e in
@@ -46,7 +46,7 @@ struct DiffCommand: ParsableCommand {
         if format.json {
             func shares(_ s: [Double]) -> [String: Double] { Dictionary(uniqueKeysWithValues: zip(fractions, s)) }
             let tensors: [[String: Any]] = listed.map { e in
-                var d: [String: Any] = ["name": e.name, "dtype": e.dtype.rawValue, "shape": e.shape]
+                var d: [String: Any] = ["name": e.name, "dtype": e.typeName, "shape": e.shape]
                 if let s = e.stats {
                     d["elements"] = s.elementCount
                     d["l2_norm"] = s.l2Norm

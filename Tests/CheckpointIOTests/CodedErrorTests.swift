@@ -13,7 +13,7 @@ struct CodedErrorTests {
         #expect(CheckpointError.Code.outputExists.rawValue == "outputExists")
         #expect("\(CheckpointError.Code.inputChanged)" == "inputChanged")
         #expect(CheckpointError.Code(rawValue: "noSuchCode") == nil)
-        #expect(CheckpointError.Code.allCases.count == 29)
+        #expect(CheckpointError.Code.allCases.count == 32)
     }
 
     @Test("a wrapping error keeps its cause; the debug description prints the chain and underlying finds it")

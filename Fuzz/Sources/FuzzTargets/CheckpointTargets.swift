@@ -27,6 +27,31 @@ func fuzzSafeTensorsHeader(_ bytes: UnsafeRawBufferPointer) {
     } catch {}
 }
 
+/// A whole GGUF file. Accepted headers are re-checked for the layout the reader relies on (aligned tensors, each
+/// where the previous one ends, spans of whole blocks inside the buffer), and small tensors are dequantized.
+func fuzzGGUF(_ bytes: UnsafeRawBufferPointer) {
+    do {
+        let h = try GGUFHeader.parse(bytes, file: "fuzz")
+        var expected = 0
+        for t in h.tensors {
+            precondition(t.dims.count <= GGUFHeader.Limits.maxRank, "accepted a rank over the limit")
+            precondition(t.offset == expected && t.offset % h.alignment == 0, "accepted a gap, overlap or misaligned offset")
+            precondition(GGMLType.byteCount(dims: t.dims, type: t.type) == t.byteCount, "accepted a wrong span")
+            expected = t.offset + t.byteCount
+            expected = (expected + h.alignment - 1) / h.alignment * h.alignment
+        }
+        if let last = h.tensors.last {
+            precondition(h.dataStart + last.offset + last.byteCount <= bytes.count, "accepted a tensor past the end")
+        }
+        for t in h.tensors where t.type.isDequantizable && t.elementCount <= 1 << 16 {
+            let start = h.dataStart + t.offset
+            let out = UnsafeMutableBufferPointer<Float>.allocate(capacity: t.elementCount)
+            GGMLDequantize.toFloat(UnsafeRawBufferPointer(rebasing: bytes[start..<(start + t.byteCount)]), type: t.type, into: out)
+            out.deallocate()
+        }
+    } catch {}
+}
+
 /// A `model.safetensors.index.json`: the weight map must come back without a tensor twice.
 func fuzzIndex(_ bytes: UnsafeRawBufferPointer) {
     do {

