@@ -15,6 +15,8 @@ enum ServeFixture {
     static let tasks = ["lang-id", "wn-verb"]
     static var packFiles: [String] { tasks.map { repository.appendingPathComponent("packs/\($0).tsw").path } }
     static var routerPath: String { repository.appendingPathComponent("packs/queries.safetensors").path }
+    /// The shipped LDA router file (eight tasks; the fixture loads two of them).
+    static var ldaRouterPath: String { repository.appendingPathComponent("packs/router.tsr").path }
 
     static let modelFolder: String = {
         let p = Process()
@@ -45,13 +47,16 @@ enum ServeFixture {
 
     static func pack(_ task: String) throws -> SwitchPack { try #require(packs[task]) }
 
-    static func server(_ configure: (inout ServerConfiguration) -> Void = { _ in }) async throws -> ServingServer {
+    static func server(router: String? = nil, _ configure: (inout ServerConfiguration) -> Void = { _ in }) async throws
+        -> ServingServer
+    {
         var config = ServerConfiguration()
         config.adminToken = "secret"
         configure(&config)
         return try await ServingServer.make(
             encoder: encoder, baseName: "all-MiniLM-L6-v2",
-            packs: try tasks.map { (try pack($0), packFiles[tasks.firstIndex(of: $0)!]) }, routerPath: routerPath, config: config)
+            packs: try tasks.map { (try pack($0), packFiles[tasks.firstIndex(of: $0)!]) }, routerPath: router ?? routerPath,
+            config: config)
     }
 
     /// One server with the default limits for the tests that need nothing else; its queue runs for the whole
