@@ -304,7 +304,8 @@ struct ServingTests {
         #expect(data[1]["truncated"] as? Bool == true)
         #expect((body["usage"] as? [String: Any])?["prompt_tokens"] as? Int == 3 + 16)
         let expected = try ServeFixture.encoder.embed([long], packs: [ServeFixture.pack("wn-verb")], maxLength: 16, batchSize: 64)
-        #expect(try floats(base64: data[1]["embedding"] as? String ?? "") == expected)
+        // Not bit for bit: in the mixed forward the short text's rows share the products with the long one's.
+        #expect(maxDifference(try floats(base64: data[1]["embedding"] as? String ?? ""), expected) <= 1e-5)
     }
 
     @Test("A full queue answers 429 with Retry-After")
