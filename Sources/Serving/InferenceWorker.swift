@@ -119,9 +119,10 @@ final class InferenceWorker: @unchecked Sendable {
         let base: [Float]
         let weights: [[Double]]
         do {
+            // The mixed path with every text on the base: it reuses the kept encoder (`withEncoder` builds one).
             base = try encoder.embed(
-                members.map { inputs[$0.input].texts[$0.text] }, packs: [], maxLength: config.maxLength,
-                batchSize: config.forwardBatch)
+                members.map { inputs[$0.input].texts[$0.text] }, packs: [], mixes: Array(repeating: [], count: members.count),
+                maxLength: config.maxLength, batchSize: config.forwardBatch)
             var routed = base
             if router.wantsUnitFeatures { MeanPooling.normalizeRows(&routed, width: h) }
             weights = try router.weights(
