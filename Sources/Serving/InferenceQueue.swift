@@ -31,9 +31,9 @@ public struct Embedded: Sendable {
 /// cooperative pool (which has one thread per core and would stall HTTP handling during a forward pass).
 ///
 /// A batch takes queued requests oldest first while their tokens fit `maxBatchTokens` (at least one request),
-/// after the oldest has waited up to `maxWaitMilliseconds` for company. Inside a batch the texts are grouped by
-/// the switch they need: one group for the base (which also yields the routing features of `auto` texts), then
-/// one switch and one encoder per pack. Oldest-first means a burst on one task delays the others by at most the
+/// after the oldest has waited up to `maxWaitMilliseconds` for company. A batch is one mixed forward whatever its
+/// tasks (`InferenceWorker.run`; only `auto` texts get a base pass first, for routing), so a request never waits
+/// for another task's switch, and oldest-first means a burst on one task delays the others by at most the
 /// batches already queued ahead of them, never indefinitely.
 ///
 /// Admission is bounded by `maxQueuedTexts` texts queued or running: beyond it `submit` throws 429 at once.
@@ -66,7 +66,7 @@ public actor InferenceQueue: Service {
         let continuation: CheckedContinuation<Embedded, any Error>
     }
 
-    init(encoder: SwitchedEncoder, router: AutoSwitchRouter?, config: ServerConfiguration, metrics: ServingMetrics, baseName: String) {
+    init(encoder: SwitchedEncoder, router: (any TaskRouter)?, config: ServerConfiguration, metrics: ServingMetrics, baseName: String) {
         self.config = config
         self.metrics = metrics
         self.baseName = baseName
@@ -238,135 +238,5 @@ public actor InferenceQueue: Service {
                     .packRefused, status: .badRequest, "\(source): a second pack for task '\(p.task)' in the packs folder; keep one.")
             }
         }
-    }
-}
-
-/// The encoder and router, used only on the inference queue's serial dispatch queue (hence `@unchecked Sendable`:
-/// `baseEncoder` is only touched there).
-final class InferenceWorker: @unchecked Sendable {
-    struct Input: Sendable {
-        let texts: [String]
-        let target: Target
-    }
-
-    let encoder: SwitchedEncoder
-    let router: AutoSwitchRouter?
-    let config: ServerConfiguration
-    /// The base's encoder, built once (the base weights never change between switches).
-    private var baseEncoder: SentenceEncoder?
-
-    init(encoder: SwitchedEncoder, router: AutoSwitchRouter?, config: ServerConfiguration) {
-        self.encoder = encoder
-        self.router = router
-        self.config = config
-    }
-
-    /// A switch to `pack` and back, proving it applies to this base.
-    func trySwitch(_ pack: SwitchPack, source: String) throws(ServingError) {
-        defer { encoder.model.reset() }
-        do {
-            try encoder.model.activate([(pack, 1)])
-        } catch {
-            throw ServingError(.packRefused, status: .badRequest, "Pack refused (\(error.code.rawValue)): \(error.message)")
-        }
-    }
-
-    /// Features of every input: one result per input, and the number of switch groups (for metrics).
-    func run(_ inputs: [Input]) -> (results: [Result<Embedded, ServingError>], groups: Int) {
-        let h = encoder.config.hiddenSize
-        var features = inputs.map { [Float](repeating: 0, count: $0.texts.count * h) }
-        var tasks = inputs.map { [String](repeating: "base", count: $0.texts.count) }
-        var applied = inputs.map { [LoadedPack?](repeating: nil, count: $0.texts.count) }
-        var failed = [ServingError?](repeating: nil, count: inputs.count)
-        var groupCount = 0
-        defer { encoder.model.reset() }
-
-        func embed(_ members: [(Int, Int)], with enc: SentenceEncoder) {
-            let texts = members.map { inputs[$0.0].texts[$0.1] }
-            let out = enc.embed(texts, maxLength: config.maxLength, batchSize: config.forwardBatch)
-            for (row, (j, i)) in members.enumerated() {
-                features[j].replaceSubrange((i * h)..<((i + 1) * h), with: out[(row * h)..<((row + 1) * h)])
-            }
-        }
-        func internalError(_ m: String) -> ServingError { ServingError(.internalError, status: .internalServerError, m) }
-
-        // The base group: base requests, and auto requests (their base features route them).
-        let baseMembers = inputs.indices.flatMap { j -> [(Int, Int)] in
-            switch inputs[j].target {
-            case .base, .auto: inputs[j].texts.indices.map { (j, $0) }
-            case .task: []
-            }
-        }
-        if !baseMembers.isEmpty {
-            groupCount += 1
-            do {
-                if baseEncoder == nil {
-                    encoder.model.reset()
-                    baseEncoder = try encoder.currentEncoder()
-                }
-                if let baseEncoder { embed(baseMembers, with: baseEncoder) }
-            } catch {
-                for (j, _) in baseMembers { failed[j] = internalError("The base encoder could not be built: \(error.message)") }
-            }
-        }
-
-        // Groups by pack generation, in order of first use.
-        var groups: [Int: (pack: LoadedPack, members: [(Int, Int)])] = [:]
-        var order: [Int] = []
-        func add(_ pack: LoadedPack, _ member: (Int, Int)) {
-            if groups[pack.generation] == nil {
-                order.append(pack.generation)
-                groups[pack.generation] = (pack, [])
-            }
-            groups[pack.generation]?.members.append(member)
-        }
-        for j in inputs.indices where failed[j] == nil {
-            switch inputs[j].target {
-            case .base: break
-            case .task(let p): for i in inputs[j].texts.indices { add(p, (j, i)) }
-            case .auto(let candidates):
-                guard let router else {
-                    failed[j] = internalError("Auto-Switch was asked for, but the server has no router.")
-                    continue
-                }
-                let n = inputs[j].texts.count
-                do {
-                    let shares = try router.shares(
-                        QuerySet(features: features[j], count: n, dimension: h, labels: nil, tasks: []))
-                    for i in 0..<n {
-                        // The largest share among the tasks loaded when the request was admitted; none: the base.
-                        var best: (share: Double, task: String)?
-                        for (k, t) in router.query.tasks.enumerated() where candidates[t] != nil && shares[i][k] > 0 {
-                            if best == nil || shares[i][k] > best!.share { best = (shares[i][k], t) }
-                        }
-                        if let best, let p = candidates[best.task] { add(p, (j, i)) }
-                    }
-                } catch {
-                    failed[j] = internalError("Routing failed: \(error.message)")
-                }
-            }
-        }
-        for g in order {
-            guard let (pack, members) = groups[g] else { continue }
-            groupCount += 1
-            do {
-                try encoder.model.activate([(pack.pack, 1)])
-                let enc = try encoder.currentEncoder()
-                embed(members, with: enc)
-                for (j, i) in members {
-                    tasks[j][i] = pack.task
-                    applied[j][i] = pack
-                }
-            } catch {
-                for (j, _) in members {
-                    failed[j] = internalError("Switching to '\(pack.task)' failed: \(error)")
-                }
-            }
-        }
-        let results = inputs.indices.map { j -> Result<Embedded, ServingError> in
-            if let e = failed[j] { return .failure(e) }
-            return .success(Embedded(features: features[j], tasks: tasks[j], packs: applied[j]))
-        }
-        return (results, groupCount)
     }
 }

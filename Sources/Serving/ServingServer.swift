@@ -16,9 +16,9 @@ public struct ServingServer: Sendable {
     public let metrics: ServingMetrics
 
     /// Loads the base, every `*.tsw` in `packsDirectory` (each decoded with its checksums, its base fingerprint
-    /// checked, a trial switch done) and, when given, the k-NN router's query set; then runs the warm-up batch.
+    /// checked, a trial switch done) and, when given, the router; then runs the warm-up batch.
     ///
-    /// - Parameter routerPath: a labelled query set (`tswitch route`); nil: `auto` is refused.
+    /// - Parameter routerPath: an LDA router file (`.tsr`) or a labelled k-NN query set; nil: `auto` is refused.
     public static func load(
         base: String, packsDirectory: String, routerPath: String?, config: ServerConfiguration
     ) async throws -> ServingServer {
@@ -43,21 +43,40 @@ public struct ServingServer: Sendable {
         config: ServerConfiguration
     ) async throws -> ServingServer {
         try config.validate(maxPositions: encoder.config.maxPositions)
-        var router: AutoSwitchRouter?
-        if let routerPath {
-            let query = try QuerySet(path: routerPath, requireLabels: true)
-            guard query.dimension == encoder.config.hiddenSize else {
-                throw ServingError(
-                    .invalidInput, status: .badRequest,
-                    "\(routerPath): the query set has \(query.dimension)-dimensional features; the base's hidden size is \(encoder.config.hiddenSize).")
-            }
-            router = try AutoSwitchRouter(query: query, k: min(config.routeK, query.count), distance: .cosine)
+        let router = try routerPath.map { path throws -> any TaskRouter in
+            try loadRouter(path, encoder: encoder, config: config)
         }
         let metrics = ServingMetrics()
         let queue = InferenceQueue(encoder: encoder, router: router, config: config, metrics: metrics, baseName: baseName)
         try await queue.installInitial(packs)
         try await queue.warmUp()
         return ServingServer(queue: queue, config: config, metrics: metrics)
+    }
+
+    /// A router file (`.tsr`, the LDA router of `tswitch route --build`; its base fingerprint checked) or a labelled
+    /// k-NN query set (`.safetensors`), told apart by the file's magic as `tswitch eval` and `route` tell them.
+    static func loadRouter(_ path: String, encoder: SwitchedEncoder, config: ServerConfiguration) throws -> any TaskRouter {
+        let hidden = encoder.config.hiddenSize
+        let router: any TaskRouter
+        if RouterFile.isRouterFile(path) {
+            let lda = try RouterFile.read(path)
+            try lda.check(base: encoder.model.fingerprint, file: path)
+            router = lda
+        } else {
+            let query = try QuerySet(path: path, requireLabels: true)
+            guard query.dimension == hidden else {
+                throw ServingError(
+                    .invalidInput, status: .badRequest,
+                    "\(path): the query set has \(query.dimension)-dimensional features; the base's hidden size is \(hidden).")
+            }
+            router = try AutoSwitchRouter(query: query, k: min(config.routeK, query.count), distance: .cosine)
+        }
+        guard router.featureDimension == hidden else {
+            throw ServingError(
+                .invalidInput, status: .badRequest,
+                "\(path): the router takes \(router.featureDimension)-dimensional features; the base's hidden size is \(hidden).")
+        }
+        return router
     }
 
     /// The routes, behind one middleware that turns every error into OpenAI's JSON error and counts requests.
@@ -219,7 +238,7 @@ public struct ServingServer: Sendable {
         case "auto":
             guard queue.hasRouter else {
                 throw ServingError.badRequest(
-                    .noRouter, "\"auto\" needs the k-NN router, and this server has none (start it with --router, or put queries.safetensors in the packs folder).")
+                    .noRouter, "\"auto\" needs a router, and this server has none (start it with --router, or put router.tsr or queries.safetensors in the packs folder).")
             }
             let all = await queue.loaded()
             return .auto(needHead ? all.filter { $0.value.head != nil } : all)

@@ -11,7 +11,8 @@ struct ServeCommand: ParsableCommand {
         abstract: "Serve every task of a folder of packs over HTTP from one resident base (embeddings, classification).",
         discussion: """
             Loads BASE and every *.tsw of --packs (each checked: checksums, base fingerprint, a trial switch), the \
-            k-NN router (--router, or queries.safetensors in --packs when present), runs a warm-up batch, then \
+            router for "auto" (--router: an LDA router file .tsr or a k-NN query set; default router.tsr, else \
+            queries.safetensors, in --packs when present), runs a warm-up batch, then \
             prints 'ready on http://HOST:PORT'. Endpoints: POST /v1/embeddings (OpenAI's shape; model = a task, \
             "base" or "auto"), POST /v1/classify, GET /v1/models, /health, /ready, /metrics (Prometheus), and with \
             the admin token PUT/DELETE /v1/packs/{task}. SIGTERM or SIGINT: stop accepting, answer what is in \
@@ -24,7 +25,8 @@ struct ServeCommand: ParsableCommand {
     @Option(help: "Folder of switch packs (*.tsw) to serve.")
     var packs: String
 
-    @Option(help: "Labelled query set for \"auto\" (default: queries.safetensors in --packs, when present).")
+    @Option(
+        help: "Router for \"auto\": an LDA router file (.tsr, `tswitch route --build`) or a labelled k-NN query set (.safetensors). Default: router.tsr, else queries.safetensors, in --packs when present.")
     var router: String?
 
     @Option(help: "Address to listen on.")
@@ -57,7 +59,7 @@ struct ServeCommand: ParsableCommand {
     @Option(help: "Texts per forward pass.")
     var batch = ServerConfiguration().forwardBatch
 
-    @Option(help: "Auto-Switch: neighbours of the k-NN router.")
+    @Option(help: "Auto-Switch: neighbours of the k-NN router (a query set; an LDA router has none).")
     var routeK = ServerConfiguration().routeK
 
     @Flag(help: "Cut texts over --max-length instead of refusing them (the response marks them truncated).")
@@ -79,8 +81,10 @@ struct ServeCommand: ParsableCommand {
         config.routeK = routeK
         config.truncate = truncate
         config.adminToken = adminToken ?? ProcessInfo.processInfo.environment["TSWITCH_ADMIN_TOKEN"]
-        let defaultRouter = URL(fileURLWithPath: packs).appendingPathComponent("queries.safetensors").path
-        let routerPath = router ?? (FileManager.default.fileExists(atPath: defaultRouter) ? defaultRouter : nil)
+        let routerPath =
+            router
+            ?? ["router.tsr", "queries.safetensors"].map { URL(fileURLWithPath: packs).appendingPathComponent($0).path }
+            .first { FileManager.default.fileExists(atPath: $0) }
         let settings = config
 
         // The root command is synchronous; the server runs in a task while this thread waits for it.

@@ -1,0 +1,148 @@
+"""`tswitch serve` with mixed traffic, from the outside: the real binary with the shipped LDA router file
+(packs/router.tsr), concurrent httpx clients of several tasks and `auto` while a pack is added, replaced and removed;
+every answer checked against sentence-transformers on `tswitch apply`'s output (the fine-tune; it normalizes, so
+ours is compared at unit length) and the routing
+against `tswitch route` on `tswitch embed --normalize`."""
+import json
+import os
+import shutil
+import subprocess
+import threading
+import time
+
+import httpx
+import numpy as np
+import pytest
+from safetensors import safe_open
+
+from conftest import ROOT, tswitch_path
+from test_serve import free_port, model_path, texts_of
+
+TASKS = ("wn-verb", "lang-id", "unicode-cat")
+CHURN = "fortune"
+TOKEN = "interop-mixed"
+MAX_LENGTH = 32
+
+
+@pytest.fixture(scope="module")
+def lda_server(tmp_path_factory):
+    packs = tmp_path_factory.mktemp("packs-lda")
+    for t in TASKS:
+        shutil.copy(ROOT / "packs" / f"{t}.tsw", packs)
+    shutil.copy(ROOT / "packs" / "router.tsr", packs)  # found in --packs without --router
+    port = free_port()
+    proc = subprocess.Popen(
+        [str(tswitch_path()), "serve", str(model_path()), "--packs", str(packs), "--port", str(port),
+         "--max-length", str(MAX_LENGTH), "--truncate", "--max-wait-ms", "20"],
+        env={**os.environ, "TSWITCH_ADMIN_TOKEN": TOKEN}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 180
+    while True:
+        if proc.poll() is not None:
+            raise AssertionError(f"tswitch serve exited {proc.returncode}: {proc.stderr.read()}")
+        try:
+            if httpx.get(url + "/ready", timeout=2).status_code == 200:
+                break
+        except httpx.TransportError:
+            pass
+        if time.time() > deadline:
+            proc.kill()
+            raise AssertionError("tswitch serve was not ready within 180 s")
+        time.sleep(0.2)
+    yield url
+    proc.terminate()
+    assert proc.wait(timeout=60) == 0
+
+
+@pytest.fixture(scope="module")
+def finetunes(tmp_path_factory, tswitch):
+    """sentence-transformers over `tswitch apply BASE packs/TASK.tsw` for each task (and the base itself)."""
+    from sentence_transformers import SentenceTransformer
+
+    out = tmp_path_factory.mktemp("finetunes")
+    models = {"base": SentenceTransformer(str(model_path()), device="cpu")}
+    for t in (*TASKS, CHURN):
+        tswitch("apply", model_path(), ROOT / "packs" / f"{t}.tsw", "-o", out / t)
+        models[t] = SentenceTransformer(str(out / t), device="cpu")
+    for m in models.values():
+        m.max_seq_length = MAX_LENGTH
+    return models
+
+
+def unit(v):
+    """Ours scaled to unit length: the shipped sentence-transformers model ends in a Normalize module."""
+    v = np.asarray(v, dtype=np.float32)
+    return v / np.linalg.norm(v)
+
+
+def test_lda_routing_matches_tswitch_route(lda_server, tswitch, tmp_path):
+    texts = texts_of("wn-verb", 3) + texts_of("lang-id", 3) + texts_of("unicode-cat", 3) + texts_of("wn-noun", 2) + ["zzzz"]
+    (tmp_path / "in.jsonl").write_text("".join(json.dumps({"text": t}) + "\n" for t in texts), encoding="utf-8")
+    tswitch("embed", model_path(), "--input", tmp_path / "in.jsonl", "--output", tmp_path / "base.safetensors",
+            "--max-length", MAX_LENGTH, "--normalize")
+    routed = tswitch("route", ROOT / "packs" / "router.tsr", tmp_path / "base.safetensors").stdout
+    expected = []
+    for line in routed.splitlines():
+        parts = line.split("\t")
+        if len(parts) == 2 and parts[0].isdigit():
+            task = parts[1].split(" ")[0]
+            expected.append(task if task in TASKS else "base")  # not loaded, or out of distribution: the base
+    assert len(expected) == len(texts)
+    assert expected[-1] == "base" and {"wn-verb", "lang-id", "unicode-cat"} <= set(expected)
+    r = httpx.post(lda_server + "/v1/embeddings", json={"model": "auto", "input": texts}, timeout=120)
+    assert r.status_code == 200, r.text
+    assert [d["task"] for d in r.json()["data"]] == expected
+
+
+def test_concurrent_mixed_clients_while_packs_change(lda_server, finetunes):
+    work = [(t, s) for t in TASKS for s in texts_of(t, 4)] + [("base", s) for s in texts_of("wn-noun", 2)]
+    reference = {(t, s): finetunes[t].encode([s], convert_to_numpy=True)[0] for t, s in work}
+    churn_text = texts_of(CHURN, 1)[0]
+    churn_reference = finetunes[CHURN].encode([churn_text], convert_to_numpy=True)[0]
+    failures, answered = [], []
+    stop = threading.Event()
+
+    def client(c):
+        with httpx.Client(base_url=lda_server, timeout=120) as h:
+            n = 0
+            while not stop.is_set() or n < 4:
+                t, s = work[(c * 5 + n) % len(work)]
+                n += 1
+                r = h.post("/v1/embeddings", json={"model": t, "input": [s]})
+                if r.status_code != 200:
+                    failures.append(f"{t}: {r.status_code} {r.text[:200]}")
+                    continue
+                d = r.json()["data"][0]
+                off = float(np.max(np.abs(unit(d["embedding"]) - reference[(t, s)])))
+                if d["task"] != t or off > 1e-4:
+                    failures.append(f"{t}: answered as {d['task']}, off by {off:.2e} from sentence-transformers")
+                answered.append(t)
+
+    def admin():
+        auth = {"authorization": f"Bearer {TOKEN}"}
+        churn = (ROOT / "packs" / f"{CHURN}.tsw").read_bytes()
+        replaced = (ROOT / "packs" / "lang-id.tsw").read_bytes()
+        try:
+            with httpx.Client(base_url=lda_server, timeout=120) as h:
+                for cycle in range(3):
+                    steps = [("PUT", h.put(f"/v1/packs/{CHURN}", content=churn, headers=auth), 201)]
+                    r = h.post("/v1/embeddings", json={"model": CHURN, "input": [churn_text]})
+                    ok = r.status_code == 200 and float(np.max(np.abs(
+                        unit(r.json()["data"][0]["embedding"]) - churn_reference))) <= 1e-4
+                    if not ok:
+                        failures.append(f"{CHURN} after PUT ({cycle}): {r.status_code} {r.text[:200]}")
+                    steps.append(("replace lang-id", h.put("/v1/packs/lang-id", content=replaced, headers=auth), 200))
+                    steps.append(("DELETE", h.delete(f"/v1/packs/{CHURN}", headers=auth), 200))
+                    for what, resp, want in steps:
+                        if resp.status_code != want:
+                            failures.append(f"{what} ({cycle}): {resp.status_code} {resp.text[:200]}")
+        finally:
+            stop.set()
+
+    threads = [threading.Thread(target=client, args=(c,)) for c in range(6)] + [threading.Thread(target=admin)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(300)
+    assert not failures, "\n".join(failures[:20])
+    assert len(answered) >= 24 and set(answered) == {*TASKS, "base"}
