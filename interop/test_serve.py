@@ -2,11 +2,8 @@
 client; each task's embeddings against `tswitch embed` on `tswitch apply`'s output; the error answers; SIGTERM
 drains and exits 0."""
 import json
-import pathlib
 import shutil
 import signal
-import socket
-import subprocess
 import threading
 import time
 
@@ -16,24 +13,15 @@ import pytest
 from safetensors import safe_open
 
 from conftest import ROOT, tswitch_path
+from serve_process import model_path, start_serve
 
 TASKS = ("wn-verb", "lang-id")
 TOKEN = "interop-secret"
 
 
-def model_path() -> pathlib.Path:
-    return pathlib.Path(subprocess.check_output([str(ROOT / "scripts/model-path")], text=True).strip())
-
-
 def texts_of(task, n):
     lines = (ROOT / "data" / "tasks" / task / "test.jsonl").read_text(encoding="utf-8").splitlines()
     return [json.loads(l)["text"] for l in lines[:n]]
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -43,26 +31,8 @@ def server(tmp_path_factory):
     for t in TASKS:
         shutil.copy(ROOT / "packs" / f"{t}.tsw", packs)
     shutil.copy(ROOT / "packs" / "queries.safetensors", packs)
-    port = free_port()
-    proc = subprocess.Popen(
-        [str(tswitch_path()), "serve", str(model_path()), "--packs", str(packs), "--port", str(port),
-         "--max-inputs", "8", "--max-body", "4096", "--max-length", "32"],
-        env={**__import__("os").environ, "TSWITCH_ADMIN_TOKEN": TOKEN},
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 180
-    while True:
-        if proc.poll() is not None:
-            raise AssertionError(f"tswitch serve exited {proc.returncode}: {proc.stderr.read()}")
-        try:
-            if httpx.get(url + "/ready", timeout=2).status_code == 200:
-                break
-        except httpx.TransportError:
-            pass
-        if time.time() > deadline:
-            proc.kill()
-            raise AssertionError("tswitch serve was not ready within 180 s")
-        time.sleep(0.2)
+    url, proc = start_serve(tswitch_path(), packs, "--max-inputs", 8, "--max-body", 4096, "--max-length", 32,
+                            env={"TSWITCH_ADMIN_TOKEN": TOKEN})
     yield url, proc
     if proc.poll() is None:
         proc.kill()
@@ -158,6 +128,13 @@ def test_bad_input_gets_json_errors_and_the_server_keeps_serving(server):
         assert h.post("/v1/embeddings", json={"model": "wn-verb", "input": "still serving"}).status_code == 200
 
 
+def queued_texts(url):
+    for line in httpx.get(url + "/metrics", timeout=10).text.splitlines():
+        if line.startswith("tswitch_queued_texts "):
+            return float(line.split()[1])
+    return 0.0
+
+
 def test_sigterm_drains_and_exits_zero(server):
     url, proc = server
     answered = {}
@@ -166,9 +143,19 @@ def test_sigterm_drains_and_exits_zero(server):
         r = httpx.post(url + "/v1/embeddings", json={"model": "wn-verb", "input": texts_of("wn-verb", 8)}, timeout=60)
         answered["status"] = r.status_code
 
-    t = threading.Thread(target=slow_request)
-    t.start()
-    time.sleep(0.2)  # the request is in flight (connected, queued or running) when the signal comes
+    # The signal must come while a request is admitted and unanswered (the queued-texts gauge says so); on a busy
+    # machine a request may be answered before the poll sees it, then another is sent.
+    for _ in range(20):
+        answered.clear()
+        t = threading.Thread(target=slow_request)
+        t.start()
+        while t.is_alive() and queued_texts(url) == 0:
+            time.sleep(0.005)
+        if t.is_alive():
+            break
+        t.join()
+    else:
+        raise AssertionError("no request was seen in flight in 20 tries")
     proc.send_signal(signal.SIGTERM)
     t.join(60)
     assert proc.wait(timeout=60) == 0, proc.stderr.read()

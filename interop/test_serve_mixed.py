@@ -4,19 +4,16 @@ every answer checked against sentence-transformers on `tswitch apply`'s output (
 ours is compared at unit length) and the routing
 against `tswitch route` on `tswitch embed --normalize`."""
 import json
-import os
 import shutil
-import subprocess
 import threading
-import time
 
 import httpx
 import numpy as np
 import pytest
-from safetensors import safe_open
 
 from conftest import ROOT, tswitch_path
-from test_serve import free_port, model_path, texts_of
+from serve_process import model_path, start_serve
+from test_serve import texts_of
 
 TASKS = ("wn-verb", "lang-id", "unicode-cat")
 CHURN = "fortune"
@@ -30,25 +27,8 @@ def lda_server(tmp_path_factory):
     for t in TASKS:
         shutil.copy(ROOT / "packs" / f"{t}.tsw", packs)
     shutil.copy(ROOT / "packs" / "router.tsr", packs)  # found in --packs without --router
-    port = free_port()
-    proc = subprocess.Popen(
-        [str(tswitch_path()), "serve", str(model_path()), "--packs", str(packs), "--port", str(port),
-         "--max-length", str(MAX_LENGTH), "--truncate", "--max-wait-ms", "20"],
-        env={**os.environ, "TSWITCH_ADMIN_TOKEN": TOKEN}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 180
-    while True:
-        if proc.poll() is not None:
-            raise AssertionError(f"tswitch serve exited {proc.returncode}: {proc.stderr.read()}")
-        try:
-            if httpx.get(url + "/ready", timeout=2).status_code == 200:
-                break
-        except httpx.TransportError:
-            pass
-        if time.time() > deadline:
-            proc.kill()
-            raise AssertionError("tswitch serve was not ready within 180 s")
-        time.sleep(0.2)
+    url, proc = start_serve(tswitch_path(), packs, "--max-length", MAX_LENGTH, "--truncate", "--max-wait-ms", 20,
+                            env={"TSWITCH_ADMIN_TOKEN": TOKEN})
     yield url
     proc.terminate()
     assert proc.wait(timeout=60) == 0

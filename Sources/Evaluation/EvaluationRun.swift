@@ -106,7 +106,8 @@ public final class EvaluationRun {
         } else {
             source = .plain(try shared ?? SentenceEncoder(path: modelPath))
         }
-        let score = try evaluate(source, headPath: headPath, dataPath: dataPath, label: label, progress: progress)
+        let score = try evaluate(
+            source, headPath: headPath, dataPath: dataPath, label: label, ownTask: nil, progress: progress)
         return SingleEvaluationReport(score: score, model: modelPath, head: headPath, data: dataPath)
     }
 
@@ -141,15 +142,17 @@ public final class EvaluationRun {
                 source = .plain(try SentenceEncoder(path: task.modelPath(in: modelPath)))
             }
             let score = try evaluate(
-                source, headPath: task.headPath, dataPath: task.testPath, label: task.name, progress: progress)
+                source, headPath: task.headPath, dataPath: task.testPath, label: task.name, ownTask: task.name,
+                progress: progress)
             rows.append((task.name, score))
             scored(task.name, score)
         }
         return TaskEvaluationReport(scores: rows, model: modelPath, head: headFolder, data: dataFolder)
     }
 
+    /// - Parameter ownTask: the test set's task, when known: routed evaluations then score the routing too.
     private func evaluate(
-        _ source: Features, headPath: String, dataPath: String, label: String,
+        _ source: Features, headPath: String, dataPath: String, label: String, ownTask: String?,
         progress: (EvaluationProgress) -> Void
     ) throws -> TaskScore {
         let head = try LinearHead(path: headPath)
@@ -175,34 +178,44 @@ public final class EvaluationRun {
             labels.append(l)
         }
         progress(.started(label: label, total: examples.count))
-        let features = try self.features(source, texts: examples.map(\.text), progress: progress)
+        let (features, weights) = try self.features(source, texts: examples.map(\.text), progress: progress)
         progress(.finished)
         let predictions = head.predict(features)
-        let correct = zip(predictions, labels).filter { $0 == $1 }.count
+        let right = zip(predictions, labels).map { $0 == $1 }
+        var routing: RoutingScore?
+        if let ownTask, let weights, case .routed(_, let packs, _, _) = source {
+            routing = RoutingScore(
+                task: ownTask, destinations: RoutingScore.destinations(weights: weights, packTasks: packs.map(\.task)),
+                correct: right)
+        }
         return TaskScore(
-            accuracy: LinearHead.accuracy(predictions: predictions, labels: labels), correct: correct, n: labels.count)
+            accuracy: LinearHead.accuracy(predictions: predictions, labels: labels),
+            correct: right.filter { $0 }.count, n: labels.count, routing: routing)
     }
 
+    /// The features of `texts`, and with routing each text's switch weights (in pack order).
     private func features(_ source: Features, texts: [String], progress: (EvaluationProgress) -> Void) throws
-        -> [Float]
+        -> ([Float], [[Double]]?)
     {
         switch source {
         case .plain(let encoder):
             // `embed` takes an optional (so escaping) closure but calls it only while it runs.
-            return withoutActuallyEscaping(progress) { progress in
+            let features = withoutActuallyEscaping(progress) { progress in
                 encoder.embed(
                     texts, maxLength: min(maxLength, encoder.maxSequenceLength), batchSize: batchSize
                 ) { progress(.advanced(done: $0)) }
             }
+            return (features, nil)
         case .packs(let switched, let packs):
-            return try switched.embed(
+            let features = try switched.embed(
                 texts, packs: packs, maxLength: min(maxLength, switched.config.maxSequenceLength), batchSize: batchSize)
+            return (features, nil)
         case .routed(let switched, let packs, let router, let routing):
-            return try switched.embedRouted(
+            let routed = try switched.embedRouted(
                 texts, packs: packs, router: router, mode: routing.mode, routeBatch: routing.batch,
                 maxLength: min(maxLength, switched.config.maxSequenceLength), batchSize: batchSize,
-                batching: routing.batching
-            ).features
+                batching: routing.batching)
+            return (routed.features, routed.weights)
         }
     }
 }

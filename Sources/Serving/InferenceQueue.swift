@@ -151,6 +151,7 @@ public actor InferenceQueue: Service {
                 retryAfter: 1)
         }
         admitted += texts.count
+        metrics.queuedTexts(admitted)
         return try await withCheckedThrowingContinuation { c in
             pending.append(Job(input: .init(texts: texts, target: target), tokens: tokens, enqueued: .now, continuation: c))
             waiter?.resume()
@@ -213,6 +214,7 @@ public actor InferenceQueue: Service {
             metrics.batch(texts: inputs.reduce(0) { $0 + $1.texts.count }, groups: groups, duration: .now - start)
             for (job, result) in zip(jobs, results) {
                 admitted -= job.input.texts.count
+                metrics.queuedTexts(admitted)
                 job.continuation.resume(with: result.mapError { $0 as any Error })
             }
         }

@@ -52,6 +52,11 @@ public struct ServingMetrics: Sendable {
         Timer(label: "tswitch_queue_wait_seconds", factory: factory).recordInterval(duration)
     }
 
+    /// Texts admitted and not yet answered (queued or in the running batch).
+    func queuedTexts(_ n: Int) {
+        Gauge(label: "tswitch_queued_texts", factory: factory).record(n)
+    }
+
     func loadedPacks(_ n: Int) {
         Gauge(label: "tswitch_loaded_packs", factory: factory).record(n)
     }

@@ -85,6 +85,11 @@ struct EvalCommand: ParsableCommand {
                 print(
                     "\("mean".padding(toLength: 14, withPad: " ", startingAt: 0)) \(String(format: "%.4f", report.meanAccuracy)) (\(report.tasks.count) tasks, \(report.n) texts)"
                 )
+                if let routed = report.routingAccuracy, let agnostic = report.taskAgnosticAccuracy {
+                    print(
+                        "routed to their task \(String(format: "%.4f", routed)), task-agnostic accuracy \(String(format: "%.4f", agnostic)) (means over tasks)"
+                    )
+                }
             }
         } else {
             let report = try run.evaluate(headPath: head, dataPath: data, progress: progress.report)
@@ -98,9 +103,12 @@ struct EvalCommand: ParsableCommand {
         }
     }
 
-    /// `0.5750 (23/40)`.
+    /// `0.5750 (23/40)`, with routing `0.5750 (23/40) routed 0.9500, task-agnostic 0.5500`.
     private static func score(_ s: TaskScore) -> String {
-        "\(String(format: "%.4f", s.accuracy)) (\(s.correct)/\(s.n))"
+        let plain = "\(String(format: "%.4f", s.accuracy)) (\(s.correct)/\(s.n))"
+        guard let r = s.routing else { return plain }
+        return plain
+            + " routed \(String(format: "%.4f", r.accuracy)), task-agnostic \(String(format: "%.4f", r.taskAgnosticAccuracy))"
     }
 }
 

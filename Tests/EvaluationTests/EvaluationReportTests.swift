@@ -19,6 +19,32 @@ struct EvaluationReportTests {
         )
     }
 
+    @Test("a text goes to the pack with its largest weight (first on a tie), to base when every weight is zero")
+    func routingDestinations() {
+        let packs = ["a", "b", "c"]
+        let weights: [[Double]] = [[0, 1, 0], [0.2, 0.5, 0.3], [0.4, 0.4, 0.2], [0, 0, 0], [0, 0, 0.1]]
+        #expect(RoutingScore.destinations(weights: weights, packTasks: packs) == ["b", "b", "a", "base", "c"])
+    }
+
+    @Test("routing accuracy counts texts sent to their own task; task-agnostic ones also labelled right")
+    func routingScore() throws {
+        // Four texts of task "a": two go to a (one labelled right), one to b (labelled "right" by b's head, which
+        // still does not count), one to the base.
+        let r = RoutingScore(task: "a", destinations: ["a", "a", "b", "base"], correct: [true, false, true, true])
+        #expect(r.accuracy == 0.5 && r.taskAgnosticAccuracy == 0.25)
+        #expect(r.routes == ["a": 2, "b": 1, "base": 1])
+        let report = TaskEvaluationReport(
+            scores: [
+                ("a", TaskScore(accuracy: 0.75, correct: 3, n: 4, routing: r)),
+                ("b", TaskScore(accuracy: 1, correct: 2, n: 2,
+                                routing: RoutingScore(task: "b", destinations: ["b", "b"], correct: [true, true]))),
+            ], model: "m", head: "h", data: "d")
+        #expect(report.routingAccuracy == 0.75 && report.taskAgnosticAccuracy == 0.625)
+        let json = try ReportJSON.text(report)
+        #expect(json.contains(#""routing_accuracy":0.75"#) && json.contains(#""task_agnostic_accuracy":0.625"#))
+        #expect(json.contains(#""routing":{"accuracy":0.5,"routes":{"a":2,"b":1,"base":1},"task_agnostic_accuracy":0.25}"#))
+    }
+
     @Test("a one-file report prints accuracy, correct, data, head, model and n")
     func singleReportJSON() throws {
         let report = SingleEvaluationReport(

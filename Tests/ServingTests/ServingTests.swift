@@ -232,6 +232,7 @@ struct ServingTests {
                 #"tswitch_http_failures_total{endpoint="/v1/embeddings",status="404"} 1"#,
                 #"tswitch_task_requests_total{task="wn-verb"} 1"#,
                 "tswitch_loaded_packs 2",
+                "tswitch_queued_texts 0",  // the one text was admitted, then answered
                 "tswitch_inference_seconds_bucket",
                 "tswitch_batch_texts_bucket",
                 "tswitch_queue_wait_seconds_bucket",

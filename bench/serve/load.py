@@ -3,19 +3,17 @@ import asyncio
 import json
 import pathlib
 import random
-import socket
-import subprocess
+import sys
 import time
 
-import httpx
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "interop"))
+import serve_process  # noqa: E402  (interop/serve_process.py: the server start shared with the tests)
+from serve_process import free_port, model_path  # noqa: E402,F401  (re-exported to serve-bench and serve-soak)
+
 # The eight tasks with shipped packs (packs/*.tsw).
 TASKS = ("code-lang", "deb-section", "fortune", "lang-id", "man-section", "unicode-cat", "wn-noun", "wn-verb")
-
-
-def model_path() -> pathlib.Path:
-    return pathlib.Path(subprocess.check_output([str(ROOT / "scripts/model-path")], text=True).strip())
 
 
 def texts_by_length(task):
@@ -25,26 +23,12 @@ def texts_by_length(task):
     return {"short": texts[: len(texts) // 2], "long": texts[-(len(texts) // 4):]}
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def wait_ready(url, proc, timeout=600):
-    deadline = time.time() + timeout
-    while True:
-        if proc.poll() is not None:
-            raise SystemExit(f"server exited {proc.returncode} before it was ready ({url})")
-        try:
-            if httpx.get(url + "/ready", timeout=2).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        if time.time() > deadline:
-            proc.kill()
-            raise SystemExit(f"server not ready within {timeout} s ({url})")
-        time.sleep(0.25)
+    """The shared readiness wait, ending the benchmark with the reason when the server does not come up."""
+    try:
+        serve_process.wait_ready(url, proc, timeout)
+    except RuntimeError as e:
+        raise SystemExit(str(e))
 
 
 def rss_kib(pid):
