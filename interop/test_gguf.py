@@ -186,3 +186,80 @@ def test_convert_tiny_llama_matches_transformers(tswitch, torch_one_thread, tmp_
     with torch.no_grad():
         a, b = ref(ids).logits, ours(ids).logits
     assert torch.allclose(a, b, rtol=1e-4, atol=1e-4 * a.abs().max().item())
+
+
+def noisy_twin(src: pathlib.Path, dst: pathlib.Path, seed: int):
+    """A stand-in fine-tune of the same architecture: every tensor of `src` plus seeded noise (numpy), f32, with
+    src's config and tokenizer files."""
+    from safetensors.numpy import load_file, save_file
+
+    rng = np.random.default_rng(seed)
+    dst.mkdir()
+    tensors = load_file(src / "model.safetensors")
+    for name in sorted(tensors):
+        x = tensors[name]
+        tensors[name] = (x + rng.standard_normal(x.shape, dtype=np.float32) * np.float32(0.02)).astype(np.float32)
+    save_file(tensors, str(dst / "model.safetensors"), metadata={"format": "pt"})
+    for f in src.iterdir():
+        if f.suffix != ".safetensors":
+            (dst / f.name).write_bytes(f.read_bytes())
+
+
+def test_merge_real_smollm2_gguf_equals_merge_of_its_conversion(tswitch, torch_one_thread, tmp_path):
+    """task_arithmetic with the real Q4_1 file as base (dequantized while streaming) gives the same bytes as with
+    its `tswitch convert` output; the result matches numpy's arithmetic and loads and runs in transformers."""
+    torch = torch_one_thread
+    from safetensors.numpy import load_file
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    path = smollm2_gguf()
+    twin = tmp_path / "twin"
+    tswitch("convert", path, twin)
+    tuned = tmp_path / "tuned"
+    noisy_twin(twin, tuned, seed=5)
+    outs = {}
+    for kind, base in [("gguf", path), ("twin", twin)]:
+        config = tmp_path / f"{kind}.yml"
+        config.write_text(f"merge_method: task_arithmetic\nbase_model: {base}\nmodels:\n"
+                          f"  - model: {tuned}\n    parameters: {{weight: 0.5}}\n")
+        outs[kind] = tmp_path / f"out-{kind}"
+        tswitch("merge", config, outs[kind])
+    a, b = load_file(outs["gguf"] / "model.safetensors"), load_file(outs["twin"] / "model.safetensors")
+    assert set(a) == set(b) and len(a) == len(GGUFReader(str(path)).tensors)  # one per GGUF tensor (output tied)
+    for name in a:
+        assert a[name].dtype == np.float32 and np.array_equal(a[name].view(np.uint32), b[name].view(np.uint32)), name
+    # Support files: config.json and the tokenizer from the GGUF metadata, as convert writes them.
+    for f in ["tokenizer.json", "tokenizer_config.json", "chat_template.jinja"]:
+        assert (outs["gguf"] / f).read_bytes() == (twin / f).read_bytes(), f
+    assert json.loads((outs["gguf"] / "config.json").read_text()) == json.loads((outs["twin"] / "config.json").read_text())
+    # The arithmetic, independently: base + 0.5 (tuned - base) in numpy.
+    base, ft = load_file(twin / "model.safetensors"), load_file(tuned / "model.safetensors")
+    for name in ["model.embed_tokens.weight", "model.layers.3.self_attn.q_proj.weight", "model.norm.weight"]:
+        want = base[name] + np.float32(0.5) * (ft[name] - base[name])
+        np.testing.assert_allclose(a[name], want, rtol=1e-6, atol=1e-6)
+    model = AutoModelForCausalLM.from_pretrained(outs["gguf"], dtype=torch.float32).eval()
+    state = model.state_dict()
+    for name, x in a.items():
+        assert torch.equal(state[name], torch.from_numpy(x)), name
+    tok = AutoTokenizer.from_pretrained(outs["gguf"])
+    ids = torch.tensor([tok("The capital of France is").input_ids])
+    with torch.no_grad():
+        logits = model(ids).logits
+    assert logits.shape == (1, ids.shape[1], 49152) and torch.isfinite(logits).all()
+
+
+def test_pack_real_smollm2_gguf_equals_pack_of_its_conversion(tswitch, tmp_path):
+    """`tswitch pack` with the real GGUF as fine-tune, or as base, writes the bytes its converted twin gives."""
+    path = smollm2_gguf()
+    twin = tmp_path / "twin"
+    tswitch("convert", path, twin)
+    other = tmp_path / "other"
+    noisy_twin(twin, other, seed=6)
+    packs = {}
+    for kind, (base, tuned) in {"ft-gguf": (other, path), "ft-twin": (other, twin),
+                                "base-gguf": (path, other), "base-twin": (twin, other)}.items():
+        packs[kind] = tmp_path / f"{kind}.tsw"
+        tswitch("pack", base, tuned, "-o", packs[kind], "--task", "smol", "--drop", "0.9")
+    assert packs["ft-gguf"].read_bytes() == packs["ft-twin"].read_bytes()
+    assert packs["base-gguf"].read_bytes() == packs["base-twin"].read_bytes()
+    assert packs["ft-gguf"].read_bytes() != packs["base-gguf"].read_bytes()  # τ and -τ: different packs
