@@ -249,17 +249,21 @@ def test_merge_real_smollm2_gguf_equals_merge_of_its_conversion(tswitch, torch_o
 
 
 def test_pack_real_smollm2_gguf_equals_pack_of_its_conversion(tswitch, tmp_path):
-    """`tswitch pack` with the real GGUF as fine-tune, or as base, writes the bytes its converted twin gives."""
+    """`tswitch pack` with the real GGUF as fine-tune writes the bytes its converted twin gives (a GGUF base:
+    GGUFInputTests), and the pack applies: base + pack moves every switched tensor towards the fine-tune."""
+    from safetensors.numpy import load_file
+
     path = smollm2_gguf()
     twin = tmp_path / "twin"
     tswitch("convert", path, twin)
-    other = tmp_path / "other"
-    noisy_twin(twin, other, seed=6)
+    base = tmp_path / "base"
+    noisy_twin(twin, base, seed=6)
     packs = {}
-    for kind, (base, tuned) in {"ft-gguf": (other, path), "ft-twin": (other, twin),
-                                "base-gguf": (path, other), "base-twin": (twin, other)}.items():
+    for kind, tuned in {"gguf": path, "twin": twin}.items():
         packs[kind] = tmp_path / f"{kind}.tsw"
         tswitch("pack", base, tuned, "-o", packs[kind], "--task", "smol", "--drop", "0.9")
-    assert packs["ft-gguf"].read_bytes() == packs["ft-twin"].read_bytes()
-    assert packs["base-gguf"].read_bytes() == packs["base-twin"].read_bytes()
-    assert packs["ft-gguf"].read_bytes() != packs["base-gguf"].read_bytes()  # τ and -τ: different packs
+    assert packs["gguf"].read_bytes() == packs["twin"].read_bytes()
+    tswitch("apply", base, packs["gguf"], "-o", tmp_path / "applied")
+    a, b, t = (load_file(p / "model.safetensors") for p in (tmp_path / "applied", base, twin))
+    name = "model.layers.5.mlp.down_proj.weight"
+    assert np.linalg.norm(a[name] - t[name]) < np.linalg.norm(b[name] - t[name])
