@@ -246,6 +246,15 @@ def test_merge_real_smollm2_gguf_equals_merge_of_its_conversion(tswitch, torch_o
     with torch.no_grad():
         logits = model(ids).logits
     assert logits.shape == (1, ids.shape[1], 49152) and torch.isfinite(logits).all()
+    # A tokenizer merge reads the GGUF base's tokenizer from its metadata: the same output as from the twin's files.
+    for kind, base in [("gguf", path), ("twin", twin)]:
+        config = tmp_path / f"{kind}-union.yml"
+        config.write_text(f"merge_method: linear\nbase_model: {base}\ntokenizer_source: union\nmodels:\n"
+                          f"  - model: {base}\n    parameters: {{weight: 0.5}}\n"
+                          f"  - model: {tuned}\n    parameters: {{weight: 0.5}}\n")
+        tswitch("merge", config, tmp_path / f"union-{kind}")
+    for f in ["model.safetensors", "tokenizer.json", "tokenizer_config.json", "config.json"]:
+        assert (tmp_path / "union-gguf" / f).read_bytes() == (tmp_path / "union-twin" / f).read_bytes(), f
 
 
 def test_pack_real_smollm2_gguf_equals_pack_of_its_conversion(tswitch, tmp_path):

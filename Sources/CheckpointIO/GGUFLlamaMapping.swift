@@ -104,8 +104,10 @@ public struct GGUFLlamaMapping: Sendable {
                     .invalidEntry, "\(path): tensor '\(t.name)' has no Hugging Face name in the llama mapping.")
             }
             guard t.type.isDequantizable else {
+                let known = GGMLType.allCases.filter(\.isDequantizable).map(\.name).joined(separator: ", ")
                 throw CheckpointError(
-                    .unsupportedDType, "\(path): tensor '\(t.name)' is \(t.type.name), which is not dequantized; expected one of \(GGMLType.allCases.filter(\.isDequantizable).map(\.name).joined(separator: ", ")).")
+                    .unsupportedDType,
+                    "\(path): tensor '\(t.name)' is \(t.type.name), which is not dequantized; expected one of \(known).")
             }
             if let permuted, t.shape.first.map({ $0 % (2 * permuted) != 0 }) ?? true {
                 throw CheckpointError(
