@@ -186,3 +186,93 @@ def test_convert_tiny_llama_matches_transformers(tswitch, torch_one_thread, tmp_
     with torch.no_grad():
         a, b = ref(ids).logits, ours(ids).logits
     assert torch.allclose(a, b, rtol=1e-4, atol=1e-4 * a.abs().max().item())
+
+
+def noisy_twin(src: pathlib.Path, dst: pathlib.Path, seed: int):
+    """A stand-in fine-tune of the same architecture: every tensor of `src` plus seeded noise (numpy), f32, with
+    src's config and tokenizer files."""
+    from safetensors.numpy import load_file, save_file
+
+    rng = np.random.default_rng(seed)
+    dst.mkdir()
+    tensors = load_file(src / "model.safetensors")
+    for name in sorted(tensors):
+        x = tensors[name]
+        tensors[name] = (x + rng.standard_normal(x.shape, dtype=np.float32) * np.float32(0.02)).astype(np.float32)
+    save_file(tensors, str(dst / "model.safetensors"), metadata={"format": "pt"})
+    for f in src.iterdir():
+        if f.suffix != ".safetensors":
+            (dst / f.name).write_bytes(f.read_bytes())
+
+
+def test_merge_real_smollm2_gguf_equals_merge_of_its_conversion(tswitch, torch_one_thread, tmp_path):
+    """task_arithmetic with the real Q4_1 file as base (dequantized while streaming) gives the same bytes as with
+    its `tswitch convert` output; the result matches numpy's arithmetic and loads and runs in transformers."""
+    torch = torch_one_thread
+    from safetensors.numpy import load_file
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    path = smollm2_gguf()
+    twin = tmp_path / "twin"
+    tswitch("convert", path, twin)
+    tuned = tmp_path / "tuned"
+    noisy_twin(twin, tuned, seed=5)
+    outs = {}
+    for kind, base in [("gguf", path), ("twin", twin)]:
+        config = tmp_path / f"{kind}.yml"
+        config.write_text(f"merge_method: task_arithmetic\nbase_model: {base}\nmodels:\n"
+                          f"  - model: {tuned}\n    parameters: {{weight: 0.5}}\n")
+        outs[kind] = tmp_path / f"out-{kind}"
+        tswitch("merge", config, outs[kind])
+    a, b = load_file(outs["gguf"] / "model.safetensors"), load_file(outs["twin"] / "model.safetensors")
+    assert set(a) == set(b) and len(a) == len(GGUFReader(str(path)).tensors)  # one per GGUF tensor (output tied)
+    for name in a:
+        assert a[name].dtype == np.float32 and np.array_equal(a[name].view(np.uint32), b[name].view(np.uint32)), name
+    # Support files: config.json and the tokenizer from the GGUF metadata, as convert writes them.
+    for f in ["tokenizer.json", "tokenizer_config.json", "chat_template.jinja"]:
+        assert (outs["gguf"] / f).read_bytes() == (twin / f).read_bytes(), f
+    assert json.loads((outs["gguf"] / "config.json").read_text()) == json.loads((outs["twin"] / "config.json").read_text())
+    # The arithmetic, independently: base + 0.5 (tuned - base) in numpy.
+    base, ft = load_file(twin / "model.safetensors"), load_file(tuned / "model.safetensors")
+    for name in ["model.embed_tokens.weight", "model.layers.3.self_attn.q_proj.weight", "model.norm.weight"]:
+        want = base[name] + np.float32(0.5) * (ft[name] - base[name])
+        np.testing.assert_allclose(a[name], want, rtol=1e-6, atol=1e-6)
+    model = AutoModelForCausalLM.from_pretrained(outs["gguf"], dtype=torch.float32).eval()
+    state = model.state_dict()
+    for name, x in a.items():
+        assert torch.equal(state[name], torch.from_numpy(x)), name
+    tok = AutoTokenizer.from_pretrained(outs["gguf"])
+    ids = torch.tensor([tok("The capital of France is").input_ids])
+    with torch.no_grad():
+        logits = model(ids).logits
+    assert logits.shape == (1, ids.shape[1], 49152) and torch.isfinite(logits).all()
+    # A tokenizer merge reads the GGUF base's tokenizer from its metadata: the same output as from the twin's files.
+    for kind, base in [("gguf", path), ("twin", twin)]:
+        config = tmp_path / f"{kind}-union.yml"
+        config.write_text(f"merge_method: linear\nbase_model: {base}\ntokenizer_source: union\nmodels:\n"
+                          f"  - model: {base}\n    parameters: {{weight: 0.5}}\n"
+                          f"  - model: {tuned}\n    parameters: {{weight: 0.5}}\n")
+        tswitch("merge", config, tmp_path / f"union-{kind}")
+    for f in ["model.safetensors", "tokenizer.json", "tokenizer_config.json", "config.json"]:
+        assert (tmp_path / "union-gguf" / f).read_bytes() == (tmp_path / "union-twin" / f).read_bytes(), f
+
+
+def test_pack_real_smollm2_gguf_equals_pack_of_its_conversion(tswitch, tmp_path):
+    """`tswitch pack` with the real GGUF as fine-tune writes the bytes its converted twin gives (a GGUF base:
+    GGUFInputTests), and the pack applies: base + pack moves every switched tensor towards the fine-tune."""
+    from safetensors.numpy import load_file
+
+    path = smollm2_gguf()
+    twin = tmp_path / "twin"
+    tswitch("convert", path, twin)
+    base = tmp_path / "base"
+    noisy_twin(twin, base, seed=6)
+    packs = {}
+    for kind, tuned in {"gguf": path, "twin": twin}.items():
+        packs[kind] = tmp_path / f"{kind}.tsw"
+        tswitch("pack", base, tuned, "-o", packs[kind], "--task", "smol", "--drop", "0.9")
+    assert packs["gguf"].read_bytes() == packs["twin"].read_bytes()
+    tswitch("apply", base, packs["gguf"], "-o", tmp_path / "applied")
+    a, b, t = (load_file(p / "model.safetensors") for p in (tmp_path / "applied", base, twin))
+    name = "model.layers.5.mlp.down_proj.weight"
+    assert np.linalg.norm(a[name] - t[name]) < np.linalg.norm(b[name] - t[name])

@@ -42,7 +42,7 @@ public struct GGUFLlamaMapping: Sendable {
         let arch = h.value("general.architecture")?.stringValue ?? "(none)"
         guard arch == "llama" else {
             throw CheckpointError(
-                .notAModel, "\(path): metadata key 'general.architecture' is '\(arch)'; only 'llama' files are converted.")
+                .notAModel, "\(path): metadata key 'general.architecture' is '\(arch)'; only 'llama' files are read as Hugging Face models.")
         }
         func int(_ key: String, default value: Int? = nil) throws(CheckpointError) -> Int {
             if let v = h.value(key) {
@@ -104,8 +104,10 @@ public struct GGUFLlamaMapping: Sendable {
                     .invalidEntry, "\(path): tensor '\(t.name)' has no Hugging Face name in the llama mapping.")
             }
             guard t.type.isDequantizable else {
+                let known = GGMLType.allCases.filter(\.isDequantizable).map(\.name).joined(separator: ", ")
                 throw CheckpointError(
-                    .unsupportedDType, "\(path): tensor '\(t.name)' is \(t.type.name), which is not dequantized.")
+                    .unsupportedDType,
+                    "\(path): tensor '\(t.name)' is \(t.type.name), which is not dequantized; expected one of \(known).")
             }
             if let permuted, t.shape.first.map({ $0 % (2 * permuted) != 0 }) ?? true {
                 throw CheckpointError(
@@ -156,29 +158,33 @@ public struct GGUFLlamaMapping: Sendable {
 
     /// The tensor dequantized to f32 in Hugging Face's layout.
     public func floats(_ t: Tensor) throws(CheckpointError) -> [Float] {
+        var out = [Float](repeating: 0, count: t.shape.reduce(1, *))
+        try out.withUnsafeMutableBufferPointer { (b) throws(CheckpointError) in try copyFloats(t, into: b) }
+        return out
+    }
+
+    /// Dequantizes the tensor into `destination` (its element count) in Hugging Face's layout; a permuted Q/K
+    /// tensor goes through one scratch copy of itself.
+    public func copyFloats(_ t: Tensor, into destination: UnsafeMutableBufferPointer<Float>) throws(CheckpointError) {
         let view = try file.tensor(t.ggufName)
         defer { view.release() }
-        let stored = try view.floats()
-        guard let heads = t.permutedHeads else { return stored }
+        guard let heads = t.permutedHeads else { return try view.copyFloats(into: destination) }
+        let stored = UnsafeMutableBufferPointer<Float>.allocate(capacity: destination.count)
+        defer { stored.deallocate() }
+        try view.copyFloats(into: stored)
         // GGUF row h·2d + 2i + j holds Hugging Face row h·2d + j·d + i (d = rows per head / 2).
         let rows = t.shape[0]
-        let cols = stored.count / max(1, rows)
+        let cols = destination.count / max(1, rows)
         let d = rows / heads / 2
-        var out = [Float](repeating: 0, count: stored.count)
-        stored.withUnsafeBufferPointer { src in
-            out.withUnsafeMutableBufferPointer { dst in
-                for h in 0..<heads {
-                    for i in 0..<d {
-                        for j in 0..<2 {
-                            let from = (h * 2 * d + 2 * i + j) * cols
-                            let to = (h * 2 * d + j * d + i) * cols
-                            _ = UnsafeMutableBufferPointer(rebasing: dst[to..<(to + cols)])
-                                .update(fromContentsOf: UnsafeBufferPointer(rebasing: src[from..<(from + cols)]))
-                        }
-                    }
+        for h in 0..<heads {
+            for i in 0..<d {
+                for j in 0..<2 {
+                    let from = (h * 2 * d + 2 * i + j) * cols
+                    let to = (h * 2 * d + j * d + i) * cols
+                    _ = UnsafeMutableBufferPointer(rebasing: destination[to..<(to + cols)])
+                        .update(fromContentsOf: UnsafeBufferPointer(rebasing: stored[from..<(from + cols)]))
                 }
             }
         }
-        return out
     }
 }

@@ -21,10 +21,14 @@ public final class MappedFile: @unchecked Sendable {
     private let base: UnsafeRawPointer?
     /// Slot in the SIGBUS guard's table (CMappedFileGuard), -1 when unguarded.
     private let guardSlot: Int32
+    /// Anonymous memory filled in this process (a dequantized GGUF tensor), not a file: `release` keeps its pages,
+    /// which have no file to be read back from; they go with the object.
+    private let isAnonymous: Bool
 
     public init(path: String) throws(CheckpointError) {
         self.path = path
         let fd = open(path, O_RDONLY | O_CLOEXEC)
+        isAnonymous = false
         guard fd >= 0 else {
             throw CheckpointError(.io, "\(path): cannot open: \(String(cString: strerror(errno))).")
         }
@@ -48,6 +52,33 @@ public final class MappedFile: @unchecked Sendable {
         }
         base = UnsafeRawPointer(p)
         guardSlot = tsw_guard_register(p, size, path, fd)
+    }
+
+    /// `byteCount` bytes of fresh anonymous memory that `fill` writes once; read-only afterwards. `path` names
+    /// what the bytes came from, for messages. Used to present computed tensors as if they were mapped.
+    public init(
+        anonymous byteCount: Int, path: String, fill: (UnsafeMutableRawBufferPointer) throws(CheckpointError) -> Void
+    ) throws(CheckpointError) {
+        self.path = path
+        size = byteCount
+        isAnonymous = true
+        guardSlot = -1
+        if byteCount == 0 {
+            base = nil
+            return
+        }
+        let p = mmap(nil, byteCount, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0)
+        guard let p, p != MAP_FAILED else {
+            throw CheckpointError(.io, "\(path): cannot allocate \(byteCount) bytes: \(String(cString: strerror(errno))).")
+        }
+        do {
+            try fill(UnsafeMutableRawBufferPointer(start: p, count: byteCount))
+        } catch {
+            munmap(p, byteCount)
+            throw error
+        }
+        _ = mprotect(p, byteCount, PROT_READ)
+        base = UnsafeRawPointer(p)
     }
 
     deinit {
@@ -79,7 +110,9 @@ public final class MappedFile: @unchecked Sendable {
 
     /// Drops a range's pages from this process's resident set once it has been consumed, so streaming a model
     /// through the mapping keeps RSS at the size of the tensors in flight. The page cache keeps the data.
-    public func release(_ range: Range<Int>) { advise(range, MADV_DONTNEED) }
+    public func release(_ range: Range<Int>) {
+        if !isAnonymous { advise(range, MADV_DONTNEED) }
+    }
 
     private func advise(_ range: Range<Int>, _ advice: Int32) {
         guard let base, !range.isEmpty else { return }

@@ -1,9 +1,15 @@
 import Foundation
 
 /// One logical model: a single safetensors file, or a Hugging Face folder with `model.safetensors` or shards
-/// listed by `model.safetensors.index.json`, plus `config.json` and tokenizer files.
+/// listed by `model.safetensors.index.json`, plus `config.json` and tokenizer files; or a llama GGUF file seen as
+/// the Hugging Face model `tswitch convert` would make of it.
 ///
 /// Opening validates every shard's header and the index against the shards; no tensor data is read.
+///
+/// A GGUF file (told by its magic) is the seam through which every command that reads models (`merge`, `pack`,
+/// ...) takes one: its tensors are listed under their Hugging Face names as F32 (`GGUFLlamaMapping`), and
+/// `tensor(_:)` dequantizes one tensor into anonymous memory that lives as long as its view, so a streamed pass
+/// holds one tensor per input, never the model. `config()` and `generatedFiles` come from the metadata.
 public final class ModelFolder: Sendable {
     /// The folder (or, for a bare file, the file's folder).
     public let directory: URL
@@ -13,6 +19,14 @@ public final class ModelFolder: Sendable {
     /// Tensor names in storage order (shard by shard, then by offset).
     public let tensorNames: [String]
     private let location: [String: Int]
+    /// The llama GGUF behind this model, nil for safetensors.
+    public let gguf: GGUFLlamaMapping?
+    /// For a GGUF model: each tensor's F32 entry (offsets as if stored back to back) and its index in `gguf.tensors`.
+    private let ggufInfos: [TensorInfo]
+    private let ggufIndex: [String: Int]
+    /// Support files made from a GGUF file's metadata, as `tswitch convert` writes them (`config.json` with
+    /// `torch_dtype` float32, tokenizer files for byte-level BPE vocabularies); empty for safetensors.
+    public let generatedFiles: [String: Data]
 
     /// Index file names tried, in order, when a folder has no single `model.safetensors`.
     public static let indexNames = ["model.safetensors.index.json"]
@@ -23,6 +37,34 @@ public final class ModelFolder: Sendable {
         guard FileManager.default.fileExists(atPath: path, isDirectory: &isDir) else {
             throw CheckpointError(.notAModel, "\(path): no such file or folder.")
         }
+        if !isDir.boolValue, GGUFFile.hasMagic(path: path) {
+            let mapping = try GGUFLlamaMapping(file: GGUFFile(path: path))
+            var infos: [TensorInfo] = []
+            var offset = 0
+            for t in mapping.tensors {
+                guard let bytes = TensorInfo.byteCount(shape: t.shape, dtype: .F32) else {
+                    throw CheckpointError(
+                        .invalidShape, "\(path): tensor '\(t.ggufName)' has shape \(t.shape); its f32 size overflows.")
+                }
+                infos.append(TensorInfo(name: t.hfName, dtype: .F32, shape: t.shape, dataOffsets: offset..<(offset + bytes)))
+                offset += bytes
+            }
+            var generated = try GGUFTokenizerFiles.build(mapping.file.header, file: path).files
+            generated["config.json"] = try mapping.configJSON(torchDType: "float32")
+            directory = URL(fileURLWithPath: path).deletingLastPathComponent()
+            self.files = []
+            gguf = mapping
+            ggufInfos = infos
+            ggufIndex = Dictionary(uniqueKeysWithValues: infos.enumerated().map { ($1.name, $0) })
+            generatedFiles = generated
+            self.tensorNames = infos.map(\.name)
+            self.location = [:]
+            return
+        }
+        gguf = nil
+        ggufInfos = []
+        ggufIndex = [:]
+        generatedFiles = [:]
         let files: [SafeTensorsFile]
         var location: [String: Int] = [:]
         var names: [String] = []
@@ -154,14 +196,29 @@ public final class ModelFolder: Sendable {
         return out
     }
 
-    public func contains(_ name: String) -> Bool { location[name] != nil }
+    public func contains(_ name: String) -> Bool { location[name] != nil || ggufIndex[name] != nil }
 
-    public func info(_ name: String) -> TensorInfo? { location[name].flatMap { files[$0].info(name) } }
+    public func info(_ name: String) -> TensorInfo? {
+        if gguf != nil { return ggufIndex[name].map { ggufInfos[$0] } }
+        return location[name].flatMap { files[$0].info(name) }
+    }
 
     /// All tensors in storage order.
-    public var tensorInfos: [TensorInfo] { files.flatMap(\.tensors) }
+    public var tensorInfos: [TensorInfo] { gguf != nil ? ggufInfos : files.flatMap(\.tensors) }
+
+    /// The tensor's name in the GGUF file behind this model (`blk.0.attn_q.weight`), for messages; nil for
+    /// safetensors.
+    public func ggufName(_ name: String) -> String? { ggufIndex[name].flatMap { gguf?.tensors[$0].ggufName } }
 
     public func tensor(_ name: String) throws(CheckpointError) -> TensorView {
+        if let gguf, let i = ggufIndex[name] {
+            let info = ggufInfos[i]
+            let t = gguf.tensors[i]
+            let memory = try MappedFile(anonymous: info.byteCount, path: path) { (raw) throws(CheckpointError) in
+                try gguf.copyFloats(t, into: raw.bindMemory(to: Float.self))
+            }
+            return TensorView(info: info, file: path, mapping: memory, fileRange: 0..<info.byteCount)
+        }
         guard let fi = location[name] else {
             throw CheckpointError(.tensorNotFound, "\(path): the model has no tensor '\(name)'.")
         }
@@ -169,11 +226,16 @@ public final class ModelFolder: Sendable {
     }
 
     /// Total bytes of tensor data.
-    public var totalBytes: Int { files.reduce(0) { $0 + $1.tensors.reduce(0) { $0 + $1.byteCount } } }
-    public var parameterCount: Int { files.reduce(0) { $0 + $1.tensors.reduce(0) { $0 + $1.elementCount } } }
+    public var totalBytes: Int { tensorInfos.reduce(0) { $0 + $1.byteCount } }
+    public var parameterCount: Int { tensorInfos.reduce(0) { $0 + $1.elementCount } }
 
-    /// `config.json` as a JSON object, when the folder has one.
+    /// `config.json` as a JSON object, when the folder has one (a GGUF model: the one made from its metadata).
     public func config() throws(CheckpointError) -> [String: Any]? {
+        if let gguf {
+            var object = gguf.config.mapValues(\.json)
+            object["torch_dtype"] = "float32"
+            return object
+        }
         let url = directory.appendingPathComponent("config.json")
         guard FileManager.default.fileExists(atPath: url.path) else { return nil }
         do {
@@ -196,15 +258,25 @@ public final class ModelFolder: Sendable {
         "sentence_bert_config.json", "modules.json", "config_sentence_transformers.json",
     ]
 
-    /// Support files present in this model's folder.
+    /// A support file's contents by name (`tokenizer.json`): generated for a GGUF model, else read from the folder;
+    /// nil when there is none.
+    public func supportFileData(_ name: String) -> Data? {
+        if gguf != nil { return generatedFiles[name] }
+        return try? Data(contentsOf: directory.appendingPathComponent(name))
+    }
+
+    /// Support files present in this model's folder (none for a GGUF model, whose folder may hold anything:
+    /// see `generatedFiles`).
     public var supportFiles: [URL] {
-        Self.supportFileNames.map { directory.appendingPathComponent($0) }
+        guard gguf == nil else { return [] }
+        return Self.supportFileNames.map { directory.appendingPathComponent($0) }
             .filter { FileManager.default.fileExists(atPath: $0.path) }
     }
 
     /// Module folders a sentence-transformers model lists in `modules.json` (`1_Pooling`, `2_Normalize`, ...), which
     /// an output model needs to load in sentence-transformers. Paths that are not plain folder names are ignored.
     public var supportFolders: [URL] {
+        guard gguf == nil else { return [] }
         let modules = directory.appendingPathComponent("modules.json")
         guard let data = try? Data(contentsOf: modules),
             let list = (try? JSONSerialization.jsonObject(with: data)) as? [[String: Any]]

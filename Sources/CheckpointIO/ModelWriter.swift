@@ -140,6 +140,15 @@ public final class ModelWriter {
     /// Copies `config.json` (with `torch_dtype` set to `dtype`), the tokenizer files and the sentence-transformers
     /// module folders (`ModelFolder.supportFolders`) from `source`.
     public func copySupportFiles(from source: ModelFolder, dtype: DType?) throws(CheckpointError) {
+        // A GGUF model's files come from its metadata; its config.json (torch_dtype float32) takes the output dtype.
+        for (name, data) in source.generatedFiles.sorted(by: { $0.key < $1.key }) {
+            if name == "config.json", let torchName = dtype?.torchName, var config = try source.config() {
+                config["torch_dtype"] = torchName
+                try addJSON(name, config, origin: source.path)
+            } else {
+                try addFile(name, contents: data)
+            }
+        }
         for url in source.supportFolders {
             do {
                 try FileManager.default.copyItem(at: url, to: temporary.appendingPathComponent(url.lastPathComponent))
@@ -152,14 +161,7 @@ public final class ModelWriter {
             if name == "config.json", let dtype, let torchName = dtype.torchName, var config = try source.config() {
                 config["torch_dtype"] = torchName
                 if config["dtype"] != nil { config["dtype"] = torchName }
-                do {
-                    let data = try JSONSerialization.data(withJSONObject: config, options: [.prettyPrinted, .sortedKeys])
-                    try addFile(name, contents: data + Data("\n".utf8))
-                } catch let e as CheckpointError {
-                    throw e
-                } catch {
-                    throw CheckpointError(.io, "\(url.path): cannot rewrite config.json: \(error.localizedDescription).")
-                }
+                try addJSON(name, config, origin: url.path)
                 continue
             }
             do {
@@ -168,6 +170,17 @@ public final class ModelWriter {
                 throw CheckpointError(.io, "\(url.path): cannot copy into the output: \(error.localizedDescription).")
             }
         }
+    }
+
+    /// Writes a JSON object as a support file (pretty-printed, sorted keys, final newline).
+    private func addJSON(_ name: String, _ object: [String: Any], origin: String) throws(CheckpointError) {
+        let data: Data
+        do {
+            data = try JSONSerialization.data(withJSONObject: object, options: [.prettyPrinted, .sortedKeys])
+        } catch {
+            throw CheckpointError(.io, "\(origin): cannot rewrite \(name): \(error.localizedDescription).")
+        }
+        try addFile(name, contents: data + Data("\n".utf8))
     }
 
     /// Closes the last shard, writes the index when there are several shards, and moves the folder into place.

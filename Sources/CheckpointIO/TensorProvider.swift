@@ -63,7 +63,7 @@ extension ModelFolder: TensorProvider {
 
     public var metadataSummary: [String: String] { files.first?.metadata ?? [:] }
 
-    public var filePaths: [String] { files.map(\.path) }
+    public var filePaths: [String] { gguf != nil ? [path] : files.map(\.path) }
 }
 
 extension GGUFFile: TensorProvider {

@@ -287,7 +287,11 @@ public struct MergePlan: Sendable {
             for (src, info) in zip(s.sources, infos) { try vocabulary.check(tensor: name, model: src.model, shape: info.shape) }
             shape[0] = vocabulary.rows
         } else if infos.contains(where: { $0.shape != shape }) {
-            let desc = zip(s.sources, infos).map { "\($0.model): \($1.shapeDescription)" }.joined(separator: ", ")
+            let desc = zip(zip(s.sources, inputNames), infos).map { pair, info in
+                // A GGUF input also names the tensor as the file spells it.
+                let stored = models[indexOf[pair.0.model] ?? 0].folder.ggufName(pair.1).map { " (GGUF tensor '\($0)')" } ?? ""
+                return "\(pair.0.model): \(info.shapeDescription)\(stored)"
+            }.joined(separator: ", ")
             throw MergeError(.shapeMismatch, "\(file): tensor '\(name)' has different shapes in the inputs (\(desc)).")
         }
         let reference = base.flatMap { b in s.sources.firstIndex { $0.model == b } } ?? 0

@@ -19,6 +19,14 @@ struct TokenizerVocabulary: Sendable {
     var added: [AddedToken]
     /// Rows of the model's embedding the tokenizer may address (config.json `vocab_size`, else the token count).
     let vocabSize: Int
+    /// A GGUF model's support files, made from its metadata (nil: read them from `directory`).
+    var generated: [String: Data]? = nil
+
+    /// The source's support file `name` (tokenizer_config.json, ...), nil when it has none.
+    func supportFile(_ name: String) -> Data? {
+        if let generated { return generated[name] }
+        return try? Data(contentsOf: directory.appendingPathComponent(name))
+    }
 
     /// mergekit's `get_vocab()`: model tokens, then added tokens (which win).
     var vocab: [String: Int] {
@@ -31,6 +39,13 @@ struct TokenizerVocabulary: Sendable {
     /// the base's tokenizer).
     static func read(_ folder: ModelFolder, reference: String) throws(MergeError) -> TokenizerVocabulary? {
         let dir = folder.directory
+        if folder.gguf != nil {
+            // A GGUF model's tokenizer files are made from its metadata; what lies beside the file is not its own.
+            guard let data = folder.generatedFiles["tokenizer.json"] else { return nil }
+            return try parse(
+                folder, data: data, file: "\(folder.path) (tokenizer.json from its metadata)", directory: dir,
+                generated: folder.generatedFiles)
+        }
         let url = dir.appendingPathComponent("tokenizer.json")
         guard FileManager.default.fileExists(atPath: url.path) else {
             let others = ["tokenizer.model", "vocab.json", "vocab.txt", "tokenizer_config.json"]
@@ -43,9 +58,15 @@ struct TokenizerVocabulary: Sendable {
         do { data = try Data(contentsOf: url) } catch {
             throw MergeError(.checkpoint, "\(url.path): cannot read the tokenizer: \(error.localizedDescription).")
         }
+        return try parse(folder, data: data, file: url.path, directory: dir, generated: nil)
+    }
+
+    private static func parse(
+        _ folder: ModelFolder, data: Data, file: String, directory dir: URL, generated: [String: Data]?
+    ) throws(MergeError) -> TokenizerVocabulary {
         let json: TokenizerJSON
         do {
-            json = try TokenizerJSON(data: data, file: url.path)
+            json = try TokenizerJSON(data: data, file: file)
         } catch {
             throw MergeError(.checkpoint, error.message, cause: error)
         }
@@ -60,8 +81,8 @@ struct TokenizerVocabulary: Sendable {
         var count = modelVocab
         for a in added { count[a.content] = a.id }
         return TokenizerVocabulary(
-            directory: dir, file: url.path, data: data, modelType: type, modelVocab: modelVocab, added: added,
-            vocabSize: size ?? count.count)
+            directory: dir, file: file, data: data, modelType: type, modelVocab: modelVocab, added: added,
+            vocabSize: size ?? count.count, generated: generated)
     }
 
     /// mergekit's `get_stripped_tokenizer`: drops tokens with id >= vocab_size (and BPE merges that use them).

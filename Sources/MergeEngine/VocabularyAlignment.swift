@@ -320,9 +320,8 @@ public struct VocabularyAlignment: Sendable {
     /// `added_tokens_decoder` brought in line), special_tokens_map.json and chat template.
     func outputFiles() throws(MergeError) -> [(name: String, contents: Data)] {
         var files: [(name: String, contents: Data)] = [("tokenizer.json", try output.serialized())]
-        let dir = output.directory
-        let configURL = dir.appendingPathComponent("tokenizer_config.json")
-        if let data = try? Data(contentsOf: configURL) {
+        let configURL = output.directory.appendingPathComponent("tokenizer_config.json")
+        if let data = output.supportFile("tokenizer_config.json") {
             guard var json = (try? JSONSerialization.jsonObject(with: data)) as? [String: Any] else {
                 throw MergeError(.checkpoint, "\(configURL.path): expected a JSON object.")
             }
@@ -341,7 +340,7 @@ public struct VocabularyAlignment: Sendable {
             files.append(("tokenizer_config.json", d + Data("\n".utf8)))
         }
         for name in ["special_tokens_map.json", "chat_template.jinja"] {
-            if let d = try? Data(contentsOf: dir.appendingPathComponent(name)) { files.append((name, d)) }
+            if let d = output.supportFile(name) { files.append((name, d)) }
         }
         return files
     }

@@ -22,10 +22,11 @@ struct PackCommand: ParsableCommand {
             readers refuse it.
             """)
 
-    @Argument(help: "The base model (file or folder).")
+    @Argument(help: "The base model (file or folder, or a llama .gguf file, dequantized as it is read).")
     var base: String
 
-    @Argument(help: "The fine-tuned model with the same tensors, or a PEFT LoRA adapter folder (adapter_config.json).")
+    @Argument(
+        help: "The fine-tuned model with the same tensors (a .gguf file too), or a PEFT LoRA adapter folder (adapter_config.json).")
     var finetuned: String
 
     @Option(name: .shortAndLong, help: "The pack file to write (.tsw).")
