@@ -24,11 +24,15 @@ public enum MoEConfigParser {
         try MergeConfigParser.checkLimits(yaml, file: file)
         let node: Node
         do {
-            var all: [Node] = []
-            for n in try Yams.compose_all(yaml: yaml) { all.append(n) }
-            guard all.count == 1, let first = all.first else {
+            var count = 0
+            for _ in try Yams.compose_all(yaml: yaml) { count += 1 }
+            guard count <= 1 else {
                 throw MergeError(
-                    .invalidConfig, "\(file): a mergekit-moe configuration is one YAML document; this file holds \(all.count).")
+                    .invalidConfig, "\(file): a mergekit-moe configuration is one YAML document; this file holds \(count).")
+            }
+            // `compose` (not the lazy `compose_all`) reports a syntax error instead of ending early.
+            guard let first = try Yams.compose(yaml: yaml) else {
+                throw MergeError(.invalidConfig, "\(file): the file holds no configuration.")
             }
             node = first
         } catch let e as MergeError {
