@@ -144,3 +144,19 @@ def test_atomic_and_validated(tswitch, tmp_path):
     proc = tswitch("moe", cfg, out, check=False)
     assert proc.returncode != 0 and "hidden" in proc.stderr and "decoder forward pass" in proc.stderr
     assert not out.exists()
+
+
+def test_sharded_output_loads(tswitch, built, tmp_path, torch_one_thread):
+    """--out-shard-size splits the mixture into shards with an index; transformers loads the same tensors."""
+    from transformers import AutoModelForCausalLM
+
+    out = tmp_path / "sharded"
+    tswitch("moe", FIX / "qwen_cheap_embed.yml", out, "--out-shard-size", "100KB")
+    shards = sorted(p.name for p in out.glob("model-*.safetensors"))
+    assert len(shards) > 3 and (out / "model.safetensors.index.json").exists()
+    index = json.loads((out / "model.safetensors.index.json").read_text())
+    assert set(index["weight_map"].values()) == set(shards)
+    whole = AutoModelForCausalLM.from_pretrained(built["qwen_cheap_embed"]).state_dict()
+    split = AutoModelForCausalLM.from_pretrained(out).state_dict()
+    assert sorted(whole) == sorted(split)
+    assert all(torch_one_thread.equal(whole[k], split[k]) for k in whole)
