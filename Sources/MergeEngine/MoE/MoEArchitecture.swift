@@ -105,9 +105,10 @@ public enum MoEArchitecture: String, Sendable, CaseIterable {
             c["shared_expert_intermediate_size"] = base["intermediate_size"]
             c["moe_intermediate_size"] = base["intermediate_size"]
         }
+        // transformers 5 writes `dtype`, 4 wrote `torch_dtype`; set the key the base has (5 reads both).
         if let name = dtype?.torchName {
-            c["torch_dtype"] = name
             if c["dtype"] != nil { c["dtype"] = name }
+            if c["torch_dtype"] != nil || c["dtype"] == nil { c["torch_dtype"] = name }
         }
         return c
     }
