@@ -1,8 +1,8 @@
 import CheckpointIO
-import Evaluation
 import Foundation
 import Testing
 
+@testable import Evaluation
 @testable import MergeEngine
 
 /// `tswitch moe`'s library side against mergekit-moe 0.1.5's outputs in Fixtures/moe (scripts/fixtures/moe_fixtures.py):
@@ -138,7 +138,7 @@ struct MoETests {
         return out
     }
 
-    @Test("the byte-level BPE tokenizer gives transformers' ids for every fixture prompt with the bos token")
+    @Test("the byte-level BPE tokenizer (Llama 3 pre-tokenizer) gives transformers' ids for every prompt and sample")
     func promptIDs() throws {
         let data = try Data(contentsOf: URL(fileURLWithPath: Self.expected("prompts.json")))
         let obj = try #require(try JSONSerialization.jsonObject(with: data) as? [String: Any])
@@ -148,6 +148,11 @@ struct MoETests {
         let t = try ByteLevelBPETokenizer(folder: URL(fileURLWithPath: Self.model("base")))
         #expect(ids.count >= 8)
         for (prompt, expected) in ids { #expect(t.tokenIDs(bos + prompt).map(Int.init) == expected, "\(prompt)") }
+        // Llama 3's Split pre-tokenizer on digits, contractions, newlines, tabs, accents, CJK, emoji, added tokens.
+        let samples = try #require(obj["samples"] as? [String: [Int]])
+        #expect(samples.count == 6)
+        for (text, expected) in samples { #expect(t.tokenIDs(text).map(Int.init) == expected, "\(text)") }
+        #expect(!t.splits.isEmpty)
     }
 
     @Test("cheap_embed Mixtral: routers within float32 rounding of mergekit's, experts copied exactly, residual_scale applied")
