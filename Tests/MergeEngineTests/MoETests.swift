@@ -221,6 +221,18 @@ struct MoETests {
         return (e, file)
     }
 
+    @Test("a configuration built in code is validated as a parsed one is")
+    func programmaticConfig() {
+        let out = Fixtures.scratch("moe-code")
+        let config = MoEConfig(
+            baseModel: Self.model("base"), experts: [MoEExpert(sourceModel: Self.model("code"))], gateMode: .random,
+            expertsPerToken: 2, file: "in-code")
+        let e = mergeError { try MoEBuilder.build(config, configDirectory: nil, output: out) }
+        #expect(e?.code == .invalidConfig)
+        #expect(e?.message.contains("fewer than experts_per_token (2)") == true)
+        #expect(!FileManager.default.fileExists(atPath: out))
+    }
+
     @Test("inputs are checked before the output exists", arguments: [
         ("missing-model", "base_model: \(model("base"))\ngate_mode: random\nexperts:\n  - source_model: \(model("code"))\n  - source_model: /nonexistent/model\n",
          "modelNotFound", "'/nonexistent/model'"),

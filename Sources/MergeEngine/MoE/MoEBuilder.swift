@@ -96,6 +96,8 @@ public enum MoEBuilder {
     ) throws(MergeError) -> MoESummary {
         let start = Date()
         let file = config.file
+        // A parsed configuration passed these already; one built in code has not.
+        try MoEConfigParser.check(config, file: file, expertsLine: 0, allowAllSame: options.allowAllSame)
         let resolver = ModelResolver(configDirectory: configDirectory, hubCache: options.hubCache)
         var folders: [String: ModelFolder] = [:]
         func open(_ reference: String) throws(MergeError) -> ModelFolder {
