@@ -13,7 +13,9 @@ struct SplitPattern: @unchecked Sendable {
 
     /// Reads a `{"type": "Split", "pattern": {"Regex" | "String": ...}, "behavior": "Isolated", "invert": false}`.
     init(_ json: [String: Any], path: String, file: String) throws(EvaluationError) {
-        func unsupported(_ what: String) -> EvaluationError { EvaluationError(.unsupportedTokenizer, "\(file): \(what)") }
+        func unsupported(_ what: String) -> EvaluationError {
+            EvaluationError(.unsupportedTokenizer, "\(file): \(what)")
+        }
         guard let pattern = json["pattern"] as? [String: Any] else {
             throw EvaluationError(.invalidTokenizer, "\(file): \(path).pattern is not an object.")
         }
@@ -27,13 +29,15 @@ struct SplitPattern: @unchecked Sendable {
         }
         let behavior = json["behavior"] as? String ?? ""
         guard behavior == "Isolated" else {
-            throw unsupported("\(path): Split behavior '\(behavior)' is not supported; this tokenizer implements Isolated.")
+            throw unsupported(
+                "\(path): Split behavior '\(behavior)' is not supported; this tokenizer implements Isolated.")
         }
         guard json["invert"] as? Bool != true else { throw unsupported("\(path): an inverted Split is not supported.") }
         do {
             regex = try NSRegularExpression(pattern: source)
         } catch {
-            throw unsupported("\(path): the Split pattern '\(source)' does not compile as a regular expression: \(error).")
+            throw unsupported(
+                "\(path): the Split pattern '\(source)' does not compile as a regular expression: \(error).")
         }
     }
 

@@ -23,16 +23,21 @@ struct MoECommand: ParsableCommand {
     @Argument(help: "The output model folder.")
     var output: String
 
-    @Option(help: "Seed of torch's generator for random and uniform_random routers: the same routers as mergekit-moe --random-seed with this value.")
+    @Option(
+        help:
+            "Seed of torch's generator for random and uniform_random routers: the same routers as mergekit-moe --random-seed with this value."
+    )
     var randomSeed: UInt64 = 0
 
     @Option(
-        help: "Largest output shard (default 5B): bytes, or a number with K, M, B (10³, 10⁶, 10⁹, as mergekit), KB, MB, GB or KiB, MiB, GiB.",
+        help:
+            "Largest output shard (default 5B): bytes, or a number with K, M, B (10³, 10⁶, 10⁹, as mergekit), KB, MB, GB or KiB, MiB, GiB.",
         transform: Parse.byteSize)
     var outShardSize = ByteSize(bytes: ModelWriter.defaultMaxShardBytes)
 
-    @Flag(name: .customLong("i-understand-this-is-not-useful-without-training"),
-          help: "Accept experts that are all the same model (as mergekit-moe's flag).")
+    @Flag(
+        name: .customLong("i-understand-this-is-not-useful-without-training"),
+        help: "Accept experts that are all the same model (as mergekit-moe's flag).")
     var allowAllSame = false
 
     @OptionGroup
@@ -68,9 +73,11 @@ struct MoECommand: ParsableCommand {
             let data = try JSONSerialization.data(withJSONObject: root, options: [.prettyPrinted, .sortedKeys])
             print(String(decoding: data, as: UTF8.self))
         } else {
-            print(String(
-                format: "wrote %@ (%d experts, %d layers, %d tensors, %@) to %@ in %.2f s", s.architecture.className,
-                s.experts, s.layers, s.tensors, Format.bytes(s.bytesWritten), output, s.seconds))
+            print(
+                String(
+                    format: "wrote %@ (%d experts, %d layers, %d tensors, %@) to %@ in %.2f s",
+                    s.architecture.className,
+                    s.experts, s.layers, s.tensors, Format.bytes(s.bytesWritten), output, s.seconds))
         }
     }
 }

@@ -38,36 +38,60 @@ struct MoETests {
         #expect(c.experts.map(\.sourceModel) == [Self.model("code"), Self.model("math")])
         #expect(c.experts[0].positivePrompts == ["def add"] && c.experts[0].negativePrompts.isEmpty)
         #expect(c.gateMode == .cheapEmbed && c.expertsPerToken == 2 && c.dtype == nil && c.sharedExperts.isEmpty)
-        let d = try MoEConfigParser.parse("base_model: b\nexperts:\n  - source_model: x\n  - source_model: y\ngate_mode: random\n", file: "f")
+        let d = try MoEConfigParser.parse(
+            "base_model: b\nexperts:\n  - source_model: x\n  - source_model: y\ngate_mode: random\n", file: "f")
         #expect(d.gateMode == .random)
     }
 
-    @Test("config errors name the file, the line and what was expected", arguments: [
-        (yaml(extra: "gate_mod: random"), "unknownKey", "moe.yml:8: unknown key 'gate_mod'"),
-        (yaml(expertExtra: "\n    positive_prompt: [x]"), "unknownKey", "moe.yml:6: unknown key 'positive_prompt' in an expert"),
-        ("gate_mode: random\nexperts:\n  - source_model: a\n", "missingParameter", "no 'base_model'"),
-        ("base_model: a\ngate_mode: random\n", "missingParameter", "no 'experts'"),
-        ("base_model: a\ngate_mode: random\nexperts: []\n", "invalidConfig", "'experts' is empty"),
-        (yaml(gate: "hiden"), "invalidConfig", "moe.yml:2: 'gate_mode' is 'hiden'; expected one of hidden, cheap_embed, random, uniform_random"),
-        (yaml(gate: "hidden"), "unsupported", "decoder forward pass"),
-        (yaml(extra: "experts_per_token: 3"), "invalidConfig", "fewer than experts_per_token (3)"),
-        (yaml(extra: "experts_per_token: 0"), "invalidConfig", "must be at least 1"),
-        (yaml(extra: "experts_per_token: two"), "invalidConfig", "'experts_per_token' must be an integer"),
-        (yaml(extra: "dtype: int8"), "invalidConfig", "'dtype' is 'int8'"),
-        (yaml(expertExtra: "\n    noise_scale: 0.1"), "unsupported", "'noise_scale'"),
-        (yaml(expertExtra: "\n    residual_scale: big"), "invalidConfig", "'residual_scale' must be a finite number"),
-        (yaml(expertExtra: "\n    negative_prompts: oops"), "invalidConfig", "'negative_prompts' must be a list of strings"),
-        ("base_model: a\ngate_mode: cheap_embed\nexperts:\n  - source_model: x\n  - source_model: y\n    positive_prompts: [p]\n",
-         "missingParameter", "moe.yml:4: expert 0 ('x') has no positive_prompts"),
-        ("base_model: a\ngate_mode: cheap_embed\nexperts:\n  - source_model: x\n    positive_prompts: [p]\n  - source_model: y\n    positive_prompts: [p]\n",
-         "invalidConfig", "the same positive and negative prompts"),
-        ("base_model: a\ngate_mode: cheap_embed\nexperts:\n  - source_model: x\n    positive_prompts: [p]\n  - source_model: x\n    positive_prompts: [q]\n",
-         "invalidConfig", "every expert is the model 'x'"),
-        (yaml(extra: "shared_experts:\n  - source_model: a\n    positive_prompts: [p]\n  - source_model: b"), "invalidConfig",
-         "either every shared expert has positive_prompts or none"),
-        ("base_model: a\n---\nbase_model: b\n", "invalidConfig", "one YAML document; this file holds 2"),
-        ("base_model: [a\n", "invalidConfig", "not valid YAML"),
-    ])
+    @Test(
+        "config errors name the file, the line and what was expected",
+        arguments: [
+            (yaml(extra: "gate_mod: random"), "unknownKey", "moe.yml:8: unknown key 'gate_mod'"),
+            (
+                yaml(expertExtra: "\n    positive_prompt: [x]"), "unknownKey",
+                "moe.yml:6: unknown key 'positive_prompt' in an expert"
+            ),
+            ("gate_mode: random\nexperts:\n  - source_model: a\n", "missingParameter", "no 'base_model'"),
+            ("base_model: a\ngate_mode: random\n", "missingParameter", "no 'experts'"),
+            ("base_model: a\ngate_mode: random\nexperts: []\n", "invalidConfig", "'experts' is empty"),
+            (
+                yaml(gate: "hiden"), "invalidConfig",
+                "moe.yml:2: 'gate_mode' is 'hiden'; expected one of hidden, cheap_embed, random, uniform_random"
+            ),
+            (yaml(gate: "hidden"), "unsupported", "decoder forward pass"),
+            (yaml(extra: "experts_per_token: 3"), "invalidConfig", "fewer than experts_per_token (3)"),
+            (yaml(extra: "experts_per_token: 0"), "invalidConfig", "must be at least 1"),
+            (yaml(extra: "experts_per_token: two"), "invalidConfig", "'experts_per_token' must be an integer"),
+            (yaml(extra: "dtype: int8"), "invalidConfig", "'dtype' is 'int8'"),
+            (yaml(expertExtra: "\n    noise_scale: 0.1"), "unsupported", "'noise_scale'"),
+            (
+                yaml(expertExtra: "\n    residual_scale: big"), "invalidConfig",
+                "'residual_scale' must be a finite number"
+            ),
+            (
+                yaml(expertExtra: "\n    negative_prompts: oops"), "invalidConfig",
+                "'negative_prompts' must be a list of strings"
+            ),
+            (
+                "base_model: a\ngate_mode: cheap_embed\nexperts:\n  - source_model: x\n  - source_model: y\n    positive_prompts: [p]\n",
+                "missingParameter", "moe.yml:4: expert 0 ('x') has no positive_prompts"
+            ),
+            (
+                "base_model: a\ngate_mode: cheap_embed\nexperts:\n  - source_model: x\n    positive_prompts: [p]\n  - source_model: y\n    positive_prompts: [p]\n",
+                "invalidConfig", "the same positive and negative prompts"
+            ),
+            (
+                "base_model: a\ngate_mode: cheap_embed\nexperts:\n  - source_model: x\n    positive_prompts: [p]\n  - source_model: x\n    positive_prompts: [q]\n",
+                "invalidConfig", "every expert is the model 'x'"
+            ),
+            (
+                yaml(extra: "shared_experts:\n  - source_model: a\n    positive_prompts: [p]\n  - source_model: b"),
+                "invalidConfig",
+                "either every shared expert has positive_prompts or none"
+            ),
+            ("base_model: a\n---\nbase_model: b\n", "invalidConfig", "one YAML document; this file holds 2"),
+            ("base_model: [a\n", "invalidConfig", "not valid YAML"),
+        ])
     func configErrors(yaml: String, code: String, message: String) {
         let e = Self.parseError(yaml)
         #expect(e?.code.rawValue == code, "\(e.map { String(describing: $0) } ?? "no error")")
@@ -77,9 +101,13 @@ struct MoETests {
 
     @Test("all-same experts are accepted with mergekit's --i-understand flag, and random mode skips prompt checks")
     func allSameAllowed() throws {
-        let same = "base_model: a\ngate_mode: cheap_embed\nexperts:\n  - source_model: x\n    positive_prompts: [p]\n  - source_model: x\n    positive_prompts: [q]\n"
+        let same =
+            "base_model: a\ngate_mode: cheap_embed\nexperts:\n  - source_model: x\n    positive_prompts: [p]\n  - source_model: x\n    positive_prompts: [q]\n"
         #expect(try MoEConfigParser.parse(same, file: "f", allowAllSame: true).experts.count == 2)
-        #expect(try MoEConfigParser.parse("base_model: a\ngate_mode: random\nexperts:\n  - source_model: x\n  - source_model: x\n", file: "f").experts.count == 2)
+        #expect(
+            try MoEConfigParser.parse(
+                "base_model: a\ngate_mode: random\nexperts:\n  - source_model: x\n  - source_model: x\n", file: "f"
+            ).experts.count == 2)
     }
 
     // MARK: torch's generator
@@ -108,7 +136,9 @@ struct MoETests {
             let gate = try ref.tensor("model.layers.\(l).mlp.gate.weight").floats()
             let shared = try ref.tensor("model.layers.\(l).mlp.shared_expert_gate.weight").floats()
             // torch.allclose(rtol: 1e-6, atol: 1e-6): 1-2 ulps of the largest normals.
-            for (i, v) in (gate + shared).enumerated() { maxDiff = max(maxDiff, abs(rows[l * 192 + i] - v) / (1 + abs(v))) }
+            for (i, v) in (gate + shared).enumerated() {
+                maxDiff = max(maxDiff, abs(rows[l * 192 + i] - v) / (1 + abs(v)))
+            }
         }
         #expect(maxDiff <= 1e-6)
         // Not vacuous: another seed is far off.
@@ -155,7 +185,9 @@ struct MoETests {
         #expect(!t.splits.isEmpty)
     }
 
-    @Test("cheap_embed Mixtral: routers within float32 rounding of mergekit's, experts copied exactly, residual_scale applied")
+    @Test(
+        "cheap_embed Mixtral: routers within float32 rounding of mergekit's, experts copied exactly, residual_scale applied"
+    )
     func cheapEmbedMixtral() throws {
         let out = try Self.build("mixtral_cheap_embed")
         defer { try? FileManager.default.removeAtPath(out) }
@@ -179,13 +211,18 @@ struct MoETests {
         #expect(w2 != down)
         // Non-MLP tensors come from the base, byte for byte; no dense MLP tensor is left.
         let base = try ModelFolder(path: Self.model("base"))
-        for name in ["model.embed_tokens.weight", "lm_head.weight", "model.layers.0.self_attn.k_proj.weight", "model.norm.weight"] {
+        for name in [
+            "model.embed_tokens.weight", "lm_head.weight", "model.layers.0.self_attn.k_proj.weight",
+            "model.norm.weight",
+        ] {
             #expect(Array(try m.tensor(name).bytes) == Array(try base.tensor(name).bytes), "\(name)")
         }
         #expect(!m.tensorNames.contains { $0.contains(".mlp.") })
         let config = try #require(try m.config())
         #expect(config["model_type"] as? String == "mixtral" && config["num_local_experts"] as? Int == 3)
-        #expect(config["architectures"] as? [String] == ["MixtralForCausalLM"] && config["num_experts_per_tok"] as? Int == 2)
+        #expect(
+            config["architectures"] as? [String] == ["MixtralForCausalLM"] && config["num_experts_per_tok"] as? Int == 2
+        )
         #expect(FileManager.default.fileExists(atPath: out + "/tokenizer.json"))
     }
 
@@ -233,19 +270,36 @@ struct MoETests {
         #expect(!FileManager.default.fileExists(atPath: out))
     }
 
-    @Test("inputs are checked before the output exists", arguments: [
-        ("missing-model", "base_model: \(model("base"))\ngate_mode: random\nexperts:\n  - source_model: \(model("code"))\n  - source_model: /nonexistent/model\n",
-         "modelNotFound", "'/nonexistent/model'"),
-        ("hidden-size", "base_model: \(model("base"))\ngate_mode: random\nexperts:\n  - source_model: \(model("code"))\n  - source_model: \(Fixtures.directory.path)/tokenizer/models/base\n",
-         "shapeMismatch", "hidden_size 16"),
-        ("deepseek", "base_model: \(model("base"))\ngate_mode: random\nexperts:\n  - source_model: \(model("code"))\n  - source_model: \(model("math"))\nshared_experts:\n  - source_model: \(model("base"))\n",
-         "unsupported", "DeepSeek MoE, which TaskSwitch does not write"),
-        ("mixtral-shared", "base_model: \(model("base"))\narchitecture: mixtral\ngate_mode: random\nexperts:\n  - source_model: \(model("code"))\n  - source_model: \(model("math"))\nshared_experts:\n  - source_model: \(model("base"))\n",
-         "invalidInputs", "Mixtral has no shared experts"),
-        ("bad-arch", "base_model: \(model("base"))\narchitecture: gpt\ngate_mode: random\nexperts:\n  - source_model: \(model("code"))\n  - source_model: \(model("math"))\n",
-         "invalidConfig", "no output architecture matches architecture 'gpt'"),
-        ("no-tokenizer", yaml(gate: "cheap_embed"), "invalidInputs", "needs the base model's tokenizer"),
-    ])
+    @Test(
+        "inputs are checked before the output exists",
+        arguments: [
+            (
+                "missing-model",
+                "base_model: \(model("base"))\ngate_mode: random\nexperts:\n  - source_model: \(model("code"))\n  - source_model: /nonexistent/model\n",
+                "modelNotFound", "'/nonexistent/model'"
+            ),
+            (
+                "hidden-size",
+                "base_model: \(model("base"))\ngate_mode: random\nexperts:\n  - source_model: \(model("code"))\n  - source_model: \(Fixtures.directory.path)/tokenizer/models/base\n",
+                "shapeMismatch", "hidden_size 16"
+            ),
+            (
+                "deepseek",
+                "base_model: \(model("base"))\ngate_mode: random\nexperts:\n  - source_model: \(model("code"))\n  - source_model: \(model("math"))\nshared_experts:\n  - source_model: \(model("base"))\n",
+                "unsupported", "DeepSeek MoE, which TaskSwitch does not write"
+            ),
+            (
+                "mixtral-shared",
+                "base_model: \(model("base"))\narchitecture: mixtral\ngate_mode: random\nexperts:\n  - source_model: \(model("code"))\n  - source_model: \(model("math"))\nshared_experts:\n  - source_model: \(model("base"))\n",
+                "invalidInputs", "Mixtral has no shared experts"
+            ),
+            (
+                "bad-arch",
+                "base_model: \(model("base"))\narchitecture: gpt\ngate_mode: random\nexperts:\n  - source_model: \(model("code"))\n  - source_model: \(model("math"))\n",
+                "invalidConfig", "no output architecture matches architecture 'gpt'"
+            ),
+            ("no-tokenizer", yaml(gate: "cheap_embed"), "invalidInputs", "needs the base model's tokenizer"),
+        ])
     func inputErrors(tag: String, yaml: String, code: String, message: String) {
         let (e, file) = Self.buildError(yaml, tag: tag)
         #expect(e?.code.rawValue == code, "\(e.map { String(describing: $0) } ?? "no error")")

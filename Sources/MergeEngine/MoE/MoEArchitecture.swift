@@ -31,8 +31,10 @@ public enum MoEArchitecture: String, Sendable, CaseIterable {
             return name.lowercased().hasPrefix(a.lowercased())
         }
         guard !candidatesIn.isEmpty else {
-            throw MergeError(.invalidConfig,
-                "\(file): no output architecture matches architecture '\(config.architecture ?? "")'; expected a prefix of one of \(mergekitOrder.joined(separator: ", ")).")
+            throw MergeError(
+                .invalidConfig,
+                "\(file): no output architecture matches architecture '\(config.architecture ?? "")'; expected a prefix of one of \(mergekitOrder.joined(separator: ", "))."
+            )
         }
         let sameType = Set(modelTypes).count == 1
         let type = modelTypes.first ?? ""
@@ -44,7 +46,9 @@ public enum MoEArchitecture: String, Sendable, CaseIterable {
             case "Mixtral":
                 if !shared.isEmpty { reasons.append("Mixtral has no shared experts"); return false }
                 if !sameType || !["llama", "mistral"].contains(type) {
-                    reasons.append("Mixtral needs every input to be one of llama, mistral (got \(Set(modelTypes).sorted().joined(separator: ", ")))")
+                    reasons.append(
+                        "Mixtral needs every input to be one of llama, mistral (got \(Set(modelTypes).sorted().joined(separator: ", ")))"
+                    )
                     return false
                 }
                 return true
@@ -57,7 +61,9 @@ public enum MoEArchitecture: String, Sendable, CaseIterable {
                     return false
                 }
                 if !sameType || !["llama", "mistral", "qwen2"].contains(type) {
-                    reasons.append("Qwen MoE needs every input to be one of llama, mistral, qwen2 (got \(Set(modelTypes).sorted().joined(separator: ", ")))")
+                    reasons.append(
+                        "Qwen MoE needs every input to be one of llama, mistral, qwen2 (got \(Set(modelTypes).sorted().joined(separator: ", ")))"
+                    )
                     return false
                 }
                 return true
@@ -68,12 +74,15 @@ public enum MoEArchitecture: String, Sendable, CaseIterable {
         let candidates = candidatesIn.filter(supports)
         let chosen = candidates.contains("Mixtral") ? "Mixtral" : candidates.first
         guard let chosen else {
-            throw MergeError(.invalidInputs,
+            throw MergeError(
+                .invalidInputs,
                 "\(file): no output architecture fits these experts: \(reasons.joined(separator: "; ")).")
         }
         guard let arch = MoEArchitecture(rawValue: chosen) else {
-            throw MergeError(.unsupported,
-                "\(file): mergekit-moe would write this configuration as \(chosen), which TaskSwitch does not write; it writes \(allCases.map(\.rawValue).joined(separator: " and ")) (set 'architecture' to choose one).")
+            throw MergeError(
+                .unsupported,
+                "\(file): mergekit-moe would write this configuration as \(chosen), which TaskSwitch does not write; it writes \(allCases.map(\.rawValue).joined(separator: " and ")) (set 'architecture' to choose one)."
+            )
         }
         return arch
     }

@@ -71,7 +71,8 @@ public enum MoEBuilder {
 
     static func denseShape(_ config: [String: Any]?, file: String) throws(MergeError) -> DenseShape {
         guard let c = config else {
-            throw MergeError(.invalidInputs, "\(file): the model has no config.json; mergekit-moe needs its model_type and sizes.")
+            throw MergeError(
+                .invalidInputs, "\(file): the model has no config.json; mergekit-moe needs its model_type and sizes.")
         }
         func int(_ key: String) throws(MergeError) -> Int {
             guard let v = c[key] as? Int, v > 0 else {
@@ -118,8 +119,10 @@ public enum MoEBuilder {
             let s = try denseShape(try checkpoint { () throws(CheckpointError) in try m.config() }, file: m.path)
             types.append(s.modelType)
             guard s.hidden == shape.hidden, s.intermediate == shape.intermediate, s.layers >= shape.layers else {
-                throw MergeError(.shapeMismatch,
-                    "\(m.path): hidden_size \(s.hidden), intermediate_size \(s.intermediate), \(s.layers) layers; the base '\(base.path)' has \(shape.hidden), \(shape.intermediate), \(shape.layers) (an expert needs the same sizes and at least as many layers).")
+                throw MergeError(
+                    .shapeMismatch,
+                    "\(m.path): hidden_size \(s.hidden), intermediate_size \(s.intermediate), \(s.layers) layers; the base '\(base.path)' has \(shape.hidden), \(shape.intermediate), \(shape.layers) (an expert needs the same sizes and at least as many layers)."
+                )
             }
         }
         let arch = try MoEArchitecture.select(for: config, modelTypes: types)
@@ -131,7 +134,8 @@ public enum MoEBuilder {
             config.sharedExperts.contains { !$0.positivePrompts.isEmpty } || config.gateMode == .random
             || config.gateMode == .uniformRandom
         if sharedGated { gates += config.sharedExperts }
-        let rows = try routerRows(config, gates: gates, base: base, layers: shape.layers, hidden: shape.hidden, options: options)
+        let rows = try routerRows(
+            config, gates: gates, base: base, layers: shape.layers, hidden: shape.hidden, options: options)
 
         let plan = try planTensors(
             config, arch: arch, base: base, experts: experts, shared: shared, shape: shape, outDType: outDType,
@@ -142,7 +146,9 @@ public enum MoEBuilder {
             dtype: outDType)
         let configData: Data
         do {
-            configData = try JSONSerialization.data(withJSONObject: outConfig, options: [.prettyPrinted, .sortedKeys]) + Data("\n".utf8)
+            configData =
+                try JSONSerialization.data(withJSONObject: outConfig, options: [.prettyPrinted, .sortedKeys])
+                + Data("\n".utf8)
         } catch {
             throw MergeError(.invalidInputs, "\(base.path)/config.json: cannot be written back as JSON: \(error).")
         }
@@ -183,7 +189,9 @@ public enum MoEBuilder {
         if let d = config.dtype { return d }
         guard let name = (baseConfig["torch_dtype"] ?? baseConfig["dtype"]) as? String else { return nil }
         guard let d = DType(userName: name), d.isConvertibleFloat else {
-            throw MergeError(.invalidInputs, "\(file)/config.json: torch_dtype '\(name)' is not a float type; set 'dtype' in the configuration.")
+            throw MergeError(
+                .invalidInputs,
+                "\(file)/config.json: torch_dtype '\(name)' is not a float type; set 'dtype' in the configuration.")
         }
         return d
     }
@@ -198,21 +206,29 @@ public enum MoEBuilder {
         case .uniformRandom:
             return MoERouter.uniformRandom(layers: layers, gates: gates.count, hidden: hidden, seed: options.seed)
         case .hidden:
-            throw MergeError(.unsupported, "\(config.file): gate_mode 'hidden' needs a decoder forward pass, which TaskSwitch does not run.")
+            throw MergeError(
+                .unsupported,
+                "\(config.file): gate_mode 'hidden' needs a decoder forward pass, which TaskSwitch does not run.")
         case .cheapEmbed:
             let name = "model.embed_tokens.weight"
             let embedding = try checkpoint { () throws(CheckpointError) in try base.tensor(name) }
             guard embedding.shape.count == 2, embedding.shape[1] == hidden else {
-                throw MergeError(.shapeMismatch, "\(base.path): tensor '\(name)' has shape \(embedding.shape); expected [vocab, \(hidden)].")
+                throw MergeError(
+                    .shapeMismatch,
+                    "\(base.path): tensor '\(name)' has shape \(embedding.shape); expected [vocab, \(hidden)].")
             }
             guard let load = options.loadTokenizer else {
-                throw MergeError(.invalidInputs, "\(config.file): gate_mode cheap_embed needs the base model's tokenizer, and none was given.")
+                throw MergeError(
+                    .invalidInputs,
+                    "\(config.file): gate_mode cheap_embed needs the base model's tokenizer, and none was given.")
             }
             let tokenizer: PromptTokenizer
             do {
                 tokenizer = try load(base.directory)
             } catch {
-                throw MergeError(.invalidInputs, "\(base.path): cannot build the tokenizer for cheap_embed prompts: \(error)", cause: error)
+                throw MergeError(
+                    .invalidInputs, "\(base.path): cannot build the tokenizer for cheap_embed prompts: \(error)",
+                    cause: error)
             }
             defer { embedding.release() }
             return try MoERouter.cheapEmbed(
@@ -227,21 +243,26 @@ public enum MoEBuilder {
         shape: DenseShape, outDType: DType?, rows: [Float], gates: Int
     ) throws(MergeError) -> [Planned] {
         var plan: [Planned] = []
-        func copy(_ m: ModelFolder, _ name: String, as out: String? = nil, shape expected: [Int]? = nil, scale: Double? = nil,
-                  optional: Bool = false) throws(MergeError) {
+        func copy(
+            _ m: ModelFolder, _ name: String, as out: String? = nil, shape expected: [Int]? = nil, scale: Double? = nil,
+            optional: Bool = false
+        ) throws(MergeError) {
             guard let info = m.info(name) else {
                 if optional { return }
                 throw MergeError(.missingTensor, "\(m.path): no tensor named '\(name)', which the mixture needs.")
             }
             if let expected, info.shape != expected {
-                throw MergeError(.shapeMismatch, "\(m.path): tensor '\(name)' has shape \(info.shape); expected \(expected).")
+                throw MergeError(
+                    .shapeMismatch, "\(m.path): tensor '\(name)' has shape \(info.shape); expected \(expected).")
             }
             if outDType != nil || scale != nil, !info.dtype.isConvertibleFloat {
-                throw MergeError(.invalidInputs, "\(m.path): tensor '\(name)' is \(info.dtype.rawValue); expected a float type.")
+                throw MergeError(
+                    .invalidInputs, "\(m.path): tensor '\(name)' is \(info.dtype.rawValue); expected a float type.")
             }
-            plan.append(Planned(
-                spec: TensorSpec(name: out ?? name, dtype: outDType ?? info.dtype, shape: info.shape),
-                source: .copy(m, name, scale: scale)))
+            plan.append(
+                Planned(
+                    spec: TensorSpec(name: out ?? name, dtype: outDType ?? info.dtype, shape: info.shape),
+                    source: .copy(m, name, scale: scale)))
         }
         let h = shape.hidden
         let i = shape.intermediate
@@ -260,13 +281,17 @@ public enum MoEBuilder {
             case .mixtral:
                 for (e, m) in experts.enumerated() {
                     for t in mlp {
-                        try copy(m, "\(p).mlp.\(t.source).weight", as: "\(p).block_sparse_moe.experts.\(e).\(t.mixtral).weight",
-                                 shape: t.shape, scale: t.residual ? config.experts[e].residualScale : nil)
+                        try copy(
+                            m, "\(p).mlp.\(t.source).weight",
+                            as: "\(p).block_sparse_moe.experts.\(e).\(t.mixtral).weight",
+                            shape: t.shape, scale: t.residual ? config.experts[e].residualScale : nil)
                     }
                 }
-                plan.append(Planned(
-                    spec: TensorSpec(name: "\(p).block_sparse_moe.gate.weight", dtype: routerDType, shape: [experts.count, h]),
-                    source: .floats(Array(layerRows[0..<(experts.count * h)]))))
+                plan.append(
+                    Planned(
+                        spec: TensorSpec(
+                            name: "\(p).block_sparse_moe.gate.weight", dtype: routerDType, shape: [experts.count, h]),
+                        source: .floats(Array(layerRows[0..<(experts.count * h)]))))
             case .qwen2MoE:
                 // Qwen2-MoE attention always has q/k/v biases; mergekit writes zeros when the base has none, sized
                 // with hidden_size / num_attention_heads as the head size.
@@ -276,29 +301,37 @@ public enum MoEBuilder {
                     if base.info(name) != nil {
                         try copy(base, name)
                     } else {
-                        plan.append(Planned(
-                            spec: TensorSpec(name: name, dtype: outDType ?? .F32, shape: [heads * headDim]), source: .zeros))
+                        plan.append(
+                            Planned(
+                                spec: TensorSpec(name: name, dtype: outDType ?? .F32, shape: [heads * headDim]),
+                                source: .zeros))
                     }
                 }
                 for (e, m) in experts.enumerated() {
                     for t in mlp {
-                        try copy(m, "\(p).mlp.\(t.source).weight", as: "\(p).mlp.experts.\(e).\(t.source).weight",
-                                 shape: t.shape, scale: t.residual ? config.experts[e].residualScale : nil)
+                        try copy(
+                            m, "\(p).mlp.\(t.source).weight", as: "\(p).mlp.experts.\(e).\(t.source).weight",
+                            shape: t.shape, scale: t.residual ? config.experts[e].residualScale : nil)
                     }
                 }
                 for t in mlp {
-                    try copy(shared[0], "\(p).mlp.\(t.source).weight", as: "\(p).mlp.shared_expert.\(t.source).weight",
-                             shape: t.shape, scale: t.residual ? config.sharedExperts[0].residualScale : nil)
+                    try copy(
+                        shared[0], "\(p).mlp.\(t.source).weight", as: "\(p).mlp.shared_expert.\(t.source).weight",
+                        shape: t.shape, scale: t.residual ? config.sharedExperts[0].residualScale : nil)
                 }
-                plan.append(Planned(
-                    spec: TensorSpec(name: "\(p).mlp.gate.weight", dtype: routerDType, shape: [experts.count, h]),
-                    source: .floats(Array(layerRows[0..<(experts.count * h)]))))
+                plan.append(
+                    Planned(
+                        spec: TensorSpec(name: "\(p).mlp.gate.weight", dtype: routerDType, shape: [experts.count, h]),
+                        source: .floats(Array(layerRows[0..<(experts.count * h)]))))
                 // The shared expert's gate: its router row (selection guarantees one: Qwen MoE needs the shared
                 // expert's prompts unless the rows are random); zeros only as a defensive fallback.
-                let sharedRow = gates > experts.count ? Array(layerRows[(experts.count * h)..<((experts.count + 1) * h)]) : nil
-                plan.append(Planned(
-                    spec: TensorSpec(name: "\(p).mlp.shared_expert_gate.weight", dtype: routerDType, shape: [1, h]),
-                    source: sharedRow.map { .floats($0) } ?? .zeros))
+                let sharedRow =
+                    gates > experts.count ? Array(layerRows[(experts.count * h)..<((experts.count + 1) * h)]) : nil
+                plan.append(
+                    Planned(
+                        spec: TensorSpec(
+                            name: "\(p).mlp.shared_expert_gate.weight", dtype: routerDType, shape: [1, h]),
+                        source: sharedRow.map { .floats($0) } ?? .zeros))
             }
         }
         try copy(base, "model.norm.weight", shape: [h])

@@ -28,7 +28,8 @@ public enum MoEConfigParser {
             for _ in try Yams.compose_all(yaml: yaml) { count += 1 }
             guard count <= 1 else {
                 throw MergeError(
-                    .invalidConfig, "\(file): a mergekit-moe configuration is one YAML document; this file holds \(count).")
+                    .invalidConfig,
+                    "\(file): a mergekit-moe configuration is one YAML document; this file holds \(count).")
             }
             // `compose` (not the lazy `compose_all`) reports a syntax error instead of ending early.
             guard let first = try Yams.compose(yaml: yaml) else {
@@ -63,8 +64,10 @@ public enum MoEConfigParser {
                     continue
                 }
                 guard let mode = MoEGateMode(rawValue: s) else {
-                    throw MergeConfigParser.fail(.invalidConfig, file, value,
-                        "'gate_mode' is '\(s)'; expected one of \(MoEGateMode.allCases.map(\.rawValue).joined(separator: ", ")).")
+                    throw MergeConfigParser.fail(
+                        .invalidConfig, file, value,
+                        "'gate_mode' is '\(s)'; expected one of \(MoEGateMode.allCases.map(\.rawValue).joined(separator: ", "))."
+                    )
                 }
                 config.gateMode = mode
             case "dtype":
@@ -79,7 +82,8 @@ public enum MoEConfigParser {
                 if isNull(value) { continue }
                 config.architecture = try MergeConfigParser.string(value, file: file, key: key)
             default:
-                throw MergeConfigParser.fail(.unknownKey, file, keyNode,
+                throw MergeConfigParser.fail(
+                    .unknownKey, file, keyNode,
                     "unknown key '\(key)'; expected one of \(topKeys.joined(separator: ", ")).")
             }
         }
@@ -105,10 +109,12 @@ public enum MoEConfigParser {
 
     static func experts(_ node: Node, file: String, key: String) throws(MergeError) -> [MoEExpert] {
         guard case .sequence(let seq) = node else {
-            throw MergeConfigParser.fail(.invalidConfig, file, node, "'\(key)' must be a list of {source_model, positive_prompts, ...}.")
+            throw MergeConfigParser.fail(
+                .invalidConfig, file, node, "'\(key)' must be a list of {source_model, positive_prompts, ...}.")
         }
         guard seq.count <= maxExperts else {
-            throw MergeConfigParser.fail(.limitExceeded, file, node, "'\(key)' lists \(seq.count) experts; at most \(maxExperts) are allowed.")
+            throw MergeConfigParser.fail(
+                .limitExceeded, file, node, "'\(key)' lists \(seq.count) experts; at most \(maxExperts) are allowed.")
         }
         var out: [MoEExpert] = []
         for item in seq { out.append(try expert(item, file: file)) }
@@ -130,16 +136,20 @@ public enum MoEConfigParser {
             case "noise_scale":
                 if isNull(value) { continue }
                 // torch.randn_like draws noise in the tensor's own dtype, after the router's draws; not reproduced.
-                throw MergeConfigParser.fail(.unsupported, file, keyNode,
-                    "'noise_scale' (random noise added to an expert's weights) is not supported; remove it, or add the noise to the expert model beforehand.")
+                throw MergeConfigParser.fail(
+                    .unsupported, file, keyNode,
+                    "'noise_scale' (random noise added to an expert's weights) is not supported; remove it, or add the noise to the expert model beforehand."
+                )
             case "residual_scale":
                 if isNull(value) { continue }
                 guard let d = value.float ?? (value.int.map(Double.init)), d.isFinite else {
-                    throw MergeConfigParser.fail(.invalidConfig, file, value, "'residual_scale' must be a finite number.")
+                    throw MergeConfigParser.fail(
+                        .invalidConfig, file, value, "'residual_scale' must be a finite number.")
                 }
                 e.residualScale = d
             default:
-                throw MergeConfigParser.fail(.unknownKey, file, keyNode,
+                throw MergeConfigParser.fail(
+                    .unknownKey, file, keyNode,
                     "unknown key '\(key)' in an expert; expected one of \(expertKeys.joined(separator: ", ")).")
             }
         }
@@ -155,7 +165,8 @@ public enum MoEConfigParser {
             throw MergeConfigParser.fail(.invalidConfig, file, node, "'\(key)' must be a list of strings.")
         }
         guard seq.count <= maxPrompts else {
-            throw MergeConfigParser.fail(.limitExceeded, file, node, "'\(key)' lists \(seq.count) prompts; at most \(maxPrompts) are allowed.")
+            throw MergeConfigParser.fail(
+                .limitExceeded, file, node, "'\(key)' lists \(seq.count) prompts; at most \(maxPrompts) are allowed.")
         }
         var out: [String] = []
         for p in seq {
@@ -174,37 +185,50 @@ public enum MoEConfigParser {
         }
         guard !c.experts.isEmpty else { throw fail(.invalidConfig, expertsLine, "'experts' is empty.") }
         guard c.expertsPerToken >= 1 else {
-            throw fail(.invalidConfig, expertsLine, "'experts_per_token' is \(c.expertsPerToken); it must be at least 1.")
+            throw fail(
+                .invalidConfig, expertsLine, "'experts_per_token' is \(c.expertsPerToken); it must be at least 1.")
         }
         guard c.experts.count >= c.expertsPerToken else {
-            throw fail(.invalidConfig, expertsLine,
+            throw fail(
+                .invalidConfig, expertsLine,
                 "'experts' lists \(c.experts.count) experts, fewer than experts_per_token (\(c.expertsPerToken)).")
         }
         if c.gateMode == .hidden {
-            throw fail(.unsupported, expertsLine,
-                "gate_mode 'hidden' needs the base model's hidden states for every prompt from a decoder forward pass, which TaskSwitch does not run; use cheap_embed, random or uniform_random (or build the routers with mergekit-moe).")
+            throw fail(
+                .unsupported, expertsLine,
+                "gate_mode 'hidden' needs the base model's hidden states for every prompt from a decoder forward pass, which TaskSwitch does not run; use cheap_embed, random or uniform_random (or build the routers with mergekit-moe)."
+            )
         }
         // mergekit exempts only 'random' from the prompt checks (uniform_random included); like mergekit, a single
         // expert counts as "all the same".
         if c.gateMode != .random {
             for (i, e) in c.experts.enumerated() where e.positivePrompts.isEmpty {
-                throw fail(.missingParameter, e.line, "expert \(i) ('\(e.sourceModel)') has no positive_prompts, which gate_mode '\(c.gateMode.rawValue)' needs.")
+                throw fail(
+                    .missingParameter, e.line,
+                    "expert \(i) ('\(e.sourceModel)') has no positive_prompts, which gate_mode '\(c.gateMode.rawValue)' needs."
+                )
             }
             let first = c.experts[0]
-            if c.experts.dropFirst().allSatisfy({ $0.positivePrompts == first.positivePrompts && $0.negativePrompts == first.negativePrompts })
-            {
-                throw fail(.invalidConfig, expertsLine,
-                    "every expert has the same positive and negative prompts, so the router cannot tell them apart; give each expert prompts that reflect what it should receive.")
+            if c.experts.dropFirst().allSatisfy({
+                $0.positivePrompts == first.positivePrompts && $0.negativePrompts == first.negativePrompts
+            }) {
+                throw fail(
+                    .invalidConfig, expertsLine,
+                    "every expert has the same positive and negative prompts, so the router cannot tell them apart; give each expert prompts that reflect what it should receive."
+                )
             }
             if !allowAllSame, c.experts.allSatisfy({ $0.sourceModel == first.sourceModel }) {
-                throw fail(.invalidConfig, expertsLine,
-                    "every expert is the model '\(first.sourceModel)': the mixture would cost more and answer the same (allow it only to train the mixture afterwards).")
+                throw fail(
+                    .invalidConfig, expertsLine,
+                    "every expert is the model '\(first.sourceModel)': the mixture would cost more and answer the same (allow it only to train the mixture afterwards)."
+                )
             }
         }
         if !c.sharedExperts.isEmpty {
             let withPrompts = c.sharedExperts.filter { !$0.positivePrompts.isEmpty }.count
             guard withPrompts == 0 || withPrompts == c.sharedExperts.count else {
-                throw fail(.invalidConfig, c.sharedExperts[0].line,
+                throw fail(
+                    .invalidConfig, c.sharedExperts[0].line,
                     "either every shared expert has positive_prompts or none has (mergekit-moe's rule).")
             }
         }

@@ -37,8 +37,10 @@ enum MoERouter {
         gates: [MoEExpert], layers: Int, embedding: TensorView, tokenizer: PromptTokenizer, bos: String, file: String
     ) throws(MergeError) -> [Float] {
         guard embedding.shape.count == 2, embedding.dtype.isConvertibleFloat else {
-            throw MergeError(.invalidInputs,
-                "\(embedding.file): tensor '\(embedding.name)' is \(embedding.dtype.rawValue) \(embedding.shape); cheap_embed needs a 2-D float embedding.")
+            throw MergeError(
+                .invalidInputs,
+                "\(embedding.file): tensor '\(embedding.name)' is \(embedding.dtype.rawValue) \(embedding.shape); cheap_embed needs a 2-D float embedding."
+            )
         }
         let rows = embedding.shape[0]
         let hidden = embedding.shape[1]
@@ -54,8 +56,10 @@ enum MoERouter {
                 var sum = [Float](repeating: 0, count: hidden)
                 for id in ids {
                     guard id >= 0, Int(id) < rows else {
-                        throw MergeError(.invalidInputs,
-                            "\(file): a \(which) prompt of expert \(expert) gives token id \(id), outside the \(rows) rows of '\(embedding.name)' (\(embedding.file)).")
+                        throw MergeError(
+                            .invalidInputs,
+                            "\(file): a \(which) prompt of expert \(expert) gives token id \(id), outside the \(rows) rows of '\(embedding.name)' (\(embedding.file))."
+                        )
                     }
                     let start = Int(id) * rowBytes
                     row.withUnsafeMutableBufferPointer { dst in
