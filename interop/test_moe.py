@@ -90,7 +90,8 @@ def test_transformers_loads_and_matches_mergekit(name, built, torch_one_thread, 
     ref = reference["logits"]
     assert logits.shape == ref.shape
     assert torch.isfinite(logits).all()
-    tol = 1e-4 if config.get("torch_dtype", config.get("dtype")) == "float32" else 5e-2
+    # Measured: at most 6.1e-7 (F32 routers a few ulps apart); 0 in BF16, whose rounding absorbs them here.
+    tol = 1e-5 if config.get("torch_dtype", config.get("dtype")) == "float32" else 2e-2
     assert torch.allclose(logits, ref, atol=tol, rtol=tol), (
         f"{name}: logits differ from mergekit's model by {(logits - ref).abs().max().item()}")
 
