@@ -5,14 +5,17 @@ import Foundation
 public struct MoEOptions: Sendable {
     /// Seed of the torch generator that `random` and `uniform_random` routers are drawn from: the routers equal
     /// mergekit-moe's with `--random-seed` set to the same value. (Without that option mergekit-moe is not
-    /// reproducible: importing it reseeds torch from the operating system.)
+    /// reproducible: importing it reseeds torch's generator.)
     public var seed: UInt64 = 0
+    /// Bound of one output shard in bytes.
     public var outShardSize: Int = ModelWriter.defaultMaxShardBytes
+    /// Replace an existing output folder.
     public var overwrite = false
     /// fsync every output file before it is renamed into place.
     public var durable = true
     /// mergekit's `--i-understand-this-is-not-useful-without-training`.
     public var allowAllSame = false
+    /// Folder of the local Hugging Face hub cache (default as `MergeOptions.hubCache`).
     public var hubCache: String?
     /// Builds the tokenizer of the base model folder for `cheap_embed` prompts.
     public var loadTokenizer: (@Sendable (URL) throws -> PromptTokenizer)?
