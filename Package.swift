@@ -74,7 +74,10 @@ let package = Package(
 
         .testTarget(name: "CheckpointIOTests", dependencies: ["CheckpointIO"], resources: [.copy("Fixtures")]),
         .testTarget(name: "TensorKernelsTests", dependencies: ["TensorKernels", "CheckpointIO", "CMergeKernels"]),
-        .testTarget(name: "MergeEngineTests", dependencies: ["MergeEngine", "CheckpointIO", "TensorKernels"], resources: [.copy("Fixtures")]),
+        // Evaluation: the byte-level BPE tokenizer that `tswitch moe` hands MergeEngine for cheap_embed prompts.
+        .testTarget(
+            name: "MergeEngineTests", dependencies: ["MergeEngine", "CheckpointIO", "TensorKernels", "Evaluation"],
+            resources: [.copy("Fixtures")]),
         .testTarget(name: "TaskSwitchesTests", dependencies: ["TaskSwitches", "TensorKernels", "CheckpointIO", "MergeEngine"], resources: [.copy("Fixtures")]),
         .testTarget(
             name: "ServingTests",

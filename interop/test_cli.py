@@ -30,6 +30,9 @@ def test_version_prints_one_version_string(tswitch):
     (["convert", "a", "b", "--max-shard-size", "0"], "--max-shard-size"),
     (["convert", "a", "b", "--max-shard-size", "5X"], "not a size"),
     (["merge", "c.yml", "out", "--out-shard-size", "lots"], "not a size"),
+    (["moe", "c.yml", "out", "--out-shard-size", "lots"], "not a size"),
+    (["moe", "c.yml", "out", "--out-shard-size", "0"], "--out-shard-size"),
+    (["moe", "c.yml", "out", "--random-seed", "seven"], "--random-seed"),
     (["analyze", "b", "f", "--head", "h", "--data", "d", "--drops", "0.5,1.5"], "drop ratio"),
 ])
 def test_bad_values_are_usage_errors(tswitch, tmp_path, args, needle):

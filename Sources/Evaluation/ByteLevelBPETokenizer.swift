@@ -6,9 +6,9 @@ import Foundation
 ///
 /// Steps, as the file declares them: split out added tokens (`<s>`, `<mask>`, ...) on the raw text; normalize each
 /// remaining segment (`normalizer`: NFC/NFD/NFKC/NFKD, Lowercase, Strip, Replace of a string, Prepend, Sequence, or
-/// none); pre-tokenize (`ByteLevel`: an optional prefix space, the GPT-2 split
-/// `'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+`, every UTF-8 byte mapped to one
-/// printable character); apply the `BPE` model's merges by rank; add the post-processor's special tokens
+/// none); pre-tokenize (`Split` steps, as Llama 3 and Qwen2 have, see `SplitPattern`; then `ByteLevel`: an optional
+/// prefix space, the GPT-2 split `'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+`, every UTF-8 byte mapped to
+/// one printable character); apply the `BPE` model's merges by rank; add the post-processor's special tokens
 /// (`RobertaProcessing`, `BertProcessing`, `TemplateProcessing`, `ByteLevel`, Sequence).
 ///
 /// A component type or option this file does not implement is a thrown `.unsupportedTokenizer` naming the file and
@@ -42,6 +42,8 @@ public struct ByteLevelBPETokenizer: TextTokenizer {
     }
 
     let normalizer: Normalizer?
+    /// `Split` pre-tokenizer steps before the ByteLevel one (Llama 3, Qwen2), applied in order.
+    let splits: [SplitPattern]
     let addPrefixSpace: Bool
     let useRegex: Bool
     /// Token text (UTF-8 of the byte-level characters) to id, the model's vocabulary.
@@ -183,8 +185,9 @@ public struct ByteLevelBPETokenizer: TextTokenizer {
         }
         self.normalizer = try normalizer(root["normalizer"] ?? NSNull(), "normalizer")
 
-        // Pre-tokenizer: one ByteLevel, alone or as the only member of a Sequence.
+        // Pre-tokenizer: one ByteLevel, alone or in a Sequence after `Split` steps (Llama 3's and Qwen2's).
         var byteLevel: [String: Any]?
+        var splits: [SplitPattern] = []
         func preTokenizer(_ value: Any, _ path: String) throws(EvaluationError) {
             guard let p = value as? [String: Any], let type = p["type"] as? String else {
                 throw invalid("\(path) is not an object with a 'type'.")
@@ -193,11 +196,16 @@ public struct ByteLevelBPETokenizer: TextTokenizer {
             case "ByteLevel":
                 guard byteLevel == nil else { throw unsupported("\(path): a second ByteLevel pre-tokenizer is not supported.") }
                 byteLevel = p
+            case "Split":
+                guard byteLevel == nil else {
+                    throw unsupported("\(path): a Split pre-tokenizer after the ByteLevel one is not supported.")
+                }
+                splits.append(try SplitPattern(p, path: path, file: file))
             case "Sequence":
                 guard let list = p["pretokenizers"] as? [Any] else { throw invalid("\(path).pretokenizers is not a list.") }
                 for (i, item) in list.enumerated() { try preTokenizer(item, "\(path).pretokenizers[\(i)]") }
             default:
-                throw unsupported("pre-tokenizer type '\(type)' (\(path)) is not supported; this tokenizer implements ByteLevel.")
+                throw unsupported("pre-tokenizer type '\(type)' (\(path)) is not supported; this tokenizer implements ByteLevel and Split.")
             }
         }
         guard let pre = root["pre_tokenizer"], !(pre is NSNull) else {
@@ -207,6 +215,7 @@ public struct ByteLevelBPETokenizer: TextTokenizer {
         guard let byteLevel else {
             throw unsupported("pre_tokenizer has no ByteLevel step; a byte-level BPE tokenizer needs one.")
         }
+        self.splits = splits
         addPrefixSpace = byteLevel["add_prefix_space"] as? Bool ?? true
         useRegex = byteLevel["use_regex"] as? Bool ?? true
 
@@ -388,8 +397,16 @@ public struct ByteLevelBPETokenizer: TextTokenizer {
         }
     }
 
-    /// The ByteLevel pre-tokenizer: words as UTF-8 bytes.
+    /// The pre-tokenizer: the `Split` steps' pieces, each through the ByteLevel step.
     func preTokenize(_ text: String) -> [[UInt8]] {
+        guard !splits.isEmpty else { return byteLevelWords(text) }
+        var pieces = [text]
+        for split in splits { pieces = pieces.flatMap(split.pieces) }
+        return pieces.flatMap(byteLevelWords)
+    }
+
+    /// The ByteLevel pre-tokenizer: words as UTF-8 bytes.
+    func byteLevelWords(_ text: String) -> [[UInt8]] {
         var s = Array(text.unicodeScalars)
         if s.isEmpty { return [] }
         if addPrefixSpace && s.first != " " { s.insert(" ", at: 0) }

@@ -8,7 +8,7 @@ public struct MergeError: CodedError, Sendable {
     public struct Code: ErrorCode, CaseIterable {
         private enum Wrapped: String, Sendable, CaseIterable {
             case invalidConfig, unknownKey, unknownMethod, missingParameter, modelNotFound, missingTensor,
-                shapeMismatch, invalidInputs, numerical, checkpoint, limitExceeded
+                shapeMismatch, invalidInputs, numerical, checkpoint, limitExceeded, unsupported
         }
 
         private let wrapped: Wrapped
@@ -45,6 +45,8 @@ public struct MergeError: CodedError, Sendable {
         public static let checkpoint = Code(.checkpoint)
         /// The configuration exceeds a size limit of `MergeConfigParser.Limits` (bytes, depth, nodes, models).
         public static let limitExceeded = Code(.limitExceeded)
+        /// A mergekit option or model kind this implementation does not provide (named in the message).
+        public static let unsupported = Code(.unsupported)
     }
 
     public let code: Code

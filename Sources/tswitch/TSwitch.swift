@@ -19,6 +19,7 @@ struct TSwitch: ParsableCommand {
             AnalyzeCommand.self,
             RouteCommand.self,
             MergeCommand.self,
+            MoECommand.self,
             ExtractLoRACommand.self,
             ServeCommand.self,
         ])

@@ -107,6 +107,26 @@ struct RobertaEncoderTests {
         let cases: [(String, (inout [String: Any]) -> Void, String)] = [
             ("normalizer", { $0["normalizer"] = ["type": "Precompiled"] }, "normalizer type 'Precompiled'"),
             ("pre-tokenizer", { $0["pre_tokenizer"] = ["type": "Metaspace"] }, "pre-tokenizer type 'Metaspace'"),
+            (
+                "split behavior",
+                {
+                    $0["pre_tokenizer"] = [
+                        "type": "Split", "pattern": ["Regex": "\\s+"], "behavior": "Removed", "invert": false,
+                    ]
+                }, "pre_tokenizer: Split behavior 'Removed' is not supported"
+            ),
+            (
+                "split after byte level",
+                {
+                    $0["pre_tokenizer"] = [
+                        "type": "Sequence",
+                        "pretokenizers": [
+                            ["type": "ByteLevel", "add_prefix_space": false],
+                            ["type": "Split", "pattern": ["String": " "], "behavior": "Isolated", "invert": false],
+                        ],
+                    ]
+                }, "pre_tokenizer.pretokenizers[1]: a Split pre-tokenizer after the ByteLevel one"
+            ),
             ("post-processor", { $0["post_processor"] = ["type": "Fancy"] }, "post-processor type 'Fancy'"),
             (
                 "model",
