@@ -3,8 +3,9 @@
 
 Usage: demo_table.py RESULTS PACKS BASE               linear-probe heads: packs in PACKS, random-mask packs in
                                                       PACKS/random-mask
-       demo_table.py --zero-shot RESULTS PACKS BASE   the zero-shot-head protocol (PACKS = packs/zero-shot; the query
-                                                      set and router are the shared ones in PACKS/..)
+       demo_table.py --zero-shot RESULTS PACKS BASE   the zero-shot-head protocol (PACKS = packs/zero-shot, random-mask
+                                                      packs in PACKS/random-mask; the query set and router are the
+                                                      shared ones in PACKS/..)
 """
 import json
 import os
@@ -20,14 +21,10 @@ def load(name):
 
 
 pre = load("pretrained")
-if zero_shot:
-    rows = [("pre-trained, zero-shot heads", pre), ("T-Switch (task known)", load("tswitch")),
-            ("Auto-Switch, per example (LDA)", load("auto-example")),
-            ("Auto-Switch, per batch of 64", load("auto-batch"))]
-else:
-    rows = [("pre-trained + heads", pre), ("T-Switch (task known)", load("tswitch")),
-            ("Auto-Switch, per example (LDA)", load("auto-example")), ("Auto-Switch, per batch of 64", load("auto-batch")),
-            ("random-mask (task known)", load("random")), ("random-mask Auto, batch of 64", load("random-auto-batch"))]
+rows = [("pre-trained, zero-shot heads" if zero_shot else "pre-trained + heads", pre),
+        ("T-Switch (task known)", load("tswitch")),
+        ("Auto-Switch, per example (LDA)", load("auto-example")), ("Auto-Switch, per batch of 64", load("auto-batch")),
+        ("random-mask (task known)", load("random")), ("random-mask Auto, batch of 64", load("random-auto-batch"))]
 manifest = json.load(open(os.path.join(packs_dir, "manifest.json")))
 individual = manifest["individual_accuracy"]
 tasks = sorted(pre["tasks"])
@@ -59,13 +56,12 @@ print()
 print(f"storage: T-Switch (the paper's method): {len(tasks)} packs {pack_bytes / 1e6:.2f} MB "
       f"= {100 * pack_bytes / finetune_bytes:.2f} % of {len(tasks)} F32 fine-tunes ({finetune_bytes / 1e6:.0f} MB), "
       f"drop ratio {manifest['drop_ratio']}")
-if not zero_shot:
-    random_dir = os.path.join(packs_dir, "random-mask")
-    random_manifest = json.load(open(os.path.join(random_dir, "manifest.json")))
-    random_bytes = sum(os.path.getsize(os.path.join(random_dir, t + ".tsw")) for t in tasks)
-    print(f"         random-mask (beyond the paper): {len(tasks)} packs {random_bytes / 1e6:.2f} MB "
-          f"= {100 * random_bytes / finetune_bytes:.2f} %, drop ratio {random_manifest['drop_ratio']}, "
-          f"seed {random_manifest['seed']}, {random_manifest['values']} values")
+random_dir = os.path.join(packs_dir, "random-mask")
+random_manifest = json.load(open(os.path.join(random_dir, "manifest.json")))
+random_bytes = sum(os.path.getsize(os.path.join(random_dir, t + ".tsw")) for t in tasks)
+print(f"         random-mask (beyond the paper): {len(tasks)} packs {random_bytes / 1e6:.2f} MB "
+      f"= {100 * random_bytes / finetune_bytes:.2f} %, drop ratio {random_manifest['drop_ratio']}, "
+      f"seed {random_manifest['seed']}, {random_manifest['values']} values")
 print(f"         Auto-Switch query set {query_bytes / 1e6:.2f} MB, LDA router {router_bytes / 1e6:.2f} MB (shared); "
       "packs include the classification heads")
 print("gain: share of the fine-tuning gain kept, (method - pre-trained) / (individual - pre-trained)")
