@@ -26,6 +26,27 @@ enum EvalFixture {
         }
     }
 
+    /// Writes a synthetic fine-tune into `dir`: a copy of the pretrained base with `delta(name, index)` added to
+    /// each element of the tensors in `changed`, plus the base's support files.
+    static func fineTune(into dir: URL, changing changed: Set<String>, delta: (String, Int) -> Float) throws {
+        let base = try ModelFolder(path: modelFolder.path)
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        let specs = base.tensorInfos.map { TensorSpec(name: $0.name, dtype: $0.dtype, shape: $0.shape) }
+        let writer = try SafeTensorsWriter(path: dir.appendingPathComponent("model.safetensors").path, tensors: specs)
+        for spec in specs {
+            let view = try base.tensor(spec.name)
+            if changed.contains(spec.name) {
+                try writer.write(spec.name, floats: try view.floats().enumerated().map { $1 + delta(spec.name, $0) })
+            } else {
+                try writer.write(spec.name, from: view)
+            }
+        }
+        try writer.finish()
+        for f in base.supportFiles {
+            try FileManager.default.copyItem(at: f, to: dir.appendingPathComponent(f.lastPathComponent))
+        }
+    }
+
     /// The trait that skips a suite when the model is missing, saying why.
     static var needsModel: ConditionTrait {
         .enabled(if: modelAvailable, "the pretrained all-MiniLM-L6-v2 is missing: run scripts/setup")
