@@ -72,21 +72,30 @@ let package = Package(
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ]),
 
-        .testTarget(name: "CheckpointIOTests", dependencies: ["CheckpointIO"], resources: [.copy("Fixtures")]),
-        .testTarget(name: "TensorKernelsTests", dependencies: ["TensorKernels", "CheckpointIO", "CMergeKernels"]),
+        // What every test target shares: fixture and repository paths, temporary folders, coded-error capture,
+        // malformed-corpus cases and mutation runs. A plain target (test targets cannot depend on each other).
+        .target(name: "TestSupport", dependencies: ["CheckpointIO"], path: "Tests/TestSupport"),
+        .testTarget(
+            name: "CheckpointIOTests", dependencies: ["CheckpointIO", "TestSupport"], resources: [.copy("Fixtures")]),
+        .testTarget(
+            name: "TensorKernelsTests", dependencies: ["TensorKernels", "CheckpointIO", "CMergeKernels", "TestSupport"]),
         // Evaluation: the byte-level BPE tokenizer that `tswitch moe` hands MergeEngine for cheap_embed prompts.
         .testTarget(
-            name: "MergeEngineTests", dependencies: ["MergeEngine", "CheckpointIO", "TensorKernels", "Evaluation"],
+            name: "MergeEngineTests", dependencies: ["MergeEngine", "CheckpointIO", "TensorKernels", "Evaluation", "TestSupport"],
             resources: [.copy("Fixtures")]),
-        .testTarget(name: "TaskSwitchesTests", dependencies: ["TaskSwitches", "TensorKernels", "CheckpointIO", "MergeEngine"], resources: [.copy("Fixtures")]),
+        .testTarget(
+            name: "TaskSwitchesTests", dependencies: ["TaskSwitches", "TensorKernels", "CheckpointIO", "MergeEngine", "TestSupport"],
+            resources: [.copy("Fixtures")]),
         .testTarget(
             name: "ServingTests",
             dependencies: [
-                "Serving", "Evaluation", "TaskSwitches", "CheckpointIO",
+                "Serving", "Evaluation", "TaskSwitches", "CheckpointIO", "TestSupport",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdTesting", package: "hummingbird"),
             ]),
-        .testTarget(name: "EvaluationTests", dependencies: ["Evaluation", "TaskSwitches", "TensorKernels", "CheckpointIO"], resources: [.copy("Fixtures")]),
+        .testTarget(
+            name: "EvaluationTests", dependencies: ["Evaluation", "TaskSwitches", "TensorKernels", "CheckpointIO", "TestSupport"],
+            resources: [.copy("Fixtures")]),
     ],
     swiftLanguageModes: [.v6]
 )

@@ -55,19 +55,8 @@ public enum PackFile {
 
     /// Encodes the pack into bytes.
     public static func encode(_ pack: SwitchPack) -> [UInt8] {
-        var out = ByteWriter()
         let version = version(of: pack)
-        out.raw(magic)
-        out.u32(version)
-        out.u32(0)  // flags, reserved
-        var sections = 0
-        func section(_ tag: String, _ payload: [UInt8]) {
-            out.raw(Array(tag.utf8))
-            out.u64(UInt64(payload.count))
-            out.u32(CRC32C.checksum(payload))
-            out.raw(payload)
-            sections += 1
-        }
+        var out = SectionWriter(magic: magic, version: version)
         var meta: [String: Any] = [
             "format": "tswitch-pack",
             "version": Int(version),
@@ -88,10 +77,14 @@ public enum PackFile {
         }
         // JSONSerialization of plain strings, numbers and arrays cannot fail.
         let metaBytes = (try? JSONSerialization.data(withJSONObject: meta, options: [.sortedKeys])) ?? Data("{}".utf8)
-        section("META", Array(metaBytes))
+        out.section("META", Array(metaBytes))
         // Tensors are coded in parallel inside `TernaryCoder.encode` (by block).
         for t in pack.tensors {
-            if let v = t.values { section("RVAL", encodeRandom(t, v)) } else { section("TSWT", encodeTensor(t)) }
+            if let v = t.values {
+                out.section("RVAL", encodeRandom(t, v))
+            } else {
+                out.section("TSWT", encodeTensor(t))
+            }
         }
         for h in pack.head {
             var w = ByteWriter()
@@ -99,12 +92,9 @@ public enum PackFile {
             w.u8(UInt8(h.shape.count))
             for d in h.shape { w.u64(UInt64(d)) }
             h.values.withUnsafeBytes { w.bytes.append(contentsOf: $0) }  // little-endian hosts only (MappedFile)
-            section("HEAD", w.bytes)
+            out.section("HEAD", w.bytes)
         }
-        var end = ByteWriter()
-        end.u64(UInt64(sections))
-        section("END!", end.bytes)
-        return out.bytes
+        return out.finish()
     }
 
     static func encodeTensor(_ t: TensorSwitch) -> [UInt8] {

@@ -25,66 +25,34 @@ extension PackFile {
     public static func decode(_ bytes: UnsafeRawBufferPointer, file: String, limits: Limits = .standard)
         throws(SwitchError) -> SwitchPack
     {
-        func truncated(_ what: String) -> SwitchError {
-            SwitchError(.truncatedPack, "\(file): the pack is truncated (\(what)); copy it again.")
-        }
-        func corrupt(_ what: String) -> SwitchError {
-            SwitchError(.corruptPack, "\(file): the pack is corrupt (\(what)); copy it again.")
-        }
         guard !bytes.isEmpty else {
             throw SwitchError(.notAPack, "\(file): the file is empty; expected a switch pack.")
         }
         guard bytes.count >= magic.count, bytes.prefix(magic.count).elementsEqual(magic) else {
             if bytes.count < magic.count, magic.starts(with: bytes) {
-                throw truncated("the file ends inside the 16-byte preamble")
+                throw SectionReader.truncated(file, "pack", "the file ends inside the 16-byte preamble")
             }
             throw SwitchError(
                 .notAPack, "\(file): not a switch pack (expected the magic bytes \\x89TSWPACK at the start).")
         }
-        var r = ByteReader(bytes)
-        r.offset = magic.count
-        guard let version = try? r.u32(), let flags = try? r.u32() else {
-            throw truncated("the file ends inside the 16-byte preamble")
-        }
-        guard version >= 1 else { throw corrupt("the format version is 0") }
-        guard version <= Self.version else {
-            throw SwitchError(
-                .unsupportedVersion,
-                "\(file): the pack has format version \(version), newer than this reader (version \(Self.version)); upgrade tswitch to read it."
-            )
-        }
-        // Reserved: version 1 writes 0, so any other value is damage (the preamble has no checksum of its own).
-        guard flags == 0 else { throw corrupt("the reserved flags field is \(flags), not 0") }
+        var r = try SectionReader(
+            bytes, magicLength: magic.count, file: file, kind: "pack", newestVersion: Self.version,
+            maxSections: limits.maxSections)
+        func corrupt(_ what: String) -> SwitchError { SectionReader.corrupt(file, "pack", what) }
+        let version = r.version
         var meta: [String: Any]?
         var tensors: [TensorSwitch] = []
         var head: [DenseTensor] = []
-        var sections = 0
         var ended = false
         var kept = 0
         var randomSections = 0
         while r.remaining > 0 {
-            guard !ended else { throw corrupt("\(r.remaining) bytes follow the END! section") }
-            guard sections < limits.maxSections else {
-                throw SwitchError(
-                    .limitExceeded, "\(file): the pack has more than \(limits.maxSections) sections, the limit.")
-            }
-            guard let tagBytes = try? r.take(4), let length = try? r.u64(), let crc = try? r.u32() else {
-                throw truncated("the file ends inside the header of section \(sections + 1)")
-            }
-            let tag = String(decoding: tagBytes, as: UTF8.self)
-            guard length <= UInt64(r.remaining), let payload = try? r.take(Int(length)) else {
-                throw truncated("section \(sections + 1) ('\(tag)') needs \(length) bytes, \(r.remaining) remain")
-            }
-            guard CRC32C.checksum(payload) == crc else {
-                throw corrupt("the checksum of section \(sections + 1) ('\(tag)') does not match its contents")
-            }
-            switch tag {
+            if ended { try r.checkNothingFollows() }
+            let section = try r.next()
+            let payload = section.payload
+            switch section.tag {
             case "META":
-                guard payload.count <= limits.maxMetaBytes else {
-                    throw SwitchError(
-                        .limitExceeded,
-                        "\(file): the META section has \(payload.count) bytes; at most \(limits.maxMetaBytes) are allowed.")
-                }
+                try r.limit(section, maxBytes: limits.maxMetaBytes)
                 guard let obj = try? JSONSerialization.jsonObject(with: Data(payload)) as? [String: Any] else {
                     throw corrupt("the META section is not a JSON object")
                 }
@@ -105,17 +73,13 @@ extension PackFile {
             case "HEAD":
                 head.append(try decodeHead(payload, file: file, limits: limits))
             case "END!":
-                var e = ByteReader(payload)
-                guard let count = try? e.u64(), count == UInt64(sections) else {
-                    throw corrupt("the END! section counts a different number of sections than the file holds")
-                }
+                try r.checkEnd(section, exactLength: false)
                 ended = true
             default:
                 break  // Sections added by later minor revisions of version 1 are skipped (their CRC was checked).
             }
-            sections += 1
         }
-        guard ended else { throw truncated("the END! section is missing after \(sections) sections") }
+        guard ended else { throw r.truncated("the END! section is missing after \(r.count) sections") }
         guard let meta else { throw corrupt("the META section is missing") }
         guard let task = meta["task"] as? String,
             let fp = (meta["base_fingerprint"] as? String).flatMap(BaseFingerprint.init(hex:)),

@@ -3,11 +3,12 @@ import Foundation
 
 /// Reads and writes `.tsr` router files holding an `LDARouter`.
 ///
-/// Layout (little-endian), framed like packs (`PackFile`): the 16-byte preamble `\x89TSWROUT`, u32 version (1),
-/// u32 flags (0); then sections, each a 4-byte tag, u64 payload length and the payload's CRC-32C: `META` (JSON:
-/// format, version, kind "lda", tasks, dimension, shrinkage, ood_threshold as its f32 bit pattern, optional
-/// base_fingerprint), `CENT` (D f32), `WGHT` (tasks × D f32, row-major), `BIAS` (tasks f32), `CHOL` (D × D f32: the lower Cholesky factor of the shared covariance), `END!` (u64 section
-/// count). Every section is required exactly once, in that order.
+/// Layout (little-endian), framed like packs (`SectionReader`, `SectionWriter`): the 16-byte preamble
+/// `\x89TSWROUT`, u32 version (1), u32 flags (0); then sections, each a 4-byte tag, u64 payload length and the
+/// payload's CRC-32C: `META` (JSON: format, version, kind "lda", tasks, dimension, shrinkage, ood_threshold as its
+/// f32 bit pattern, optional base_fingerprint), `CENT` (D f32), `WGHT` (tasks × D f32, row-major), `BIAS` (tasks
+/// f32), `CHOL` (D × D f32: the lower Cholesky factor of the shared covariance), `END!` (u64 section count). Every
+/// section is required exactly once, in that order.
 public enum RouterFile {
     public static let magic: [UInt8] = [0x89, 0x54, 0x53, 0x57, 0x52, 0x4F, 0x55, 0x54]  // "\x89TSWROUT"
     public static let version: UInt32 = 1
@@ -33,38 +34,24 @@ public enum RouterFile {
     }
 
     public static func encode(_ r: LDARouter) -> [UInt8] {
-        var out = ByteWriter()
-        out.raw(magic)
-        out.u32(version)
-        out.u32(0)
-        var sections = 0
-        func section(_ tag: String, _ payload: [UInt8]) {
-            out.raw(Array(tag.utf8))
-            out.u64(UInt64(payload.count))
-            out.u32(CRC32C.checksum(payload))
-            out.raw(payload)
-            sections += 1
-        }
+        var out = SectionWriter(magic: magic, version: version)
         var meta: [String: Any] = [
             "format": "tswitch-router", "version": Int(version), "kind": "lda", "tasks": r.tasks,
             "dimension": r.dimension, "shrinkage": r.shrinkage, "ood_threshold": Int(r.oodThreshold.bitPattern),
         ]
         if let fp = r.baseFingerprint { meta["base_fingerprint"] = fp.description }
         let metaBytes = (try? JSONSerialization.data(withJSONObject: meta, options: [.sortedKeys])) ?? Data("{}".utf8)
-        section("META", Array(metaBytes))
+        out.section("META", Array(metaBytes))
         func floats(_ v: [Float]) -> [UInt8] {
             var w = ByteWriter()
             for x in v { w.f32(x) }
             return w.bytes
         }
-        section("CENT", floats(r.centre))
-        section("WGHT", floats(r.weights))
-        section("BIAS", floats(r.bias))
-        section("CHOL", floats(r.choleskyFactor))
-        var end = ByteWriter()
-        end.u64(UInt64(sections))
-        section("END!", end.bytes)
-        return out.bytes
+        out.section("CENT", floats(r.centre))
+        out.section("WGHT", floats(r.weights))
+        out.section("BIAS", floats(r.bias))
+        out.section("CHOL", floats(r.choleskyFactor))
+        return out.finish()
     }
 
     /// Writes the router atomically.
@@ -105,53 +92,23 @@ public enum RouterFile {
     public static func decode(_ bytes: UnsafeRawBufferPointer, file: String, limits: Limits = .standard)
         throws(SwitchError) -> LDARouter
     {
-        func truncated(_ what: String) -> SwitchError {
-            SwitchError(.truncatedPack, "\(file): the router file is truncated (\(what)); copy it again.")
-        }
-        func corrupt(_ what: String) -> SwitchError {
-            SwitchError(.corruptPack, "\(file): the router file is corrupt (\(what)); copy it again.")
-        }
         guard bytes.count >= magic.count, bytes.prefix(magic.count).elementsEqual(magic) else {
             throw SwitchError(
                 .notAPack, "\(file): not a router file (expected the magic bytes \\x89TSWROUT at the start).")
         }
-        var r = ByteReader(bytes)
-        r.offset = magic.count
-        guard let v = try? r.u32(), let flags = try? r.u32() else {
-            throw truncated("the file ends inside the 16-byte preamble")
-        }
-        guard v >= 1 else { throw corrupt("the format version is 0") }
-        guard v <= version else {
-            throw SwitchError(
-                .unsupportedVersion,
-                "\(file): the router file has format version \(v), newer than this reader (version \(version)).")
-        }
-        guard flags == 0 else { throw corrupt("the reserved flags field is \(flags), not 0") }
-        let order = ["META", "CENT", "WGHT", "BIAS", "CHOL", "END!"]
+        var r = try SectionReader(
+            bytes, magicLength: magic.count, file: file, kind: "router file", newestVersion: version)
+        func corrupt(_ what: String) -> SwitchError { SectionReader.corrupt(file, "router file", what) }
+        let v = r.version
         var payloads: [UnsafeRawBufferPointer] = []
-        for (i, want) in order.enumerated() {
-            guard let tagBytes = try? r.take(4), let length = try? r.u64(), let crc = try? r.u32() else {
-                throw truncated("the file ends inside the header of section \(i + 1)")
+        for tag in ["META", "CENT", "WGHT", "BIAS", "CHOL", "END!"] {
+            let section = try r.next(expected: tag)
+            if tag == "META" { try r.limit(section, maxBytes: limits.maxMetaBytes) }
+            if tag == "END!" {
+                try r.checkNothingFollows()
+                try r.checkEnd(section, exactLength: true)
             }
-            let tag = String(decoding: tagBytes, as: UTF8.self)
-            guard tag == want else { throw corrupt("section \(i + 1) is '\(tag)', expected '\(want)'") }
-            guard length <= UInt64(r.remaining), let payload = try? r.take(Int(length)) else {
-                throw truncated("section '\(tag)' needs \(length) bytes, \(r.remaining) remain")
-            }
-            guard CRC32C.checksum(payload) == crc else {
-                throw corrupt("the checksum of section '\(tag)' does not match its contents")
-            }
-            if i == 0, payload.count > limits.maxMetaBytes {
-                throw SwitchError(
-                    .limitExceeded,
-                    "\(file): field META has \(payload.count) bytes; at most \(limits.maxMetaBytes) are allowed.")
-            }
-            payloads.append(payload)
-        }
-        guard r.remaining == 0 else { throw corrupt("\(r.remaining) bytes follow the END! section") }
-        var e = ByteReader(payloads[5])
-        guard payloads[5].count == 8, let n = try? e.u64(), n == 5 else {
-            throw corrupt("the END! section counts a different number of sections than the file holds")
+            payloads.append(section.payload)
         }
         guard let meta = try? JSONSerialization.jsonObject(with: Data(payloads[0])) as? [String: Any] else {
             throw corrupt("field META is not a JSON object")

@@ -1,4 +1,5 @@
 import Foundation
+import TestSupport
 import Testing
 
 @testable import CheckpointIO
@@ -6,12 +7,7 @@ import Testing
 /// Shared helpers of the CheckpointIO tests: fixture paths, raw array loading, error capture.
 enum Fixture {
     /// The copied `Fixtures` folder of this test target.
-    static let root: URL = {
-        guard let url = Bundle.module.url(forResource: "Fixtures", withExtension: nil) else {
-            fatalError("the Fixtures resource folder is missing from the test bundle")
-        }
-        return url
-    }()
+    static let root = TestPaths.fixtures(in: .module)
 
     static func path(_ relative: String) -> String { root.appendingPathComponent(relative).path }
 
@@ -35,24 +31,7 @@ enum Fixture {
 func checkpointError(
     _ body: () throws -> Void, sourceLocation: SourceLocation = #_sourceLocation
 ) -> CheckpointError? {
-    do {
-        try body()
-        return nil
-    } catch let error as CheckpointError {
-        return error
-    } catch {
-        Issue.record("expected a CheckpointError, got \(error)", sourceLocation: sourceLocation)
-        return nil
-    }
-}
-
-/// A fresh empty folder under the system temporary directory, removed by the caller.
-func temporaryFolder(_ label: String = #function) throws -> URL {
-    let safe = label.filter { $0.isLetter || $0.isNumber }
-    let url = FileManager.default.temporaryDirectory
-        .appendingPathComponent("tswitch-io-\(safe)-\(getpid())-\(UInt32.random(in: 0...UInt32.max))")
-    try FileManager.default.createDirectory(at: url, withIntermediateDirectories: true)
-    return url
+    thrownError(CheckpointError.self, sourceLocation: sourceLocation, body)
 }
 
 /// FNV-1a 64 over bytes, the hash `scripts/fixtures/io_models.py` stores per tensor.

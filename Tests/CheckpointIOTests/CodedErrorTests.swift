@@ -1,4 +1,5 @@
 import Foundation
+import TestSupport
 import Testing
 
 @testable import CheckpointIO
@@ -39,8 +40,7 @@ struct CodedErrorTests {
 
     @Test("an existing output is refused with a message naming the folder and no command-line flag")
     func outputExistsMessage() throws {
-        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("coded-error-\(getpid())")
-        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        let dir = try temporaryFolder()
         defer { try? FileManager.default.removeItem(at: dir) }
         do throws(CheckpointError) {
             _ = try ModelWriter(directory: dir.path, tensors: [])

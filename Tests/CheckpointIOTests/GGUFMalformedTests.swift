@@ -1,4 +1,5 @@
 import Foundation
+import TestSupport
 import Testing
 
 @testable import CheckpointIO
@@ -7,40 +8,26 @@ import Testing
 /// code, in one sentence naming the file and the tensor or key involved.
 @Suite("GGUF malformed corpus")
 struct GGUFMalformedTests {
-    struct Case: CustomTestStringConvertible, Sendable {
-        let name: String
-        let code: String
-        let tensor: String?
-        let key: String?
-        var testDescription: String { "\(name) -> \(code)" }
-    }
-
-    static let cases: [Case] = {
+    static let cases: [MalformedCase] = {
         guard let e = try? Fixture.json("gguf/malformed/expected.json") as? [String: [String: Any]] else {
             fatalError("gguf/malformed/expected.json is missing")
         }
-        return e.keys.sorted().map { n in
-            Case(name: n, code: e[n]?["code"] as? String ?? "?", tensor: e[n]?["tensor"] as? String,
-                 key: e[n]?["key"] as? String)
-        }
+        return MalformedCase.cases(e)
     }()
 
     @Test("The corpus covers every rule: at least 40 files and 14 distinct codes, all of them real codes")
     func corpusSize() {
         #expect(Self.cases.count >= 40)
         #expect(Set(Self.cases.map(\.code)).count >= 14)
-        for c in Self.cases { #expect(CheckpointError.Code(rawValue: c.code) != nil, "\(c.name): unknown code \(c.code)") }
+        MalformedCase.expectKnownCodes(Self.cases, CheckpointError.Code.self)
     }
 
     @Test("A malformed file is refused with its code, naming the file and the tensor or key", arguments: cases)
-    func malformed(_ c: Case) {
+    func malformed(_ c: MalformedCase) {
         let path = Fixture.path("gguf/malformed/\(c.name).gguf")
         let error = checkpointError { _ = try GGUFFile(path: path) }
-        #expect(error?.code.rawValue == c.code, "\(c.name): \(error?.message ?? "accepted")")
+        c.expectRefusal(error, naming: path)
         guard let error else { return }
-        #expect(error.message.contains(path), "message does not name the file: \(error.message)")
-        if let t = c.tensor { #expect(error.message.contains("'\(t)'"), "message does not name '\(t)': \(error.message)") }
-        if let k = c.key { #expect(error.message.contains("'\(k)'"), "message does not name '\(k)': \(error.message)") }
         #expect(error.message.hasSuffix(".") && !error.message.contains("\n"), "\(c.name): \(error.message)")
     }
 }
@@ -51,11 +38,7 @@ struct GGUFMalformedTests {
 @Suite("Mutation fuzzing of the GGUF parser")
 struct GGUFMutationTests {
     static func parse(_ bytes: [UInt8]) throws(CheckpointError) -> GGUFHeader {
-        var result: Result<GGUFHeader, CheckpointError>!
-        bytes.withUnsafeBytes { raw in
-            result = Result { () throws(CheckpointError) -> GGUFHeader in try GGUFHeader.parse(raw, file: "mutant") }
-        }
-        return try result.get()
+        try MutationRun.withBytes(bytes) { raw throws(CheckpointError) in try GGUFHeader.parse(raw, file: "mutant") }
     }
 
     @Test("10,000 mutants are parsed consistently or refused with a CheckpointError")
@@ -63,13 +46,9 @@ struct GGUFMutationTests {
         let valid = try ["quants.gguf", "align64.gguf", "empty.gguf"].map {
             try [UInt8](Data(contentsOf: Fixture.root.appendingPathComponent("gguf/\($0)")))
         }
-        var rng = SplitMix(2027)
-        var accepted = 0
-        var codes = Set<CheckpointError.Code>()
-        for i in 0..<10_000 {
-            var b = valid[i % valid.count]
-            for _ in 0..<(1 + Int(rng.next() % 3)) {
-                let pos = Int(rng.next() % UInt64(max(1, b.count)))
+        let (accepted, codes) = MutationRun.run(
+            valid, count: 10_000, seed: 2027,
+            edit: { b, pos, rng in
                 switch rng.next() % 5 {
                 case 0 where !b.isEmpty: b[pos] ^= UInt8(1 << (rng.next() % 8))
                 case 1 where !b.isEmpty: b[pos] = [0, 1, 2, 9, 0x20, 0x40, 0x7F, 0x80, 0xFF].randomElement(using: &rng) ?? 0
@@ -77,10 +56,9 @@ struct GGUFMutationTests {
                 case 3: b.insert(contentsOf: (0..<(1 + rng.next() % 8)).map { _ in UInt8(truncatingIfNeeded: rng.next()) }, at: min(pos, b.count))
                 default: if !b.isEmpty { b.remove(at: pos) }
                 }
-            }
-            do {
-                let h = try Self.parse(b)
-                accepted += 1
+            },
+            parse: Self.parse,
+            accepted: { h, b in
                 var expected = 0
                 for t in h.tensors {
                     #expect(t.offset == expected && t.offset % h.alignment == 0)
@@ -101,11 +79,7 @@ struct GGUFMutationTests {
                         out.deallocate()
                     }
                 }
-            } catch {
-                codes.insert(error.code)
-                #expect(error.message.contains("mutant"))
-            }
-        }
+            })
         #expect(accepted > 0, "some mutants (e.g. changed tensor bytes) stay valid")
         #expect(codes.count >= 8, "mutants reach many different checks: \(codes)")
     }

@@ -1,4 +1,5 @@
 import Foundation
+import TestSupport
 import Testing
 
 @testable import CheckpointIO
@@ -7,12 +8,6 @@ import Testing
 /// message naming the file and the tensor; the valid corner cases open with the right tensors.
 @Suite("Malformed corpus")
 struct MalformedCorpusTests {
-    struct Case: CustomTestStringConvertible, Sendable {
-        let name: String
-        let code: String
-        let tensor: String?
-        var testDescription: String { "\(name) -> \(code)" }
-    }
 
     nonisolated(unsafe) static let expected: [String: Any] = {
         guard let e = try? Fixture.json("malformed/expected.json") as? [String: Any] else {
@@ -21,11 +16,8 @@ struct MalformedCorpusTests {
         return e
     }()
 
-    static func cases(_ group: String) -> [Case] {
-        let entries = expected[group] as? [String: [String: Any]] ?? [:]
-        return entries.keys.sorted().map { name in
-            Case(name: name, code: entries[name]?["code"] as? String ?? "?", tensor: entries[name]?["tensor"] as? String)
-        }
+    static func cases(_ group: String) -> [MalformedCase] {
+        MalformedCase.cases(expected[group] as? [String: [String: Any]] ?? [:])
     }
 
     static let fileCases = cases("files")
@@ -34,36 +26,24 @@ struct MalformedCorpusTests {
     @Test("The corpus has at least 30 malformed files and every error code it promises exists")
     func corpusSize() {
         #expect(Self.fileCases.count + Self.folderCases.count >= 30)
-        for c in Self.fileCases + Self.folderCases {
-            #expect(CheckpointError.Code(rawValue: c.code) != nil, "\(c.name): unknown code \(c.code)")
-        }
+        MalformedCase.expectKnownCodes(Self.fileCases + Self.folderCases, CheckpointError.Code.self)
         // Each error family of the format is represented.
         let codes = Set((Self.fileCases + Self.folderCases).map(\.code))
         #expect(codes.count >= 20)
     }
 
     @Test("A malformed file is refused with its code, naming the file and tensor", arguments: fileCases)
-    func malformedFile(_ c: Case) {
+    func malformedFile(_ c: MalformedCase) {
         let path = Fixture.path("malformed/files/\(c.name).safetensors")
-        let error = checkpointError { _ = try SafeTensorsFile(path: path) }
-        #expect(error?.code.rawValue == c.code, "\(c.name): \(error?.message ?? "accepted")")
-        #expect(error?.message.contains(path) == true, "message does not name the file: \(error?.message ?? "")")
-        if let tensor = c.tensor {
-            #expect(error?.message.contains("'\(tensor)'") == true, "message does not name '\(tensor)': \(error?.message ?? "")")
-        }
+        c.expectRefusal(checkpointError { _ = try SafeTensorsFile(path: path) }, naming: path)
         // Same through the model-folder entry point, which is what the CLI uses.
         #expect(checkpointError { _ = try ModelFolder(path: path) }?.code.rawValue == c.code)
     }
 
     @Test("A malformed model folder is refused with its code, naming the file and tensor", arguments: folderCases)
-    func malformedFolder(_ c: Case) {
+    func malformedFolder(_ c: MalformedCase) {
         let path = Fixture.path("malformed/folders/\(c.name)")
-        let error = checkpointError { _ = try ModelFolder(path: path) }
-        #expect(error?.code.rawValue == c.code, "\(c.name): \(error?.message ?? "accepted")")
-        #expect(error?.message.contains(path) == true, "message does not name the folder or file: \(error?.message ?? "")")
-        if let tensor = c.tensor {
-            #expect(error?.message.contains("'\(tensor)'") == true, "message does not name '\(tensor)': \(error?.message ?? "")")
-        }
+        c.expectRefusal(checkpointError { _ = try ModelFolder(path: path) }, naming: path)
     }
 
     @Test("Messages are single full sentences")
@@ -110,16 +90,12 @@ struct MalformedCorpusTests {
 @Suite("Mutation fuzzing of the header parser")
 struct HeaderMutationTests {
     static func parse(_ bytes: [UInt8]) throws(CheckpointError) -> SafeTensorsHeader {
-        var result: Result<SafeTensorsHeader, CheckpointError>!
-        bytes.withUnsafeBytes { raw in
-            result = Result { () throws(CheckpointError) -> SafeTensorsHeader in
-                let n = try SafeTensorsHeader.headerLength(
-                    prefix: UnsafeRawBufferPointer(rebasing: raw[0..<min(8, raw.count)]), fileSize: raw.count, file: "mutant")
-                return try SafeTensorsHeader.parse(
-                    json: UnsafeRawBufferPointer(rebasing: raw[8..<(8 + n)]), fileSize: raw.count, file: "mutant")
-            }
+        try MutationRun.withBytes(bytes) { raw throws(CheckpointError) in
+            let n = try SafeTensorsHeader.headerLength(
+                prefix: UnsafeRawBufferPointer(rebasing: raw[0..<min(8, raw.count)]), fileSize: raw.count, file: "mutant")
+            return try SafeTensorsHeader.parse(
+                json: UnsafeRawBufferPointer(rebasing: raw[8..<(8 + n)]), fileSize: raw.count, file: "mutant")
         }
-        return try result.get()
     }
 
     @Test("20,000 mutants of valid files are parsed or refused with a CheckpointError, never accepted inconsistently")
@@ -127,13 +103,9 @@ struct HeaderMutationTests {
         let valid = try FileManager.default.contentsOfDirectory(atPath: Fixture.path("malformed/valid")).sorted()
             .map { try [UInt8](Data(contentsOf: Fixture.root.appendingPathComponent("malformed/valid/\($0)"))) }
             + [try [UInt8](Data(contentsOf: Fixture.root.appendingPathComponent("models/mixed.safetensors")))]
-        var rng = SplitMix(2026)
-        var accepted = 0
-        var codes = Set<CheckpointError.Code>()
-        for i in 0..<20_000 {
-            var b = valid[i % valid.count]
-            for _ in 0..<(1 + Int(rng.next() % 3)) {
-                let pos = Int(rng.next() % UInt64(max(1, b.count)))
+        let (accepted, codes) = MutationRun.run(
+            valid, count: 20_000, seed: 2026,
+            edit: { b, pos, rng in
                 switch rng.next() % 6 {
                 case 0 where !b.isEmpty: b[pos] ^= UInt8(1 << (rng.next() % 8))  // bit flip
                 case 1 where !b.isEmpty: b[pos] = Array("{}[],:\"0123456789-.e\\ ".utf8).randomElement(using: &rng) ?? 0
@@ -142,10 +114,9 @@ struct HeaderMutationTests {
                 case 4 where b.count >= 8: b.replaceSubrange(0..<8, with: withUnsafeBytes(of: UInt64(rng.next() % UInt64(b.count + 16)).littleEndian, Array.init))
                 default: if !b.isEmpty { b.remove(at: pos) }
                 }
-            }
-            do {
-                let h = try Self.parse(b)
-                accepted += 1
+            },
+            parse: Self.parse,
+            accepted: { h, b in
                 var end = 0
                 for t in h.tensors {
                     #expect(t.dataOffsets.lowerBound == end)
@@ -153,14 +124,8 @@ struct HeaderMutationTests {
                     end = t.dataOffsets.upperBound
                 }
                 #expect(h.dataStart + end == b.count)
-            } catch {
-                codes.insert(error.code)
-                #expect(error.message.contains("mutant"))
-            }
-        }
+            })
         #expect(accepted > 0, "some mutants (e.g. whitespace changes) stay valid")
         #expect(codes.count >= 8, "mutants reach many different checks: \(codes)")
     }
 }
-
-extension SplitMix: RandomNumberGenerator {}

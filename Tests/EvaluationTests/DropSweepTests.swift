@@ -23,22 +23,7 @@ struct DropSweepTests {
     }
 
     static func fineTune(into dir: URL) throws {
-        let base = try ModelFolder(path: EvalFixture.modelFolder.path)
-        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
-        let specs = base.tensorInfos.map { TensorSpec(name: $0.name, dtype: $0.dtype, shape: $0.shape) }
-        let writer = try SafeTensorsWriter(path: dir.appendingPathComponent("model.safetensors").path, tensors: specs)
-        for spec in specs {
-            let view = try base.tensor(spec.name)
-            if spec.name == bias || spec.name == matrix {
-                try writer.write(spec.name, floats: try view.floats().enumerated().map { $1 + delta($0) })
-            } else {
-                try writer.write(spec.name, from: view)
-            }
-        }
-        try writer.finish()
-        for f in base.supportFiles {
-            try FileManager.default.copyItem(at: f, to: dir.appendingPathComponent(f.lastPathComponent))
-        }
+        try EvalFixture.fineTune(into: dir, changing: [bias, matrix]) { _, i in delta(i) }
     }
 
     /// One shared synthetic fine-tune for the tests of this suite.

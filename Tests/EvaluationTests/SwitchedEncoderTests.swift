@@ -16,22 +16,7 @@ struct SwitchedEncoderTests {
 
     /// Writes a copy of the base with ±`delta` (alternating) added to `tensor`, plus the base's support files.
     static func fineTune(delta: Float, into dir: URL) throws {
-        let base = try ModelFolder(path: EvalFixture.modelFolder.path)
-        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
-        let specs = base.tensorInfos.map { TensorSpec(name: $0.name, dtype: $0.dtype, shape: $0.shape) }
-        let writer = try SafeTensorsWriter(path: dir.appendingPathComponent("model.safetensors").path, tensors: specs)
-        for spec in specs {
-            let view = try base.tensor(spec.name)
-            if spec.name == tensor {
-                try writer.write(spec.name, floats: try view.floats().enumerated().map { $1 + ($0 % 2 == 0 ? delta : -delta) })
-            } else {
-                try writer.write(spec.name, from: view)
-            }
-        }
-        try writer.finish()
-        for f in base.supportFiles {
-            try FileManager.default.copyItem(at: f, to: dir.appendingPathComponent(f.lastPathComponent))
-        }
+        try EvalFixture.fineTune(into: dir, changing: [tensor]) { _, i in i % 2 == 0 ? delta : -delta }
     }
 
     @Test("a pack applied to the base embeds like the fine-tune; Auto-Switch routes each text to its pack")

@@ -1,6 +1,7 @@
 import CheckpointIO
 import Foundation
 import TaskSwitches
+import TestSupport
 import Testing
 
 @testable import Evaluation
@@ -13,8 +14,7 @@ struct ZeroShotHeadTests {
 
     /// A fresh temporary folder.
     static func folder() throws -> URL {
-        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("zero-shot-\(UUID().uuidString)")
-        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        let dir = try temporaryFolder()
         return dir
     }
 

@@ -1,5 +1,6 @@
 import CheckpointIO
 import Foundation
+import TestSupport
 import Testing
 
 @testable import MergeEngine
@@ -54,8 +55,7 @@ struct LoRAMergeTests {
 
     @Test("a model+lora whose adapter is not a PEFT folder fails naming the reference, and leaves nothing behind")
     func badAdapter() throws {
-        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("lora-bad-\(getpid())")
-        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        let dir = try temporaryFolder()
         defer { try? FileManager.default.removeItem(at: dir) }
         let yml = dir.appendingPathComponent("bad.yml")
         let base = Self.folder.appendingPathComponent("base").path

@@ -1,6 +1,7 @@
 import CheckpointIO
 import Foundation
 import TensorKernels
+import TestSupport
 import Testing
 
 @testable import MergeEngine
@@ -13,16 +14,8 @@ func parseOne(_ yaml: String) throws -> MergeConfig {
 }
 
 /// The MergeError a throwing call raises, or nil.
-func mergeError(_ body: () throws -> Void) -> MergeError? {
-    do {
-        try body()
-        return nil
-    } catch let e as MergeError {
-        return e
-    } catch {
-        Issue.record("unexpected error \(error)")
-        return nil
-    }
+func mergeError(_ body: () throws -> Void, sourceLocation: SourceLocation = #_sourceLocation) -> MergeError? {
+    thrownError(MergeError.self, sourceLocation: sourceLocation, body)
 }
 
 @Suite("mergekit YAML: parsing, precedence, gradients and filters")

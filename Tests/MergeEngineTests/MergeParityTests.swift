@@ -1,5 +1,6 @@
 import CheckpointIO
 import Foundation
+import TestSupport
 import Testing
 
 @testable import MergeEngine
@@ -7,12 +8,7 @@ import Testing
 /// The committed fixtures: tiny Llama checkpoints, one mergekit config per method and mergekit's outputs
 /// (scripts/fixtures/merge_fixtures.py).
 enum Fixtures {
-    static let directory: URL = {
-        guard let url = Bundle.module.url(forResource: "Fixtures", withExtension: nil) else {
-            preconditionFailure("the Fixtures resource folder is missing from the test bundle")
-        }
-        return url
-    }()
+    static let directory = TestPaths.fixtures(in: .module)
 
     static func config(_ name: String) -> String { directory.appendingPathComponent("\(name).yml").path }
     static func expected(_ file: String) -> String { directory.appendingPathComponent("expected/\(file)").path }

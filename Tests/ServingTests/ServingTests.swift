@@ -3,15 +3,15 @@ import Evaluation
 import Foundation
 import Hummingbird
 import HummingbirdTesting
-import Testing
 import TaskSwitches
+import TestSupport
+import Testing
 
 @testable import Serving
 
 /// The pretrained base, two shipped packs and the shipped router, shared by every test of the suite.
 enum ServeFixture {
-    static let repository = URL(fileURLWithPath: #filePath)
-        .deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+    static let repository = TestPaths.repository
     static let tasks = ["lang-id", "wn-verb"]
     static var packFiles: [String] { tasks.map { repository.appendingPathComponent("packs/\($0).tsw").path } }
     static var routerPath: String { repository.appendingPathComponent("packs/queries.safetensors").path }
@@ -19,16 +19,10 @@ enum ServeFixture {
     static var ldaRouterPath: String { repository.appendingPathComponent("packs/router.tsr").path }
 
     static let modelFolder: String = {
-        let p = Process()
-        p.executableURL = repository.appendingPathComponent("scripts/model-path")
-        let pipe = Pipe()
-        p.standardOutput = pipe
-        do { try p.run() } catch { fatalError("cannot run scripts/model-path: \(error)") }
-        let data = pipe.fileHandleForReading.readDataToEndOfFile()
-        p.waitUntilExit()
-        let path = String(decoding: data, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
-        precondition(p.terminationStatus == 0 && !path.isEmpty, "scripts/model-path failed; run scripts/setup")
-        return path
+        switch TestPaths.pretrainedModel {
+        case .success(let url): return url.path
+        case .failure(let missing): fatalError(missing.reason)
+        }
     }()
 
     /// One resident base for all tests (the suite is serialized: switching is in place).

@@ -1,6 +1,7 @@
 import CheckpointIO
 import Foundation
 import MergeEngine
+import TestSupport
 import Testing
 
 @testable import TaskSwitches
@@ -11,8 +12,7 @@ import Testing
 @Suite("GGUF inputs to merge and pack")
 struct GGUFInputTests {
     /// The GGUF fixtures live with CheckpointIO's tests (one script, one folder).
-    static let gguf = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
-        .appendingPathComponent("CheckpointIOTests/Fixtures/gguf")
+    static let gguf = TestPaths.repository.appendingPathComponent("Tests/CheckpointIOTests/Fixtures/gguf")
 
     static func path(_ name: String) -> String { gguf.appendingPathComponent(name).path }
 

@@ -1,6 +1,7 @@
 import CheckpointIO
 import Foundation
 import TensorKernels
+import TestSupport
 import Testing
 
 @testable import TaskSwitches
@@ -19,17 +20,22 @@ struct PackCorruptionTests {
         return (pack, PackFile.encode(pack))
     }
 
-    /// Decodes `bytes` with each single bit flipped in turn; every flip must be a typed error naming the file.
-    /// Returns how often each error code came up.
-    static func flipEveryBit(_ bytes: [UInt8]) throws -> [SwitchError.Code: Int] {
+    /// Decodes `bytes` (a pack, unless `decode` says otherwise) with each single bit flipped in turn; every flip
+    /// must be a typed error naming the file. Returns how often each error code came up.
+    static func flipEveryBit(
+        _ bytes: [UInt8], file: String = "flip.tsw",
+        decode: ([UInt8], String) throws(SwitchError) -> Void = { b, f throws(SwitchError) in
+            _ = try PackFile.decode(b, file: f)
+        }
+    ) throws -> [SwitchError.Code: Int] {
         var codes: [SwitchError.Code: Int] = [:]
         for bit in 0..<(bytes.count * 8) {
             var damaged = bytes
             damaged[bit / 8] ^= UInt8(1 << (bit % 8))
-            let err = switchError { () throws(SwitchError) in _ = try PackFile.decode(damaged, file: "flip.tsw") }
+            let err = switchError { () throws(SwitchError) in try decode(damaged, file) }
             let e = try #require(err, "flipping bit \(bit % 8) of byte \(bit / 8) went unnoticed")
             #expect([.corruptPack, .truncatedPack, .notAPack, .unsupportedVersion, .limitExceeded].contains(e.code))
-            #expect(e.message.hasPrefix("flip.tsw: "))
+            #expect(e.message.hasPrefix("\(file): "))
             codes[e.code, default: 0] += 1
         }
         return codes

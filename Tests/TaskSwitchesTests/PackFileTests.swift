@@ -1,6 +1,7 @@
 import CheckpointIO
 import Foundation
 import TensorKernels
+import TestSupport
 import Testing
 
 @testable import TaskSwitches

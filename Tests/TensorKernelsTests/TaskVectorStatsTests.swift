@@ -1,5 +1,6 @@
 import CheckpointIO
 import Foundation
+import TestSupport
 import Testing
 
 @testable import TensorKernels
@@ -95,8 +96,7 @@ struct TaskVectorStatsTests {
 
     @Test("ModelDiff streams two models and refuses mismatched names and shapes with clear errors")
     func modelDiff() throws {
-        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("tswitch-diff-\(getpid())-\(UInt32.random(in: 0...UInt32.max))")
-        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        let dir = try temporaryFolder()
         defer { try? FileManager.default.removeItem(at: dir) }
         func write(_ name: String, _ tensors: [(String, DType, [Int], [Float])]) throws -> ModelFolder {
             let path = dir.appendingPathComponent(name).path

@@ -1,18 +1,14 @@
 import CheckpointIO
 import Foundation
 import TensorKernels
+import TestSupport
 import Testing
 
 @testable import TaskSwitches
 
-/// Fixture paths, temporary folders and tiny models built in code for the TaskSwitches tests.
+/// Fixture paths and tiny models built in code for the TaskSwitches tests.
 enum Fixture {
-    static let root: URL = {
-        guard let url = Bundle.module.url(forResource: "Fixtures", withExtension: nil) else {
-            fatalError("the Fixtures resource folder is missing from the test bundle")
-        }
-        return url
-    }()
+    static let root = TestPaths.fixtures(in: .module)
 
     static func url(_ relative: String) -> URL { root.appendingPathComponent(relative) }
 
@@ -24,15 +20,6 @@ enum Fixture {
             }
         }
     }
-}
-
-/// A fresh empty folder under the system temporary directory.
-func temporaryFolder(_ label: String = #function) throws -> URL {
-    let safe = label.filter { $0.isLetter || $0.isNumber }
-    let url = FileManager.default.temporaryDirectory
-        .appendingPathComponent("tswitch-sw-\(safe)-\(getpid())-\(UInt32.random(in: 0...UInt32.max))")
-    try FileManager.default.createDirectory(at: url, withIntermediateDirectories: true)
-    return url
 }
 
 /// FNV-1a 64 over the little-endian bytes of UInt32 indices, as the reference script hashes them.
@@ -98,11 +85,8 @@ func toyPair(_ dir: URL, seed: UInt64 = 1, scale: Float = 0.01) throws -> (base:
 }
 
 /// Runs `body` and returns the `SwitchError` it throws, or nil.
-func switchError(_ body: () throws(SwitchError) -> Void) -> SwitchError? {
-    do {
-        try body()
-        return nil
-    } catch {
-        return error
-    }
+func switchError(
+    _ body: () throws(SwitchError) -> Void, sourceLocation: SourceLocation = #_sourceLocation
+) -> SwitchError? {
+    thrownError(SwitchError.self, sourceLocation: sourceLocation, body)
 }
