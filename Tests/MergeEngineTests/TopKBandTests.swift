@@ -83,9 +83,15 @@ struct TopKBandTests {
         for (qi, q) in requests.enumerated() {
             let a = viaPass[qi]
             let b = viaBand[qi]
-            // The band route was taken (its band holds the exact bucket), and the threshold sits on a tie.
-            let band = try #require(bands[qi]?.band, "request \(qi) fell back to the level-2 pass")
-            #expect(band.contains(a.thresholdBits >> 16))
+            // The band route is taken (its band holds the exact bucket) except for request 3, whose threshold lies
+            // among model 2's exact zeros (a third of its entries): that band would collect too much, so it falls
+            // back to the level-2 pass. Either way the threshold sits on a tie.
+            if let band = bands[qi]?.band {
+                #expect(qi != 3, "request 3 should fall back")
+                #expect(band.contains(a.thresholdBits >> 16), "request \(qi): band \(band) misses the threshold")
+            } else {
+                #expect(qi == 3, "request \(qi) fell back to the level-2 pass")
+            }
             #expect(a.needsTieBreak, "request \(qi): no tie at the threshold")
             #expect(a.thresholdBits == b.thresholdBits && a.greater == b.greater && a.quota == b.quota)
             #expect(a.equal == b.equal && a.equalBefore == b.equalBefore)
