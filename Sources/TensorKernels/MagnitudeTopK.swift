@@ -116,6 +116,52 @@ public struct MagnitudeTopK: Sendable {
         return fits
     }
 
+    /// Appends `block << 32 | bits` (|x| as bits) of every value whose level-1 bucket lies in `lowest...highest`
+    /// while `members` has fewer than `cap` entries; returns false once the cap is exceeded. Collected in the
+    /// level-1 pass around an estimated threshold bucket, the members stand in for the level-2 pass. A plain loop:
+    /// the band holds a few percent of the entries, so the branch predicts well.
+    @inline(__always)
+    public static func collectBand(
+        _ values: UnsafePointer<Float>, count: Int, lowest: UInt32, highest: UInt32, block: Int,
+        members: inout [UInt64], cap: Int
+    ) -> Bool {
+        let raw = UnsafeRawPointer(values)
+        let width = highest &- lowest
+        let tag = UInt64(block) << 32
+        for i in 0..<count {
+            let bits = raw.load(fromByteOffset: i * 4, as: UInt32.self) & 0x7FFF_FFFF
+            if (bits >> 16) &- lowest <= width {
+                guard members.count < cap else { return false }
+                members.append(tag | UInt64(bits))
+            }
+        }
+        return true
+    }
+
+    /// `accumulateLevel1` and `collectBand` in one loop.
+    @inline(__always)
+    public static func accumulateLevel1(
+        _ values: UnsafePointer<Float>, count: Int, into histogram: UnsafeMutablePointer<UInt32>, lowest: UInt32,
+        highest: UInt32, block: Int, members: inout [UInt64], cap: Int
+    ) -> Bool {
+        let raw = UnsafeRawPointer(values)
+        let width = highest &- lowest
+        let tag = UInt64(block) << 32
+        for i in 0..<count {
+            let bits = raw.load(fromByteOffset: i * 4, as: UInt32.self) & 0x7FFF_FFFF
+            let bucket = bits >> 16
+            histogram[Int(bucket)] &+= 1
+            if bucket &- lowest <= width {
+                guard members.count < cap else {
+                    accumulateLevel1(values + i + 1, count: count - i - 1, into: histogram)
+                    return false
+                }
+                members.append(tag | UInt64(bits))
+            }
+        }
+        return true
+    }
+
     /// Scans a histogram from the top: the bucket holding the k-th largest and how many entries lie above it.
     public static func locate(_ histogram: [Int], k: Int) -> (bucket: Int, above: Int) {
         var above = 0
