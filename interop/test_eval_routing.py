@@ -23,6 +23,7 @@ def test_per_example_routing_report(tswitch, tmp_path):
         shutil.copytree(ROOT / "data/heads" / t, heads / t)
         texts[t] = [json.loads(l)["text"] for l in lines]
     packs = sorted(str(p) for p in (ROOT / "packs").glob("*.tsw"))  # the router routes to all 8 tasks
+    pack_tasks = {p.rsplit("/", 1)[1][:-4] for p in packs}
     out = tswitch("eval", model_path(), "--head", heads, "--data", data, "--pack", *packs,
                   "--auto-switch", ROOT / "packs/router.tsr", "--route-mode", "per-example",
                   "--max-length", MAX_LENGTH, "--json").stdout
@@ -38,7 +39,7 @@ def test_per_example_routing_report(tswitch, tmp_path):
             parts = line.split("\t")
             if len(parts) == 2 and parts[0].isdigit():
                 name = parts[1].split(" ")[0]
-                expected.append(name if name in {p.rsplit("/", 1)[1][:-4] for p in packs} else "base")
+                expected.append(name if name in pack_tasks else "base")
         assert len(expected) == N
         score = report["tasks"][t]
         routing = score["routing"]
