@@ -85,7 +85,7 @@ public struct TensorSwitch: Sendable, Equatable {
     public var density: Double { elementCount == 0 ? 0 : Double(keptCount) / Double(elementCount) }
 
     /// The coder's rows × cols view: cols is the last dimension, a scalar or vector is one row.
-    var rowsCols: (rows: Int, cols: Int) {
+    package var rowsCols: (rows: Int, cols: Int) {
         guard let last = shape.last, last > 0 else { return (elementCount > 0 ? 1 : 0, max(1, elementCount)) }
         return (elementCount / last, last)
     }

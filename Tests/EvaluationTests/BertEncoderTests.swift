@@ -1,5 +1,6 @@
 import CheckpointIO
 import Foundation
+import TestSupport
 import Testing
 
 @testable import Evaluation
@@ -18,19 +19,7 @@ struct BertEncoderTests {
 
     /// Largest per-row relative L2 error of `got` against `want` (`rows × hidden`).
     static func worstRelativeError(_ got: [Float], _ want: [Float], hidden: Int) -> Double {
-        precondition(got.count == want.count)
-        var worst = 0.0
-        for r in 0..<(want.count / hidden) {
-            var diff = 0.0
-            var norm = 0.0
-            for j in 0..<hidden {
-                let d = Double(got[r * hidden + j]) - Double(want[r * hidden + j])
-                diff += d * d
-                norm += Double(want[r * hidden + j]) * Double(want[r * hidden + j])
-            }
-            worst = max(worst, (diff / max(norm, 1e-30)).squareRoot())
-        }
-        return worst
+        PretrainedModel.worstRelativeError(got, want, hidden: hidden)
     }
 
     @Test("normalized embeddings of 520 texts are within 1e-4 relative error of sentence-transformers")

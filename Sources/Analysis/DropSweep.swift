@@ -1,4 +1,5 @@
 import CheckpointIO
+import Evaluation
 import Foundation
 import TaskSwitches
 import TensorKernels
