@@ -46,7 +46,8 @@ public enum GGUFTokenizerFiles {
         }
         var added: [[String: Any]] = []
         for (i, t) in tokens.enumerated() where i < types.count && (types[i] == 3 || types[i] == 4) {
-            if types[i] == 3, !t.unicodeScalars.allSatisfy({ alphabet.contains($0) }) { continue }  // llama.cpp mislabel
+            // llama.cpp mislabel
+            if types[i] == 3, !t.unicodeScalars.allSatisfy({ alphabet.contains($0) }) { continue }
             added.append([
                 "id": i, "content": t, "single_word": false, "lstrip": false, "rstrip": false, "normalized": false,
                 "special": types[i] == 3,
@@ -114,7 +115,8 @@ public enum GGUFTokenizerFiles {
         return (0..<256).map { b in
             if kept.contains(b) { return Unicode.Scalar(UInt8(b)) }
             defer { next += 1 }
-            return Unicode.Scalar(UInt32(next))!
+            guard let scalar = Unicode.Scalar(UInt32(next)) else { preconditionFailure("U+\(next) is not a scalar") }
+            return scalar
         }
     }()
 

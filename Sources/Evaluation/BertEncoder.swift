@@ -269,20 +269,20 @@ public final class BertEncoder: MixedEncoderModel {
         let h = config.hiddenSize
         let inter = config.intermediateSize
         guard t > 0 else { return }
-        let xp = x.baseAddress!
+        let xp = x.start
         // Q, K, V for every token in one product; attention adds their bias where it reads them.
         layer.qkvWeight.withUnsafeBufferPointer {
-            EncoderKernels.linear(xp, rows: t, inner: h, weight: $0.baseAddress!, out: 3 * h, into: qkv.baseAddress!)
+            EncoderKernels.linear(xp, rows: t, inner: h, weight: $0.start, out: 3 * h, into: qkv.start)
         }
         layer.qkvBias.withUnsafeBufferPointer {
             EncoderKernels.attention(
-                qkv: qkv.baseAddress!, bias: $0.baseAddress!, ctx: ctx.baseAddress!, starts: starts, lengths: lengths,
+                qkv: qkv.start, bias: $0.start, ctx: ctx.start, starts: starts, lengths: lengths,
                 heads: heads, headSize: d, scale: scale)
         }
         // Attention output added to the residual stream x by the product itself; its bias is added by the
         // LayerNorm, which normalizes x in place.
         layer.attentionOutWeight.withUnsafeBufferPointer {
-            EncoderKernels.linear(ctx.baseAddress!, rows: t, inner: h, weight: $0.baseAddress!, out: h, into: xp, accumulate: true)
+            EncoderKernels.linear(ctx.start, rows: t, inner: h, weight: $0.start, out: h, into: xp, accumulate: true)
         }
         layer.attentionNormWeight.withUnsafeBufferPointer { g in
             layer.attentionNormBias.withUnsafeBufferPointer { b in
@@ -291,11 +291,11 @@ public final class BertEncoder: MixedEncoderModel {
         }
         // Feed-forward: x + GELU(x W1ᵀ + b1) W2ᵀ + b2, LayerNorm; b1 is added by GELU, b2 by the LayerNorm.
         layer.intermediateWeight.withUnsafeBufferPointer {
-            EncoderKernels.linear(xp, rows: t, inner: h, weight: $0.baseAddress!, out: inter, into: mid.baseAddress!)
+            EncoderKernels.linear(xp, rows: t, inner: h, weight: $0.start, out: inter, into: mid.start)
         }
         layer.intermediateBias.withUnsafeBufferPointer { EncoderKernels.gelu(mid, bias: $0) }
         layer.outputWeight.withUnsafeBufferPointer {
-            EncoderKernels.linear(mid.baseAddress!, rows: t, inner: inter, weight: $0.baseAddress!, out: h, into: xp, accumulate: true)
+            EncoderKernels.linear(mid.start, rows: t, inner: inter, weight: $0.start, out: h, into: xp, accumulate: true)
         }
         layer.outputNormWeight.withUnsafeBufferPointer { g in
             layer.outputNormBias.withUnsafeBufferPointer { b in

@@ -150,9 +150,10 @@ public struct ByteLevelBPETokenizer: TextTokenizer {
         var next: UInt32 = 256
         for b in 0..<256 {
             if (33...126).contains(b) || (161...172).contains(b) || (174...255).contains(b) {
-                table[b] = Character(Unicode.Scalar(UInt32(b))!)
+                table[b] = Character(Unicode.Scalar(UInt8(b)))
             } else {
-                table[b] = Character(Unicode.Scalar(next)!)
+                guard let scalar = Unicode.Scalar(next) else { preconditionFailure("U+\(next) is not a scalar") }
+                table[b] = Character(scalar)
                 next += 1
             }
         }

@@ -206,7 +206,7 @@ public struct VocabularyAlignment: Sendable {
         let n = tokens.count
         var scratch = [Float](repeating: 0, count: width)
         func readRow(_ m: Int, _ r: Int) -> [Float] {
-            scratch.withUnsafeMutableBufferPointer { inputs[m].source.read((r * width)..<((r + 1) * width), into: $0.baseAddress!) }
+            scratch.withUnsafeMutableBufferPointer { inputs[m].source.read((r * width)..<((r + 1) * width), into: $0.start) }
             return scratch
         }
         let perms = models.map { permutations[$0] ?? [Int](repeating: -1, count: n) }
@@ -270,7 +270,7 @@ public struct VocabularyAlignment: Sendable {
 
         for (m, out) in outputs.enumerated() {
             precondition(out.count == rows * width, "aligned buffer has the wrong size")
-            let base = out.baseAddress!
+            let base = out.start
             for id in 0..<n {
                 let dst = base + id * width
                 let force = settings[tokens[id]]?.force ?? false
@@ -278,7 +278,7 @@ public struct VocabularyAlignment: Sendable {
                     let r = perms[m][id]
                     inputs[m].source.read((r * width)..<((r + 1) * width), into: dst)
                 } else if let d = defaults[id] {
-                    d.withUnsafeBufferPointer { dst.update(from: $0.baseAddress!, count: width) }
+                    d.withUnsafeBufferPointer { dst.update(from: $0.start, count: width) }
                 } else {
                     dst.update(repeating: 0, count: width)
                 }
@@ -288,7 +288,7 @@ public struct VocabularyAlignment: Sendable {
                 var mean = [Float](repeating: 0, count: width)
                 for id in 0..<n { for k in 0..<width { mean[k] += base[id * width + k] } }
                 for k in 0..<width { mean[k] /= Float(n) }
-                for id in n..<rows { mean.withUnsafeBufferPointer { (base + id * width).update(from: $0.baseAddress!, count: width) } }
+                for id in n..<rows { mean.withUnsafeBufferPointer { (base + id * width).update(from: $0.start, count: width) } }
             }
         }
     }

@@ -138,7 +138,7 @@ final class InferenceWorker: @unchecked Sendable {
             // The largest weight among the loaded tasks; none (out of distribution, or not loaded): the base.
             var best: (weight: Double, pack: LoadedPack)?
             for (k, t) in routedTasks.enumerated() where weights[row][k] > 0 {
-                if let p = candidates[t], best == nil || weights[row][k] > best!.weight { best = (weights[row][k], p) }
+                if let p = candidates[t], best.map({ weights[row][k] > $0.weight }) ?? true { best = (weights[row][k], p) }
             }
             if let best {
                 out.append((m.input, m.text, best.pack))

@@ -124,7 +124,7 @@ public struct MixedSwitches: @unchecked Sendable {
         precondition(out.count >= rows.count * width, "scratch too small for \(rows.count) rows of '\(name)'")
         for (r, row) in rows.enumerated() {
             precondition(row >= 0 && (row + 1) * width <= src.count, "row \(row) outside '\(name)'")
-            (dst + r * width).update(from: src.baseAddress! + row * width, count: width)
+            (dst + r * width).update(from: src.start + row * width, count: width)
         }
         guard let adds = lists[mix][t], !adds.isEmpty else { return }
         WeightStore.withPinned(adds.map(\.indices)) { indices in

@@ -95,7 +95,7 @@ public struct TaskVectorStats: Sendable, Equatable {
         let per = (n + chunks - 1) / chunks
         var partial = [Pass](repeating: Pass(), count: chunks)
         partial.withUnsafeMutableBufferPointer { pb in
-            let P = UncheckedSendable(pb.baseAddress!)
+            let P = UncheckedSendable(pb.start)
             let B = UncheckedSendable(base)
             let F = UncheckedSendable(finetuned)
             let O = UncheckedSendable(out)

@@ -49,7 +49,7 @@ enum ServeFixture {
         configure(&config)
         return try await ServingServer.make(
             encoder: encoder, baseName: "all-MiniLM-L6-v2",
-            packs: try tasks.map { (try pack($0), packFiles[tasks.firstIndex(of: $0)!]) }, routerPath: router ?? routerPath,
+            packs: try zip(tasks, packFiles).map { (try pack($0), $1) }, routerPath: router ?? routerPath,
             config: config)
     }
 
