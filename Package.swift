@@ -51,7 +51,8 @@ let package = Package(
         .target(name: "CEncoderKernels"),
         // BERT encoder, WordPiece tokenizer, heads, accuracy.
         .target(
-            name: "Evaluation", dependencies: ["CheckpointIO", "TensorKernels", "TaskSwitches", "COpenBLAS", "CEncoderKernels"]),
+            name: "Evaluation",
+            dependencies: ["CheckpointIO", "TensorKernels", "TaskSwitches", "COpenBLAS", "CEncoderKernels"]),
         // Research code behind `tswitch analyze`: the pulse-like experiment on weights and on accuracy, the coding
         // study of masks and signs, SVG line plots. Nothing in the core libraries imports it.
         .target(
@@ -86,10 +87,12 @@ let package = Package(
             name: "TensorKernelsTests", dependencies: ["TensorKernels", "CheckpointIO", "CMergeKernels", "TestSupport"]),
         // Evaluation: the byte-level BPE tokenizer that `tswitch moe` hands MergeEngine for cheap_embed prompts.
         .testTarget(
-            name: "MergeEngineTests", dependencies: ["MergeEngine", "CheckpointIO", "TensorKernels", "Evaluation", "TestSupport"],
+            name: "MergeEngineTests",
+            dependencies: ["MergeEngine", "CheckpointIO", "TensorKernels", "Evaluation", "TestSupport"],
             resources: [.copy("Fixtures")]),
         .testTarget(
-            name: "TaskSwitchesTests", dependencies: ["TaskSwitches", "TensorKernels", "CheckpointIO", "MergeEngine", "TestSupport"],
+            name: "TaskSwitchesTests",
+            dependencies: ["TaskSwitches", "TensorKernels", "CheckpointIO", "MergeEngine", "TestSupport"],
             resources: [.copy("Fixtures")]),
         .testTarget(
             name: "ServingTests",
@@ -102,7 +105,8 @@ let package = Package(
             name: "AnalysisTests",
             dependencies: ["Analysis", "Evaluation", "TaskSwitches", "TensorKernels", "CheckpointIO", "TestSupport"]),
         .testTarget(
-            name: "EvaluationTests", dependencies: ["Evaluation", "TaskSwitches", "TensorKernels", "CheckpointIO", "TestSupport"],
+            name: "EvaluationTests",
+            dependencies: ["Evaluation", "TaskSwitches", "TensorKernels", "CheckpointIO", "TestSupport"],
             resources: [.copy("Fixtures")]),
     ],
     swiftLanguageModes: [.v6]

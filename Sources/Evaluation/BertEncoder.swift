@@ -97,7 +97,8 @@ public final class BertEncoder: MixedEncoderModel {
         let inter = config.intermediateSize
         func load(_ name: String, _ shape: [Int]) throws(EvaluationError) -> EncoderWeight {
             guard let t = try tensor(name) else {
-                throw EvaluationError(.missingTensor, "\(source): the model has no tensor '\(name)', which a BERT encoder needs.")
+                throw EvaluationError(
+                    .missingTensor, "\(source): the model has no tensor '\(name)', which a BERT encoder needs.")
             }
             guard t.shape == shape, t.weight.count == shape.reduce(1, *) else {
                 throw EvaluationError(
@@ -186,7 +187,8 @@ public final class BertEncoder: MixedEncoderModel {
 
     /// The real tokens of `batch` packed into rows, sequences in `order`: token ids, position ids, and per
     /// sequence of the batch (in batch order) its first row and length.
-    func packTokens(_ batch: TokenBatch, order: [Int]) -> (ids: [Int], positions: [Int], starts: [Int], lengths: [Int]) {
+    func packTokens(_ batch: TokenBatch, order: [Int]) -> (ids: [Int], positions: [Int], starts: [Int], lengths: [Int])
+    {
         let offset = config.positionOffset
         var lengths = [Int](repeating: 0, count: batch.count)
         var starts = [Int](repeating: 0, count: batch.count)
@@ -263,7 +265,8 @@ public final class BertEncoder: MixedEncoderModel {
 
     func runLayer(
         _ layer: Layer, x: UnsafeMutableBufferPointer<Float>, qkv: UnsafeMutableBufferPointer<Float>,
-        ctx: UnsafeMutableBufferPointer<Float>, mid: UnsafeMutableBufferPointer<Float>, tokens t: Int, starts: [Int], lengths: [Int], heads: Int,
+        ctx: UnsafeMutableBufferPointer<Float>, mid: UnsafeMutableBufferPointer<Float>, tokens t: Int, starts: [Int],
+        lengths: [Int], heads: Int,
         headSize d: Int, scale: Float, eps: Float
     ) {
         let h = config.hiddenSize
@@ -286,7 +289,9 @@ public final class BertEncoder: MixedEncoderModel {
         }
         layer.attentionNormWeight.withUnsafeBufferPointer { g in
             layer.attentionNormBias.withUnsafeBufferPointer { b in
-                layer.attentionOutBias.withUnsafeBufferPointer { EncoderKernels.layerNorm(x, rows: t, gamma: g, beta: b, eps: eps, bias: $0) }
+                layer.attentionOutBias.withUnsafeBufferPointer {
+                    EncoderKernels.layerNorm(x, rows: t, gamma: g, beta: b, eps: eps, bias: $0)
+                }
             }
         }
         // Feed-forward: x + GELU(x W1ᵀ + b1) W2ᵀ + b2, LayerNorm; b1 is added by GELU, b2 by the LayerNorm.
@@ -295,11 +300,14 @@ public final class BertEncoder: MixedEncoderModel {
         }
         layer.intermediateBias.withUnsafeBufferPointer { EncoderKernels.gelu(mid, bias: $0) }
         layer.outputWeight.withUnsafeBufferPointer {
-            EncoderKernels.linear(mid.start, rows: t, inner: inter, weight: $0.start, out: h, into: xp, accumulate: true)
+            EncoderKernels.linear(
+                mid.start, rows: t, inner: inter, weight: $0.start, out: h, into: xp, accumulate: true)
         }
         layer.outputNormWeight.withUnsafeBufferPointer { g in
             layer.outputNormBias.withUnsafeBufferPointer { b in
-                layer.outputBias.withUnsafeBufferPointer { EncoderKernels.layerNorm(x, rows: t, gamma: g, beta: b, eps: eps, bias: $0) }
+                layer.outputBias.withUnsafeBufferPointer {
+                    EncoderKernels.layerNorm(x, rows: t, gamma: g, beta: b, eps: eps, bias: $0)
+                }
             }
         }
     }

@@ -13,13 +13,17 @@ extension ByteLevelBPETokenizer {
         let root = parsed.root
         let model = parsed.model
         func invalid(_ what: String) -> EvaluationError { EvaluationError(.invalidTokenizer, "\(file): \(what)") }
-        func unsupported(_ what: String) -> EvaluationError { EvaluationError(.unsupportedTokenizer, "\(file): \(what)") }
+        func unsupported(_ what: String) -> EvaluationError {
+            EvaluationError(.unsupportedTokenizer, "\(file): \(what)")
+        }
 
         // Model.
         guard parsed.modelType == "BPE" else {
             throw unsupported("model type '\(parsed.modelType)' is not supported; this tokenizer implements 'BPE'.")
         }
-        guard model["vocab"] is [String: Any] else { throw invalid("model.vocab of a BPE model is not a token -> id mapping.") }
+        guard model["vocab"] is [String: Any] else {
+            throw invalid("model.vocab of a BPE model is not a token -> id mapping.")
+        }
         for key in ["continuing_subword_prefix", "end_of_word_suffix"] {
             if let v = model[key], !(v is NSNull), (v as? String) != "" {
                 throw unsupported("BPE option '\(key)' = \(v) is not supported (byte-level BPE leaves it empty).")
@@ -54,7 +58,9 @@ extension ByteLevelBPETokenizer {
             if merges[key] == nil { merges[key] = Merge(rank: rank, id: m) }
         }
         if let unk = model["unk_token"] as? String {
-            guard let id = vocab[Array(unk.utf8)] else { throw invalid("model.unk_token '\(unk)' is not in model.vocab.") }
+            guard let id = vocab[Array(unk.utf8)] else {
+                throw invalid("model.unk_token '\(unk)' is not in model.vocab.")
+            }
             unkID = id
         } else {
             unkID = nil
@@ -66,9 +72,11 @@ extension ByteLevelBPETokenizer {
         var added: [AddedToken] = []
         var addedIDs: [String: Int32] = [:]
         for e in parsed.addedTokens where !e.content.isEmpty {
-            added.append(AddedToken(
-                content: Array(e.content.unicodeScalars), id: Int32(e.id), singleWord: e.singleWord, lstrip: e.lstrip,
-                rstrip: e.rstrip))
+            added.append(
+                AddedToken(
+                    content: Array(e.content.unicodeScalars), id: Int32(e.id), singleWord: e.singleWord,
+                    lstrip: e.lstrip,
+                    rstrip: e.rstrip))
             addedIDs[e.content] = Int32(e.id)
             maxID = max(maxID, Int32(e.id))
         }
@@ -97,7 +105,9 @@ extension ByteLevelBPETokenizer {
                     throw invalid("\(path) needs a 'pattern' object and a 'content' string.")
                 }
                 guard let s = pattern["String"] as? String, !s.isEmpty else {
-                    throw unsupported("\(path): a Replace pattern other than a non-empty String (\(pattern.keys.sorted())) is not supported.")
+                    throw unsupported(
+                        "\(path): a Replace pattern other than a non-empty String (\(pattern.keys.sorted())) is not supported."
+                    )
                 }
                 return .replace(pattern: s, content: content)
             case "Sequence":
@@ -122,7 +132,9 @@ extension ByteLevelBPETokenizer {
             }
             switch type {
             case "ByteLevel":
-                guard byteLevel == nil else { throw unsupported("\(path): a second ByteLevel pre-tokenizer is not supported.") }
+                guard byteLevel == nil else {
+                    throw unsupported("\(path): a second ByteLevel pre-tokenizer is not supported.")
+                }
                 byteLevel = p
             case "Split":
                 guard byteLevel == nil else {
@@ -130,10 +142,14 @@ extension ByteLevelBPETokenizer {
                 }
                 splits.append(try SplitPattern(p, path: path, file: file))
             case "Sequence":
-                guard let list = p["pretokenizers"] as? [Any] else { throw invalid("\(path).pretokenizers is not a list.") }
+                guard let list = p["pretokenizers"] as? [Any] else {
+                    throw invalid("\(path).pretokenizers is not a list.")
+                }
                 for (i, item) in list.enumerated() { try preTokenizer(item, "\(path).pretokenizers[\(i)]") }
             default:
-                throw unsupported("pre-tokenizer type '\(type)' (\(path)) is not supported; this tokenizer implements ByteLevel and Split.")
+                throw unsupported(
+                    "pre-tokenizer type '\(type)' (\(path)) is not supported; this tokenizer implements ByteLevel and Split."
+                )
             }
         }
         guard let pre = root["pre_tokenizer"], !(pre is NSNull) else {
@@ -172,17 +188,22 @@ extension ByteLevelBPETokenizer {
                 var after: [Int32] = []
                 var sawSequence = false
                 for (i, piece) in single.enumerated() {
-                    guard let obj = piece as? [String: Any] else { throw invalid("\(path).single[\(i)] is not an object.") }
+                    guard let obj = piece as? [String: Any] else {
+                        throw invalid("\(path).single[\(i)] is not an object.")
+                    }
                     if let s = obj["Sequence"] as? [String: Any] {
                         guard s["id"] as? String == "A", !sawSequence else {
-                            throw unsupported("\(path).single[\(i)]: only one sequence 'A' is supported in a single template.")
+                            throw unsupported(
+                                "\(path).single[\(i)]: only one sequence 'A' is supported in a single template.")
                         }
                         sawSequence = true
                     } else if let s = obj["SpecialToken"] as? [String: Any], let name = s["id"] as? String {
                         guard let entry = specials[name] as? [String: Any], let ids = entry["ids"] as? [Int],
                             ids.allSatisfy({ $0 >= 0 && $0 < Int(Int32.max) })
                         else {
-                            throw invalid("\(path).single[\(i)] names special token '\(name)', which special_tokens does not define with 'ids'.")
+                            throw invalid(
+                                "\(path).single[\(i)] names special token '\(name)', which special_tokens does not define with 'ids'."
+                            )
                         }
                         for id in ids { maxID = max(maxID, Int32(id)) }
                         if sawSequence { after += ids.map { Int32($0) } } else { before += ids.map { Int32($0) } }
@@ -209,7 +230,9 @@ extension ByteLevelBPETokenizer {
         (prefixIDs, suffixIDs) = try postProcessor(root["post_processor"] ?? NSNull(), "post_processor")
 
         var padID: Int32 = 0
-        if let padding = root["padding"] as? [String: Any], let id = padding["pad_id"] as? Int, id >= 0, id < Int(Int32.max) {
+        if let padding = root["padding"] as? [String: Any], let id = padding["pad_id"] as? Int, id >= 0,
+            id < Int(Int32.max)
+        {
             padID = Int32(id)
         } else if let id = addedIDs["<pad>"] ?? vocab[Array("<pad>".utf8)] {
             padID = id

@@ -10,7 +10,9 @@ extension ByteLevelBPETokenizer {
     /// `single_word`.
     func splitAdded(_ s: [Unicode.Scalar]) -> [Segment] {
         guard !added.isEmpty else { return [.text(s)] }
-        func isWordChar(_ c: Unicode.Scalar) -> Bool { c == "_" || c.properties.isAlphabetic || c.properties.numericType != nil }
+        func isWordChar(_ c: Unicode.Scalar) -> Bool {
+            c == "_" || c.properties.isAlphabetic || c.properties.numericType != nil
+        }
         var segments: [Segment] = []
         var textStart = 0
         var i = 0
@@ -60,7 +62,8 @@ extension ByteLevelBPETokenizer {
             if left { s = Array(s.drop(while: { $0.properties.isWhitespace })) }
             if right { while let last = s.last, last.properties.isWhitespace { s.removeLast() } }
             return String(String.UnicodeScalarView(s))
-        case .replace(let pattern, let content): return text.replacingOccurrences(of: pattern, with: content, options: .literal)
+        case .replace(let pattern, let content):
+            return text.replacingOccurrences(of: pattern, with: content, options: .literal)
         case .prepend(let p): return text.isEmpty ? text : p + text
         case .sequence(let steps): return steps.reduce(text) { apply($1, $0) }
         }
@@ -113,7 +116,9 @@ extension ByteLevelBPETokenizer {
             // Contractions.
             if s[i] == "'" && i + 1 < s.count {
                 let rest = s[(i + 1)...]
-                if let suffix = ["s", "t", "re", "ve", "m", "ll", "d"].first(where: { rest.starts(with: $0.unicodeScalars) }) {
+                if let suffix = ["s", "t", "re", "ve", "m", "ll", "d"].first(where: {
+                    rest.starts(with: $0.unicodeScalars)
+                }) {
                     let end = i + 1 + suffix.unicodeScalars.count
                     out.append(i..<end)
                     i = end

@@ -1,6 +1,6 @@
-import CheckpointIO
 import CEncoderKernels
 import COpenBLAS
+import CheckpointIO
 import Foundation
 import TensorKernels
 
@@ -165,7 +165,8 @@ enum EncoderKernels {
     ) {
         let h = heads * d
         let fused = fused ?? (hasAVX512 && d % 16 == 0)
-        precondition(!fused || (hasAVX512 && d % 16 == 0), "the fused attention needs AVX-512 and a head size multiple of 16")
+        precondition(
+            !fused || (hasAVX512 && d % 16 == 0), "the fused attention needs AVX-512 and a head size multiple of 16")
         let groups = starts.count >= 2 * Parallel.coreCount ? 1 : heads
         let perGroup = heads / groups
         let longest = lengths.max() ?? 0
@@ -194,7 +195,9 @@ enum EncoderKernels {
                     let packed = s + n * n
                     for part in 0..<3 {
                         for i in 0..<n {
-                            for c in 0..<d { packed[(part * n + i) * d + c] = q[i * 3 * h + part * h + c] + qb[part * h + c] }
+                            for c in 0..<d {
+                                packed[(part * n + i) * d + c] = q[i * 3 * h + part * h + c] + qb[part * h + c]
+                            }
                         }
                     }
                     let ld = blasint(d)
@@ -248,7 +251,9 @@ enum EncoderKernels {
             let inv = SIMD8<Float>(repeating: 1 / sum)
             j = 0
             while j < full {
-                raw.storeBytes(of: raw.loadUnaligned(fromByteOffset: j * 4, as: SIMD8<Float>.self) * inv, toByteOffset: j * 4, as: SIMD8<Float>.self)
+                raw.storeBytes(
+                    of: raw.loadUnaligned(fromByteOffset: j * 4, as: SIMD8<Float>.self) * inv, toByteOffset: j * 4,
+                    as: SIMD8<Float>.self)
                 j += 8
             }
             for k in full..<n { row[k] *= inv[0] }

@@ -21,7 +21,8 @@ final class AdapterFolderWriter {
             try fm.createDirectory(at: target.deletingLastPathComponent(), withIntermediateDirectories: true)
             try fm.createDirectory(at: temporary, withIntermediateDirectories: false)
         } catch {
-            throw CheckpointError(.io, "\(target.path): cannot create the output folder: \(error.localizedDescription).")
+            throw CheckpointError(
+                .io, "\(target.path): cannot create the output folder: \(error.localizedDescription).")
         }
     }
 
@@ -38,15 +39,18 @@ final class AdapterFolderWriter {
         let fm = FileManager.default
         var old: URL?
         if fm.fileExists(atPath: target.path) {
-            let o = target.deletingLastPathComponent().appendingPathComponent(".\(target.lastPathComponent).old-\(getpid())")
+            let o = target.deletingLastPathComponent().appendingPathComponent(
+                ".\(target.lastPathComponent).old-\(getpid())")
             do { try fm.moveItem(at: target, to: o) } catch {
-                throw CheckpointError(.io, "\(target.path): cannot move the existing folder aside: \(error.localizedDescription).")
+                throw CheckpointError(
+                    .io, "\(target.path): cannot move the existing folder aside: \(error.localizedDescription).")
             }
             old = o
         }
         do { try fm.moveItem(at: temporary, to: target) } catch {
             if let old { try? fm.moveItem(at: old, to: target) }
-            throw CheckpointError(.io, "\(target.path): cannot move the adapter into place: \(error.localizedDescription).")
+            throw CheckpointError(
+                .io, "\(target.path): cannot move the adapter into place: \(error.localizedDescription).")
         }
         finished = true
         if let old { try? fm.removeItem(at: old) }

@@ -13,13 +13,15 @@ extension LoRAExtraction {
         guard options.rank <= min(m, n) else {
             throw MergeError(
                 .invalidInputs,
-                "\(base.path): tensor '\(info.name)' is \(info.shapeDescription); rank \(options.rank) exceeds its smaller side \(min(m, n)).")
+                "\(base.path): tensor '\(info.name)' is \(info.shapeDescription); rank \(options.rank) exceeds its smaller side \(min(m, n))."
+            )
         }
         let d = try delta(info.name, base, fineTuned)
         let norm2 = d.reduce(0.0) { $0 + Double($1) * Double($1) }
         guard norm2.isFinite else {
             throw MergeError(
-                .numerical, "\(fineTuned.path): tensor '\(info.name)': the task vector (fine-tune − base) is not finite.")
+                .numerical,
+                "\(fineTuned.path): tensor '\(info.name)': the task vector (fine-tune − base) is not finite.")
         }
         let svd: TruncatedSVD.Factors
         do {
@@ -29,7 +31,8 @@ extension LoRAExtraction {
             }
         } catch {
             throw MergeError(
-                .numerical, "\(fineTuned.path): tensor '\(info.name)': LAPACK \(error.routine) failed (info \(error.info)).")
+                .numerical,
+                "\(fineTuned.path): tensor '\(info.name)': LAPACK \(error.routine) failed (info \(error.info)).")
         }
         let s = svd.singularValues
         var k = min(options.rank, svd.count)
@@ -42,8 +45,9 @@ extension LoRAExtraction {
         let why = k < options.rank ? "rank cut by the singular-value threshold" : nil
         if k == 0 {
             reports.append(
-                .init(module: module, kind: kind, rank: 0, deltaNorm: norm2.squareRoot(),
-                      errorNorm: norm2.squareRoot(), why: why))
+                .init(
+                    module: module, kind: kind, rank: 0, deltaNorm: norm2.squareRoot(),
+                    errorNorm: norm2.squareRoot(), why: why))
             return nil
         }
         // Left and right scale per triplet: √σ on both, or σ on the right factor.
@@ -73,10 +77,12 @@ extension LoRAExtraction {
             }
         }
         reports.append(
-            .init(module: module, kind: kind, rank: k, deltaNorm: norm2.squareRoot(), errorNorm: error2.squareRoot(),
-                  why: why))
+            .init(
+                module: module, kind: kind, rank: k, deltaNorm: norm2.squareRoot(), errorNorm: error2.squareRoot(),
+                why: why))
         return Factors(
-            a: a, b: b, aShape: [k, rowsA], bShape: [colsB, k], dtype: options.dtype ?? fineTuned.info(info.name)?.dtype ?? info.dtype,
+            a: a, b: b, aShape: [k, rowsA], bShape: [colsB, k],
+            dtype: options.dtype ?? fineTuned.info(info.name)?.dtype ?? info.dtype,
             embedding: asEmbedding)
     }
 
@@ -88,7 +94,8 @@ extension LoRAExtraction {
             guard bv.dtype.isConvertibleFloat, fv.dtype.isConvertibleFloat else {
                 throw CheckpointError(
                     .unsupportedDType,
-                    "\(fineTuned.path): tensor '\(name)' is \(fv.dtype.rawValue) (base \(bv.dtype.rawValue)); LoRA extraction needs float tensors.")
+                    "\(fineTuned.path): tensor '\(name)' is \(fv.dtype.rawValue) (base \(bv.dtype.rawValue)); LoRA extraction needs float tensors."
+                )
             }
             var d = try fv.floats()
             let b = try bv.floats()

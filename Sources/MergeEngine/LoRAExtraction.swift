@@ -118,14 +118,17 @@ public enum LoRAExtraction {
         let include = try compile(options.include)
         let exclude = try compile(options.exclude)
         if FileManager.default.fileExists(atPath: output), !overwrite {
-            throw MergeError(.checkpoint, "\(output): already exists.", cause: CheckpointError(.outputExists, "\(output): already exists."))
+            throw MergeError(
+                .checkpoint, "\(output): already exists.",
+                cause: CheckpointError(.outputExists, "\(output): already exists."))
         }
         // Inputs: the same tensor names, shapes and float dtypes.
         let baseNames = Set(base.tensorNames)
         if let extra = fineTuned.tensorNames.first(where: { !baseNames.contains($0) }) {
             throw MergeError(
                 .missingTensor,
-                "\(fineTuned.path): tensor '\(extra)' is not in the base \(base.path); both models need the same tensors.")
+                "\(fineTuned.path): tensor '\(extra)' is not in the base \(base.path); both models need the same tensors."
+            )
         }
         var modules: [(name: String, tensors: [TensorInfo])] = []
         var index: [String: Int] = [:]
@@ -133,12 +136,14 @@ public enum LoRAExtraction {
             guard let ft = fineTuned.info(info.name) else {
                 throw MergeError(
                     .missingTensor,
-                    "\(fineTuned.path): tensor '\(info.name)' of the base \(base.path) is missing; both models need the same tensors.")
+                    "\(fineTuned.path): tensor '\(info.name)' of the base \(base.path) is missing; both models need the same tensors."
+                )
             }
             guard ft.shape == info.shape else {
                 throw MergeError(
                     .shapeMismatch,
-                    "\(fineTuned.path): tensor '\(info.name)' is \(ft.shapeDescription); the base \(base.path) has \(info.shapeDescription).")
+                    "\(fineTuned.path): tensor '\(info.name)' is \(ft.shapeDescription); the base \(base.path) has \(info.shapeDescription)."
+                )
             }
             let module = info.name.split(separator: ".").dropLast().joined(separator: ".")
             if let i = index[module] {
@@ -159,7 +164,8 @@ public enum LoRAExtraction {
             var changed: [TensorInfo] = []
             for info in tensors where try differs(info.name, base, fineTuned) { changed.append(info) }
             if changed.isEmpty {
-                reports.append(.init(module: module, kind: .skipped, rank: 0, deltaNorm: 0, errorNorm: 0, why: "unchanged"))
+                reports.append(
+                    .init(module: module, kind: .skipped, rank: 0, deltaNorm: 0, errorNorm: 0, why: "unchanged"))
                 continue
             }
             let embedding = isEmbedding(module) || isOutputEmbedding(module)
@@ -168,12 +174,14 @@ public enum LoRAExtraction {
             if options.modulesToSave.contains(module) || options.modulesToSave.contains(last) || forcedSave {
                 saved.append((module, tensors))
                 reports.append(
-                    .init(module: module, kind: .saved, rank: 0, deltaNorm: 0, errorNorm: 0,
-                          why: forcedSave ? "embedding (not decomposed without embedding LoRA)" : "listed to save"))
+                    .init(
+                        module: module, kind: .saved, rank: 0, deltaNorm: 0, errorNorm: 0,
+                        why: forcedSave ? "embedding (not decomposed without embedding LoRA)" : "listed to save"))
                 continue
             }
             if excluded {
-                reports.append(.init(module: module, kind: .skipped, rank: 0, deltaNorm: 0, errorNorm: 0, why: "excluded"))
+                reports.append(
+                    .init(module: module, kind: .skipped, rank: 0, deltaNorm: 0, errorNorm: 0, why: "excluded"))
                 continue
             }
             let weight = tensors.first { $0.name == module + ".weight" && $0.shape.count == 2 }
@@ -194,8 +202,9 @@ public enum LoRAExtraction {
                 reports.removeLast()  // rank 0: no singular value passed the thresholds
                 if others.isEmpty {
                     reports.append(
-                        .init(module: module, kind: .skipped, rank: 0, deltaNorm: 0, errorNorm: 0,
-                              why: "no singular value above the threshold"))
+                        .init(
+                            module: module, kind: .skipped, rank: 0, deltaNorm: 0, errorNorm: 0,
+                            why: "no singular value above the threshold"))
                     continue
                 }
             }
@@ -215,13 +224,15 @@ public enum LoRAExtraction {
         guard !loraModules.isEmpty || !saved.isEmpty else {
             throw MergeError(
                 .invalidInputs,
-                "\(fineTuned.path): nothing to extract against the base \(base.path) (no tensor differs, or every changed module was excluded or skipped).")
+                "\(fineTuned.path): nothing to extract against the base \(base.path) (no tensor differs, or every changed module was excluded or skipped)."
+            )
         }
         let loraBias = factors.values.contains { $0.bias != nil }
         if loraBias, let e = factors.first(where: { $0.value.embedding }) {
             throw MergeError(
                 .invalidInputs,
-                "\(fineTuned.path): module '\(e.key)' is an embedding LoRA and other modules need LoRA biases (their bias changed); PEFT's lora_bias does not support embedding layers. Save the embedding whole or leave the bias changes out.")
+                "\(fineTuned.path): module '\(e.key)' is an embedding LoRA and other modules need LoRA biases (their bias changed); PEFT's lora_bias does not support embedding layers. Save the embedding whole or leave the bias changes out."
+            )
         }
         let r = factors.values.map { $0.aShape[0] }.max() ?? options.rank
 
@@ -233,7 +244,8 @@ public enum LoRAExtraction {
                 specs.append(TensorSpec(name: "\(prefix)\(module).\(a)", dtype: f.dtype, shape: f.aShape))
                 specs.append(TensorSpec(name: "\(prefix)\(module).\(b)", dtype: f.dtype, shape: f.bShape))
                 if let bias = f.bias {
-                    specs.append(TensorSpec(name: "\(prefix)\(module).lora_B.bias", dtype: f.biasDType, shape: [bias.count]))
+                    specs.append(
+                        TensorSpec(name: "\(prefix)\(module).lora_B.bias", dtype: f.biasDType, shape: [bias.count]))
                 }
             } else if let s = saved.first(where: { $0.module == module }) {
                 for t in s.tensors { specs.append(TensorSpec(name: prefix + t.name, dtype: t.dtype, shape: t.shape)) }
@@ -265,7 +277,8 @@ public enum LoRAExtraction {
                 metadata: ["format": "pt"])
             for (module, _) in modules {
                 if let f = factors[module] {
-                    let (a, b) = f.embedding ? ("lora_embedding_A", "lora_embedding_B") : ("lora_A.weight", "lora_B.weight")
+                    let (a, b) =
+                        f.embedding ? ("lora_embedding_A", "lora_embedding_B") : ("lora_A.weight", "lora_B.weight")
                     try writer.write("\(prefix)\(module).\(a)", floats: f.a)
                     try writer.write("\(prefix)\(module).\(b)", floats: f.b)
                     if let bias = f.bias { try writer.write("\(prefix)\(module).lora_B.bias", floats: bias) }

@@ -15,7 +15,9 @@ extension MergeConfigParser {
 
     static func scalarValue(_ node: Node, file: String, name: String) throws(MergeError) -> ParameterValue {
         guard case .scalar(let s) = node else {
-            throw fail(.invalidConfig, file, node, "parameter '\(name)' must be a number, a boolean, a list or {filter, value}.")
+            throw fail(
+                .invalidConfig, file, node,
+                "parameter '\(name)' must be a number, a boolean, a list or {filter, value}.")
         }
         if s.tag == Tag(.bool) || ["true", "false", "True", "False"].contains(s.string), let b = node.bool {
             return .bool(b)
@@ -44,7 +46,8 @@ extension MergeConfigParser {
         }
     }
 
-    static func conditional(_ node: Node, file: String, name: String) throws(MergeError) -> ParameterSetting.Conditional {
+    static func conditional(_ node: Node, file: String, name: String) throws(MergeError) -> ParameterSetting.Conditional
+    {
         var filter: String?
         var value: ParameterSetting?
         for (key, keyNode, v) in try mapping(node, file: file, what: "a conditional value of '\(name)'") {
@@ -52,11 +55,15 @@ extension MergeConfigParser {
             case "filter": filter = try string(v, file: file, key: "filter")
             case "value":
                 if case .mapping = v {
-                    throw fail(.invalidConfig, file, v, "the value of a conditional '\(name)' must be a number, boolean or list.")
+                    throw fail(
+                        .invalidConfig, file, v,
+                        "the value of a conditional '\(name)' must be a number, boolean or list.")
                 }
                 value = try setting(v, file: file, name: name)
             default:
-                throw fail(.unknownKey, file, keyNode, "unknown key '\(key)' in a conditional value of '\(name)'; expected filter, value.")
+                throw fail(
+                    .unknownKey, file, keyNode,
+                    "unknown key '\(key)' in a conditional value of '\(name)'; expected filter, value.")
             }
         }
         guard let value else {

@@ -23,7 +23,8 @@ extension MergeConfigParser {
                 guard case .sequence(let seq) = value, seq.count == 2, let a = seq[0].int, let b = seq[1].int, a >= 0,
                     b >= a
                 else {
-                    throw fail(.invalidConfig, file, value, "'layer_range' must be [start, end) with 0 <= start <= end.")
+                    throw fail(
+                        .invalidConfig, file, value, "'layer_range' must be [start, end) with 0 <= start <= end.")
                 }
                 def.layerRange = a..<b
             default:
@@ -48,7 +49,9 @@ extension MergeConfigParser {
                     throw fail(.invalidConfig, file, value, "'sources' must be a non-empty list.")
                 }
                 guard seq.count <= Limits.maxModels else {
-                    throw fail(.limitExceeded, file, value, "'sources' lists \(seq.count) entries; at most \(Limits.maxModels) are allowed.")
+                    throw fail(
+                        .limitExceeded, file, value,
+                        "'sources' lists \(seq.count) entries; at most \(Limits.maxModels) are allowed.")
                 }
                 for s in seq { def.sources.append(try source(s, file: file, inSlice: true)) }
                 haveSources = true
@@ -57,13 +60,17 @@ extension MergeConfigParser {
             case "parameters":
                 def.parameters = try parameterBlock(value, file: file)
             default:
-                throw fail(.unknownKey, file, keyNode, "unknown key '\(key)'; expected one of sources, base_model, parameters.")
+                throw fail(
+                    .unknownKey, file, keyNode, "unknown key '\(key)'; expected one of sources, base_model, parameters."
+                )
             }
         }
         guard haveSources else { throw fail(.missingParameter, file, node, "the slice has no 'sources'.") }
         let lengths = Set(def.sources.compactMap { $0.layerRange?.count })
         guard lengths.count == 1 else {
-            throw fail(.invalidConfig, file, node, "all sources of a slice must have the same number of layers; got \(lengths.sorted()).")
+            throw fail(
+                .invalidConfig, file, node,
+                "all sources of a slice must have the same number of layers; got \(lengths.sorted()).")
         }
         return def
     }

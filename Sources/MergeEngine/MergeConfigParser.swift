@@ -30,12 +30,14 @@ public enum MergeConfigParser {
         let size = (try? FileManager.default.attributesOfItem(atPath: configFile)[.size] as? Int) ?? nil
         if let size, size > Limits.maxBytes {
             throw MergeError(
-                .limitExceeded, "\(configFile): the configuration has \(size) bytes; at most \(Limits.maxBytes) are allowed.")
+                .limitExceeded,
+                "\(configFile): the configuration has \(size) bytes; at most \(Limits.maxBytes) are allowed.")
         }
         do {
             return try String(contentsOfFile: configFile, encoding: .utf8)
         } catch {
-            throw MergeError(.invalidConfig, "\(configFile): cannot read the configuration: \(error.localizedDescription).")
+            throw MergeError(
+                .invalidConfig, "\(configFile): cannot read the configuration: \(error.localizedDescription).")
         }
     }
 
@@ -92,7 +94,9 @@ public enum MergeConfigParser {
         MergeError(code, "\(file):\(line(node)): \(what)")
     }
 
-    static func mapping(_ node: Node, file: String, what: String) throws(MergeError) -> [(key: String, keyNode: Node, value: Node)] {
+    static func mapping(_ node: Node, file: String, what: String) throws(MergeError) -> [(
+        key: String, keyNode: Node, value: Node
+    )] {
         guard case .mapping(let m) = node else {
             throw fail(.invalidConfig, file, node, "\(what) must be a mapping of keys to values.")
         }
@@ -118,7 +122,8 @@ public enum MergeConfigParser {
     static func dtype(_ node: Node, file: String, key: String) throws(MergeError) -> DType {
         let s = try string(node, file: file, key: key)
         guard let d = DType(userName: s), d.isConvertibleFloat else {
-            throw fail(.invalidConfig, file, node, "'\(key)' is '\(s)'; expected float32, float16, bfloat16 or float64.")
+            throw fail(
+                .invalidConfig, file, node, "'\(key)' is '\(s)'; expected float32, float16, bfloat16 or float64.")
         }
         return d
     }
@@ -137,7 +142,9 @@ public enum MergeConfigParser {
                     throw fail(.invalidConfig, file, value, "'models' must be a list of {model, parameters}.")
                 }
                 guard seq.count <= Limits.maxModels else {
-                    throw fail(.limitExceeded, file, value, "'models' lists \(seq.count) entries; at most \(Limits.maxModels) are allowed.")
+                    throw fail(
+                        .limitExceeded, file, value,
+                        "'models' lists \(seq.count) entries; at most \(Limits.maxModels) are allowed.")
                 }
                 var models: [SourceDefinition] = []
                 for item in seq { models.append(try source(item, file: file, inSlice: false)) }
@@ -147,7 +154,9 @@ public enum MergeConfigParser {
                     throw fail(.invalidConfig, file, value, "'slices' must be a list of {sources, parameters}.")
                 }
                 guard seq.count <= Limits.maxModels else {
-                    throw fail(.limitExceeded, file, value, "'slices' lists \(seq.count) entries; at most \(Limits.maxModels) are allowed.")
+                    throw fail(
+                        .limitExceeded, file, value,
+                        "'slices' lists \(seq.count) entries; at most \(Limits.maxModels) are allowed.")
                 }
                 var slices: [SliceDefinition] = []
                 for item in seq { slices.append(try slice(item, file: file)) }
@@ -160,13 +169,17 @@ public enum MergeConfigParser {
                 config.outDType = try dtype(value, file: file, key: key)
             case "tokenizer_source":
                 if config.tokenizerSource != nil {
-                    throw fail(.invalidConfig, file, keyNode, "'tokenizer_source' and 'tokenizer' are both set; use one (as mergekit requires).")
+                    throw fail(
+                        .invalidConfig, file, keyNode,
+                        "'tokenizer_source' and 'tokenizer' are both set; use one (as mergekit requires).")
                 }
                 config.tokenizerSource = try string(value, file: file, key: key)
                 config.tokenizerLine = line(keyNode)
             case "tokenizer":
                 if config.tokenizerSource != nil {
-                    throw fail(.invalidConfig, file, keyNode, "'tokenizer_source' and 'tokenizer' are both set; use one (as mergekit requires).")
+                    throw fail(
+                        .invalidConfig, file, keyNode,
+                        "'tokenizer_source' and 'tokenizer' are both set; use one (as mergekit requires).")
                 }
                 try tokenizerBlock(value, file: file, into: &config)
                 config.tokenizerLine = line(keyNode)
@@ -175,9 +188,12 @@ public enum MergeConfigParser {
             case "name":
                 config.name = try string(value, file: file, key: key)
             case "modules":
-                throw fail(.unknownKey, file, keyNode, "'modules' (multi-module architectures) is not supported; use 'models' or 'slices'.")
+                throw fail(
+                    .unknownKey, file, keyNode,
+                    "'modules' (multi-module architectures) is not supported; use 'models' or 'slices'.")
             default:
-                throw fail(.unknownKey, file, keyNode,
+                throw fail(
+                    .unknownKey, file, keyNode,
                     "unknown key '\(key)'; expected one of \(topKeys.sorted().joined(separator: ", ")).")
             }
         }
@@ -187,8 +203,10 @@ public enum MergeConfigParser {
         config.mergeMethod = method.0
         config.mergeMethodLine = method.1
         guard MergeMethodRegistry.method(named: method.0) != nil else {
-            throw MergeError(.unknownMethod,
-                "\(file):\(method.1): unknown merge_method '\(method.0)'; expected one of \(MergeMethodRegistry.names.joined(separator: ", ")).")
+            throw MergeError(
+                .unknownMethod,
+                "\(file):\(method.1): unknown merge_method '\(method.0)'; expected one of \(MergeMethodRegistry.names.joined(separator: ", "))."
+            )
         }
         let kinds = [config.models != nil, config.slices != nil].filter { $0 }.count
         guard kinds == 1 else {

@@ -44,7 +44,9 @@ public struct MixedSwitches: @unchecked Sendable {
                     let c = weight * sw.lambda
                     switch sw.payload {
                     case .signs(let positive, let negative):
-                        return [AddList(indices: positive, values: [], c: c), AddList(indices: negative, values: [], c: -c)]
+                        return [
+                            AddList(indices: positive, values: [], c: c), AddList(indices: negative, values: [], c: -c),
+                        ]
                     case .values(let indices, let kept):
                         return [AddList(indices: indices, values: kept.values, c: c)]
                     }

@@ -6,7 +6,9 @@ public struct RandomMaskSettings: Sendable {
     /// Called once per tensor (from worker threads) with what rounding did to its values.
     public var report: (@Sendable (String, KeptValues.Rounding) -> Void)?
 
-    public init(seed: UInt64 = 0, code: KeptValues.Code = .f16, report: (@Sendable (String, KeptValues.Rounding) -> Void)? = nil) {
+    public init(
+        seed: UInt64 = 0, code: KeptValues.Code = .f16, report: (@Sendable (String, KeptValues.Rounding) -> Void)? = nil
+    ) {
         self.seed = seed
         self.code = code
         self.report = report

@@ -243,7 +243,9 @@ final class Counter: @unchecked Sendable {
 
 /// The fine-tune's entry for a base tensor, which must exist with the same shape: the first check of every task
 /// vector τ = fine-tune − base (packing, the pulse analysis and the accuracy sweep).
-public func counterpart(of info: TensorInfo, base: ModelFolder, fineTuned: ModelFolder) throws(SwitchError) -> TensorInfo {
+public func counterpart(of info: TensorInfo, base: ModelFolder, fineTuned: ModelFolder) throws(SwitchError)
+    -> TensorInfo
+{
     guard let other = fineTuned.info(info.name) else {
         throw SwitchError(
             .missingTensor,
@@ -252,7 +254,8 @@ public func counterpart(of info: TensorInfo, base: ModelFolder, fineTuned: Model
     guard other.shape == info.shape else {
         throw SwitchError(
             .shapeMismatch,
-            "\(fineTuned.path): tensor '\(info.name)' has shape \(other.shape); the base \(base.path) has \(info.shape).")
+            "\(fineTuned.path): tensor '\(info.name)' has shape \(other.shape); the base \(base.path) has \(info.shape)."
+        )
     }
     return other
 }

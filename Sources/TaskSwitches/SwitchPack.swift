@@ -85,7 +85,8 @@ extension SwitchPack {
                 t.negative.last.map({ Int($0) < t.elementCount }) ?? true
             else {
                 throw SwitchError(
-                    .corruptPack, "Pack '\(task)' has an entry of tensor '\(t.name)' outside its \(t.elementCount) elements.")
+                    .corruptPack,
+                    "Pack '\(task)' has an entry of tensor '\(t.name)' outside its \(t.elementCount) elements.")
             }
         }
     }

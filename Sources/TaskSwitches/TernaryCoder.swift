@@ -61,8 +61,9 @@ package enum TernaryCoder {
     /// - Throws: `Damaged` when a block's stream ends early or decodes more than `maxKept` entries.
     static func decode(_ streams: [UnsafeRawBufferPointer], rows: Int, cols: Int, maxKept: Int = .max) throws(Damaged)
         -> (
-        positive: [UInt32], negative: [UInt32]
-    ) {
+            positive: [UInt32], negative: [UInt32]
+        )
+    {
         let ranges = blocks(rows: rows, cols: cols)
         guard ranges.count == streams.count else { throw Damaged() }
         var parts = [(pos: [UInt32], neg: [UInt32], ok: Bool)](repeating: ([], [], false), count: ranges.count)

@@ -42,15 +42,25 @@ enum EvalFixture {
     static func integers(_ view: TensorView) -> [Int] {
         let b = view.bytes
         switch view.dtype {
-        case .U16: return (0..<view.elementCount).map { Int(UInt16(littleEndian: b.loadUnaligned(fromByteOffset: $0 * 2, as: UInt16.self))) }
-        case .I64: return (0..<view.elementCount).map { Int(Int64(littleEndian: b.loadUnaligned(fromByteOffset: $0 * 8, as: Int64.self))) }
-        case .I32: return (0..<view.elementCount).map { Int(Int32(littleEndian: b.loadUnaligned(fromByteOffset: $0 * 4, as: Int32.self))) }
+        case .U16:
+            return (0..<view.elementCount).map {
+                Int(UInt16(littleEndian: b.loadUnaligned(fromByteOffset: $0 * 2, as: UInt16.self)))
+            }
+        case .I64:
+            return (0..<view.elementCount).map {
+                Int(Int64(littleEndian: b.loadUnaligned(fromByteOffset: $0 * 8, as: Int64.self)))
+            }
+        case .I32:
+            return (0..<view.elementCount).map {
+                Int(Int32(littleEndian: b.loadUnaligned(fromByteOffset: $0 * 4, as: Int32.self)))
+            }
         default: fatalError("unexpected dtype \(view.dtype)")
         }
     }
 
     /// Runs `body` and returns the `EvaluationError` it throws, or nil.
-    static func error(_ body: () throws -> Void, sourceLocation: SourceLocation = #_sourceLocation) -> EvaluationError? {
+    static func error(_ body: () throws -> Void, sourceLocation: SourceLocation = #_sourceLocation) -> EvaluationError?
+    {
         thrownError(EvaluationError.self, sourceLocation: sourceLocation, body)
     }
 }

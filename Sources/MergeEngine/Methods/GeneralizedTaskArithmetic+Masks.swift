@@ -32,7 +32,8 @@ extension GTA {
     /// DELLA's MagPrune: within each row, keep probability rises linearly with the rank of |dᵢ| from
     /// density − ε (smallest) to density + ε (largest); draws come from the counter-based generator.
     static func dellaMask(
-        _ c: StreamingMergeContext, base: TensorSource, model: TensorSource, stream: Int, density: Double, epsilon: Double
+        _ c: StreamingMergeContext, base: TensorSource, model: TensorSource, stream: Int, density: Double,
+        epsilon: Double
     ) -> UnsafeMutableBufferPointer<UInt8> {
         let n = c.count
         let cols = c.shape.count >= 2 ? c.shape[c.shape.count - 1] : n

@@ -51,7 +51,8 @@ extension GTA {
                             // The model's first band is collected inside the histogram loop, any second one after it.
                             if let qi = fusedBand[i], let band = bands[qi]?.band, C.value[w * nq + qi] {
                                 C.value[w * nq + qi] = MagnitudeTopK.accumulateLevel1(
-                                    b[1 + i], count: r.count, into: hist, lowest: band.lowerBound, highest: band.upperBound,
+                                    b[1 + i], count: r.count, into: hist, lowest: band.lowerBound,
+                                    highest: band.upperBound,
                                     block: blk, members: &M.value[w * nq + qi], cap: caps[qi])
                             } else {
                                 MagnitudeTopK.accumulateLevel1(b[1 + i], count: r.count, into: hist)
@@ -60,7 +61,8 @@ extension GTA {
                         for qi in separate where C.value[w * nq + qi] {
                             guard let band = bands[qi]?.band else { continue }
                             C.value[w * nq + qi] = MagnitudeTopK.collectBand(
-                                b[1 + requests[qi].model], count: r.count, lowest: band.lowerBound, highest: band.upperBound,
+                                b[1 + requests[qi].model], count: r.count, lowest: band.lowerBound,
+                                highest: band.upperBound,
                                 block: blk, members: &M.value[w * nq + qi], cap: caps[qi])
                         }
                     }
@@ -128,10 +130,12 @@ extension GTA {
                                 let bucket = UInt32(located[qi].bucket)
                                 if C.value[slot] {
                                     C.value[slot] = MagnitudeTopK.accumulateLevel2(
-                                        x, count: r.count, bucket: bucket, into: H.value + slot * l2, members: &M.value[slot],
+                                        x, count: r.count, bucket: bucket, into: H.value + slot * l2,
+                                        members: &M.value[slot],
                                         block: blk, cap: cap)
                                 } else {
-                                    MagnitudeTopK.accumulateLevel2(x, count: r.count, bucket: bucket, into: H.value + slot * l2)
+                                    MagnitudeTopK.accumulateLevel2(
+                                        x, count: r.count, bucket: bucket, into: H.value + slot * l2)
                                 }
                             }
                         }
@@ -145,7 +149,8 @@ extension GTA {
                     for j in 0..<l2 { hist2[j] += Int(h2[off + j]) }
                 }
                 result[qi] = MagnitudeTopK.resolve(
-                    k: requests[qi].k, level1: [], level2: hist2, bucket1: located[qi].bucket, above1: located[qi].above)
+                    k: requests[qi].k, level1: [], level2: hist2, bucket1: located[qi].bucket, above1: located[qi].above
+                )
             }
             // Ties at the threshold: counted per block from the remembered bucket members when none overflowed,
             // else with one more pass.
@@ -170,11 +175,14 @@ extension GTA {
                     BlockStream.run(count: n, sources: sources) { _, blk, r, b in
                         for i in tiedModels { subtractInPlace(b[1 + i], b[0], r.count) }
                         for (ti, t) in tied.enumerated() {
-                            C.value[ti * blocks + blk] = sel[t.element].countEqual(b[1 + requests[t.element].model], count: r.count)
+                            C.value[ti * blocks + blk] = sel[t.element].countEqual(
+                                b[1 + requests[t.element].model], count: r.count)
                         }
                     }
                 }
-                for (ti, t) in tied.enumerated() { tieCounts[t.element] = Array(counts[(ti * blocks)..<((ti + 1) * blocks)]) }
+                for (ti, t) in tied.enumerated() {
+                    tieCounts[t.element] = Array(counts[(ti * blocks)..<((ti + 1) * blocks)])
+                }
             }
         }
         return (0..<nq).map { qi in

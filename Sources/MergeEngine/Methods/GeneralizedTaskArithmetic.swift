@@ -86,16 +86,21 @@ enum GTA {
                 }
             case .random:
                 let threshold = UInt32(min(1, max(0, density)) * 16_777_216)
-                masks[i] = .random(threshold: threshold, key: Counter.key(seed: c.seed, tensor: c.tensorName, stream: i))
+                masks[i] = .random(
+                    threshold: threshold, key: Counter.key(seed: c.seed, tensor: c.tensorName, stream: i))
             case .dellaMagprune:
                 let eps = model.number("epsilon")
                 if density <= 0 {
                     masks[i] = .band(keep: .none, drop: nil)
                 } else {
                     guard density + eps < 1, density - eps > 0 else {
-                        throw MergeError(.invalidConfig, "tensor '\(c.tensorName)', model '\(model.model)': DELLA needs density ± epsilon inside (0, 1); got density \(density), epsilon \(eps).")
+                        throw MergeError(
+                            .invalidConfig,
+                            "tensor '\(c.tensorName)', model '\(model.model)': DELLA needs density ± epsilon inside (0, 1); got density \(density), epsilon \(eps)."
+                        )
                     }
-                    masks[i] = .bytes(dellaMask(c, base: base.source, model: model.source, stream: i, density: density, epsilon: eps))
+                    masks[i] = .bytes(
+                        dellaMask(c, base: base.source, model: model.source, stream: i, density: density, epsilon: eps))
                 }
             }
         }
@@ -195,7 +200,8 @@ enum GTA {
             let vs = Array(b[1...m])
             if consensus {
                 combineConsensus(
-                    vs, weights: weights, base: base, scratch: (maskBuf, spare), out: out, count: cnt, normalize: normalize,
+                    vs, weights: weights, base: base, scratch: (maskBuf, spare), out: out, count: cnt,
+                    normalize: normalize,
                     lambda: lambda)
             } else {
                 combineSum(vs, base: base, out: out, count: cnt, divide: normalize ? weightSum : 1, lambda: lambda)
