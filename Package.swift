@@ -2,7 +2,7 @@
 import PackageDescription
 
 // Dependencies point one way:
-// CheckpointIO <- TensorKernels <- {MergeEngine, TaskSwitches} <- Evaluation <- Serving <- tswitch
+// CheckpointIO <- TensorKernels <- {MergeEngine, TaskSwitches} <- Evaluation <- {Serving, Analysis} <- tswitch
 let package = Package(
     name: "TaskSwitch",
     platforms: [.macOS(.v15)],
@@ -14,6 +14,7 @@ let package = Package(
         .library(name: "TaskSwitches", targets: ["TaskSwitches"]),
         .library(name: "Evaluation", targets: ["Evaluation"]),
         .library(name: "Serving", targets: ["Serving"]),
+        .library(name: "Analysis", targets: ["Analysis"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
@@ -50,7 +51,12 @@ let package = Package(
         .target(name: "CEncoderKernels"),
         // BERT encoder, WordPiece tokenizer, heads, accuracy.
         .target(
-            name: "Evaluation", dependencies: ["CheckpointIO", "TensorKernels", "TaskSwitches", "COpenBLAS", "CEncoderKernels"]),
+            name: "Evaluation",
+            dependencies: ["CheckpointIO", "TensorKernels", "TaskSwitches", "COpenBLAS", "CEncoderKernels"]),
+        // Research code behind `tswitch analyze`: the pulse-like experiment on weights and on accuracy, the coding
+        // study of masks and signs, SVG line plots. Nothing in the core libraries imports it.
+        .target(
+            name: "Analysis", dependencies: ["CheckpointIO", "TensorKernels", "TaskSwitches", "Evaluation", "CZstd"]),
         // `tswitch serve`: one resident base answering every task over HTTP (Hummingbird 2), one inference queue.
         .target(
             name: "Serving",
@@ -66,7 +72,7 @@ let package = Package(
         .executableTarget(
             name: "tswitch",
             dependencies: [
-                "CheckpointIO", "TensorKernels", "MergeEngine", "TaskSwitches", "Evaluation", "Serving",
+                "CheckpointIO", "TensorKernels", "MergeEngine", "TaskSwitches", "Evaluation", "Serving", "Analysis",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -81,10 +87,12 @@ let package = Package(
             name: "TensorKernelsTests", dependencies: ["TensorKernels", "CheckpointIO", "CMergeKernels", "TestSupport"]),
         // Evaluation: the byte-level BPE tokenizer that `tswitch moe` hands MergeEngine for cheap_embed prompts.
         .testTarget(
-            name: "MergeEngineTests", dependencies: ["MergeEngine", "CheckpointIO", "TensorKernels", "Evaluation", "TestSupport"],
+            name: "MergeEngineTests",
+            dependencies: ["MergeEngine", "CheckpointIO", "TensorKernels", "Evaluation", "TestSupport"],
             resources: [.copy("Fixtures")]),
         .testTarget(
-            name: "TaskSwitchesTests", dependencies: ["TaskSwitches", "TensorKernels", "CheckpointIO", "MergeEngine", "TestSupport"],
+            name: "TaskSwitchesTests",
+            dependencies: ["TaskSwitches", "TensorKernels", "CheckpointIO", "MergeEngine", "TestSupport"],
             resources: [.copy("Fixtures")]),
         .testTarget(
             name: "ServingTests",
@@ -94,7 +102,11 @@ let package = Package(
                 .product(name: "HummingbirdTesting", package: "hummingbird"),
             ]),
         .testTarget(
-            name: "EvaluationTests", dependencies: ["Evaluation", "TaskSwitches", "TensorKernels", "CheckpointIO", "TestSupport"],
+            name: "AnalysisTests",
+            dependencies: ["Analysis", "Evaluation", "TaskSwitches", "TensorKernels", "CheckpointIO", "TestSupport"]),
+        .testTarget(
+            name: "EvaluationTests",
+            dependencies: ["Evaluation", "TaskSwitches", "TensorKernels", "CheckpointIO", "TestSupport"],
             resources: [.copy("Fixtures")]),
     ],
     swiftLanguageModes: [.v6]

@@ -1,9 +1,9 @@
 import Foundation
 
 #if canImport(Glibc)
-@preconcurrency import Glibc
+    @preconcurrency import Glibc
 #elseif canImport(Darwin)
-import Darwin
+    import Darwin
 #endif
 
 /// A file being written under a temporary name; `commit()` fsyncs it and renames it into place, and an
@@ -26,8 +26,10 @@ package final class FileOutput {
         self.target = target
         let url = URL(fileURLWithPath: target)
         StaleTemporaries.sweep(beside: url)
-        temporary = url.deletingLastPathComponent()
-            .appendingPathComponent(".\(url.lastPathComponent).tmp-\(getpid())-\(UInt32.random(in: 0...UInt32.max))").path
+        temporary =
+            url.deletingLastPathComponent()
+            .appendingPathComponent(".\(url.lastPathComponent).tmp-\(getpid())-\(UInt32.random(in: 0...UInt32.max))")
+            .path
         fd = open(temporary, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o644)
         guard fd >= 0 else {
             throw CheckpointError(.io, "\(target): cannot create \(temporary): \(String(cString: strerror(errno))).")
@@ -48,21 +50,25 @@ package final class FileOutput {
             if n < 0 {
                 let e = errno
                 if e == EINTR { continue }
-                let full = e == ENOSPC || e == EFBIG || e == EDQUOT ? " (the disk is full or a file size limit was reached)" : ""
+                let full =
+                    e == ENOSPC || e == EFBIG || e == EDQUOT
+                    ? " (the disk is full or a file size limit was reached)" : ""
                 throw CheckpointError(
-                    .io, "\(target): write failed after \(written) bytes: \(String(cString: strerror(e)))\(full); nothing was written to the target.")
+                    .io,
+                    "\(target): write failed after \(written) bytes: \(String(cString: strerror(e)))\(full); nothing was written to the target."
+                )
             }
             p += n
             left -= n
             written += n
         }
         #if os(Linux)
-        if durable, written - writeBackFrom >= Self.writeBackChunk {
-            // POSIX_FADV_DONTNEED starts asynchronous write-back of the dirty range (WB_SYNC_NONE); pages still
-            // dirty or under write-back stay cached, so the output remains readable from memory.
-            _ = posix_fadvise(fd, off_t(writeBackFrom), off_t(written - writeBackFrom), POSIX_FADV_DONTNEED)
-            writeBackFrom = written
-        }
+            if durable, written - writeBackFrom >= Self.writeBackChunk {
+                // POSIX_FADV_DONTNEED starts asynchronous write-back of the dirty range (WB_SYNC_NONE); pages still
+                // dirty or under write-back stay cached, so the output remains readable from memory.
+                _ = posix_fadvise(fd, off_t(writeBackFrom), off_t(written - writeBackFrom), POSIX_FADV_DONTNEED)
+                writeBackFrom = written
+            }
         #endif
     }
 
@@ -83,7 +89,8 @@ package final class FileOutput {
         close(fd)
         fd = -1
         guard rename(temporary, target) == 0 else {
-            throw CheckpointError(.io, "\(target): cannot rename the finished file into place: \(String(cString: strerror(errno))).")
+            throw CheckpointError(
+                .io, "\(target): cannot rename the finished file into place: \(String(cString: strerror(errno))).")
         }
         committed = true
     }

@@ -7,7 +7,9 @@
 /// block follows ggml's layouts (documented per type below).
 public enum GGMLDequantize {
     /// Converts `source` (whole blocks of `type`) into `destination`, which holds every element.
-    public static func toFloat(_ source: UnsafeRawBufferPointer, type: GGMLType, into destination: UnsafeMutableBufferPointer<Float>) {
+    public static func toFloat(
+        _ source: UnsafeRawBufferPointer, type: GGMLType, into destination: UnsafeMutableBufferPointer<Float>
+    ) {
         switch type {
         case .F32: DTypeConversion.toFloat(source, dtype: .F32, into: destination); return
         case .F16: DTypeConversion.toFloat(source, dtype: .F16, into: destination); return
@@ -15,8 +17,9 @@ public enum GGMLDequantize {
         default: break
         }
         let blocks = destination.count / type.blockSize
-        precondition(destination.count % type.blockSize == 0 && source.count == blocks * type.typeSize,
-                     "source and destination sizes differ")
+        precondition(
+            destination.count % type.blockSize == 0 && source.count == blocks * type.typeSize,
+            "source and destination sizes differ")
         guard blocks > 0, let src = source.baseAddress, let dst = destination.baseAddress else { return }
         let s = UncheckedSendable(src.assumingMemoryBound(to: UInt8.self))
         let d = UncheckedSendable(dst)

@@ -11,7 +11,8 @@ struct GGUFByteReader {
         guard n <= remaining else {
             throw CheckpointError(
                 .headerOutOfBounds,
-                "\(file): the file ends at byte \(bytes.count) inside \(what()), which needs \(n) bytes from byte \(position) (file truncated?).")
+                "\(file): the file ends at byte \(bytes.count) inside \(what()), which needs \(n) bytes from byte \(position) (file truncated?)."
+            )
         }
         let at = position
         position += n
@@ -32,7 +33,8 @@ struct GGUFByteReader {
         guard n <= UInt64(GGUFHeader.Limits.maxStringLength) else {
             throw CheckpointError(
                 .limitExceeded,
-                "\(file): \(what()) is a string of \(n) bytes; at most \(GGUFHeader.Limits.maxStringLength) are allowed.")
+                "\(file): \(what()) is a string of \(n) bytes; at most \(GGUFHeader.Limits.maxStringLength) are allowed."
+            )
         }
         let at = try take(Int(n), "\(what()) (a string of \(n) bytes)")
         let raw = UnsafeRawBufferPointer(rebasing: bytes[at..<(at + Int(n))])
@@ -52,12 +54,18 @@ struct GGUFByteReader {
     }
 
     /// One value of `type`; arrays recurse up to `Limits.maxNestingDepth`.
-    mutating func value(of type: GGUFValueType, context: @autoclosure () -> String, depth: Int) throws(CheckpointError) -> GGUFValue {
+    mutating func value(of type: GGUFValueType, context: @autoclosure () -> String, depth: Int) throws(CheckpointError)
+        -> GGUFValue
+    {
         switch type {
         case .uint8: return .uint8(bytes[try take(1, context())])
         case .int8: return .int8(Int8(bitPattern: bytes[try take(1, context())]))
-        case .uint16: return .uint16(UInt16(littleEndian: bytes.loadUnaligned(fromByteOffset: try take(2, context()), as: UInt16.self)))
-        case .int16: return .int16(Int16(littleEndian: bytes.loadUnaligned(fromByteOffset: try take(2, context()), as: Int16.self)))
+        case .uint16:
+            return .uint16(
+                UInt16(littleEndian: bytes.loadUnaligned(fromByteOffset: try take(2, context()), as: UInt16.self)))
+        case .int16:
+            return .int16(
+                Int16(littleEndian: bytes.loadUnaligned(fromByteOffset: try take(2, context()), as: Int16.self)))
         case .uint32: return .uint32(try u32(context()))
         case .int32: return .int32(Int32(bitPattern: try u32(context())))
         case .float32: return .float32(Float(bitPattern: try u32(context())))
@@ -67,7 +75,8 @@ struct GGUFByteReader {
         case .bool:
             let b = bytes[try take(1, context())]
             guard b <= 1 else {
-                throw CheckpointError(.invalidMetadata, "\(file): \(context()) is a bool of value \(b); expected 0 or 1.")
+                throw CheckpointError(
+                    .invalidMetadata, "\(file): \(context()) is a bool of value \(b); expected 0 or 1.")
             }
             return .bool(b == 1)
         case .string: return .string(try string(context()))
@@ -82,14 +91,16 @@ struct GGUFByteReader {
             guard count <= UInt64(GGUFHeader.Limits.maxArrayLength) else {
                 throw CheckpointError(
                     .limitExceeded,
-                    "\(file): \(context()) is an array of \(count) elements; at most \(GGUFHeader.Limits.maxArrayLength) are allowed.")
+                    "\(file): \(context()) is an array of \(count) elements; at most \(GGUFHeader.Limits.maxArrayLength) are allowed."
+                )
             }
             // Refuse before allocating: the elements could not fit in what is left of the file.
             let (need, o) = Int(count).multipliedReportingOverflow(by: element.minimumSize)
             guard !o, need <= remaining else {
                 throw CheckpointError(
                     .headerOutOfBounds,
-                    "\(file): \(context()) is an array of \(count) \(element.name) values, which needs at least \(need) bytes but only \(remaining) are left in the file (file truncated?).")
+                    "\(file): \(context()) is an array of \(count) \(element.name) values, which needs at least \(need) bytes but only \(remaining) are left in the file (file truncated?)."
+                )
             }
             var items: [GGUFValue] = []
             items.reserveCapacity(Int(count))

@@ -76,6 +76,7 @@ public struct GGUFTensorView: @unchecked Sendable {
     private func unsupported() -> CheckpointError {
         let known = GGMLType.allCases.filter(\.isDequantizable).map(\.name).joined(separator: ", ")
         return CheckpointError(
-            .unsupportedDType, "\(file): tensor '\(name)' is \(type.name), which is not dequantized; expected one of \(known).")
+            .unsupportedDType,
+            "\(file): tensor '\(name)' is \(type.name), which is not dequantized; expected one of \(known).")
     }
 }

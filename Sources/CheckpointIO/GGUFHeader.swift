@@ -47,14 +47,18 @@ public struct GGUFHeader: Sendable {
             }
             throw CheckpointError(
                 .fileTooSmall,
-                "\(file): the file has \(bytes.count) bytes; a GGUF file starts with a 24-byte header (magic, version, tensor and key-value counts).")
+                "\(file): the file has \(bytes.count) bytes; a GGUF file starts with a 24-byte header (magic, version, tensor and key-value counts)."
+            )
         }
         guard bytes.loadUnaligned(as: UInt32.self) == magic else { throw notGGUF(bytes, file: file) }
         var r = GGUFByteReader(bytes: bytes, file: file, position: 4)
         let version = try r.u32("the version")
         guard version == 2 || version == 3 else {
-            let hint = version == 1 ? " (version 1 used 32-bit counts and is obsolete)"
-                : version.byteSwapped == 2 || version.byteSwapped == 3 ? " (a big-endian file; only little-endian is read)" : ""
+            let hint =
+                version == 1
+                ? " (version 1 used 32-bit counts and is obsolete)"
+                : version.byteSwapped == 2 || version.byteSwapped == 3
+                    ? " (a big-endian file; only little-endian is read)" : ""
             throw CheckpointError(
                 .unsupportedVersion, "\(file): GGUF version \(version)\(hint); expected version 2 or 3.")
         }
@@ -62,12 +66,14 @@ public struct GGUFHeader: Sendable {
         let kvCount = try r.u64("the key-value count")
         guard tensorCount <= UInt64(Limits.maxTensorCount) else {
             throw CheckpointError(
-                .limitExceeded, "\(file): the header declares \(tensorCount) tensors; at most \(Limits.maxTensorCount) are allowed.")
+                .limitExceeded,
+                "\(file): the header declares \(tensorCount) tensors; at most \(Limits.maxTensorCount) are allowed.")
         }
         guard kvCount <= UInt64(Limits.maxKeyValueCount) else {
             throw CheckpointError(
                 .limitExceeded,
-                "\(file): the header declares \(kvCount) metadata key-values; at most \(Limits.maxKeyValueCount) are allowed.")
+                "\(file): the header declares \(kvCount) metadata key-values; at most \(Limits.maxKeyValueCount) are allowed."
+            )
         }
 
         var metadata: [(key: String, value: GGUFValue)] = []
@@ -82,16 +88,19 @@ public struct GGUFHeader: Sendable {
             guard keys.insert(key).inserted else {
                 throw CheckpointError(.invalidMetadata, "\(file): metadata key '\(key)' appears twice.")
             }
-            let value = try r.value(of: try r.valueType("metadata key '\(key)'"), context: "metadata key '\(key)'", depth: 0)
+            let value = try r.value(
+                of: try r.valueType("metadata key '\(key)'"), context: "metadata key '\(key)'", depth: 0)
             if key == "general.alignment" {
                 guard case .uint32(let a) = value else {
                     throw CheckpointError(
-                        .invalidMetadata, "\(file): metadata key 'general.alignment' is \(value.type.name); expected UINT32.")
+                        .invalidMetadata,
+                        "\(file): metadata key 'general.alignment' is \(value.type.name); expected UINT32.")
                 }
                 guard a != 0, a & (a - 1) == 0 else {
                     throw CheckpointError(
                         .misalignedOffset,
-                        "\(file): metadata key 'general.alignment' is \(a); expected a power of two (the default is \(defaultAlignment)).")
+                        "\(file): metadata key 'general.alignment' is \(a); expected a power of two (the default is \(defaultAlignment))."
+                    )
                 }
                 alignment = Int(a)
             }
@@ -105,7 +114,9 @@ public struct GGUFHeader: Sendable {
         for i in 0..<Int(tensorCount) {
             let name = try r.string("the name of tensor #\(i)")
             let at = "\(file): tensor '\(name)'"
-            guard !name.isEmpty else { throw CheckpointError(.invalidEntry, "\(file): tensor #\(i) has an empty name.") }
+            guard !name.isEmpty else {
+                throw CheckpointError(.invalidEntry, "\(file): tensor #\(i) has an empty name.")
+            }
             guard name.utf8.count <= Limits.maxTensorNameLength else {
                 throw CheckpointError(
                     .limitExceeded,
@@ -123,14 +134,16 @@ public struct GGUFHeader: Sendable {
             for d in 0..<Int(rank) {
                 let n = try r.u64("dimension \(d) of tensor '\(name)'")
                 guard n <= UInt64(Int64.max) else {
-                    throw CheckpointError(.invalidShape, "\(at) has dimension \(d) of \(n); expected at most \(Int64.max).")
+                    throw CheckpointError(
+                        .invalidShape, "\(at) has dimension \(d) of \(n); expected at most \(Int64.max).")
                 }
                 dims.append(Int(n))
             }
             let code = try r.u32("the type of tensor '\(name)'")
             guard let type = GGMLType(rawValue: code) else {
                 throw CheckpointError(
-                    .unknownDType, "\(at) has ggml type code \(code), which is not a type ggml defines (or one it removed).")
+                    .unknownDType,
+                    "\(at) has ggml type code \(code), which is not a type ggml defines (or one it removed).")
             }
             let offset = try r.u64("the data offset of tensor '\(name)'")
             guard let bytes = GGMLType.byteCount(dims: dims, type: type) else {
@@ -138,24 +151,28 @@ public struct GGUFHeader: Sendable {
                 if row % type.blockSize != 0 {
                     throw CheckpointError(
                         .invalidShape,
-                        "\(at) has rows of \(row) elements, not a whole number of \(type.name) blocks of \(type.blockSize).")
+                        "\(at) has rows of \(row) elements, not a whole number of \(type.name) blocks of \(type.blockSize)."
+                    )
                 }
                 throw CheckpointError(
                     .byteSpanMismatch, "\(at): \(dims.count)-dimensional shape \(dims) of \(type.name) overflows.")
             }
             guard offset % UInt64(alignment) == 0 else {
                 throw CheckpointError(
-                    .misalignedOffset, "\(at) starts at data offset \(offset), not a multiple of the alignment \(alignment).")
+                    .misalignedOffset,
+                    "\(at) starts at data offset \(offset), not a multiple of the alignment \(alignment).")
             }
             if offset > UInt64(expectedOffset) {
                 throw CheckpointError(
                     .offsetGap,
-                    "\(at) starts at data offset \(offset), leaving a gap after \(tensors.last.map { "tensor '\($0.name)'" } ?? "the start of the data") (expected \(expectedOffset): tensors follow each other, padded to \(alignment) bytes).")
+                    "\(at) starts at data offset \(offset), leaving a gap after \(tensors.last.map { "tensor '\($0.name)'" } ?? "the start of the data") (expected \(expectedOffset): tensors follow each other, padded to \(alignment) bytes)."
+                )
             }
             if offset < UInt64(expectedOffset) {
                 throw CheckpointError(
                     .offsetOverlap,
-                    "\(at) starts at data offset \(offset), inside \(tensors.last.map { "tensor '\($0.name)'" } ?? "?") which ends at \(expectedOffset) with padding.")
+                    "\(at) starts at data offset \(offset), inside \(tensors.last.map { "tensor '\($0.name)'" } ?? "?") which ends at \(expectedOffset) with padding."
+                )
             }
             let info = GGUFTensorInfo(name: name, type: type, dims: dims, offset: Int(offset), byteCount: bytes)
             guard let next = paddedEnd(Int(offset), bytes, alignment) else {
@@ -174,18 +191,21 @@ public struct GGUFHeader: Sendable {
             guard !o, end <= bytes.count else {
                 throw CheckpointError(
                     .headerOutOfBounds,
-                    "\(file): tensor '\(last.name)' ends at byte \(o ? "past \(Int.max)" : String(end)) but the file has only \(bytes.count) bytes (file truncated?).")
+                    "\(file): tensor '\(last.name)' ends at byte \(o ? "past \(Int.max)" : String(end)) but the file has only \(bytes.count) bytes (file truncated?)."
+                )
             }
             let allowed = dataStart + expectedOffset
             if bytes.count > allowed {
                 throw CheckpointError(
                     .trailingBytes,
-                    "\(file): \(bytes.count - allowed) bytes follow the last tensor '\(last.name)' and its padding; the file must end there.")
+                    "\(file): \(bytes.count - allowed) bytes follow the last tensor '\(last.name)' and its padding; the file must end there."
+                )
             }
         } else if bytes.count > dataStart {
             throw CheckpointError(
                 .trailingBytes,
-                "\(file): the file has no tensors but \(bytes.count - dataStart) bytes follow the header and its padding.")
+                "\(file): the file has no tensors but \(bytes.count - dataStart) bytes follow the header and its padding."
+            )
         }
         return GGUFHeader(
             version: Int(version), metadata: metadata, tensors: tensors, alignment: alignment, dataStart: dataStart)

@@ -42,25 +42,30 @@ public struct GGUFLlamaMapping: Sendable {
         let arch = h.value("general.architecture")?.stringValue ?? "(none)"
         guard arch == "llama" else {
             throw CheckpointError(
-                .notAModel, "\(path): metadata key 'general.architecture' is '\(arch)'; only 'llama' files are read as Hugging Face models.")
+                .notAModel,
+                "\(path): metadata key 'general.architecture' is '\(arch)'; only 'llama' files are read as Hugging Face models."
+            )
         }
         func int(_ key: String, default value: Int? = nil) throws(CheckpointError) -> Int {
             if let v = h.value(key) {
                 guard let i = v.intValue, i > 0 else {
                     throw CheckpointError(
-                        .invalidMetadata, "\(path): metadata key '\(key)' is \(v.summary()); expected a positive integer.")
+                        .invalidMetadata,
+                        "\(path): metadata key '\(key)' is \(v.summary()); expected a positive integer.")
                 }
                 return i
             }
             guard let value else {
-                throw CheckpointError(.invalidMetadata, "\(path): metadata key '\(key)' is missing; a llama model needs it.")
+                throw CheckpointError(
+                    .invalidMetadata, "\(path): metadata key '\(key)' is missing; a llama model needs it.")
             }
             return value
         }
         func double(_ key: String, default value: Double) throws(CheckpointError) -> Double {
             guard let v = h.value(key) else { return value }
             guard let d = v.doubleValue, d.isFinite, d > 0 else {
-                throw CheckpointError(.invalidMetadata, "\(path): metadata key '\(key)' is \(v.summary()); expected a positive number.")
+                throw CheckpointError(
+                    .invalidMetadata, "\(path): metadata key '\(key)' is \(v.summary()); expected a positive number.")
             }
             return d
         }
@@ -72,7 +77,8 @@ public struct GGUFLlamaMapping: Sendable {
         guard heads % kvHeads == 0, headDim % 2 == 0 else {
             throw CheckpointError(
                 .invalidMetadata,
-                "\(path): \(heads) attention heads, \(kvHeads) key-value heads and head size \(headDim) do not make a llama attention (heads a multiple of key-value heads, even head size).")
+                "\(path): \(heads) attention heads, \(kvHeads) key-value heads and head size \(headDim) do not make a llama attention (heads a multiple of key-value heads, even head size)."
+            )
         }
         let tokens = h.value("tokenizer.ggml.tokens")?.arrayValue?.count
         let embedRows = file.info("token_embd.weight")?.shape.first
@@ -87,13 +93,16 @@ public struct GGUFLlamaMapping: Sendable {
             "vocab_size": .int(vocab), "hidden_act": .string("silu"), "attention_bias": .bool(false),
             "mlp_bias": .bool(false), "tie_word_embeddings": .bool(file.info("output.weight") == nil),
         ]
-        for (key, name) in [("tokenizer.ggml.bos_token_id", "bos_token_id"), ("tokenizer.ggml.eos_token_id", "eos_token_id"),
-                            ("tokenizer.ggml.padding_token_id", "pad_token_id")] {
+        for (key, name) in [
+            ("tokenizer.ggml.bos_token_id", "bos_token_id"), ("tokenizer.ggml.eos_token_id", "eos_token_id"),
+            ("tokenizer.ggml.padding_token_id", "pad_token_id"),
+        ] {
             if let id = h.value(key)?.intValue { config[name] = .int(id) }
         }
         if let scaling = h.value("llama.rope.scaling.type")?.stringValue, scaling != "none" {
             throw CheckpointError(
-                .invalidMetadata, "\(path): metadata key 'llama.rope.scaling.type' is '\(scaling)'; rope scaling is not converted yet.")
+                .invalidMetadata,
+                "\(path): metadata key 'llama.rope.scaling.type' is '\(scaling)'; rope scaling is not converted yet.")
         }
         self.config = config
 
@@ -107,11 +116,14 @@ public struct GGUFLlamaMapping: Sendable {
                 let known = GGMLType.allCases.filter(\.isDequantizable).map(\.name).joined(separator: ", ")
                 throw CheckpointError(
                     .unsupportedDType,
-                    "\(path): tensor '\(t.name)' is \(t.type.name), which is not dequantized; expected one of \(known).")
+                    "\(path): tensor '\(t.name)' is \(t.type.name), which is not dequantized; expected one of \(known)."
+                )
             }
             if let permuted, t.shape.first.map({ $0 % (2 * permuted) != 0 }) ?? true {
                 throw CheckpointError(
-                    .invalidShape, "\(path): tensor '\(t.name)' has shape \(t.shapeDescription); its rows must split into \(permuted) heads of two rotary halves.")
+                    .invalidShape,
+                    "\(path): tensor '\(t.name)' has shape \(t.shapeDescription); its rows must split into \(permuted) heads of two rotary halves."
+                )
             }
             tensors.append(Tensor(hfName: hf, ggufName: t.name, shape: t.shape, permutedHeads: permuted))
         }
@@ -150,7 +162,8 @@ public struct GGUFLlamaMapping: Sendable {
         var object = config.mapValues(\.json)
         object["torch_dtype"] = torchDType
         do {
-            return try JSONSerialization.data(withJSONObject: object, options: [.prettyPrinted, .sortedKeys]) + Data("\n".utf8)
+            return try JSONSerialization.data(withJSONObject: object, options: [.prettyPrinted, .sortedKeys])
+                + Data("\n".utf8)
         } catch {
             throw CheckpointError(.io, "\(file.path): cannot encode config.json: \(error.localizedDescription).")
         }

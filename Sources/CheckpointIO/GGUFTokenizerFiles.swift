@@ -10,7 +10,9 @@ import Foundation
 /// rebuilt yet.
 public enum GGUFTokenizerFiles {
     /// File name → contents, or nil with the reason when the vocabulary is of a kind not rebuilt.
-    public static func build(_ h: GGUFHeader, file: String) throws(CheckpointError) -> (files: [String: Data], skipped: String?) {
+    public static func build(_ h: GGUFHeader, file: String) throws(CheckpointError) -> (
+        files: [String: Data], skipped: String?
+    ) {
         let model = h.value("tokenizer.ggml.model")?.stringValue ?? "(none)"
         guard model == "gpt2" else {
             return ([:], "tokenizer.ggml.model is '\(model)'; only byte-level BPE ('gpt2') vocabularies are rebuilt")
@@ -19,13 +21,15 @@ public enum GGUFTokenizerFiles {
             let mergeValues = h.value("tokenizer.ggml.merges")?.arrayValue
         else {
             throw CheckpointError(
-                .invalidMetadata, "\(file): a 'gpt2' vocabulary needs 'tokenizer.ggml.tokens' and 'tokenizer.ggml.merges' string arrays.")
+                .invalidMetadata,
+                "\(file): a 'gpt2' vocabulary needs 'tokenizer.ggml.tokens' and 'tokenizer.ggml.merges' string arrays.")
         }
         var tokens: [String] = []
         tokens.reserveCapacity(tokenValues.count)
         for (i, v) in tokenValues.enumerated() {
             guard let s = v.stringValue else {
-                throw CheckpointError(.invalidMetadata, "\(file): metadata key 'tokenizer.ggml.tokens' has a non-string element \(i).")
+                throw CheckpointError(
+                    .invalidMetadata, "\(file): metadata key 'tokenizer.ggml.tokens' has a non-string element \(i).")
             }
             tokens.append(s)
         }
@@ -40,13 +44,15 @@ public enum GGUFTokenizerFiles {
         merges.reserveCapacity(mergeValues.count)
         for (i, m) in mergeValues.enumerated() {
             guard let s = m.stringValue else {
-                throw CheckpointError(.invalidMetadata, "\(file): metadata key 'tokenizer.ggml.merges' has a non-string element \(i).")
+                throw CheckpointError(
+                    .invalidMetadata, "\(file): metadata key 'tokenizer.ggml.merges' has a non-string element \(i).")
             }
             merges.append(s.split(separator: " ", omittingEmptySubsequences: false).map(String.init))
         }
         var added: [[String: Any]] = []
         for (i, t) in tokens.enumerated() where i < types.count && (types[i] == 3 || types[i] == 4) {
-            if types[i] == 3, !t.unicodeScalars.allSatisfy({ alphabet.contains($0) }) { continue }  // llama.cpp mislabel
+            // llama.cpp mislabel
+            if types[i] == 3, !t.unicodeScalars.allSatisfy({ alphabet.contains($0) }) { continue }
             added.append([
                 "id": i, "content": t, "single_word": false, "lstrip": false, "rstrip": false, "normalized": false,
                 "special": types[i] == 3,
@@ -58,7 +64,9 @@ public enum GGUFTokenizerFiles {
         }
         let addBOS = h.value("tokenizer.ggml.add_bos_token") == .bool(true)
         var single: [[String: Any]] = [["Sequence": ["id": "A", "type_id": 0]]]
-        var pair: [[String: Any]] = [["Sequence": ["id": "A", "type_id": 0]], ["Sequence": ["id": "B", "type_id": 1]]]
+        var pair: [[String: Any]] = [
+            ["Sequence": ["id": "A", "type_id": 0]], ["Sequence": ["id": "B", "type_id": 1]],
+        ]
         var specials: [String: Any] = [:]
         if addBOS, let bos = token("bos_token_id"), let id = vocab[bos] {
             single.insert(["SpecialToken": ["id": bos, "type_id": 0]], at: 0)
@@ -66,18 +74,26 @@ public enum GGUFTokenizerFiles {
             pair.insert(["SpecialToken": ["id": bos, "type_id": 1]], at: 2)
             specials[bos] = ["id": bos, "ids": [id], "tokens": [bos]]
         }
-        let byteLevel: [String: Any] = ["type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": true]
+        let byteLevel: [String: Any] = [
+            "type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": true,
+        ]
         var pre: [String: Any] = byteLevel
         if let p = h.value("tokenizer.ggml.pre")?.stringValue, llama3Family.contains(p) {
-            pre = ["type": "Sequence", "pretokenizers": [
-                ["type": "Split", "pattern": ["Regex": llama3Split], "behavior": "Isolated", "invert": false],
-                ["type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": false],
-            ]]
+            pre = [
+                "type": "Sequence",
+                "pretokenizers": [
+                    ["type": "Split", "pattern": ["Regex": llama3Split], "behavior": "Isolated", "invert": false],
+                    ["type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": false],
+                ],
+            ]
         }
         let tokenizer: [String: Any] = [
-            "version": "1.0", "truncation": NSNull(), "padding": NSNull(), "added_tokens": added, "normalizer": NSNull(),
+            "version": "1.0", "truncation": NSNull(), "padding": NSNull(), "added_tokens": added,
+            "normalizer": NSNull(),
             "pre_tokenizer": pre,
-            "post_processor": ["type": "TemplateProcessing", "single": single, "pair": pair, "special_tokens": specials],
+            "post_processor": [
+                "type": "TemplateProcessing", "single": single, "pair": pair, "special_tokens": specials,
+            ],
             "decoder": ["type": "ByteLevel", "add_prefix_space": true, "trim_offsets": true, "use_regex": true],
             "model": [
                 "type": "BPE", "dropout": NSNull(), "unk_token": NSNull(), "continuing_subword_prefix": "",
@@ -85,10 +101,14 @@ public enum GGUFTokenizerFiles {
                 "vocab": vocab, "merges": merges,
             ] as [String: Any],
         ]
-        var config: [String: Any] = ["tokenizer_class": "PreTrainedTokenizerFast", "add_bos_token": addBOS,
-                                     "add_eos_token": h.value("tokenizer.ggml.add_eos_token") == .bool(true)]
-        for (name, key) in [("bos_token", "bos_token_id"), ("eos_token", "eos_token_id"), ("unk_token", "unknown_token_id"),
-                            ("pad_token", "padding_token_id")] {
+        var config: [String: Any] = [
+            "tokenizer_class": "PreTrainedTokenizerFast", "add_bos_token": addBOS,
+            "add_eos_token": h.value("tokenizer.ggml.add_eos_token") == .bool(true),
+        ]
+        for (name, key) in [
+            ("bos_token", "bos_token_id"), ("eos_token", "eos_token_id"), ("unk_token", "unknown_token_id"),
+            ("pad_token", "padding_token_id"),
+        ] {
             config[name] = token(key) ?? NSNull()
         }
         if let n = h.value("llama.context_length")?.intValue { config["model_max_length"] = n }
@@ -99,7 +119,8 @@ public enum GGUFTokenizerFiles {
         }
         do {
             files["tokenizer.json"] = try JSONSerialization.data(withJSONObject: tokenizer, options: [.sortedKeys])
-            files["tokenizer_config.json"] = try JSONSerialization.data(withJSONObject: config, options: [.prettyPrinted, .sortedKeys])
+            files["tokenizer_config.json"] =
+                try JSONSerialization.data(withJSONObject: config, options: [.prettyPrinted, .sortedKeys])
                 + Data("\n".utf8)
         } catch {
             throw CheckpointError(.io, "\(file): cannot encode the tokenizer files: \(error.localizedDescription).")
@@ -114,7 +135,8 @@ public enum GGUFTokenizerFiles {
         return (0..<256).map { b in
             if kept.contains(b) { return Unicode.Scalar(UInt8(b)) }
             defer { next += 1 }
-            return Unicode.Scalar(UInt32(next))!
+            guard let scalar = Unicode.Scalar(UInt32(next)) else { preconditionFailure("U+\(next) is not a scalar") }
+            return scalar
         }
     }()
 
@@ -126,7 +148,8 @@ public enum GGUFTokenizerFiles {
 
     /// `tokenizer.ggml.pre` values whose vocabularies were learned on llama.cpp's Llama 3 split.
     static let llama3Family: Set<String> = [
-        "llama3", "llama-v3", "llama-bpe", "falcon3", "falcon-h1", "pixtral", "midm-2.0", "lfm2", "jina-v5-nano", "dbrx",
+        "llama3", "llama-v3", "llama-bpe", "falcon3", "falcon-h1", "pixtral", "midm-2.0", "lfm2", "jina-v5-nano",
+        "dbrx",
         "smaug-bpe",
     ]
     static let llama3Split =

@@ -1,13 +1,13 @@
 import CMappedFileGuard
 
 #if canImport(Glibc)
-@preconcurrency import Glibc
+    @preconcurrency import Glibc
 #elseif canImport(Darwin)
-import Darwin
+    import Darwin
 #endif
 
 #if _endian(big)
-#error("TaskSwitch reads little-endian tensor data in place and supports little-endian hosts only.")
+    #error("TaskSwitch reads little-endian tensor data in place and supports little-endian hosts only.")
 #endif
 
 /// A read-only memory mapping of a whole file.
@@ -69,7 +69,8 @@ public final class MappedFile: @unchecked Sendable {
         }
         let p = mmap(nil, byteCount, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0)
         guard let p, p != MAP_FAILED else {
-            throw CheckpointError(.io, "\(path): cannot allocate \(byteCount) bytes: \(String(cString: strerror(errno))).")
+            throw CheckpointError(
+                .io, "\(path): cannot allocate \(byteCount) bytes: \(String(cString: strerror(errno))).")
         }
         do {
             try fill(UnsafeMutableRawBufferPointer(start: p, count: byteCount))
@@ -95,7 +96,8 @@ public final class MappedFile: @unchecked Sendable {
         let input = String(cString: tsw_guard_path(slot))
         throw CheckpointError(
             .inputChanged,
-            "\(input) changed while it was being read (its size, modification time or inode differ from when it was opened); \(output) was not written. Run the command again once the file is complete.")
+            "\(input) changed while it was being read (its size, modification time or inode differ from when it was opened); \(output) was not written. Run the command again once the file is complete."
+        )
     }
 
     /// The bytes of `range`; valid while this object lives.

@@ -46,7 +46,8 @@ public final class ModelFolder: Sendable {
                     throw CheckpointError(
                         .invalidShape, "\(path): tensor '\(t.ggufName)' has shape \(t.shape); its f32 size overflows.")
                 }
-                infos.append(TensorInfo(name: t.hfName, dtype: .F32, shape: t.shape, dataOffsets: offset..<(offset + bytes)))
+                infos.append(
+                    TensorInfo(name: t.hfName, dtype: .F32, shape: t.shape, dataOffsets: offset..<(offset + bytes)))
                 offset += bytes
             }
             var generated = try GGUFTokenizerFiles.build(mapping.file.header, file: path).files
@@ -80,7 +81,8 @@ public final class ModelFolder: Sendable {
             } else if FileManager.default.fileExists(atPath: single) {
                 files = [try SafeTensorsFile(path: single)]
             } else {
-                let found = (try? FileManager.default.contentsOfDirectory(atPath: path))?
+                let found =
+                    (try? FileManager.default.contentsOfDirectory(atPath: path))?
                     .filter { $0.hasSuffix(".safetensors") }.sorted() ?? []
                 if found.count == 1 {
                     files = [try SafeTensorsFile(path: directory.appendingPathComponent(found[0]).path)]
@@ -88,7 +90,8 @@ public final class ModelFolder: Sendable {
                     let seen = found.isEmpty ? "no .safetensors file" : "\(found.count) .safetensors files and no index"
                     throw CheckpointError(
                         .notAModel,
-                        "\(path): expected model.safetensors or model.safetensors.index.json in the folder; found \(seen).")
+                        "\(path): expected model.safetensors or model.safetensors.index.json in the folder; found \(seen)."
+                    )
                 }
             }
         }
@@ -116,7 +119,8 @@ public final class ModelFolder: Sendable {
             guard size <= SafeTensorsHeader.Limits.maxIndexBytes else {
                 throw CheckpointError(
                     .limitExceeded,
-                    "\(indexPath): the index has \(size) bytes; at most \(SafeTensorsHeader.Limits.maxIndexBytes) are allowed.")
+                    "\(indexPath): the index has \(size) bytes; at most \(SafeTensorsHeader.Limits.maxIndexBytes) are allowed."
+                )
             }
             data = try Data(contentsOf: URL(fileURLWithPath: indexPath))
         } catch let e as CheckpointError {
@@ -139,7 +143,9 @@ public final class ModelFolder: Sendable {
             guard FileManager.default.fileExists(atPath: p) else {
                 let user = weightMap.first { $0.shard == shard }?.tensor ?? "?"
                 throw CheckpointError(
-                    .missingShard, "\(indexPath): shard '\(shard)' (holding '\(user)' and others) does not exist in \(directory.path).")
+                    .missingShard,
+                    "\(indexPath): shard '\(shard)' (holding '\(user)' and others) does not exist in \(directory.path)."
+                )
             }
             files.append(try SafeTensorsFile(path: p))
         }
@@ -149,20 +155,24 @@ public final class ModelFolder: Sendable {
             mapped.insert(tensor)
             guard let f = byShard[shard], f.info(tensor) != nil else {
                 throw CheckpointError(
-                    .tensorMissingFromShard, "\(indexPath): tensor '\(tensor)' is mapped to '\(shard)', which does not contain it.")
+                    .tensorMissingFromShard,
+                    "\(indexPath): tensor '\(tensor)' is mapped to '\(shard)', which does not contain it.")
             }
         }
         for f in files {
             for t in f.tensors where !mapped.contains(t.name) {
                 throw CheckpointError(
-                    .tensorNotInIndex, "\(f.path): tensor '\(t.name)' is in the shard but not in the index's weight_map.")
+                    .tensorNotInIndex,
+                    "\(f.path): tensor '\(t.name)' is in the shard but not in the index's weight_map.")
             }
         }
         return files
     }
 
     /// Parses `{"metadata": {...}, "weight_map": {tensor: shard}}`, refusing a tensor mapped twice.
-    public static func parseIndex(_ data: Data, file: String) throws(CheckpointError) -> [(tensor: String, shard: String)] {
+    public static func parseIndex(_ data: Data, file: String) throws(CheckpointError) -> [(
+        tensor: String, shard: String
+    )] {
         guard String(data: data, encoding: .utf8) != nil else {
             throw CheckpointError(.invalidIndex, "\(file): not valid UTF-8.")
         }
@@ -186,7 +196,8 @@ public final class ModelFolder: Sendable {
         var seen = Set<String>()
         for (k, v) in pairs {
             guard let shard = v.stringValue else {
-                throw CheckpointError(.invalidIndex, "\(file): weight_map entry '\(k)' is \(v.kind); expected a file name.")
+                throw CheckpointError(
+                    .invalidIndex, "\(file): weight_map entry '\(k)' is \(v.kind); expected a file name.")
             }
             guard seen.insert(k).inserted else {
                 throw CheckpointError(.tensorInTwoShards, "\(file): tensor '\(k)' appears twice in weight_map.")

@@ -48,7 +48,8 @@ public final class ModelWriter {
             try fm.createDirectory(at: target.deletingLastPathComponent(), withIntermediateDirectories: true)
             try fm.createDirectory(at: temporary, withIntermediateDirectories: false)
         } catch {
-            throw CheckpointError(.io, "\(target.path): cannot create the output folder: \(error.localizedDescription).")
+            throw CheckpointError(
+                .io, "\(target.path): cannot create the output folder: \(error.localizedDescription).")
         }
         specs = tensors
         // Greedy sharding in write order.
@@ -187,13 +188,17 @@ public final class ModelWriter {
     public func finish() throws(CheckpointError) {
         guard nextTensor == specs.count else {
             throw CheckpointError(
-                .writeOrder, "\(target.path): \(specs.count - nextTensor) planned tensors were not written (next: '\(specs[nextTensor].name)').")
+                .writeOrder,
+                "\(target.path): \(specs.count - nextTensor) planned tensors were not written (next: '\(specs[nextTensor].name)')."
+            )
         }
         for case let w? in writers { try w.finish() }
         if shardNames.count > 1 {
-            var json = "{\n  \"metadata\": {\n    \"total_size\": \(specs.reduce(0) { $0 + $1.byteCount })\n  },\n  \"weight_map\": {\n"
+            var json =
+                "{\n  \"metadata\": {\n    \"total_size\": \(specs.reduce(0) { $0 + $1.byteCount })\n  },\n  \"weight_map\": {\n"
             let entries = zip(specs, shardOf).sorted { $0.0.name < $1.0.name }
-            json += entries.map { "    \(jsonQuoted($0.0.name)): \(jsonQuoted(shardNames[$0.1]))" }.joined(separator: ",\n")
+            json += entries.map { "    \(jsonQuoted($0.0.name)): \(jsonQuoted(shardNames[$0.1]))" }.joined(
+                separator: ",\n")
             json += "\n  }\n}\n"
             try addFile("model.safetensors.index.json", contents: Data(json.utf8))
         }
@@ -201,9 +206,11 @@ public final class ModelWriter {
         let fm = FileManager.default
         var old: URL?
         if fm.fileExists(atPath: target.path) {
-            let o = target.deletingLastPathComponent().appendingPathComponent(".\(target.lastPathComponent).old-\(getpid())")
+            let o = target.deletingLastPathComponent().appendingPathComponent(
+                ".\(target.lastPathComponent).old-\(getpid())")
             do { try fm.moveItem(at: target, to: o) } catch {
-                throw CheckpointError(.io, "\(target.path): cannot move the existing folder aside: \(error.localizedDescription).")
+                throw CheckpointError(
+                    .io, "\(target.path): cannot move the existing folder aside: \(error.localizedDescription).")
             }
             old = o
         }
@@ -211,7 +218,8 @@ public final class ModelWriter {
             try fm.moveItem(at: temporary, to: target)
         } catch {
             if let old { try? fm.moveItem(at: old, to: target) }
-            throw CheckpointError(.io, "\(target.path): cannot move the finished model into place: \(error.localizedDescription).")
+            throw CheckpointError(
+                .io, "\(target.path): cannot move the finished model into place: \(error.localizedDescription).")
         }
         finished = true
         if let old { try? fm.removeItem(at: old) }

@@ -39,9 +39,9 @@ public struct UncheckedSendable<T>: @unchecked Sendable {
 }
 
 #if canImport(Glibc)
-@preconcurrency import Glibc
+    @preconcurrency import Glibc
 #elseif canImport(Darwin)
-import Darwin
+    import Darwin
 #endif
 
 private func getenvString(_ name: String) -> String? {

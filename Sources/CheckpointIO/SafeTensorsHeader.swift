@@ -102,7 +102,11 @@ public struct SafeTensorsHeader: Sendable {
         }
 
         // Offsets: sorted, contiguous from 0, no gap or overlap, ending exactly at the end of the file.
-        tensors.sort { ($0.dataOffsets.lowerBound, $0.dataOffsets.upperBound) < ($1.dataOffsets.lowerBound, $1.dataOffsets.upperBound) }
+        tensors.sort {
+            ($0.dataOffsets.lowerBound, $0.dataOffsets.upperBound) < (
+                $1.dataOffsets.lowerBound, $1.dataOffsets.upperBound
+            )
+        }
         var expectedStart = 0
         var previous: String?
         for t in tensors {
@@ -111,12 +115,14 @@ public struct SafeTensorsHeader: Sendable {
                 let after = previous.map { "after tensor '\($0)'" } ?? "at the start of the data"
                 throw CheckpointError(
                     .offsetGap,
-                    "\(file): tensor '\(t.name)' starts at data offset \(begin), leaving a gap of \(begin - expectedStart) bytes \(after) (expected it to start at \(expectedStart)).")
+                    "\(file): tensor '\(t.name)' starts at data offset \(begin), leaving a gap of \(begin - expectedStart) bytes \(after) (expected it to start at \(expectedStart))."
+                )
             }
             if begin < expectedStart {
                 throw CheckpointError(
                     .offsetOverlap,
-                    "\(file): tensor '\(t.name)' starts at data offset \(begin), inside tensor '\(previous ?? "?")' which ends at \(expectedStart).")
+                    "\(file): tensor '\(t.name)' starts at data offset \(begin), inside tensor '\(previous ?? "?")' which ends at \(expectedStart)."
+                )
             }
             expectedStart = t.dataOffsets.upperBound
             previous = t.name
@@ -124,12 +130,14 @@ public struct SafeTensorsHeader: Sendable {
         if expectedStart > bufferSize {
             throw CheckpointError(
                 .headerOutOfBounds,
-                "\(file): tensor '\(previous ?? "?")' ends at data offset \(expectedStart) but the data buffer has only \(bufferSize) bytes (file truncated?).")
+                "\(file): tensor '\(previous ?? "?")' ends at data offset \(expectedStart) but the data buffer has only \(bufferSize) bytes (file truncated?)."
+            )
         }
         if expectedStart < bufferSize {
             throw CheckpointError(
                 .trailingBytes,
-                "\(file): \(bufferSize - expectedStart) bytes follow the last tensor; the data buffer must end where the last tensor ends.")
+                "\(file): \(bufferSize - expectedStart) bytes follow the last tensor; the data buffer must end where the last tensor ends."
+            )
         }
         return SafeTensorsHeader(tensors: tensors, metadata: metadata, headerLength: headerLength)
     }
@@ -179,10 +187,12 @@ public struct SafeTensorsHeader: Sendable {
         guard let dtype = DType(rawValue: dtypeName) else {
             throw CheckpointError(
                 .unknownDType,
-                "\(where_) has unknown dtype '\(dtypeName)'; expected one of \(DType.allCases.map(\.rawValue).joined(separator: ", ")).")
+                "\(where_) has unknown dtype '\(dtypeName)'; expected one of \(DType.allCases.map(\.rawValue).joined(separator: ", "))."
+            )
         }
         guard case .array(let dims) = shapeValue else {
-            throw CheckpointError(.invalidShape, "\(where_) has shape \(shapeValue.kind); expected an array of integers.")
+            throw CheckpointError(
+                .invalidShape, "\(where_) has shape \(shapeValue.kind); expected an array of integers.")
         }
         guard dims.count <= Limits.maxRank else {
             throw CheckpointError(
@@ -201,7 +211,8 @@ public struct SafeTensorsHeader: Sendable {
             let begin = offs[0].nonNegativeInt, let end = offs[1].nonNegativeInt
         else {
             throw CheckpointError(
-                .invalidEntry, "\(where_) has data_offsets \(offsetsValue.kind); expected [begin, end] as two non-negative integers.")
+                .invalidEntry,
+                "\(where_) has data_offsets \(offsetsValue.kind); expected [begin, end] as two non-negative integers.")
         }
         guard begin <= end else {
             throw CheckpointError(.invalidEntry, "\(where_) has data_offsets [\(begin), \(end)] with begin after end.")
@@ -214,7 +225,8 @@ public struct SafeTensorsHeader: Sendable {
         guard bytes == end - begin else {
             throw CheckpointError(
                 .byteSpanMismatch,
-                "\(where_): shape \(shape) of \(dtype.rawValue) needs \(bytes) bytes but data_offsets [\(begin), \(end)] span \(end - begin).")
+                "\(where_): shape \(shape) of \(dtype.rawValue) needs \(bytes) bytes but data_offsets [\(begin), \(end)] span \(end - begin)."
+            )
         }
         return TensorInfo(name: name, dtype: dtype, shape: shape, dataOffsets: begin..<end)
     }

@@ -59,7 +59,9 @@ public final class SafeTensorsWriter {
     public func write(_ name: String, floats: UnsafeBufferPointer<Float>) throws(CheckpointError) {
         let spec = try expect(name)
         guard spec.dtype.isConvertibleFloat else {
-            throw CheckpointError(.unsupportedDType, "\(path): tensor '\(name)' is planned as \(spec.dtype.rawValue), which is not a float type.")
+            throw CheckpointError(
+                .unsupportedDType,
+                "\(path): tensor '\(name)' is planned as \(spec.dtype.rawValue), which is not a float type.")
         }
         guard floats.count == spec.elementCount else {
             throw CheckpointError(
@@ -108,7 +110,8 @@ public final class SafeTensorsWriter {
     public func finish() throws(CheckpointError) {
         guard next == specs.count else {
             throw CheckpointError(
-                .writeOrder, "\(path): \(specs.count - next) planned tensors were not written (next: '\(specs[next].name)').")
+                .writeOrder,
+                "\(path): \(specs.count - next) planned tensors were not written (next: '\(specs[next].name)').")
         }
         try output.commit()
     }

@@ -1,9 +1,9 @@
 import Foundation
 
 #if canImport(Glibc)
-@preconcurrency import Glibc
+    @preconcurrency import Glibc
 #elseif canImport(Darwin)
-import Darwin
+    import Darwin
 #endif
 
 /// Removes what killed runs left beside a target: the hidden `.NAME.tmp-PID-N` files and folders that

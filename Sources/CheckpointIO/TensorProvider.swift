@@ -49,11 +49,13 @@ extension ModelFolder: TensorProvider {
     public func entry(_ name: String) -> TensorEntry? { info(name).map(Self.entry) }
 
     private static func entry(_ t: TensorInfo) -> TensorEntry {
-        TensorEntry(name: t.name, typeName: t.dtype.rawValue, shape: t.shape, byteCount: t.byteCount,
-                    isFloat: t.dtype.isConvertibleFloat)
+        TensorEntry(
+            name: t.name, typeName: t.dtype.rawValue, shape: t.shape, byteCount: t.byteCount,
+            isFloat: t.dtype.isConvertibleFloat)
     }
 
-    public func copyFloats(_ name: String, into destination: UnsafeMutableBufferPointer<Float>) throws(CheckpointError) {
+    public func copyFloats(_ name: String, into destination: UnsafeMutableBufferPointer<Float>) throws(CheckpointError)
+    {
         try tensor(name).copyFloats(into: destination)
     }
 
@@ -74,11 +76,13 @@ extension GGUFFile: TensorProvider {
     public func entry(_ name: String) -> TensorEntry? { info(name).map(Self.entry) }
 
     private static func entry(_ t: GGUFTensorInfo) -> TensorEntry {
-        TensorEntry(name: t.name, typeName: t.type.name, shape: t.shape, byteCount: t.byteCount,
-                    isFloat: t.type.isDequantizable)
+        TensorEntry(
+            name: t.name, typeName: t.type.name, shape: t.shape, byteCount: t.byteCount,
+            isFloat: t.type.isDequantizable)
     }
 
-    public func copyFloats(_ name: String, into destination: UnsafeMutableBufferPointer<Float>) throws(CheckpointError) {
+    public func copyFloats(_ name: String, into destination: UnsafeMutableBufferPointer<Float>) throws(CheckpointError)
+    {
         try tensor(name).copyFloats(into: destination)
     }
 

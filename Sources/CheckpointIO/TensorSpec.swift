@@ -40,7 +40,8 @@ extension SafeTensorsHeader {
             if !first { json += "," }
             first = false
             let end = offset + s.byteCount
-            json += "\(jsonQuoted(s.name)):{\"dtype\":\"\(s.dtype.rawValue)\",\"shape\":[\(s.shape.map(String.init).joined(separator: ","))],\"data_offsets\":[\(offset),\(end)]}"
+            json +=
+                "\(jsonQuoted(s.name)):{\"dtype\":\"\(s.dtype.rawValue)\",\"shape\":[\(s.shape.map(String.init).joined(separator: ","))],\"data_offsets\":[\(offset),\(end)]}"
             offset = end
         }
         json += "}"

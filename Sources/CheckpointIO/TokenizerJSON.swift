@@ -70,7 +70,8 @@ package struct TokenizerJSON {
         if let dict = model["vocab"] as? [String: Any] {
             for (token, id) in dict {
                 guard let n = id as? Int, n >= 0, n <= Self.maxID else {
-                    throw CheckpointError(.invalidEntry, "\(file): model.vocab['\(token)'] is not a non-negative integer id.")
+                    throw CheckpointError(
+                        .invalidEntry, "\(file): model.vocab['\(token)'] is not a non-negative integer id.")
                 }
                 vocab.append((token, n))
             }
@@ -83,7 +84,8 @@ package struct TokenizerJSON {
             }
         } else {
             throw CheckpointError(
-                .invalidEntry, "\(file): model.vocab is missing; expected a token -> id mapping or a Unigram piece list.")
+                .invalidEntry,
+                "\(file): model.vocab is missing; expected a token -> id mapping or a Unigram piece list.")
         }
         self.vocab = vocab
         var added: [AddedToken] = []
@@ -91,12 +93,15 @@ package struct TokenizerJSON {
             guard let e = entry as? [String: Any], let id = e["id"] as? Int, id >= 0, id <= Self.maxID,
                 let content = e["content"] as? String
             else {
-                throw CheckpointError(.invalidEntry, "\(file): added_tokens[\(i)] needs an integer 'id' and a string 'content'.")
+                throw CheckpointError(
+                    .invalidEntry, "\(file): added_tokens[\(i)] needs an integer 'id' and a string 'content'.")
             }
-            added.append(AddedToken(
-                id: id, content: content, singleWord: e["single_word"] as? Bool ?? false, lstrip: e["lstrip"] as? Bool ?? false,
-                rstrip: e["rstrip"] as? Bool ?? false, normalized: e["normalized"] as? Bool ?? true,
-                special: e["special"] as? Bool ?? false))
+            added.append(
+                AddedToken(
+                    id: id, content: content, singleWord: e["single_word"] as? Bool ?? false,
+                    lstrip: e["lstrip"] as? Bool ?? false,
+                    rstrip: e["rstrip"] as? Bool ?? false, normalized: e["normalized"] as? Bool ?? true,
+                    special: e["special"] as? Bool ?? false))
         }
         addedTokens = added
     }

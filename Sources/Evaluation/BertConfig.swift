@@ -59,7 +59,8 @@ public struct BertConfig: Sendable, Equatable {
         let act = (json["hidden_act"] as? String) ?? "gelu"
         guard act == "gelu" else {
             throw EvaluationError(
-                .unsupportedModel, "\(file): hidden_act is \"\(act)\"; this encoder implements the exact (erf) \"gelu\".")
+                .unsupportedModel,
+                "\(file): hidden_act is \"\(act)\"; this encoder implements the exact (erf) \"gelu\".")
         }
         let positions = (json["position_embedding_type"] as? String) ?? "absolute"
         guard positions == "absolute" else {
@@ -82,7 +83,8 @@ public struct BertConfig: Sendable, Equatable {
             let pad = (json["pad_token_id"] as? NSNumber)?.intValue ?? 1
             guard pad >= 0, pad + 1 < maxPositions else {
                 throw EvaluationError(
-                    .invalidConfig, "\(file): pad_token_id \(pad) leaves no position below max_position_embeddings \(maxPositions).")
+                    .invalidConfig,
+                    "\(file): pad_token_id \(pad) leaves no position below max_position_embeddings \(maxPositions).")
             }
             positionOffset = pad + 1
             positionPaddingID = pad

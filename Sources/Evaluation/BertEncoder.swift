@@ -97,7 +97,8 @@ public final class BertEncoder: MixedEncoderModel {
         let inter = config.intermediateSize
         func load(_ name: String, _ shape: [Int]) throws(EvaluationError) -> EncoderWeight {
             guard let t = try tensor(name) else {
-                throw EvaluationError(.missingTensor, "\(source): the model has no tensor '\(name)', which a BERT encoder needs.")
+                throw EvaluationError(
+                    .missingTensor, "\(source): the model has no tensor '\(name)', which a BERT encoder needs.")
             }
             guard t.shape == shape, t.weight.count == shape.reduce(1, *) else {
                 throw EvaluationError(
@@ -186,7 +187,8 @@ public final class BertEncoder: MixedEncoderModel {
 
     /// The real tokens of `batch` packed into rows, sequences in `order`: token ids, position ids, and per
     /// sequence of the batch (in batch order) its first row and length.
-    func packTokens(_ batch: TokenBatch, order: [Int]) -> (ids: [Int], positions: [Int], starts: [Int], lengths: [Int]) {
+    func packTokens(_ batch: TokenBatch, order: [Int]) -> (ids: [Int], positions: [Int], starts: [Int], lengths: [Int])
+    {
         let offset = config.positionOffset
         var lengths = [Int](repeating: 0, count: batch.count)
         var starts = [Int](repeating: 0, count: batch.count)
@@ -263,43 +265,49 @@ public final class BertEncoder: MixedEncoderModel {
 
     func runLayer(
         _ layer: Layer, x: UnsafeMutableBufferPointer<Float>, qkv: UnsafeMutableBufferPointer<Float>,
-        ctx: UnsafeMutableBufferPointer<Float>, mid: UnsafeMutableBufferPointer<Float>, tokens t: Int, starts: [Int], lengths: [Int], heads: Int,
+        ctx: UnsafeMutableBufferPointer<Float>, mid: UnsafeMutableBufferPointer<Float>, tokens t: Int, starts: [Int],
+        lengths: [Int], heads: Int,
         headSize d: Int, scale: Float, eps: Float
     ) {
         let h = config.hiddenSize
         let inter = config.intermediateSize
         guard t > 0 else { return }
-        let xp = x.baseAddress!
+        let xp = x.start
         // Q, K, V for every token in one product; attention adds their bias where it reads them.
         layer.qkvWeight.withUnsafeBufferPointer {
-            EncoderKernels.linear(xp, rows: t, inner: h, weight: $0.baseAddress!, out: 3 * h, into: qkv.baseAddress!)
+            EncoderKernels.linear(xp, rows: t, inner: h, weight: $0.start, out: 3 * h, into: qkv.start)
         }
         layer.qkvBias.withUnsafeBufferPointer {
             EncoderKernels.attention(
-                qkv: qkv.baseAddress!, bias: $0.baseAddress!, ctx: ctx.baseAddress!, starts: starts, lengths: lengths,
+                qkv: qkv.start, bias: $0.start, ctx: ctx.start, starts: starts, lengths: lengths,
                 heads: heads, headSize: d, scale: scale)
         }
         // Attention output added to the residual stream x by the product itself; its bias is added by the
         // LayerNorm, which normalizes x in place.
         layer.attentionOutWeight.withUnsafeBufferPointer {
-            EncoderKernels.linear(ctx.baseAddress!, rows: t, inner: h, weight: $0.baseAddress!, out: h, into: xp, accumulate: true)
+            EncoderKernels.linear(ctx.start, rows: t, inner: h, weight: $0.start, out: h, into: xp, accumulate: true)
         }
         layer.attentionNormWeight.withUnsafeBufferPointer { g in
             layer.attentionNormBias.withUnsafeBufferPointer { b in
-                layer.attentionOutBias.withUnsafeBufferPointer { EncoderKernels.layerNorm(x, rows: t, gamma: g, beta: b, eps: eps, bias: $0) }
+                layer.attentionOutBias.withUnsafeBufferPointer {
+                    EncoderKernels.layerNorm(x, rows: t, gamma: g, beta: b, eps: eps, bias: $0)
+                }
             }
         }
         // Feed-forward: x + GELU(x W1ᵀ + b1) W2ᵀ + b2, LayerNorm; b1 is added by GELU, b2 by the LayerNorm.
         layer.intermediateWeight.withUnsafeBufferPointer {
-            EncoderKernels.linear(xp, rows: t, inner: h, weight: $0.baseAddress!, out: inter, into: mid.baseAddress!)
+            EncoderKernels.linear(xp, rows: t, inner: h, weight: $0.start, out: inter, into: mid.start)
         }
         layer.intermediateBias.withUnsafeBufferPointer { EncoderKernels.gelu(mid, bias: $0) }
         layer.outputWeight.withUnsafeBufferPointer {
-            EncoderKernels.linear(mid.baseAddress!, rows: t, inner: inter, weight: $0.baseAddress!, out: h, into: xp, accumulate: true)
+            EncoderKernels.linear(
+                mid.start, rows: t, inner: inter, weight: $0.start, out: h, into: xp, accumulate: true)
         }
         layer.outputNormWeight.withUnsafeBufferPointer { g in
             layer.outputNormBias.withUnsafeBufferPointer { b in
-                layer.outputBias.withUnsafeBufferPointer { EncoderKernels.layerNorm(x, rows: t, gamma: g, beta: b, eps: eps, bias: $0) }
+                layer.outputBias.withUnsafeBufferPointer {
+                    EncoderKernels.layerNorm(x, rows: t, gamma: g, beta: b, eps: eps, bias: $0)
+                }
             }
         }
     }

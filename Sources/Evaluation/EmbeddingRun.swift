@@ -36,7 +36,10 @@ public enum EmbeddingRun {
         if packPaths.isEmpty {
             let encoder = try SentenceEncoder(path: model)
             (hidden, limit) = (encoder.hiddenSize, encoder.maxSequenceLength)
-            embed = { encoder.embed(texts, maxLength: maxLength, batchSize: batchSize, normalize: normalize, progress: progress) }
+            embed = {
+                encoder.embed(
+                    texts, maxLength: maxLength, batchSize: batchSize, normalize: normalize, progress: progress)
+            }
         } else {
             let switched = try SwitchedEncoder(basePath: model)
             let packs = try packPaths.map { try PackFile.read($0) }
@@ -47,7 +50,8 @@ public enum EmbeddingRun {
                 guard let k = index[task] else {
                     throw EvaluationError(
                         .incompatible,
-                        "\(input): text \(i + 1) asks for task '\(task)', but no pack given is for it (packs: \(packs.map(\.task).joined(separator: ", "))).")
+                        "\(input): text \(i + 1) asks for task '\(task)', but no pack given is for it (packs: \(packs.map(\.task).joined(separator: ", ")))."
+                    )
                 }
                 w[k] = 1
                 return w
@@ -62,7 +66,8 @@ public enum EmbeddingRun {
         guard maxLength <= limit else {
             throw EvaluationError(
                 .incompatible,
-                "\(model): a maximum length of \(maxLength) tokens exceeds the model's max_position_embeddings \(limit).")
+                "\(model): a maximum length of \(maxLength) tokens exceeds the model's max_position_embeddings \(limit)."
+            )
         }
         started(texts.count)
         let start = Date()

@@ -15,13 +15,15 @@ public struct EncoderFamily: Sendable {
     let tensorNames: @Sendable (BertConfig) -> [String]
     /// Builds the encoder from tensors by unprefixed name; a weight may borrow memory owned by the caller (a
     /// switched resident base), valid for as long as the caller keeps it.
-    let build: @Sendable (BertConfig, String, (String) throws(EvaluationError) -> (shape: [Int], weight: EncoderWeight)?)
-        throws(EvaluationError) -> any EncoderModel
+    let build:
+        @Sendable (BertConfig, String, (String) throws(EvaluationError) -> (shape: [Int], weight: EncoderWeight)?)
+            throws(EvaluationError) -> any EncoderModel
 
     /// BERT (all-MiniLM-L6-v2 and other `BertModel` checkpoints): WordPiece from `vocab.txt`.
     public static let bert = EncoderFamily(
         modelType: "bert", weightPrefix: "bert.",
-        readConfig: { (json, file) throws(EvaluationError) in try BertConfig(json: json, file: file, modelType: "bert") },
+        readConfig: { (json, file) throws(EvaluationError) in try BertConfig(json: json, file: file, modelType: "bert")
+        },
         readTokenizer: { (folder) throws(EvaluationError) in try WordPieceTokenizer(folder: folder) },
         tensorNames: { BertEncoder.tensorNames(layerCount: $0.layerCount) },
         build: { (config, source, tensor) throws(EvaluationError) in
@@ -32,7 +34,9 @@ public struct EncoderFamily: Sendable {
     /// one token type; byte-level BPE from `tokenizer.json`.
     public static let roberta = EncoderFamily(
         modelType: "roberta", weightPrefix: "roberta.",
-        readConfig: { (json, file) throws(EvaluationError) in try BertConfig(json: json, file: file, modelType: "roberta") },
+        readConfig: { (json, file) throws(EvaluationError) in
+            try BertConfig(json: json, file: file, modelType: "roberta")
+        },
         readTokenizer: { (folder) throws(EvaluationError) in try ByteLevelBPETokenizer(folder: folder) },
         tensorNames: { BertEncoder.tensorNames(layerCount: $0.layerCount) },
         build: { (config, source, tensor) throws(EvaluationError) in

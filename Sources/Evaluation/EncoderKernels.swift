@@ -1,6 +1,6 @@
-import CheckpointIO
 import CEncoderKernels
 import COpenBLAS
+import CheckpointIO
 import Foundation
 import TensorKernels
 
@@ -68,18 +68,18 @@ enum EncoderKernels {
         precondition(!vectorized || hasAVX512, "the AVX-512 LayerNorm needs AVX-512")
         let width = gamma.count
         precondition(x.count >= rows * width && (bias?.count ?? width) == width)
-        let box = UncheckedSendable((x, gamma, beta, out ?? x.baseAddress!, bias))
+        let box = UncheckedSendable((x, gamma, beta, out ?? x.start, bias))
         Parallel.forEachChunk(rows, minChunk: max(1, 16384 / max(1, width))) { range in
             let (x, gamma, beta, out, bias) = box.value
             let lo = range.lowerBound * width
             if vectorized {
                 ts_layernorm_avx512(
-                    x.baseAddress! + lo, bias?.baseAddress, out + lo, range.count, width, gamma.baseAddress!,
-                    beta.baseAddress!, eps)
+                    x.start + lo, bias?.baseAddress, out + lo, range.count, width, gamma.start,
+                    beta.start, eps)
                 return
             }
             for r in range {
-                let row = x.baseAddress! + r * width
+                let row = x.start + r * width
                 let dst = out + r * width
                 if let bias {
                     for j in 0..<width { row[j] += bias[j] }
@@ -116,19 +116,19 @@ enum EncoderKernels {
             let range = (rows.lowerBound * width)..<(rows.upperBound * width)
             if vectorized {
                 if let bias {
-                    ts_bias_gelu_avx512(x.baseAddress! + range.lowerBound, rows.count, width, bias.baseAddress!)
+                    ts_bias_gelu_avx512(x.start + range.lowerBound, rows.count, width, bias.start)
                 } else {
-                    ts_gelu_avx512(x.baseAddress! + range.lowerBound, range.count)
+                    ts_gelu_avx512(x.start + range.lowerBound, range.count)
                 }
                 return
             }
             if let bias {
                 for r in rows {
-                    let row = x.baseAddress! + r * width
+                    let row = x.start + r * width
                     for j in 0..<width { row[j] += bias[j] }
                 }
             }
-            let p = UnsafeMutableRawPointer(x.baseAddress!)
+            let p = UnsafeMutableRawPointer(x.start)
             var i = range.lowerBound
             while i + 8 <= range.upperBound {
                 let v = p.loadUnaligned(fromByteOffset: i * 4, as: SIMD8<Float>.self)
@@ -165,7 +165,8 @@ enum EncoderKernels {
     ) {
         let h = heads * d
         let fused = fused ?? (hasAVX512 && d % 16 == 0)
-        precondition(!fused || (hasAVX512 && d % 16 == 0), "the fused attention needs AVX-512 and a head size multiple of 16")
+        precondition(
+            !fused || (hasAVX512 && d % 16 == 0), "the fused attention needs AVX-512 and a head size multiple of 16")
         let groups = starts.count >= 2 * Parallel.coreCount ? 1 : heads
         let perGroup = heads / groups
         let longest = lengths.max() ?? 0
@@ -194,7 +195,9 @@ enum EncoderKernels {
                     let packed = s + n * n
                     for part in 0..<3 {
                         for i in 0..<n {
-                            for c in 0..<d { packed[(part * n + i) * d + c] = q[i * 3 * h + part * h + c] + qb[part * h + c] }
+                            for c in 0..<d {
+                                packed[(part * n + i) * d + c] = q[i * 3 * h + part * h + c] + qb[part * h + c]
+                            }
                         }
                     }
                     let ld = blasint(d)
@@ -248,7 +251,9 @@ enum EncoderKernels {
             let inv = SIMD8<Float>(repeating: 1 / sum)
             j = 0
             while j < full {
-                raw.storeBytes(of: raw.loadUnaligned(fromByteOffset: j * 4, as: SIMD8<Float>.self) * inv, toByteOffset: j * 4, as: SIMD8<Float>.self)
+                raw.storeBytes(
+                    of: raw.loadUnaligned(fromByteOffset: j * 4, as: SIMD8<Float>.self) * inv, toByteOffset: j * 4,
+                    as: SIMD8<Float>.self)
                 j += 8
             }
             for k in full..<n { row[k] *= inv[0] }

@@ -39,14 +39,16 @@ public struct EncoderLoader: Sendable {
             throw EvaluationError(.invalidConfig, error.message, cause: error)
         }
         guard let json else {
-            throw EvaluationError(.invalidConfig, "\(configPath): no config.json next to the weights of \(folder.path).")
+            throw EvaluationError(
+                .invalidConfig, "\(configPath): no config.json next to the weights of \(folder.path).")
         }
         // A config without model_type is read as BERT, as before families existed.
         let type = json["model_type"] as? String ?? "bert"
         guard let family = EncoderFamily.registry[type] else {
             throw EvaluationError(
                 .unsupportedModel,
-                "\(configPath): model_type is \"\(type)\"; the encoders run \(EncoderFamily.registry.keys.sorted().map { "\"\($0)\"" }.joined(separator: ", ")).")
+                "\(configPath): model_type is \"\(type)\"; the encoders run \(EncoderFamily.registry.keys.sorted().map { "\"\($0)\"" }.joined(separator: ", "))."
+            )
         }
         self.folder = folder
         self.family = family
@@ -55,7 +57,8 @@ public struct EncoderLoader: Sendable {
         guard tokenizer.vocabularySize <= config.vocabularySize else {
             throw EvaluationError(
                 .incompatible,
-                "\(folder.directory.path): the tokenizer has \(tokenizer.vocabularySize) tokens, but the model's vocab_size is \(config.vocabularySize).")
+                "\(folder.directory.path): the tokenizer has \(tokenizer.vocabularySize) tokens, but the model's vocab_size is \(config.vocabularySize)."
+            )
         }
         let first = family.tensorNames(config).first ?? ""
         weightPrefix = folder.contains(first) ? "" : family.weightPrefix

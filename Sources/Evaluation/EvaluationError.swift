@@ -7,7 +7,8 @@ import CheckpointIO
 public struct EvaluationError: CodedError, Sendable {
     public struct Code: ErrorCode, CaseIterable {
         private enum Wrapped: String, Sendable, CaseIterable {
-            case io, invalidVocabulary, invalidTokenizer, unsupportedTokenizer, invalidConfig, unsupportedModel, missingTensor, shapeMismatch, invalidData,
+            case io, invalidVocabulary, invalidTokenizer, unsupportedTokenizer, invalidConfig, unsupportedModel,
+                missingTensor, shapeMismatch, invalidData,
                 incompatible, checkpoint
         }
 

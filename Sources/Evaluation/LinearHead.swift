@@ -48,18 +48,21 @@ public struct LinearHead: Sendable, Equatable {
         else {
             throw EvaluationError(
                 .shapeMismatch,
-                "the head of pack '\(pack.task)' must be 'weight' [classes, \(hidden)] and 'bias' [classes]; it has \(pack.head.map { "\($0.name) \($0.shape)" }).")
+                "the head of pack '\(pack.task)' must be 'weight' [classes, \(hidden)] and 'bias' [classes]; it has \(pack.head.map { "\($0.name) \($0.shape)" })."
+            )
         }
         guard pack.labels.isEmpty || pack.labels.count == w.shape[0] else {
             throw EvaluationError(
-                .shapeMismatch, "the head of pack '\(pack.task)' has \(w.shape[0]) classes but \(pack.labels.count) labels.")
+                .shapeMismatch,
+                "the head of pack '\(pack.task)' has \(w.shape[0]) classes but \(pack.labels.count) labels.")
         }
         var scale: Float?
         if let s = tensor(DenseTensor.logitScaleName) {
             guard s.values.count == 1, let v = s.values.first, v.isFinite, v > 0 else {
                 throw EvaluationError(
                     .shapeMismatch,
-                    "the head of pack '\(pack.task)' has '\(DenseTensor.logitScaleName)' \(s.shape) \(s.values.prefix(4)); expected one finite positive number.")
+                    "the head of pack '\(pack.task)' has '\(DenseTensor.logitScaleName)' \(s.shape) \(s.values.prefix(4)); expected one finite positive number."
+                )
             }
             scale = v
         }
@@ -82,17 +85,24 @@ public struct LinearHead: Sendable, Equatable {
         }
         func tensor(_ name: String) throws(EvaluationError) -> TensorView {
             guard file.info(name) != nil else {
-                throw EvaluationError(.missingTensor, "\(path): a head needs a tensor '\(name)'; the file has \(file.tensors.map(\.name)).")
+                throw EvaluationError(
+                    .missingTensor,
+                    "\(path): a head needs a tensor '\(name)'; the file has \(file.tensors.map(\.name)).")
             }
-            do { return try file.tensor(name) } catch { throw EvaluationError(.checkpoint, error.message, cause: error) }
+            do { return try file.tensor(name) } catch {
+                throw EvaluationError(.checkpoint, error.message, cause: error)
+            }
         }
         let w = try tensor("weight")
         let b = try tensor("bias")
         guard w.shape.count == 2, w.shape[0] > 0, w.shape[1] > 0 else {
-            throw EvaluationError(.shapeMismatch, "\(path): tensor 'weight' has shape \(w.shape); expected [classes, hidden].")
+            throw EvaluationError(
+                .shapeMismatch, "\(path): tensor 'weight' has shape \(w.shape); expected [classes, hidden].")
         }
         guard b.shape == [w.shape[0]] else {
-            throw EvaluationError(.shapeMismatch, "\(path): tensor 'bias' has shape \(b.shape); expected [\(w.shape[0])] to match 'weight'.")
+            throw EvaluationError(
+                .shapeMismatch,
+                "\(path): tensor 'bias' has shape \(b.shape); expected [\(w.shape[0])] to match 'weight'.")
         }
         let weight: [Float]
         let bias: [Float]
@@ -106,15 +116,19 @@ public struct LinearHead: Sendable, Equatable {
         if let raw = file.metadata[Self.logitScaleKey] {
             guard let v = Float(raw.trimmingCharacters(in: .whitespaces)), v.isFinite, v > 0 else {
                 throw EvaluationError(
-                    .invalidData, "\(path): metadata '\(Self.logitScaleKey)' is \"\(raw)\"; expected a finite positive number.")
+                    .invalidData,
+                    "\(path): metadata '\(Self.logitScaleKey)' is \"\(raw)\"; expected a finite positive number.")
             }
             logitScale = v
         }
         var labels: [String]?
         let labelsURL = URL(fileURLWithPath: path).deletingLastPathComponent().appendingPathComponent("labels.json")
         if let data = FileManager.default.contents(atPath: labelsURL.path) {
-            guard let obj = try? JSONSerialization.jsonObject(with: data) as? [String: Any], let names = obj["labels"] as? [String] else {
-                throw EvaluationError(.invalidData, "\(labelsURL.path): expected an object with a \"labels\" list of strings.")
+            guard let obj = try? JSONSerialization.jsonObject(with: data) as? [String: Any],
+                let names = obj["labels"] as? [String]
+            else {
+                throw EvaluationError(
+                    .invalidData, "\(labelsURL.path): expected an object with a \"labels\" list of strings.")
             }
             guard names.count == w.shape[0] else {
                 throw EvaluationError(

@@ -86,7 +86,8 @@ extension BertEncoder {
                                     let names = LayerNames(layer: i)
                                     for span in spans {
                                         let r = span.rows
-                                        let layer = groupLayer(names, own: own, group: span.group, weights: weights, scratch: scratch)
+                                        let layer = groupLayer(
+                                            names, own: own, group: span.group, weights: weights, scratch: scratch)
                                         let localStarts = span.sequences.map { starts[$0] - r.lowerBound }
                                         let localLengths = span.sequences.map { lengths[$0] }
                                         runLayer(
@@ -115,7 +116,8 @@ extension BertEncoder {
     /// Word + position + token-type embeddings of one group's rows, switched as the group sees them, then the
     /// embedding LayerNorm with the group's gain and bias: the same sums as a plain batch.
     private func embed(
-        _ span: Span, tokenIDs: [Int], positions: [Int], weights: any GroupWeights, x: UnsafeMutableBufferPointer<Float>,
+        _ span: Span, tokenIDs: [Int], positions: [Int], weights: any GroupWeights,
+        x: UnsafeMutableBufferPointer<Float>,
         rowScratch: UnsafeMutableBufferPointer<Float>, layerScratch: UnsafeMutableBufferPointer<Float>
     ) {
         let h = config.hiddenSize
@@ -129,16 +131,23 @@ extension BertEncoder {
         weights.gatherRows(
             "embeddings.position_embeddings.weight", group: span.group, rows: Array(positions[r]), width: h,
             into: position)
-        weights.gatherRows("embeddings.token_type_embeddings.weight", group: span.group, rows: [0], width: h, into: tokenType)
+        weights.gatherRows(
+            "embeddings.token_type_embeddings.weight", group: span.group, rows: [0], width: h, into: tokenType)
         let xb = rebased(x, r, h)
         for row in 0..<n {
             for j in 0..<h { xb[row * h + j] = word[row * h + j] + position[row * h + j] + tokenType[j] }
         }
         var offset = 0
-        let gamma = vector("embeddings.LayerNorm.weight", own: embeddingNormWeight, group: span.group, weights: weights, scratch: layerScratch, offset: &offset)
-        let beta = vector("embeddings.LayerNorm.bias", own: embeddingNormBias, group: span.group, weights: weights, scratch: layerScratch, offset: &offset)
+        let gamma = vector(
+            "embeddings.LayerNorm.weight", own: embeddingNormWeight, group: span.group, weights: weights,
+            scratch: layerScratch, offset: &offset)
+        let beta = vector(
+            "embeddings.LayerNorm.bias", own: embeddingNormBias, group: span.group, weights: weights,
+            scratch: layerScratch, offset: &offset)
         gamma.withUnsafeBufferPointer { g in
-            beta.withUnsafeBufferPointer { b in EncoderKernels.layerNorm(xb, rows: n, gamma: g, beta: b, eps: config.layerNormEps) }
+            beta.withUnsafeBufferPointer { b in
+                EncoderKernels.layerNorm(xb, rows: n, gamma: g, beta: b, eps: config.layerNormEps)
+            }
         }
     }
 
@@ -176,7 +185,8 @@ extension BertEncoder {
 
     /// A layer as `group` sees it, written into `scratch`; nil when the group changes none of its tensors.
     private func groupLayer(
-        _ names: LayerNames, own: Layer, group: Int, weights: any GroupWeights, scratch: UnsafeMutableBufferPointer<Float>
+        _ names: LayerNames, own: Layer, group: Int, weights: any GroupWeights,
+        scratch: UnsafeMutableBufferPointer<Float>
     ) -> Layer? {
         let p = names.prefix
         let parts = names.parts
@@ -195,7 +205,8 @@ extension BertEncoder {
                     if weights.switches(name, group: group) {
                         weights.materialize(name, group: group, into: slice)
                     } else {
-                        _ = slice.update(fromContentsOf: UnsafeBufferPointer(rebasing: src[(k * part)..<((k + 1) * part)]))
+                        _ = slice.update(
+                            fromContentsOf: UnsafeBufferPointer(rebasing: src[(k * part)..<((k + 1) * part)]))
                     }
                 }
             }

@@ -52,7 +52,8 @@ public struct SentenceEncoder: Sendable {
         guard let mixed = encoder as? any MixedEncoderModel else {
             preconditionFailure("\(type(of: encoder)) does not run mixed batches")
         }
-        return embedBatches(texts, maxLength: maxLength, batchSize: batchSize, normalize: normalize, progress: progress) {
+        return embedBatches(texts, maxLength: maxLength, batchSize: batchSize, normalize: normalize, progress: progress)
+        {
             batch, rows, pool in mixed.withHiddenStates(batch, groups: rows.map { groups[$0] }, weights: weights, pool)
         }
     }

@@ -118,7 +118,8 @@ public final class SwitchedEncoder: Sendable {
             }
             guard encoder is any MixedEncoderModel else {
                 throw EvaluationError(
-                    .unsupportedModel, "\(model.source): the \(loader.family.modelType) encoder does not run mixed batches.")
+                    .unsupportedModel,
+                    "\(model.source): the \(loader.family.modelType) encoder does not run mixed batches.")
             }
             return SentenceEncoder(tokenizer: tokenizer, encoder: encoder).embed(
                 texts, groups: groups, weights: SwitchedGroupWeights(switches: switches, loader: loader),
@@ -148,7 +149,8 @@ public final class SwitchedEncoder: Sendable {
                 $0.embed(members.map { texts[$0] }, maxLength: maxLength, batchSize: batchSize, normalize: normalize)
             }
             for (row, i) in members.enumerated() {
-                features.replaceSubrange((i * hidden)..<((i + 1) * hidden), with: part[(row * hidden)..<((row + 1) * hidden)])
+                features.replaceSubrange(
+                    (i * hidden)..<((i + 1) * hidden), with: part[(row * hidden)..<((row + 1) * hidden)])
             }
             done += members.count
             progress?(done)
@@ -186,14 +188,16 @@ public final class SwitchedEncoder: Sendable {
             guard let i = packs.firstIndex(where: { $0.task == t }) else {
                 throw EvaluationError(
                     .incompatible,
-                    "The router routes to task '\(t)', but none of the packs given is for that task (packs: \(packs.map(\.task))).")
+                    "The router routes to task '\(t)', but none of the packs given is for that task (packs: \(packs.map(\.task)))."
+                )
             }
             packIndex.append(i)
         }
         guard router.featureDimension == config.hiddenSize else {
             throw EvaluationError(
                 .incompatible,
-                "The router takes \(router.featureDimension)-dimensional features; the model's hidden size is \(config.hiddenSize).")
+                "The router takes \(router.featureDimension)-dimensional features; the model's hidden size is \(config.hiddenSize)."
+            )
         }
         var base = try withEncoder([]) { $0.embed(texts, maxLength: maxLength, batchSize: batchSize) }
         if router.wantsUnitFeatures { MeanPooling.normalizeRows(&base, width: config.hiddenSize) }

@@ -37,15 +37,18 @@ public enum TextDataset {
             }
             var label: Int?
             if let raw = row["label"] {
-                guard let n = raw as? NSNumber, n.doubleValue == n.doubleValue.rounded(), abs(n.doubleValue) < 1e9 else {
-                    throw EvaluationError(.invalidData, "\(path): line \(lineNumber) has a \"label\" that is not an integer.")
+                guard let n = raw as? NSNumber, n.doubleValue == n.doubleValue.rounded(), abs(n.doubleValue) < 1e9
+                else {
+                    throw EvaluationError(
+                        .invalidData, "\(path): line \(lineNumber) has a \"label\" that is not an integer.")
                 }
                 label = n.intValue
             }
             var task: String?
             if let raw = row["task"] {
                 guard let name = raw as? String else {
-                    throw EvaluationError(.invalidData, "\(path): line \(lineNumber) has a \"task\" that is not a string.")
+                    throw EvaluationError(
+                        .invalidData, "\(path): line \(lineNumber) has a \"task\" that is not a string.")
                 }
                 task = name
             }

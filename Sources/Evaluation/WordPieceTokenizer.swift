@@ -34,14 +34,16 @@ public struct WordPieceTokenizer: TextTokenizer {
     public init(folder: URL) throws(EvaluationError) {
         let vocabURL = folder.appendingPathComponent("vocab.txt")
         guard let data = FileManager.default.contents(atPath: vocabURL.path) else {
-            throw EvaluationError(.invalidVocabulary, "\(vocabURL.path): cannot read the WordPiece vocabulary (vocab.txt).")
+            throw EvaluationError(
+                .invalidVocabulary, "\(vocabURL.path): cannot read the WordPiece vocabulary (vocab.txt).")
         }
         var lowercase = true
         var stripAccents: Bool?
         var chinese = true
         let configURL = folder.appendingPathComponent("tokenizer_config.json")
         if let configData = FileManager.default.contents(atPath: configURL.path) {
-            guard let obj = try? JSONSerialization.jsonObject(with: configData), let config = obj as? [String: Any] else {
+            guard let obj = try? JSONSerialization.jsonObject(with: configData), let config = obj as? [String: Any]
+            else {
                 throw EvaluationError(.invalidConfig, "\(configURL.path): expected a JSON object.")
             }
             if let v = config["do_lower_case"] as? Bool { lowercase = v }
@@ -205,7 +207,8 @@ public struct WordPieceTokenizer: TextTokenizer {
     /// The general category as the reference's tables see it (nil for characters they do not know).
     static func referenceCategory(_ s: Unicode.Scalar) -> Unicode.GeneralCategory? {
         guard let age = s.properties.age,
-            age.major < categoryVersion.major || (age.major == categoryVersion.major && age.minor <= categoryVersion.minor)
+            age.major < categoryVersion.major
+                || (age.major == categoryVersion.major && age.minor <= categoryVersion.minor)
         else { return nil }
         return unicode8Changes[s.value] ?? s.properties.generalCategory
     }

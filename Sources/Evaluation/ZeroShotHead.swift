@@ -38,14 +38,16 @@ public enum ZeroShotHead {
         guard let raw = obj["descriptions"] else {
             throw EvaluationError(
                 .invalidData,
-                "\(path): no \"descriptions\" list; a zero-shot head needs one short phrase per class (\(labels.count) classes).")
+                "\(path): no \"descriptions\" list; a zero-shot head needs one short phrase per class (\(labels.count) classes)."
+            )
         }
         guard let descriptions = raw as? [String] else {
             throw EvaluationError(.invalidData, "\(path): \"descriptions\" must be a list of strings.")
         }
         guard descriptions.count == labels.count else {
             throw EvaluationError(
-                .incompatible, "\(path): \(descriptions.count) descriptions for \(labels.count) labels; expected one per class.")
+                .incompatible,
+                "\(path): \(descriptions.count) descriptions for \(labels.count) labels; expected one per class.")
         }
         if let i = descriptions.firstIndex(where: { $0.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty }) {
             throw EvaluationError(.invalidData, "\(path): description \(i) (class '\(labels[i])') is empty.")
@@ -64,7 +66,8 @@ public enum ZeroShotHead {
         encoder: SentenceEncoder, classes: Classes, template: String = defaultTemplate,
         logitScale: Float = defaultLogitScale
     ) -> LinearHead {
-        let rows = encoder.embed(prompts(classes.descriptions, template: template), maxLength: maxLength, normalize: true)
+        let rows = encoder.embed(
+            prompts(classes.descriptions, template: template), maxLength: maxLength, normalize: true)
         return LinearHead(
             weight: rows, bias: [Float](repeating: 0, count: classes.labels.count), classes: classes.labels.count,
             hidden: encoder.hiddenSize, labels: classes.labels, logitScale: logitScale)

@@ -118,14 +118,17 @@ public enum LoRAExtraction {
         let include = try compile(options.include)
         let exclude = try compile(options.exclude)
         if FileManager.default.fileExists(atPath: output), !overwrite {
-            throw MergeError(.checkpoint, "\(output): already exists.", cause: CheckpointError(.outputExists, "\(output): already exists."))
+            throw MergeError(
+                .checkpoint, "\(output): already exists.",
+                cause: CheckpointError(.outputExists, "\(output): already exists."))
         }
         // Inputs: the same tensor names, shapes and float dtypes.
         let baseNames = Set(base.tensorNames)
         if let extra = fineTuned.tensorNames.first(where: { !baseNames.contains($0) }) {
             throw MergeError(
                 .missingTensor,
-                "\(fineTuned.path): tensor '\(extra)' is not in the base \(base.path); both models need the same tensors.")
+                "\(fineTuned.path): tensor '\(extra)' is not in the base \(base.path); both models need the same tensors."
+            )
         }
         var modules: [(name: String, tensors: [TensorInfo])] = []
         var index: [String: Int] = [:]
@@ -133,12 +136,14 @@ public enum LoRAExtraction {
             guard let ft = fineTuned.info(info.name) else {
                 throw MergeError(
                     .missingTensor,
-                    "\(fineTuned.path): tensor '\(info.name)' of the base \(base.path) is missing; both models need the same tensors.")
+                    "\(fineTuned.path): tensor '\(info.name)' of the base \(base.path) is missing; both models need the same tensors."
+                )
             }
             guard ft.shape == info.shape else {
                 throw MergeError(
                     .shapeMismatch,
-                    "\(fineTuned.path): tensor '\(info.name)' is \(ft.shapeDescription); the base \(base.path) has \(info.shapeDescription).")
+                    "\(fineTuned.path): tensor '\(info.name)' is \(ft.shapeDescription); the base \(base.path) has \(info.shapeDescription)."
+                )
             }
             let module = info.name.split(separator: ".").dropLast().joined(separator: ".")
             if let i = index[module] {
@@ -159,7 +164,8 @@ public enum LoRAExtraction {
             var changed: [TensorInfo] = []
             for info in tensors where try differs(info.name, base, fineTuned) { changed.append(info) }
             if changed.isEmpty {
-                reports.append(.init(module: module, kind: .skipped, rank: 0, deltaNorm: 0, errorNorm: 0, why: "unchanged"))
+                reports.append(
+                    .init(module: module, kind: .skipped, rank: 0, deltaNorm: 0, errorNorm: 0, why: "unchanged"))
                 continue
             }
             let embedding = isEmbedding(module) || isOutputEmbedding(module)
@@ -168,12 +174,14 @@ public enum LoRAExtraction {
             if options.modulesToSave.contains(module) || options.modulesToSave.contains(last) || forcedSave {
                 saved.append((module, tensors))
                 reports.append(
-                    .init(module: module, kind: .saved, rank: 0, deltaNorm: 0, errorNorm: 0,
-                          why: forcedSave ? "embedding (not decomposed without embedding LoRA)" : "listed to save"))
+                    .init(
+                        module: module, kind: .saved, rank: 0, deltaNorm: 0, errorNorm: 0,
+                        why: forcedSave ? "embedding (not decomposed without embedding LoRA)" : "listed to save"))
                 continue
             }
             if excluded {
-                reports.append(.init(module: module, kind: .skipped, rank: 0, deltaNorm: 0, errorNorm: 0, why: "excluded"))
+                reports.append(
+                    .init(module: module, kind: .skipped, rank: 0, deltaNorm: 0, errorNorm: 0, why: "excluded"))
                 continue
             }
             let weight = tensors.first { $0.name == module + ".weight" && $0.shape.count == 2 }
@@ -194,8 +202,9 @@ public enum LoRAExtraction {
                 reports.removeLast()  // rank 0: no singular value passed the thresholds
                 if others.isEmpty {
                     reports.append(
-                        .init(module: module, kind: .skipped, rank: 0, deltaNorm: 0, errorNorm: 0,
-                              why: "no singular value above the threshold"))
+                        .init(
+                            module: module, kind: .skipped, rank: 0, deltaNorm: 0, errorNorm: 0,
+                            why: "no singular value above the threshold"))
                     continue
                 }
             }
@@ -215,13 +224,15 @@ public enum LoRAExtraction {
         guard !loraModules.isEmpty || !saved.isEmpty else {
             throw MergeError(
                 .invalidInputs,
-                "\(fineTuned.path): nothing to extract against the base \(base.path) (no tensor differs, or every changed module was excluded or skipped).")
+                "\(fineTuned.path): nothing to extract against the base \(base.path) (no tensor differs, or every changed module was excluded or skipped)."
+            )
         }
         let loraBias = factors.values.contains { $0.bias != nil }
         if loraBias, let e = factors.first(where: { $0.value.embedding }) {
             throw MergeError(
                 .invalidInputs,
-                "\(fineTuned.path): module '\(e.key)' is an embedding LoRA and other modules need LoRA biases (their bias changed); PEFT's lora_bias does not support embedding layers. Save the embedding whole or leave the bias changes out.")
+                "\(fineTuned.path): module '\(e.key)' is an embedding LoRA and other modules need LoRA biases (their bias changed); PEFT's lora_bias does not support embedding layers. Save the embedding whole or leave the bias changes out."
+            )
         }
         let r = factors.values.map { $0.aShape[0] }.max() ?? options.rank
 
@@ -233,7 +244,8 @@ public enum LoRAExtraction {
                 specs.append(TensorSpec(name: "\(prefix)\(module).\(a)", dtype: f.dtype, shape: f.aShape))
                 specs.append(TensorSpec(name: "\(prefix)\(module).\(b)", dtype: f.dtype, shape: f.bShape))
                 if let bias = f.bias {
-                    specs.append(TensorSpec(name: "\(prefix)\(module).lora_B.bias", dtype: f.biasDType, shape: [bias.count]))
+                    specs.append(
+                        TensorSpec(name: "\(prefix)\(module).lora_B.bias", dtype: f.biasDType, shape: [bias.count]))
                 }
             } else if let s = saved.first(where: { $0.module == module }) {
                 for t in s.tensors { specs.append(TensorSpec(name: prefix + t.name, dtype: t.dtype, shape: t.shape)) }
@@ -265,7 +277,8 @@ public enum LoRAExtraction {
                 metadata: ["format": "pt"])
             for (module, _) in modules {
                 if let f = factors[module] {
-                    let (a, b) = f.embedding ? ("lora_embedding_A", "lora_embedding_B") : ("lora_A.weight", "lora_B.weight")
+                    let (a, b) =
+                        f.embedding ? ("lora_embedding_A", "lora_embedding_B") : ("lora_A.weight", "lora_B.weight")
                     try writer.write("\(prefix)\(module).\(a)", floats: f.a)
                     try writer.write("\(prefix)\(module).\(b)", floats: f.b)
                     if let bias = f.bias { try writer.write("\(prefix)\(module).lora_B.bias", floats: bias) }
@@ -288,118 +301,6 @@ public enum LoRAExtraction {
             bytes: bytes)
     }
 
-    /// The LoRA factors of one 2-D weight, or nil when its task vector has no singular value above the
-    /// thresholds (then the module is not a LoRA target).
-    static func decompose(
-        _ info: TensorInfo, module: String, base: ModelFolder, fineTuned: ModelFolder, options: Options,
-        asEmbedding: Bool, reports: inout [ModuleReport]
-    ) throws(MergeError) -> Factors? {
-        let (m, n) = (info.shape[0], info.shape[1])
-        guard options.rank <= min(m, n) else {
-            throw MergeError(
-                .invalidInputs,
-                "\(base.path): tensor '\(info.name)' is \(info.shapeDescription); rank \(options.rank) exceeds its smaller side \(min(m, n)).")
-        }
-        let d = try delta(info.name, base, fineTuned)
-        let norm2 = d.reduce(0.0) { $0 + Double($1) * Double($1) }
-        guard norm2.isFinite else {
-            throw MergeError(
-                .numerical, "\(fineTuned.path): tensor '\(info.name)': the task vector (fine-tune − base) is not finite.")
-        }
-        let svd: TruncatedSVD.Factors
-        do {
-            svd = try d.withUnsafeBufferPointer { (p) throws(TruncatedSVD.Failure) in
-                try TruncatedSVD.decompose(
-                    p, rows: m, cols: n, rank: options.rank, settings: options.svd, key: info.name)
-            }
-        } catch {
-            throw MergeError(
-                .numerical, "\(fineTuned.path): tensor '\(info.name)': LAPACK \(error.routine) failed (info \(error.info)).")
-        }
-        let s = svd.singularValues
-        var k = min(options.rank, svd.count)
-        if options.svEpsilon > 0 { k = min(k, s.prefix(k).filter { Double($0) > options.svEpsilon }.count) }
-        if options.svRelative > 0, let top = s.first {
-            k = min(k, s.prefix(k).filter { Double($0) >= options.svRelative * Double(top) }.count)
-        }
-        k = min(k, s.prefix(k).filter { $0 > 0 }.count)
-        let kind: ModuleReport.Kind = asEmbedding ? .loraEmbedding : .lora
-        let why = k < options.rank ? "rank cut by the singular-value threshold" : nil
-        if k == 0 {
-            reports.append(
-                .init(module: module, kind: kind, rank: 0, deltaNorm: norm2.squareRoot(),
-                      errorNorm: norm2.squareRoot(), why: why))
-            return nil
-        }
-        // Left and right scale per triplet: √σ on both, or σ on the right factor.
-        let left = s.prefix(k).map { options.distributeScale ? $0.squareRoot() : 1 }
-        let right = s.prefix(k).map { options.distributeScale ? $0.squareRoot() : $0 }
-        // ΔW = Σ σᵢ uᵢ vᵢᵀ. Linear: B = [uᵢ·left] (m × k), A = [vᵢᵀ·right] (k × n). Embedding (PEFT stores ΔWᵀ =
-        // B·A with A: k × m, B: n × k): A rows are uᵢᵀ·right, B columns vᵢ·left.
-        let (uLen, vLen) = (m, n)
-        let rowsA = asEmbedding ? uLen : vLen
-        let colsB = asEmbedding ? vLen : uLen
-        var a = [Float](repeating: 0, count: k * rowsA)
-        var b = [Float](repeating: 0, count: colsB * k)
-        for i in 0..<k {
-            let aSource = asEmbedding ? svd.uT : svd.vT
-            let bSource = asEmbedding ? svd.vT : svd.uT
-            for j in 0..<rowsA { a[i * rowsA + j] = aSource[i * rowsA + j] * right[i] }
-            for j in 0..<colsB { b[j * k + i] = bSource[i * colsB + j] * left[i] }
-        }
-        // The error of the factors themselves, measured (√(‖ΔW‖² − Σσᵢ²) would cancel catastrophically in Float
-        // when ΔW is nearly rank k): one more m·n·k product, small beside the SVD.
-        let product = LoRAAdapter.lowRankProduct(b, a, rows: colsB, rank: k, cols: rowsA, scaling: 1)
-        var error2 = 0.0
-        for i in 0..<m {
-            for j in 0..<n {
-                let e = Double(d[i * n + j]) - Double(asEmbedding ? product[j * m + i] : product[i * n + j])
-                error2 += e * e
-            }
-        }
-        reports.append(
-            .init(module: module, kind: kind, rank: k, deltaNorm: norm2.squareRoot(), errorNorm: error2.squareRoot(),
-                  why: why))
-        return Factors(
-            a: a, b: b, aShape: [k, rowsA], bShape: [colsB, k], dtype: options.dtype ?? fineTuned.info(info.name)?.dtype ?? info.dtype,
-            embedding: asEmbedding)
-    }
-
-    /// Fine-tune − base of one tensor, in Float.
-    static func delta(_ name: String, _ base: ModelFolder, _ fineTuned: ModelFolder) throws(MergeError) -> [Float] {
-        try checkpoint { () throws(CheckpointError) -> [Float] in
-            let bv = try base.tensor(name)
-            let fv = try fineTuned.tensor(name)
-            guard bv.dtype.isConvertibleFloat, fv.dtype.isConvertibleFloat else {
-                throw CheckpointError(
-                    .unsupportedDType,
-                    "\(fineTuned.path): tensor '\(name)' is \(fv.dtype.rawValue) (base \(bv.dtype.rawValue)); LoRA extraction needs float tensors.")
-            }
-            var d = try fv.floats()
-            let b = try bv.floats()
-            d.withUnsafeMutableBufferPointer { dp in b.withUnsafeBufferPointer { Elementwise.axpy(-1, $0, dp) } }
-            bv.release()
-            fv.release()
-            return d
-        }
-    }
-
-    /// Whether a tensor's bytes differ between the models (any dtype).
-    static func differs(_ name: String, _ base: ModelFolder, _ fineTuned: ModelFolder) throws(MergeError) -> Bool {
-        try checkpoint { () throws(CheckpointError) -> Bool in
-            let bv = try base.tensor(name)
-            let fv = try fineTuned.tensor(name)
-            defer {
-                bv.release()
-                fv.release()
-            }
-            if bv.dtype != fv.dtype { return true }
-            let (x, y) = (bv.bytes, fv.bytes)
-            guard let xp = x.baseAddress, let yp = y.baseAddress else { return x.count != y.count }
-            return x.count != y.count || memcmp(xp, yp, x.count) != 0
-        }
-    }
-
     static func compile(_ patterns: [String]) throws(MergeError) -> [NSRegularExpression] {
         var out: [NSRegularExpression] = []
         for p in patterns {
@@ -417,57 +318,5 @@ public enum LoRAExtraction {
     static func matches(_ module: String, include: [NSRegularExpression], exclude: [NSRegularExpression]) -> Bool {
         if !include.isEmpty, !include.contains(where: { search($0, module) }) { return false }
         return !exclude.contains { search($0, module) }
-    }
-}
-
-/// A folder written under a hidden temporary name beside its target and renamed into place by `finish()`
-/// (an existing target is moved aside first and removed after), as `ModelWriter` does for model folders.
-final class AdapterFolderWriter {
-    let target: URL
-    let temporary: URL
-    private var finished = false
-
-    init(target path: String, overwrite: Bool) throws(CheckpointError) {
-        target = URL(fileURLWithPath: path, isDirectory: true).standardizedFileURL
-        let fm = FileManager.default
-        if fm.fileExists(atPath: target.path), !overwrite {
-            throw CheckpointError(.outputExists, "\(target.path): already exists.")
-        }
-        _ = StaleTemporaries.sweep(beside: target)
-        temporary = target.deletingLastPathComponent()
-            .appendingPathComponent(".\(target.lastPathComponent).tmp-\(getpid())-\(UInt32.random(in: 0...UInt32.max))")
-        do {
-            try fm.createDirectory(at: target.deletingLastPathComponent(), withIntermediateDirectories: true)
-            try fm.createDirectory(at: temporary, withIntermediateDirectories: false)
-        } catch {
-            throw CheckpointError(.io, "\(target.path): cannot create the output folder: \(error.localizedDescription).")
-        }
-    }
-
-    deinit { if !finished { try? FileManager.default.removeItem(at: temporary) } }
-
-    func add(_ name: String, _ contents: Data) throws(CheckpointError) {
-        do { try contents.write(to: temporary.appendingPathComponent(name)) } catch {
-            throw CheckpointError(.io, "\(target.path): cannot write \(name): \(error.localizedDescription).")
-        }
-    }
-
-    func finish() throws(CheckpointError) {
-        try MappedFile.checkInputsUnchanged(output: target.path)
-        let fm = FileManager.default
-        var old: URL?
-        if fm.fileExists(atPath: target.path) {
-            let o = target.deletingLastPathComponent().appendingPathComponent(".\(target.lastPathComponent).old-\(getpid())")
-            do { try fm.moveItem(at: target, to: o) } catch {
-                throw CheckpointError(.io, "\(target.path): cannot move the existing folder aside: \(error.localizedDescription).")
-            }
-            old = o
-        }
-        do { try fm.moveItem(at: temporary, to: target) } catch {
-            if let old { try? fm.moveItem(at: old, to: target) }
-            throw CheckpointError(.io, "\(target.path): cannot move the adapter into place: \(error.localizedDescription).")
-        }
-        finished = true
-        if let old { try? fm.removeItem(at: old) }
     }
 }

@@ -1,5 +1,5 @@
-import Foundation
 import CheckpointIO
+import Foundation
 
 /// A parameter as written in YAML, before it is resolved for a tensor.
 ///

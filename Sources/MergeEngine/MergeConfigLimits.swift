@@ -8,7 +8,8 @@ extension MergeConfigParser {
         var bytes = Array(yaml.utf8)
         guard bytes.count <= Limits.maxBytes else {
             throw MergeError(
-                .limitExceeded, "\(file): the configuration has \(bytes.count) bytes; at most \(Limits.maxBytes) are allowed.")
+                .limitExceeded,
+                "\(file): the configuration has \(bytes.count) bytes; at most \(Limits.maxBytes) are allowed.")
         }
         var parser = yaml_parser_t()
         guard yaml_parser_initialize(&parser) == 1 else { return }
@@ -31,7 +32,8 @@ extension MergeConfigParser {
                 guard total <= Limits.maxNodes else {
                     return MergeError(
                         .limitExceeded,
-                        "\(file):\(line): the configuration expands to more than \(Limits.maxNodes) YAML nodes (aliases included), the limit.")
+                        "\(file):\(line): the configuration expands to more than \(Limits.maxNodes) YAML nodes (aliases included), the limit."
+                    )
                 }
                 return nil
             }
@@ -51,7 +53,8 @@ extension MergeConfigParser {
                 case YAML_SEQUENCE_START_EVENT, YAML_MAPPING_START_EVENT:
                     guard open.count < Limits.maxDepth else {
                         failure = MergeError(
-                            .limitExceeded, "\(file):\(line): the YAML nests deeper than \(Limits.maxDepth) levels, the limit.")
+                            .limitExceeded,
+                            "\(file):\(line): the YAML nests deeper than \(Limits.maxDepth) levels, the limit.")
                         break
                     }
                     let anchor = anchorName(

@@ -76,13 +76,18 @@ public enum MergeEngine {
     ) throws(MergeError) -> MergeSummary {
         let unnamed = configs.filter { $0.name == nil }
         if unnamed.count > 1 {
-            throw MergeError(.invalidConfig, "\(configs[0].file): \(unnamed.count) documents have no 'name'; only the final merge may be unnamed.")
+            throw MergeError(
+                .invalidConfig,
+                "\(configs[0].file): \(unnamed.count) documents have no 'name'; only the final merge may be unnamed.")
         }
         let finalIndex = configs.firstIndex { $0.name == nil } ?? configs.count - 1
         let outURL = URL(fileURLWithPath: output).standardizedFileURL
         let temporaryIntermediates = options.intermediateDirectory == nil && configs.count > 1
-        let interDir = options.intermediateDirectory
-            ?? outURL.deletingLastPathComponent().appendingPathComponent(".\(outURL.lastPathComponent).intermediates-\(getpid())").path
+        let interDir =
+            options.intermediateDirectory
+            ?? outURL.deletingLastPathComponent().appendingPathComponent(
+                ".\(outURL.lastPathComponent).intermediates-\(getpid())"
+            ).path
         defer { if temporaryIntermediates { try? FileManager.default.removeItem(atPath: interDir) } }
 
         var resolver = ModelResolver(configDirectory: configDirectory, hubCache: options.hubCache)
@@ -95,14 +100,18 @@ public enum MergeEngine {
         let start = Date()
         for (n, i) in order.enumerated() {
             let config = configs[i]
-            let target = i == finalIndex ? output : URL(fileURLWithPath: interDir).appendingPathComponent(config.name ?? "merge-\(i)").path
+            let target =
+                i == finalIndex
+                ? output : URL(fileURLWithPath: interDir).appendingPathComponent(config.name ?? "merge-\(i)").path
             let plan = try MergePlan(config: config, resolver: resolver)
             var opts = options
             if i != finalIndex { opts.overwrite = true }
             try execute(plan, output: target, options: opts) { p in
-                progress?(MergeProgress(
-                    document: n, documentCount: configs.count, tensorsDone: p.tensorsDone, tensorCount: p.tensorCount,
-                    bytesDone: p.bytesDone, bytesTotal: p.bytesTotal, seconds: p.seconds))
+                progress?(
+                    MergeProgress(
+                        document: n, documentCount: configs.count, tensorsDone: p.tensorsDone,
+                        tensorCount: p.tensorCount,
+                        bytesDone: p.bytesDone, bytesTotal: p.bytesTotal, seconds: p.seconds))
             }
             if let name = config.name { resolver.intermediates[name] = target }
             outputs.append(target)
@@ -110,7 +119,9 @@ public enum MergeEngine {
             read += plan.bytesRead
             written += plan.bytesWritten
         }
-        return MergeSummary(outputs: outputs, tensors: tensors, bytesRead: read, bytesWritten: written, seconds: Date().timeIntervalSince(start))
+        return MergeSummary(
+            outputs: outputs, tensors: tensors, bytesRead: read, bytesWritten: written,
+            seconds: Date().timeIntervalSince(start))
     }
 
     /// Executes one plan into the folder `output`.
@@ -154,7 +165,9 @@ public enum MergeEngine {
             let n = t.elementCount
             var views: [TensorView] = []
             for inp in t.inputs {
-                views.append(try checkpoint { () throws(CheckpointError) in try plan.models[inp.model].folder.tensor(inp.tensor) })
+                views.append(
+                    try checkpoint { () throws(CheckpointError) in try plan.models[inp.model].folder.tensor(inp.tensor)
+                    })
             }
             let inputBytes = views.reduce(0) { $0 + $1.bytes.count }
             if let vocabulary = plan.vocabulary, vocabulary.aligns(t.name) {
@@ -164,7 +177,9 @@ public enum MergeEngine {
                 let out = UnsafeMutableBufferPointer<Float>.allocate(capacity: n)
                 defer { out.deallocate() }
                 try vocabulary.merge(t, plan: plan, views: views, seed: options.seed, into: out)
-                try checkpoint { () throws(CheckpointError) in try writer.write(t.name, floats: UnsafeBufferPointer(out)) }
+                try checkpoint { () throws(CheckpointError) in
+                    try writer.write(t.name, floats: UnsafeBufferPointer(out))
+                }
             } else if t.copyRaw {
                 // The write thread reads the mapping and drops its pages afterwards.
                 let view = views[0]
@@ -186,7 +201,8 @@ public enum MergeEngine {
                 let context = StreamingMergeContext(
                     tensorName: t.name, shape: t.shape,
                     inputs: zip(plan.tensorModels(t), zip(t.inputs, sources)).map { model, pair in
-                        StreamingInput(model: model, isBase: pair.0.isBase, source: pair.1, parameters: pair.0.parameters)
+                        StreamingInput(
+                            model: model, isBase: pair.0.isBase, source: pair.1, parameters: pair.0.parameters)
                     },
                     parameters: t.parameters, seed: options.seed)
                 try streaming.mergeStreaming(context, into: TensorSink(bytes: dst, dtype: t.outDType, count: n))
@@ -208,20 +224,26 @@ public enum MergeEngine {
                     let buf = UnsafeMutableBufferPointer(rebasing: pool[i][0..<n])
                     try checkpoint { () throws(CheckpointError) in try view.copyFloats(into: buf) }
                     view.release()
-                    inputs.append(MergeInput(
-                        model: plan.models[inp.model].reference, isBase: inp.isBase, values: UnsafeBufferPointer(buf),
-                        parameters: inp.parameters))
+                    inputs.append(
+                        MergeInput(
+                            model: plan.models[inp.model].reference, isBase: inp.isBase,
+                            values: UnsafeBufferPointer(buf),
+                            parameters: inp.parameters))
                 }
                 let out = UnsafeMutableBufferPointer(rebasing: pool[maxInputs][0..<n])
                 let context = TensorMergeContext(
                     tensorName: t.name, shape: t.shape, inputs: inputs, parameters: t.parameters, seed: options.seed)
                 try plan.method.merge(context, into: out)
-                try checkpoint { () throws(CheckpointError) in try writer.write(t.name, floats: UnsafeBufferPointer(out)) }
+                try checkpoint { () throws(CheckpointError) in
+                    try writer.write(t.name, floats: UnsafeBufferPointer(out))
+                }
             }
             done += inputBytes + t.spec.byteCount
-            progress?(MergeProgress(
-                document: 0, documentCount: 1, tensorsDone: ti + 1, tensorCount: plan.tensors.count, bytesDone: done,
-                bytesTotal: totalBytes, seconds: Date().timeIntervalSince(start)))
+            progress?(
+                MergeProgress(
+                    document: 0, documentCount: 1, tensorsDone: ti + 1, tensorCount: plan.tensors.count,
+                    bytesDone: done,
+                    bytesTotal: totalBytes, seconds: Date().timeIntervalSince(start)))
         }
         try checkpoint { () throws(CheckpointError) in try pipeline.drain() }
         try writeSupportFiles(plan, writer: writer)
@@ -234,7 +256,7 @@ public enum MergeEngine {
         let huge = 2 << 20
         let b = UnsafeMutableRawBufferPointer.allocate(byteCount: max(1, bytes), alignment: bytes >= huge ? huge : 64)
         #if os(Linux)
-        if bytes >= huge, let p = b.baseAddress { _ = madvise(p, bytes / huge * huge, MADV_HUGEPAGE) }
+            if bytes >= huge, let p = b.baseAddress { _ = madvise(p, bytes / huge * huge, MADV_HUGEPAGE) }
         #endif
         return b
     }

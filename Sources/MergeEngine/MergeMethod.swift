@@ -108,7 +108,9 @@ public struct ParameterSpec: Sendable {
     }
 
     /// A numeric parameter; `default: nil` makes it required.
-    public static func number(_ name: String, scope: ParameterScope = .shared, default d: Double? = nil) -> ParameterSpec {
+    public static func number(_ name: String, scope: ParameterScope = .shared, default d: Double? = nil)
+        -> ParameterSpec
+    {
         ParameterSpec(name: name, scope: scope, kind: .number, defaultValue: d.map { .number($0) })
     }
 
@@ -202,4 +204,3 @@ extension MergeMethod {
     public static var isRandomised: Bool { false }
     public static var summary: String { name }
 }
-

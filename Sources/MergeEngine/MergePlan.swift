@@ -62,10 +62,13 @@ public struct PlannedModel: Sendable {
                 let adapter = try LoRAAdapter(path: loraPath)
                 try adapter.writeMerged(base: try ModelFolder(path: modelPath), to: out)
                 let scratch = ScratchFolder(out)
-                return PlannedModel(reference: reference, path: out, folder: try ModelFolder(path: out), scratch: scratch)
+                return PlannedModel(
+                    reference: reference, path: out, folder: try ModelFolder(path: out), scratch: scratch)
             } catch {
                 try? FileManager.default.removeItem(atPath: out)
-                throw MergeError(.checkpoint, "\(file): model '\(reference)' (LoRA adapter merged into the model): \(error.message)", cause: error)
+                throw MergeError(
+                    .checkpoint, "\(file): model '\(reference)' (LoRA adapter merged into the model): \(error.message)",
+                    cause: error)
             }
         }
         var path = whole ?? ""
@@ -103,7 +106,9 @@ public struct MergePlan: Sendable {
     /// Plans `config`; models are resolved with `resolver`.
     public init(config: MergeConfig, resolver: ModelResolver) throws(MergeError) {
         guard let method = MergeMethodRegistry.method(named: config.mergeMethod) else {
-            throw MergeError(.unknownMethod, "\(config.file):\(config.mergeMethodLine): unknown merge_method '\(config.mergeMethod)'.")
+            throw MergeError(
+                .unknownMethod,
+                "\(config.file):\(config.mergeMethodLine): unknown merge_method '\(config.mergeMethod)'.")
         }
         self.config = config
         self.method = method
@@ -132,12 +137,16 @@ public struct MergePlan: Sendable {
                 sources.append(s)
             }
             if let b = config.baseModel, method.basePolicy != .ignored, !list.contains(where: { $0.model == b }) {
-                sources.append(SourceDefinition(model: b, layerRange: 0..<Self.layerCount(models[indexOf[b] ?? 0].folder), line: 0))
+                sources.append(
+                    SourceDefinition(model: b, layerRange: 0..<Self.layerCount(models[indexOf[b] ?? 0].folder), line: 0)
+                )
             }
             let lengths = Set(sources.map { $0.layerRange?.count ?? 0 })
             guard lengths.count == 1 else {
                 let desc = sources.map { "\($0.model): \($0.layerRange?.count ?? 0)" }.joined(separator: ", ")
-                throw MergeError(.shapeMismatch, "\(file): the models have different layer counts (\(desc)); use slices to pick equal ranges.")
+                throw MergeError(
+                    .shapeMismatch,
+                    "\(file): the models have different layer counts (\(desc)); use slices to pick equal ranges.")
             }
             slices = [SliceDefinition(sources: sources, line: list.first?.line ?? 0)]
         } else {
@@ -149,17 +158,28 @@ public struct MergePlan: Sendable {
             let base = method.basePolicy == .ignored ? nil : (s.baseModel ?? config.baseModel)
             let hasBase = base.map { b in s.sources.contains { $0.model == b } } ?? false
             if method.basePolicy == .required, !hasBase {
-                throw MergeError(.invalidInputs, "\(file):\(s.line): merge method '\(method.name)' needs a base_model among the inputs\(base.map { "; '\($0)' is not one of this slice's sources" } ?? "").")
+                throw MergeError(
+                    .invalidInputs,
+                    "\(file):\(s.line): merge method '\(method.name)' needs a base_model among the inputs\(base.map { "; '\($0)' is not one of this slice's sources" } ?? "")."
+                )
             }
             let nonBase = s.sources.count - (hasBase ? 1 : 0)
             guard method.nonBaseCount.contains(nonBase) else {
                 let r = method.nonBaseCount
-                let want = r.lowerBound == r.upperBound ? "exactly \(r.lowerBound)" : (r.upperBound == Int.max ? "at least \(r.lowerBound)" : "\(r.lowerBound) to \(r.upperBound)")
-                throw MergeError(.invalidInputs, "\(file):\(s.line): merge method '\(method.name)' takes \(want) non-base model(s); this merge has \(nonBase).")
+                let want =
+                    r.lowerBound == r.upperBound
+                    ? "exactly \(r.lowerBound)"
+                    : (r.upperBound == Int.max ? "at least \(r.lowerBound)" : "\(r.lowerBound) to \(r.upperBound)")
+                throw MergeError(
+                    .invalidInputs,
+                    "\(file):\(s.line): merge method '\(method.name)' takes \(want) non-base model(s); this merge has \(nonBase)."
+                )
             }
             var seen = Set<String>()
             for src in s.sources where !seen.insert(src.model).inserted {
-                throw MergeError(.invalidInputs, "\(file):\(src.line): model '\(src.model)' appears twice among the inputs of one merge.")
+                throw MergeError(
+                    .invalidInputs,
+                    "\(file):\(src.line): model '\(src.model)' appears twice among the inputs of one merge.")
             }
         }
 
@@ -180,9 +200,10 @@ public struct MergePlan: Sendable {
                 .filter { !(tied && $0 == "lm_head.weight") }
         }
         func plan(_ outName: String, slice s: SliceDefinition, inputNames: [String], t: Double) throws(MergeError) {
-            out.append(try Self.planTensor(
-                outName, slice: s, inputNames: inputNames, t: t, base: sliceBase(s), config: config, method: method,
-                models: models, indexOf: indexOf, vocabulary: vocabulary))
+            out.append(
+                try Self.planTensor(
+                    outName, slice: s, inputNames: inputNames, t: t, base: sliceBase(s), config: config, method: method,
+                    models: models, indexOf: indexOf, vocabulary: vocabulary))
         }
         for name in nonLayer(firstRef, pre: true) {
             try plan(name, slice: slices[0], inputNames: Array(repeating: name, count: slices[0].sources.count), t: 0)
@@ -200,7 +221,8 @@ public struct MergePlan: Sendable {
                     return l
                 }
                 if template.isEmpty {
-                    throw MergeError(.missingTensor, "\(file):\(s.line): model '\(ref.model)' has no tensors for layer \(refLayer).")
+                    throw MergeError(
+                        .missingTensor, "\(file):\(s.line): model '\(ref.model)' has no tensors for layer \(refLayer).")
                 }
                 for l in template {
                     let names = s.sources.map { l.with(index: ($0.layerRange?.lowerBound ?? 0) + idx) }
@@ -229,8 +251,12 @@ public struct MergePlan: Sendable {
         }
         for b in blocks {
             for key in b.settings.keys.sorted() where !known.contains(key) {
-                let expected = known.isEmpty ? "it takes none" : "expected one of \(known.sorted().joined(separator: ", "))"
-                throw MergeError(.unknownKey, "\(config.file):\(b.lines[key] ?? 0): merge method '\(method.name)' has no parameter '\(key)'; \(expected).")
+                let expected =
+                    known.isEmpty ? "it takes none" : "expected one of \(known.sorted().joined(separator: ", "))"
+                throw MergeError(
+                    .unknownKey,
+                    "\(config.file):\(b.lines[key] ?? 0): merge method '\(method.name)' has no parameter '\(key)'; \(expected)."
+                )
             }
         }
     }
@@ -264,7 +290,8 @@ public struct MergePlan: Sendable {
         }
         if holders.count < s.sources.count, let first = holders.first, !first.info.dtype.isConvertibleFloat {
             let input = PlannedInput(
-                model: indexOf[first.src.model] ?? 0, tensor: first.tensor, isBase: first.src.model == base, parameters: [:])
+                model: indexOf[first.src.model] ?? 0, tensor: first.tensor, isBase: first.src.model == base,
+                parameters: [:])
             return PlannedTensor(
                 name: name, shape: first.info.shape, outDType: first.info.dtype, inputs: [input], parameters: [:],
                 copyRaw: true)
@@ -273,23 +300,33 @@ public struct MergePlan: Sendable {
         for (src, tname) in zip(s.sources, inputNames) {
             let folder = models[indexOf[src.model] ?? 0].folder
             guard let info = folder.info(tname) else {
-                throw MergeError(.missingTensor, "\(file): model '\(src.model)' has no tensor '\(tname)' (needed for output tensor '\(name)').")
+                throw MergeError(
+                    .missingTensor,
+                    "\(file): model '\(src.model)' has no tensor '\(tname)' (needed for output tensor '\(name)').")
             }
             infos.append(info)
         }
         var shape = infos[0].shape
         if let vocabulary, vocabulary.aligns(name) {
             // Token-indexed rows are re-laid out into the output vocabulary; the other axes must agree.
-            if shape.isEmpty || infos.contains(where: { $0.shape.dropFirst() != shape.dropFirst() || !$0.dtype.isConvertibleFloat }) {
+            if shape.isEmpty
+                || infos.contains(where: { $0.shape.dropFirst() != shape.dropFirst() || !$0.dtype.isConvertibleFloat })
+            {
                 let desc = zip(s.sources, infos).map { "\($0.model): \($1.shapeDescription)" }.joined(separator: ", ")
-                throw MergeError(.shapeMismatch, "\(file): vocabulary tensor '\(name)' must be a float tensor with equal non-vocabulary dimensions in every input (\(desc)).")
+                throw MergeError(
+                    .shapeMismatch,
+                    "\(file): vocabulary tensor '\(name)' must be a float tensor with equal non-vocabulary dimensions in every input (\(desc))."
+                )
             }
-            for (src, info) in zip(s.sources, infos) { try vocabulary.check(tensor: name, model: src.model, shape: info.shape) }
+            for (src, info) in zip(s.sources, infos) {
+                try vocabulary.check(tensor: name, model: src.model, shape: info.shape)
+            }
             shape[0] = vocabulary.rows
         } else if infos.contains(where: { $0.shape != shape }) {
             let desc = zip(zip(s.sources, inputNames), infos).map { pair, info in
                 // A GGUF input also names the tensor as the file spells it.
-                let stored = models[indexOf[pair.0.model] ?? 0].folder.ggufName(pair.1).map { " (GGUF tensor '\($0)')" } ?? ""
+                let stored =
+                    models[indexOf[pair.0.model] ?? 0].folder.ggufName(pair.1).map { " (GGUF tensor '\($0)')" } ?? ""
                 return "\(pair.0.model): \(info.shapeDescription)\(stored)"
             }.joined(separator: ", ")
             throw MergeError(.shapeMismatch, "\(file): tensor '\(name)' has different shapes in the inputs (\(desc)).")
@@ -301,18 +338,23 @@ public struct MergePlan: Sendable {
 
         var shared: [String: ParameterValue] = [:]
         for p in method.parameters where p.scope == .shared {
-            shared[p.name] = try resolve(p, scopes: [s.parameters, config.parameters], tensor: name, t: t, model: nil, file: file)
+            shared[p.name] = try resolve(
+                p, scopes: [s.parameters, config.parameters], tensor: name, t: t, model: nil, file: file)
         }
         var inputs: [PlannedInput] = []
         for (src, tname) in zip(s.sources, inputNames) {
             let isBase = src.model == base
             var params: [String: ParameterValue] = [:]
             for p in method.parameters where p.scope == .input || (p.scope == .nonBase && !isBase) {
-                params[p.name] = try resolve(p, scopes: [src.parameters, s.parameters, config.parameters], tensor: tname, t: t, model: src.model, file: file)
+                params[p.name] = try resolve(
+                    p, scopes: [src.parameters, s.parameters, config.parameters], tensor: tname, t: t, model: src.model,
+                    file: file)
             }
-            inputs.append(PlannedInput(model: indexOf[src.model] ?? 0, tensor: tname, isBase: isBase, parameters: params))
+            inputs.append(
+                PlannedInput(model: indexOf[src.model] ?? 0, tensor: tname, isBase: isBase, parameters: params))
         }
-        return PlannedTensor(name: name, shape: shape, outDType: outDType, inputs: inputs, parameters: shared, copyRaw: copyRaw)
+        return PlannedTensor(
+            name: name, shape: shape, outDType: outDType, inputs: inputs, parameters: shared, copyRaw: copyRaw)
     }
 
     /// mergekit's precedence: the first scope whose setting evaluates (filters may not match) wins; then the default.
@@ -323,14 +365,18 @@ public struct MergePlan: Sendable {
             if let s = scope.settings[p.name], let v = s.evaluate(tensorName: tensor, t: t) {
                 switch (p.kind, v) {
                 case (.number, .bool):
-                    throw MergeError(.invalidConfig, "\(file):\(scope.lines[p.name] ?? 0): parameter '\(p.name)' must be a number, not a boolean.")
+                    throw MergeError(
+                        .invalidConfig,
+                        "\(file):\(scope.lines[p.name] ?? 0): parameter '\(p.name)' must be a number, not a boolean.")
                 default: return v
                 }
             }
         }
         guard let d = p.defaultValue else {
             let whom = model.map { " for model '\($0)'" } ?? ""
-            throw MergeError(.missingParameter, "\(file): parameter '\(p.name)' is required\(whom) (tensor '\(tensor)') but is not set at any level.")
+            throw MergeError(
+                .missingParameter,
+                "\(file): parameter '\(p.name)' is required\(whom) (tensor '\(tensor)') but is not set at any level.")
         }
         return d
     }

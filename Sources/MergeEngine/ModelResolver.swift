@@ -62,6 +62,7 @@ public struct ModelResolver: Sendable {
         }
         throw MergeError(
             .modelNotFound,
-            "\(file): model '\(reference)' is neither a local path nor in the local Hugging Face cache (tried \(tried.joined(separator: ", "))); TaskSwitch never downloads.")
+            "\(file): model '\(reference)' is neither a local path nor in the local Hugging Face cache (tried \(tried.joined(separator: ", "))); TaskSwitch never downloads."
+        )
     }
 }

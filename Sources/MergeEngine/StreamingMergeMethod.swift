@@ -53,11 +53,14 @@ public protocol StreamingMergeMethod: MergeMethod {
 }
 
 extension StreamingMergeMethod {
-    public static func merge(_ context: TensorMergeContext, into output: UnsafeMutableBufferPointer<Float>) throws(MergeError) {
+    public static func merge(_ context: TensorMergeContext, into output: UnsafeMutableBufferPointer<Float>)
+        throws(MergeError)
+    {
         let s = StreamingMergeContext(
             tensorName: context.tensorName, shape: context.shape,
             inputs: context.inputs.map {
-                StreamingInput(model: $0.model, isBase: $0.isBase, source: TensorSource($0.values), parameters: $0.parameters)
+                StreamingInput(
+                    model: $0.model, isBase: $0.isBase, source: TensorSource($0.values), parameters: $0.parameters)
             },
             parameters: context.parameters, seed: context.seed)
         try mergeStreaming(s, into: TensorSink(output))

@@ -49,8 +49,13 @@ struct TokenizerVocabulary: Sendable {
         let url = dir.appendingPathComponent("tokenizer.json")
         guard FileManager.default.fileExists(atPath: url.path) else {
             let others = ["tokenizer.model", "vocab.json", "vocab.txt", "tokenizer_config.json"]
-            if let f = others.first(where: { FileManager.default.fileExists(atPath: dir.appendingPathComponent($0).path) }) {
-                throw MergeError(.checkpoint, "\(dir.path): model '\(reference)' has \(f) but no tokenizer.json; vocabulary merging reads the Hugging Face tokenizers format only.")
+            if let f = others.first(where: {
+                FileManager.default.fileExists(atPath: dir.appendingPathComponent($0).path)
+            }) {
+                throw MergeError(
+                    .checkpoint,
+                    "\(dir.path): model '\(reference)' has \(f) but no tokenizer.json; vocabulary merging reads the Hugging Face tokenizers format only."
+                )
             }
             return nil
         }
@@ -89,7 +94,10 @@ struct TokenizerVocabulary: Sendable {
     func stripped() throws(MergeError) -> TokenizerVocabulary {
         guard vocab.values.contains(where: { $0 >= vocabSize }) else { return self }
         guard modelType == "BPE" else {
-            throw MergeError(.checkpoint, "\(file): the tokenizer has ids beyond vocab_size \(vocabSize) and is \(modelType); only BPE tokenizers can be stripped for a vocabulary merge (as in mergekit).")
+            throw MergeError(
+                .checkpoint,
+                "\(file): the tokenizer has ids beyond vocab_size \(vocabSize) and is \(modelType); only BPE tokenizers can be stripped for a vocabulary merge (as in mergekit)."
+            )
         }
         var s = self
         s.modelVocab = modelVocab.filter { $0.value < vocabSize }
@@ -112,14 +120,19 @@ struct TokenizerVocabulary: Sendable {
             let known = Set(modelVocab.keys)
             model["merges"] = merges.filter { m in
                 let parts: [String]
-                if let s = m as? String { parts = s.split(separator: " ", omittingEmptySubsequences: false).map(String.init) }
-                else { parts = (m as? [String]) ?? [] }
+                if let s = m as? String {
+                    parts = s.split(separator: " ", omittingEmptySubsequences: false).map(String.init)
+                } else {
+                    parts = (m as? [String]) ?? []
+                }
                 return parts.allSatisfy { known.contains($0) }
             }
         }
         json["model"] = model
         json["added_tokens"] = added.sorted { $0.id < $1.id }.map(\.json)
-        guard let out = try? JSONSerialization.data(withJSONObject: json, options: [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]),
+        guard
+            let out = try? JSONSerialization.data(
+                withJSONObject: json, options: [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]),
             var text = String(data: out, encoding: .utf8)
         else {
             throw MergeError(.checkpoint, "\(file): the merged tokenizer could not be serialised.")

@@ -41,137 +41,6 @@ public struct VocabularyAlignment: Sendable {
         "transformer.output_layer.weight",
     ]
 
-    /// Builds the output vocabulary and permutations for `config` over `models` (opened, in `referencedModels`
-    /// order). Returns nil when the config asks for no tokenizer merge.
-    static func build(config: MergeConfig, models: [PlannedModel]) throws(MergeError) -> VocabularyAlignment? {
-        guard let source = config.tokenizerSource, !models.isEmpty else { return nil }
-        let file = config.file
-        let line = config.tokenizerLine
-        let refs = models.map(\.reference)
-        let baseRef = config.baseModel ?? refs[0]
-        guard let baseIndex = refs.firstIndex(of: baseRef) else {
-            throw MergeError(.invalidConfig, "\(file):\(line): the base model '\(baseRef)' is not among the merged models.")
-        }
-        guard let baseRead = try TokenizerVocabulary.read(models[baseIndex].folder, reference: baseRef) else {
-            throw MergeError(.checkpoint, "\(models[baseIndex].folder.directory.path): base model '\(baseRef)' has no tokenizer.json, which '\(source)' vocabulary merging needs.")
-        }
-        let base = try baseRead.stripped()
-        // Every model's tokenizer; a model without tokenizer files is assumed to share the base's (as mergekit does).
-        var vocabularies: [String: TokenizerVocabulary] = [baseRef: base]
-        for (ref, m) in zip(refs, models) where ref != baseRef {
-            vocabularies[ref] = try TokenizerVocabulary.read(m.folder, reference: ref)
-        }
-
-        var out: TokenizerVocabulary
-        switch source {
-        case "base":
-            out = base
-        case "union":
-            out = base
-            // mergekit iterates each model's get_vocab() (hash order in the tokenizers library); we take ids in
-            // order, models in config order, so the result is reproducible (docs/merge.md).
-            var plain: [String] = []
-            var seenPlain = Set<String>()
-            var addedInfo: [TokenizerVocabulary.AddedToken] = []
-            var seenAdded = Set<String>()
-            for ref in refs {
-                guard let v = vocabularies[ref] else { continue }
-                let addedSet = Set(v.added.map(\.content))
-                for (tok, id) in v.vocab.sorted(by: { $0.value < $1.value }) where id < v.vocabSize && !addedSet.contains(tok) {
-                    if seenPlain.insert(tok).inserted { plain.append(tok) }
-                }
-                for a in v.added.sorted(by: { $0.id < $1.id }) where a.id < v.vocabSize {
-                    if seenAdded.insert(a.content).inserted { addedInfo.append(a) }
-                }
-            }
-            let baseVocab = base.vocab
-            out.add(plain.filter { !seenAdded.contains($0) && baseVocab[$0] == nil }.map { .init(id: 0, content: $0) })
-            out.add(addedInfo)
-        default:
-            guard let i = refs.firstIndex(of: source) else {
-                throw MergeError(.invalidConfig, "\(file):\(line): tokenizer source '\(source)' is neither base, union nor one of the merged models (\(refs.joined(separator: ", "))).")
-            }
-            var read = vocabularies[source]
-            if read == nil { read = try TokenizerVocabulary.read(models[i].folder, reference: source) }
-            guard let v = read else {
-                throw MergeError(.checkpoint, "\(models[i].folder.directory.path): model '\(source)' has no tokenizer.json to use as tokenizer source.")
-            }
-            out = v
-        }
-        let existing = out.vocab
-        out.add(config.tokenizerTokens.filter { existing[$0.token] == nil }.map { .init(id: 0, content: $0.token) })
-
-        let outVocab = out.vocab
-        var tokens = [String](repeating: "", count: outVocab.count)
-        for (tok, id) in outVocab {
-            guard id < tokens.count else {
-                throw MergeError(.checkpoint, "\(out.file): token ids are not contiguous (id \(id) of '\(tok)' with \(tokens.count) tokens); the output vocabulary cannot be laid out.")
-            }
-            tokens[id] = tok
-        }
-        var rows = tokens.count
-        if let m = config.padToMultipleOf, rows % m != 0 { rows = (rows / m + 1) * m }
-
-        var permutations: [String: [Int]] = [:]
-        var originals: [String: [String: Int]] = [:]
-        var identity = rows == tokens.count && config.tokenizerTokens.isEmpty
-        for ref in refs {
-            let v = vocabularies[ref]
-            let vocab = (v ?? base).vocab
-            // A model sharing the base's tokenizer still has its own vocab_size (mergekit reads its config).
-            let size = v?.vocabSize ?? Self.configVocabSize(models[refs.firstIndex(of: ref) ?? 0].folder) ?? base.vocabSize
-            var p = [Int](repeating: -1, count: tokens.count)
-            for (id, tok) in tokens.enumerated() {
-                if let j = vocab[tok], j < size { p[id] = j }
-                if p[id] != id { identity = false }
-            }
-            if size != tokens.count { identity = false }
-            permutations[ref] = p
-            originals[ref] = vocab
-        }
-        for s in config.tokenizerTokens {
-            let refModel: String?
-            switch s.source {
-            case .model(let m): refModel = m
-            case .modelToken(let m, _, _): refModel = m
-            default: refModel = nil
-            }
-            if let m = refModel, !refs.contains(m) {
-                throw MergeError(.invalidConfig, "\(file):\(s.line): token '\(s.token)' takes its embedding from '\(m)', which is not one of the merged models.")
-            }
-        }
-        var settings: [String: TokenEmbeddingSetting] = [:]
-        let ids = Dictionary(tokens.enumerated().map { ($1, $0) }, uniquingKeysWith: { a, _ in a })
-        for s in config.tokenizerTokens {
-            settings[s.token] = s
-            // What `align` will need, checked now so that mistakes surface before any tensor is merged.
-            guard let id = ids[s.token], s.force || refs.contains(where: { (permutations[$0]?[id] ?? -1) < 0 }) else { continue }
-            switch s.source {
-            case nil:
-                throw MergeError(.missingParameter, "\(file):\(s.line): token '\(s.token)' needs a 'source': some model lacks it or force is set.")
-            case .model(let m)?:
-                if (permutations[m]?[id] ?? -1) < 0 {
-                    throw MergeError(.invalidConfig, "\(file):\(s.line): token '\(s.token)' takes its row from '\(m)', which does not have the token.")
-                }
-            case .modelToken(let m, _, let text?)?:
-                if originals[m]?[text] == nil {
-                    throw MergeError(.invalidConfig, "\(file):\(s.line): token '\(text)' (source of '\(s.token)') is not in the vocabulary of '\(m)'.")
-                }
-            default:
-                break
-            }
-        }
-
-        let names = Set(models.flatMap { $0.folder.tensorNames }.filter { vocabularyTensorNames.contains($0) })
-        // Tensors with more rows than the tokenizer uses (a resized embedding) are re-laid out too.
-        for m in models where names.contains(where: { m.folder.info($0).map { $0.shape.first != rows } ?? false }) {
-            identity = false
-        }
-        return VocabularyAlignment(
-            tokens: tokens, rows: rows, permutations: permutations, originalVocabs: originals, settings: settings,
-            baseModel: config.baseModel, output: out, tensorNames: names, isIdentity: identity, file: file)
-    }
-
     static func configVocabSize(_ folder: ModelFolder) -> Int? {
         guard let c = try? folder.config() else { return nil }
         return c["vocab_size"] as? Int ?? (c["text_config"] as? [String: Any])?["vocab_size"] as? Int
@@ -184,7 +53,10 @@ public struct VocabularyAlignment: Sendable {
     func check(tensor name: String, model: String, shape: [Int]) throws(MergeError) {
         guard let p = permutations[model], let maxRow = p.max(), maxRow >= 0 else { return }
         guard let rowsIn = shape.first, maxRow < rowsIn else {
-            throw MergeError(.shapeMismatch, "\(file): tensor '\(name)' of model '\(model)' has \(shape.first ?? 0) rows, but its tokenizer addresses row \(maxRow) (vocab_size in its config.json is larger than the embedding).")
+            throw MergeError(
+                .shapeMismatch,
+                "\(file): tensor '\(name)' of model '\(model)' has \(shape.first ?? 0) rows, but its tokenizer addresses row \(maxRow) (vocab_size in its config.json is larger than the embedding)."
+            )
         }
     }
 
@@ -206,7 +78,9 @@ public struct VocabularyAlignment: Sendable {
         let n = tokens.count
         var scratch = [Float](repeating: 0, count: width)
         func readRow(_ m: Int, _ r: Int) -> [Float] {
-            scratch.withUnsafeMutableBufferPointer { inputs[m].source.read((r * width)..<((r + 1) * width), into: $0.baseAddress!) }
+            scratch.withUnsafeMutableBufferPointer {
+                inputs[m].source.read((r * width)..<((r + 1) * width), into: $0.start)
+            }
             return scratch
         }
         let perms = models.map { permutations[$0] ?? [Int](repeating: -1, count: n) }
@@ -237,32 +111,49 @@ public struct VocabularyAlignment: Sendable {
             }
             let line = cfg?.line ?? 0
             guard let source else {
-                throw MergeError(.invalidConfig, "\(file):\(line): token '\(token)' has no 'source', but tensor '\(name)' needs one (a model lacks the token or force is set).")
+                throw MergeError(
+                    .invalidConfig,
+                    "\(file):\(line): token '\(token)' has no 'source', but tensor '\(name)' needs one (a model lacks the token or force is set)."
+                )
             }
             switch source {
             case .zero:
                 defaults[id] = [Float](repeating: 0, count: width)
             case .model(let m):
                 guard let mi = models.firstIndex(of: m) else {
-                    throw MergeError(.missingTensor, "\(file):\(line): token '\(token)' takes its row from '\(m)', which is not an input of tensor '\(name)'.")
+                    throw MergeError(
+                        .missingTensor,
+                        "\(file):\(line): token '\(token)' takes its row from '\(m)', which is not an input of tensor '\(name)'."
+                    )
                 }
                 guard perms[mi][id] >= 0 else {
-                    throw MergeError(.invalidConfig, "\(file):\(line): token '\(token)' takes its row from '\(m)', which does not have the token.")
+                    throw MergeError(
+                        .invalidConfig,
+                        "\(file):\(line): token '\(token)' takes its row from '\(m)', which does not have the token.")
                 }
                 defaults[id] = readRow(mi, perms[mi][id])
             case .modelToken(let m, let tokenID, let text):
                 guard let mi = models.firstIndex(of: m) else {
-                    throw MergeError(.missingTensor, "\(file):\(line): token '\(token)' takes its row from '\(m)', which is not an input of tensor '\(name)'.")
+                    throw MergeError(
+                        .missingTensor,
+                        "\(file):\(line): token '\(token)' takes its row from '\(m)', which is not an input of tensor '\(name)'."
+                    )
                 }
                 var src = tokenID ?? -1
                 if let text {
                     guard let j = originalVocabs[m]?[text] else {
-                        throw MergeError(.invalidConfig, "\(file):\(line): token '\(text)' (source of '\(token)') is not in the vocabulary of '\(m)'.")
+                        throw MergeError(
+                            .invalidConfig,
+                            "\(file):\(line): token '\(text)' (source of '\(token)') is not in the vocabulary of '\(m)'."
+                        )
                     }
                     src = j
                 }
                 guard src >= 0, src < inputs[mi].rows else {
-                    throw MergeError(.invalidConfig, "\(file):\(line): token id \(src) (source of '\(token)') is out of range for '\(m)' (\(inputs[mi].rows) rows in '\(name)').")
+                    throw MergeError(
+                        .invalidConfig,
+                        "\(file):\(line): token id \(src) (source of '\(token)') is out of range for '\(m)' (\(inputs[mi].rows) rows in '\(name)')."
+                    )
                 }
                 defaults[id] = readRow(mi, src)
             }
@@ -270,7 +161,7 @@ public struct VocabularyAlignment: Sendable {
 
         for (m, out) in outputs.enumerated() {
             precondition(out.count == rows * width, "aligned buffer has the wrong size")
-            let base = out.baseAddress!
+            let base = out.start
             for id in 0..<n {
                 let dst = base + id * width
                 let force = settings[tokens[id]]?.force ?? false
@@ -278,7 +169,7 @@ public struct VocabularyAlignment: Sendable {
                     let r = perms[m][id]
                     inputs[m].source.read((r * width)..<((r + 1) * width), into: dst)
                 } else if let d = defaults[id] {
-                    d.withUnsafeBufferPointer { dst.update(from: $0.baseAddress!, count: width) }
+                    d.withUnsafeBufferPointer { dst.update(from: $0.start, count: width) }
                 } else {
                     dst.update(repeating: 0, count: width)
                 }
@@ -288,7 +179,9 @@ public struct VocabularyAlignment: Sendable {
                 var mean = [Float](repeating: 0, count: width)
                 for id in 0..<n { for k in 0..<width { mean[k] += base[id * width + k] } }
                 for k in 0..<width { mean[k] /= Float(n) }
-                for id in n..<rows { mean.withUnsafeBufferPointer { (base + id * width).update(from: $0.baseAddress!, count: width) } }
+                for id in n..<rows {
+                    mean.withUnsafeBufferPointer { (base + id * width).update(from: $0.start, count: width) }
+                }
             }
         }
     }
@@ -297,7 +190,8 @@ public struct VocabularyAlignment: Sendable {
     /// output-ordered f32 copy by `align`, then the plan's method on the copies (the whole-tensor path; one
     /// tensor, so memory is (inputs + 1) copies of it).
     func merge(
-        _ t: PlannedTensor, plan: MergePlan, views: [TensorView], seed: UInt64, into output: UnsafeMutableBufferPointer<Float>
+        _ t: PlannedTensor, plan: MergePlan, views: [TensorView], seed: UInt64,
+        into output: UnsafeMutableBufferPointer<Float>
     ) throws(MergeError) {
         let width = t.shape.dropFirst().reduce(1, *)
         let inputs = zip(t.inputs, views).map { inp, view in
@@ -310,63 +204,12 @@ public struct VocabularyAlignment: Sendable {
         defer { for b in buffers { b.deallocate() } }
         try align(tensor: t.name, inputs: inputs, width: width, into: buffers)
         let mergeInputs = zip(t.inputs, buffers).map { inp, b in
-            MergeInput(model: plan.models[inp.model].reference, isBase: inp.isBase, values: UnsafeBufferPointer(b), parameters: inp.parameters)
+            MergeInput(
+                model: plan.models[inp.model].reference, isBase: inp.isBase, values: UnsafeBufferPointer(b),
+                parameters: inp.parameters)
         }
-        let context = TensorMergeContext(tensorName: t.name, shape: t.shape, inputs: mergeInputs, parameters: t.parameters, seed: seed)
+        let context = TensorMergeContext(
+            tensorName: t.name, shape: t.shape, inputs: mergeInputs, parameters: t.parameters, seed: seed)
         try plan.method.merge(context, into: output)
-    }
-
-    /// The output tokenizer files: tokenizer.json, and the source's tokenizer_config.json (its
-    /// `added_tokens_decoder` brought in line), special_tokens_map.json and chat template.
-    func outputFiles() throws(MergeError) -> [(name: String, contents: Data)] {
-        var files: [(name: String, contents: Data)] = [("tokenizer.json", try output.serialized())]
-        let configURL = output.directory.appendingPathComponent("tokenizer_config.json")
-        if let data = output.supportFile("tokenizer_config.json") {
-            guard var json = (try? JSONSerialization.jsonObject(with: data)) as? [String: Any] else {
-                throw MergeError(.checkpoint, "\(configURL.path): expected a JSON object.")
-            }
-            if json["added_tokens_decoder"] != nil {
-                var decoder: [String: Any] = [:]
-                for a in output.added {
-                    var e = a.json
-                    e["id"] = nil
-                    decoder[String(a.id)] = e
-                }
-                json["added_tokens_decoder"] = decoder
-            }
-            guard let d = try? JSONSerialization.data(withJSONObject: json, options: [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]) else {
-                throw MergeError(.checkpoint, "\(configURL.path): could not be re-serialised.")
-            }
-            files.append(("tokenizer_config.json", d + Data("\n".utf8)))
-        }
-        for name in ["special_tokens_map.json", "chat_template.jinja"] {
-            if let d = output.supportFile(name) { files.append((name, d)) }
-        }
-        return files
-    }
-
-    /// Tokenizer files of the source that the rewritten tokenizer.json supersedes and the output must not carry.
-    static let staleFiles = [
-        "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt", "vocab.json", "tokenizer.model",
-        "merges.txt", "added_tokens.json", "chat_template.jinja",
-    ]
-
-    /// Replaces the tokenizer files `copySupportFiles` brought from the support model by the merged tokenizer's.
-    func writeTokenizer(to writer: ModelWriter) throws(MergeError) {
-        for name in Self.staleFiles {
-            try? FileManager.default.removeItem(at: writer.temporary.appendingPathComponent(name))
-        }
-        let files = try outputFiles()
-        for f in files { try checkpoint { () throws(CheckpointError) in try writer.addFile(f.name, contents: f.contents) } }
-    }
-
-    /// Sets the output config.json's vocabulary size (mergekit's `_update_config_vocab`).
-    func updateConfig(_ json: inout [String: Any]) {
-        if json["vocab_size"] == nil, var text = json["text_config"] as? [String: Any], text["vocab_size"] != nil {
-            text["vocab_size"] = rows
-            json["text_config"] = text
-        } else {
-            json["vocab_size"] = rows
-        }
     }
 }

@@ -132,7 +132,8 @@ func describe(_ error: any Error) -> String {
     }
     switch e {
     case .dataCorrupted(let c):
-        return c.codingPath.isEmpty ? "The body is not valid JSON." : "Field '\(path(c.codingPath))': \(c.debugDescription)."
+        return c.codingPath.isEmpty
+            ? "The body is not valid JSON." : "Field '\(path(c.codingPath))': \(c.debugDescription)."
     case .keyNotFound(let key, let c):
         return "The request needs a field '\(path(c.codingPath, key))'."
     case .typeMismatch(let type, let c):

@@ -66,7 +66,10 @@ public actor InferenceQueue: Service {
         let continuation: CheckedContinuation<Embedded, any Error>
     }
 
-    init(encoder: SwitchedEncoder, router: (any TaskRouter)?, config: ServerConfiguration, metrics: ServingMetrics, baseName: String) {
+    init(
+        encoder: SwitchedEncoder, router: (any TaskRouter)?, config: ServerConfiguration, metrics: ServingMetrics,
+        baseName: String
+    ) {
         self.config = config
         self.metrics = metrics
         self.baseName = baseName
@@ -101,7 +104,8 @@ public actor InferenceQueue: Service {
         do {
             pack = try PackFile.decode(bytes, file: source)
         } catch {
-            throw ServingError(.packRefused, status: .badRequest, "Pack refused (\(error.code.rawValue)): \(error.message)")
+            throw ServingError(
+                .packRefused, status: .badRequest, "Pack refused (\(error.code.rawValue)): \(error.message)")
         }
         return try await install(pack, source: source, task: task)
     }
@@ -114,7 +118,8 @@ public actor InferenceQueue: Service {
         if let task, pack.task != task {
             throw ServingError(
                 .packRefused, status: .badRequest,
-                "Pack refused: \(source) is the pack of task '\(pack.task)', not '\(task)'; upload it to /v1/packs/\(pack.task).")
+                "Pack refused: \(source) is the pack of task '\(pack.task)', not '\(task)'; upload it to /v1/packs/\(pack.task)."
+            )
         }
         generation += 1
         let loaded = try LoadedPack(
@@ -142,7 +147,8 @@ public actor InferenceQueue: Service {
     /// - Throws: `ServingError` 429 when the queue is full, 503 when shutting down, 500 when inference failed.
     public func submit(_ texts: [String], tokens: Int, target: Target) async throws -> Embedded {
         guard !stopping else {
-            throw ServingError(.unavailable, status: .serviceUnavailable, "The server is shutting down; send the request elsewhere.")
+            throw ServingError(
+                .unavailable, status: .serviceUnavailable, "The server is shutting down; send the request elsewhere.")
         }
         guard admitted + texts.count <= config.maxQueuedTexts else {
             throw ServingError(
@@ -153,7 +159,8 @@ public actor InferenceQueue: Service {
         admitted += texts.count
         metrics.queuedTexts(admitted)
         return try await withCheckedThrowingContinuation { c in
-            pending.append(Job(input: .init(texts: texts, target: target), tokens: tokens, enqueued: .now, continuation: c))
+            pending.append(
+                Job(input: .init(texts: texts, target: target), tokens: tokens, enqueued: .now, continuation: c))
             waiter?.resume()
             waiter = nil
         }
@@ -237,7 +244,8 @@ public actor InferenceQueue: Service {
             let (p, replaced) = try await install(pack, source: source)
             if replaced {
                 throw ServingError(
-                    .packRefused, status: .badRequest, "\(source): a second pack for task '\(p.task)' in the packs folder; keep one.")
+                    .packRefused, status: .badRequest,
+                    "\(source): a second pack for task '\(p.task)' in the packs folder; keep one.")
             }
         }
     }

@@ -26,7 +26,8 @@ final class InferenceWorker: @unchecked Sendable {
         do {
             try encoder.model.activate([(pack, 1)])
         } catch {
-            throw ServingError(.packRefused, status: .badRequest, "Pack refused (\(error.code.rawValue)): \(error.message)")
+            throw ServingError(
+                .packRefused, status: .badRequest, "Pack refused (\(error.code.rawValue)): \(error.message)")
         }
     }
 
@@ -44,7 +45,9 @@ final class InferenceWorker: @unchecked Sendable {
         var tasks = inputs.map { [String](repeating: "base", count: $0.texts.count) }
         var applied = inputs.map { [LoadedPack?](repeating: nil, count: $0.texts.count) }
         var failed = [ServingError?](repeating: nil, count: inputs.count)
-        func internalError(_ m: String) -> ServingError { ServingError(.internalError, status: .internalServerError, m) }
+        func internalError(_ m: String) -> ServingError {
+            ServingError(.internalError, status: .internalServerError, m)
+        }
 
         // Every text that goes through the mixed forward, with its pack (nil: the base).
         var members: [(input: Int, text: Int, pack: LoadedPack?)] = []
@@ -85,7 +88,8 @@ final class InferenceWorker: @unchecked Sendable {
                     members.map { inputs[$0.input].texts[$0.text] }, packs: packs.map(\.pack), mixes: mixes,
                     maxLength: config.maxLength, batchSize: config.forwardBatch)
                 for (row, m) in members.enumerated() {
-                    features[m.input].replaceSubrange((m.text * h)..<((m.text + 1) * h), with: out[(row * h)..<((row + 1) * h)])
+                    features[m.input].replaceSubrange(
+                        (m.text * h)..<((m.text + 1) * h), with: out[(row * h)..<((row + 1) * h)])
                     if let p = m.pack {
                         tasks[m.input][m.text] = p.task
                         applied[m.input][m.text] = p
@@ -94,7 +98,8 @@ final class InferenceWorker: @unchecked Sendable {
             } catch {
                 let names = packs.map(\.task).joined(separator: ", ")
                 for m in members {
-                    failed[m.input] = internalError("The mixed forward over \(names.isEmpty ? "the base" : names) failed: \(error)")
+                    failed[m.input] = internalError(
+                        "The mixed forward over \(names.isEmpty ? "the base" : names) failed: \(error)")
                 }
             }
         }
@@ -113,7 +118,9 @@ final class InferenceWorker: @unchecked Sendable {
         _ members: [(input: Int, text: Int)], inputs: [Input], into features: inout [[Float]]
     ) throws(ServingError) -> [(input: Int, text: Int, pack: LoadedPack?)] {
         guard let router else {
-            throw ServingError(.internalError, status: .internalServerError, "Auto-Switch was asked for, but the server has no router.")
+            throw ServingError(
+                .internalError, status: .internalServerError, "Auto-Switch was asked for, but the server has no router."
+            )
         }
         let h = encoder.config.hiddenSize
         let base: [Float]
@@ -121,7 +128,8 @@ final class InferenceWorker: @unchecked Sendable {
         do {
             // The mixed path with every text on the base: it reuses the kept encoder (`withEncoder` builds one).
             base = try encoder.embed(
-                members.map { inputs[$0.input].texts[$0.text] }, packs: [], mixes: Array(repeating: [], count: members.count),
+                members.map { inputs[$0.input].texts[$0.text] }, packs: [],
+                mixes: Array(repeating: [], count: members.count),
                 maxLength: config.maxLength, batchSize: config.forwardBatch)
             var routed = base
             if router.wantsUnitFeatures { MeanPooling.normalizeRows(&routed, width: h) }
@@ -138,12 +146,15 @@ final class InferenceWorker: @unchecked Sendable {
             // The largest weight among the loaded tasks; none (out of distribution, or not loaded): the base.
             var best: (weight: Double, pack: LoadedPack)?
             for (k, t) in routedTasks.enumerated() where weights[row][k] > 0 {
-                if let p = candidates[t], best == nil || weights[row][k] > best!.weight { best = (weights[row][k], p) }
+                if let p = candidates[t], best.map({ weights[row][k] > $0.weight }) ?? true {
+                    best = (weights[row][k], p)
+                }
             }
             if let best {
                 out.append((m.input, m.text, best.pack))
             } else {
-                features[m.input].replaceSubrange((m.text * h)..<((m.text + 1) * h), with: base[(row * h)..<((row + 1) * h)])
+                features[m.input].replaceSubrange(
+                    (m.text * h)..<((m.text + 1) * h), with: base[(row * h)..<((row + 1) * h)])
             }
         }
         return out

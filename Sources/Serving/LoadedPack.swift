@@ -24,7 +24,8 @@ public struct LoadedPack: Sendable {
         guard pack.baseFingerprint == fingerprint else {
             throw ServingError(
                 .packRefused, status: .badRequest,
-                "\(source): the pack for '\(pack.task)' was made from another base (fingerprint \(pack.baseFingerprint)); the server's base is \(fingerprint).")
+                "\(source): the pack for '\(pack.task)' was made from another base (fingerprint \(pack.baseFingerprint)); the server's base is \(fingerprint)."
+            )
         }
         let name = pack.task
         guard !name.isEmpty, name != "base", name != "auto",
@@ -32,7 +33,8 @@ public struct LoadedPack: Sendable {
         else {
             throw ServingError(
                 .packRefused, status: .badRequest,
-                "\(source): the task name '\(name)' is not usable: names are letters, digits, '-', '_' and '.', and 'base' and 'auto' are reserved.")
+                "\(source): the task name '\(name)' is not usable: names are letters, digits, '-', '_' and '.', and 'base' and 'auto' are reserved."
+            )
         }
         self.pack = pack
         self.source = source

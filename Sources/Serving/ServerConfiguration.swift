@@ -33,13 +33,18 @@ public struct ServerConfiguration: Sendable {
             throw fail("--max-length \(maxLength) exceeds the model's max_position_embeddings \(maxPositions).")
         }
         guard maxBatchTokens >= maxLength else {
-            throw fail("--max-batch-tokens \(maxBatchTokens) must hold at least one text of --max-length \(maxLength) tokens.")
+            throw fail(
+                "--max-batch-tokens \(maxBatchTokens) must hold at least one text of --max-length \(maxLength) tokens.")
         }
-        guard maxWaitMilliseconds >= 0 else { throw fail("--max-wait-ms must not be negative; got \(maxWaitMilliseconds).") }
+        guard maxWaitMilliseconds >= 0 else {
+            throw fail("--max-wait-ms must not be negative; got \(maxWaitMilliseconds).")
+        }
         guard maxBodyBytes >= 64 else { throw fail("--max-body must be at least 64 bytes; got \(maxBodyBytes).") }
         guard maxInputs >= 1 else { throw fail("--max-inputs must be at least 1; got \(maxInputs).") }
         guard maxQueuedTexts >= maxInputs else {
-            throw fail("--max-queue \(maxQueuedTexts) must be at least --max-inputs \(maxInputs), or a full request could never be admitted.")
+            throw fail(
+                "--max-queue \(maxQueuedTexts) must be at least --max-inputs \(maxInputs), or a full request could never be admitted."
+            )
         }
         guard forwardBatch >= 1, routeK >= 1 else { throw fail("--batch and --route-k must be at least 1.") }
         if let adminToken, adminToken.isEmpty { throw fail("The admin token must not be empty.") }

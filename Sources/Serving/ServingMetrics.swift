@@ -11,7 +11,9 @@ public struct ServingMetrics: Sendable {
         registry = PrometheusCollectorRegistry()
         var factory = PrometheusMetricsFactory(registry: registry)
         let sizes: [Double] = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096]
-        factory.valueHistogramBuckets = ["tswitch_batch_texts": sizes, "tswitch_batch_groups": [1, 2, 3, 4, 6, 8, 12, 16, 32]]
+        factory.valueHistogramBuckets = [
+            "tswitch_batch_texts": sizes, "tswitch_batch_groups": [1, 2, 3, 4, 6, 8, 12, 16, 32],
+        ]
         let seconds: [Duration] = [
             .milliseconds(1), .milliseconds(5), .milliseconds(10), .milliseconds(25), .milliseconds(50),
             .milliseconds(100), .milliseconds(250), .milliseconds(500), .seconds(1), .milliseconds(2500), .seconds(5),

@@ -47,7 +47,8 @@ public struct ServingServer: Sendable {
             try loadRouter(path, encoder: encoder, config: config)
         }
         let metrics = ServingMetrics()
-        let queue = InferenceQueue(encoder: encoder, router: router, config: config, metrics: metrics, baseName: baseName)
+        let queue = InferenceQueue(
+            encoder: encoder, router: router, config: config, metrics: metrics, baseName: baseName)
         try await queue.installInitial(packs)
         try await queue.warmUp()
         return ServingServer(queue: queue, config: config, metrics: metrics)
@@ -55,7 +56,9 @@ public struct ServingServer: Sendable {
 
     /// A router file (`.tsr`, the LDA router of `tswitch route --build`; its base fingerprint checked) or a labelled
     /// k-NN query set (`.safetensors`), told apart by the file's magic as `tswitch eval` and `route` tell them.
-    static func loadRouter(_ path: String, encoder: SwitchedEncoder, config: ServerConfiguration) throws -> any TaskRouter {
+    static func loadRouter(_ path: String, encoder: SwitchedEncoder, config: ServerConfiguration) throws
+        -> any TaskRouter
+    {
         let hidden = encoder.config.hiddenSize
         let router: any TaskRouter
         if RouterFile.isRouterFile(path) {
@@ -67,14 +70,16 @@ public struct ServingServer: Sendable {
             guard query.dimension == hidden else {
                 throw ServingError(
                     .invalidInput, status: .badRequest,
-                    "\(path): the query set has \(query.dimension)-dimensional features; the base's hidden size is \(hidden).")
+                    "\(path): the query set has \(query.dimension)-dimensional features; the base's hidden size is \(hidden)."
+                )
             }
             router = try AutoSwitchRouter(query: query, k: min(config.routeK, query.count), distance: .cosine)
         }
         guard router.featureDimension == hidden else {
             throw ServingError(
                 .invalidInput, status: .badRequest,
-                "\(path): the router takes \(router.featureDimension)-dimensional features; the base's hidden size is \(hidden).")
+                "\(path): the router takes \(router.featureDimension)-dimensional features; the base's hidden size is \(hidden)."
+            )
         }
         return router
     }
@@ -87,7 +92,8 @@ public struct ServingServer: Sendable {
         router.get("/health") { _, _ in jsonResponse(["status": "ok"]) }
         router.get("/ready") { _, _ in
             guard await server.queue.isReady() else {
-                throw ServingError(.unavailable, status: .serviceUnavailable, "The server is warming up or shutting down.")
+                throw ServingError(
+                    .unavailable, status: .serviceUnavailable, "The server is warming up or shutting down.")
             }
             return jsonResponse(["status": "ready"])
         }
@@ -134,7 +140,8 @@ public struct ServingServer: Sendable {
             throw ServingError.badRequest("Field 'encoding_format' must be \"float\" or \"base64\"; got \"\(format)\".")
         }
         if let d = req.dimensions, d != queue.hiddenSize {
-            throw ServingError.badRequest("Field 'dimensions': this model's embeddings have \(queue.hiddenSize) dimensions; got \(d).")
+            throw ServingError.badRequest(
+                "Field 'dimensions': this model's embeddings have \(queue.hiddenSize) dimensions; got \(d).")
         }
         let target = try await resolve(req.model, field: "model", needHead: false)
         let prepared = try prepare(req.input.texts)
@@ -152,7 +159,8 @@ public struct ServingServer: Sendable {
         }
         return try jsonResponse(
             EmbeddingsResponse(
-                data: data, model: req.model, usage: Usage(promptTokens: prepared.tokens, totalTokens: prepared.tokens)))
+                data: data, model: req.model, usage: Usage(promptTokens: prepared.tokens, totalTokens: prepared.tokens))
+        )
     }
 
     private func classify(_ request: Request) async throws -> Response {
@@ -165,7 +173,8 @@ public struct ServingServer: Sendable {
         let data = out.tasks.indices.map { i -> Classification in
             let truncated = prepared.truncated[i] ? true : nil
             guard let head = out.packs[i]?.head else {
-                return Classification(index: i, task: out.tasks[i], label: nil, score: nil, scores: nil, truncated: truncated)
+                return Classification(
+                    index: i, task: out.tasks[i], label: nil, score: nil, scores: nil, truncated: truncated)
             }
             let p = probabilities(head, Array(out.features[(i * h)..<((i + 1) * h)]))
             let names = (0..<head.classes).map { head.labels?[$0] ?? "\($0)" }
@@ -173,7 +182,8 @@ public struct ServingServer: Sendable {
             for c in 0..<head.classes where p.logits[c] > p.logits[best] { best = c }  // LinearHead.predict's rule
             return Classification(
                 index: i, task: out.tasks[i], label: names[best], score: p.probabilities[best],
-                scores: req.scores == true ? names.indices.map { ClassScore(label: names[$0], score: p.probabilities[$0]) } : nil,
+                scores: req.scores == true
+                    ? names.indices.map { ClassScore(label: names[$0], score: p.probabilities[$0]) } : nil,
                 truncated: truncated)
         }
         return try jsonResponse(
@@ -199,7 +209,8 @@ public struct ServingServer: Sendable {
         let (pack, replaced) = try await queue.install(body, source: "upload for '\(task)'", task: task)
         return try jsonResponse(
             ModelEntry(
-                id: pack.task, created: Int(Date().timeIntervalSince1970), parent: "base", kind: pack.pack.kind.rawValue,
+                id: pack.task, created: Int(Date().timeIntervalSince1970), parent: "base",
+                kind: pack.pack.kind.rawValue,
                 labels: pack.pack.labels.isEmpty ? nil : pack.pack.labels, hasHead: pack.head != nil),
             status: replaced ? .ok : .created)
     }
@@ -222,7 +233,8 @@ public struct ServingServer: Sendable {
         guard constantTimeEqual(Array(given.utf8), Array("Bearer \(token)".utf8)) else {
             throw ServingError(
                 .unauthorized, status: .unauthorized,
-                "Pack management needs the admin token: send 'Authorization: Bearer <token>'; the token given is missing or wrong.")
+                "Pack management needs the admin token: send 'Authorization: Bearer <token>'; the token given is missing or wrong."
+            )
         }
     }
 
@@ -232,20 +244,24 @@ public struct ServingServer: Sendable {
         switch name {
         case "base":
             if needHead {
-                throw ServingError.badRequest(.noHead, "The base has no classification head; name a task (or \"auto\").")
+                throw ServingError.badRequest(
+                    .noHead, "The base has no classification head; name a task (or \"auto\").")
             }
             return .base
         case "auto":
             guard queue.hasRouter else {
                 throw ServingError.badRequest(
-                    .noRouter, "\"auto\" needs a router, and this server has none (start it with --router, or put router.tsr or queries.safetensors in the packs folder).")
+                    .noRouter,
+                    "\"auto\" needs a router, and this server has none (start it with --router, or put router.tsr or queries.safetensors in the packs folder)."
+                )
             }
             let all = await queue.loaded()
             return .auto(needHead ? all.filter { $0.value.head != nil } : all)
         default:
             guard let p = await queue.pack(name) else { throw await unknownTask(name, field: field) }
             if needHead, p.head == nil {
-                throw ServingError.badRequest(.noHead, "The pack of '\(name)' carries no classification head; /v1/embeddings serves it.")
+                throw ServingError.badRequest(
+                    .noHead, "The pack of '\(name)' carries no classification head; /v1/embeddings serves it.")
             }
             return .task(p)
         }
@@ -255,7 +271,8 @@ public struct ServingServer: Sendable {
         let tasks = await queue.loaded().keys.sorted()
         return ServingError(
             .modelNotFound, status: .notFound,
-            "No task '\(name)' is loaded (\(field)); loaded: \(tasks.isEmpty ? "none" : tasks.joined(separator: ", ")), plus \"base\"\(queue.hasRouter ? " and \"auto\"" : "").")
+            "No task '\(name)' is loaded (\(field)); loaded: \(tasks.isEmpty ? "none" : tasks.joined(separator: ", ")), plus \"base\"\(queue.hasRouter ? " and \"auto\"" : "")."
+        )
     }
 
     /// Token counts and limits: empty input and too many texts are refused; a text over `maxLength` tokens is
@@ -273,7 +290,8 @@ public struct ServingServer: Sendable {
             if n > config.maxLength, !config.truncate {
                 throw ServingError.badRequest(
                     .textTooLong,
-                    "Text \(i) of 'input' has \(n) tokens, over the limit of \(config.maxLength) ([CLS] and [SEP] included); this server does not truncate (start it with --truncate to cut long texts).")
+                    "Text \(i) of 'input' has \(n) tokens, over the limit of \(config.maxLength) ([CLS] and [SEP] included); this server does not truncate (start it with --truncate to cut long texts)."
+                )
             }
             truncated.append(n > config.maxLength)
             total += min(n, config.maxLength)
@@ -301,7 +319,9 @@ public struct ServingServer: Sendable {
 
     private func readBody(_ request: Request, limit: Int, what: String) async throws(ServingError) -> [UInt8] {
         func tooLarge() -> ServingError {
-            ServingError(.bodyTooLarge, status: .contentTooLarge, "\(what) is larger than this server's limit of \(limit) bytes.")
+            ServingError(
+                .bodyTooLarge, status: .contentTooLarge, "\(what) is larger than this server's limit of \(limit) bytes."
+            )
         }
         if let length = request.headers[.contentLength].flatMap(Int.init), length > limit { throw tooLarge() }
         do {
@@ -336,54 +356,14 @@ func constantTimeEqual(_ a: [UInt8], _ b: [UInt8]) -> Bool {
 
 func jsonResponse(_ object: [String: any Sendable], status: HTTPResponse.Status = .ok) -> Response {
     let data = (try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])) ?? Data()
-    return Response(status: status, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(bytes: data)))
+    return Response(
+        status: status, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(bytes: data)))
 }
 
 func jsonResponse<T: Encodable>(_ value: T, status: HTTPResponse.Status = .ok) throws -> Response {
     let encoder = JSONEncoder()
     encoder.outputFormatting = [.withoutEscapingSlashes]
     let data = try encoder.encode(value)
-    return Response(status: status, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(bytes: data)))
-}
-
-/// Turns every error into OpenAI's JSON error (the router's own 404/405 included) and counts each request by
-/// endpoint and status.
-struct ErrorAndMetricsMiddleware: RouterMiddleware {
-    typealias Context = BasicRequestContext
-    let metrics: ServingMetrics
-
-    static let endpoints: Set<String> = ["/health", "/ready", "/metrics", "/v1/models", "/v1/embeddings", "/v1/classify"]
-
-    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
-        let path = request.uri.path
-        let endpoint =
-            Self.endpoints.contains(path) ? path : path.hasPrefix("/v1/packs/") ? "/v1/packs/{task}" : "other"
-        let response: Response
-        do {
-            response = try await next(request, context)
-        } catch let e as ServingError {
-            response = e.response()
-        } catch let e as any HTTPResponseError {
-            switch e.status {
-            case .notFound:
-                response = ServingError(
-                    .notFound, status: .notFound,
-                    "No route \(request.method) \(path); the API has POST /v1/embeddings, POST /v1/classify, GET /v1/models, GET /health, GET /ready, GET /metrics, PUT and DELETE /v1/packs/{task}."
-                ).response()
-            case .methodNotAllowed:
-                response = ServingError(.methodNotAllowed, status: .methodNotAllowed, "\(path) does not take \(request.method).").response()
-            case .contentTooLarge:
-                response = ServingError(.bodyTooLarge, status: .contentTooLarge, "The body is larger than this server accepts.").response()
-            default:
-                response = ServingError(
-                    e.status.code >= 500 ? .internalError : .invalidInput, status: e.status,
-                    "\(request.method) \(path): \(e.status.reasonPhrase)."
-                ).response()
-            }
-        } catch {
-            response = ServingError(.internalError, status: .internalServerError, "\(request.method) \(path) failed: \(error).").response()
-        }
-        metrics.request(endpoint: endpoint, status: response.status.code)
-        return response
-    }
+    return Response(
+        status: status, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(bytes: data)))
 }

@@ -44,7 +44,9 @@ public struct MixedSwitches: @unchecked Sendable {
                     let c = weight * sw.lambda
                     switch sw.payload {
                     case .signs(let positive, let negative):
-                        return [AddList(indices: positive, values: [], c: c), AddList(indices: negative, values: [], c: -c)]
+                        return [
+                            AddList(indices: positive, values: [], c: c), AddList(indices: negative, values: [], c: -c),
+                        ]
                     case .values(let indices, let kept):
                         return [AddList(indices: indices, values: kept.values, c: c)]
                     }
@@ -124,7 +126,7 @@ public struct MixedSwitches: @unchecked Sendable {
         precondition(out.count >= rows.count * width, "scratch too small for \(rows.count) rows of '\(name)'")
         for (r, row) in rows.enumerated() {
             precondition(row >= 0 && (row + 1) * width <= src.count, "row \(row) outside '\(name)'")
-            (dst + r * width).update(from: src.baseAddress! + row * width, count: width)
+            (dst + r * width).update(from: src.start + row * width, count: width)
         }
         guard let adds = lists[mix][t], !adds.isEmpty else { return }
         WeightStore.withPinned(adds.map(\.indices)) { indices in

@@ -130,7 +130,8 @@ extension PackFile {
         let rank = Int(try r.u8())
         guard rank <= limits.maxRank else {
             throw SwitchError(
-                .limitExceeded, "\(file): tensor '\(name)' has \(rank) dimensions; at most \(limits.maxRank) are allowed.")
+                .limitExceeded,
+                "\(file): tensor '\(name)' has \(rank) dimensions; at most \(limits.maxRank) are allowed.")
         }
         var shape: [Int] = []
         var elements: UInt64 = 1
@@ -278,7 +279,8 @@ extension PackFile {
         guard let name = try? r.string() ?? nil, let rank = try? r.u8() else { throw bad }
         guard Int(rank) <= limits.maxRank else {
             throw SwitchError(
-                .limitExceeded, "\(file): head tensor '\(name)' has \(rank) dimensions; at most \(limits.maxRank) are allowed.")
+                .limitExceeded,
+                "\(file): head tensor '\(name)' has \(rank) dimensions; at most \(limits.maxRank) are allowed.")
         }
         var shape: [Int] = []
         var n = 1

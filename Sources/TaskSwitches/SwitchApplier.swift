@@ -129,7 +129,8 @@ public enum SwitchApplier {
             guard let scale = Float(raw.trimmingCharacters(in: .whitespaces)), scale.isFinite, scale > 0 else {
                 throw SwitchError(
                     .invalidHead,
-                    "\(path): metadata '\(DenseTensor.logitScaleName)' is \"\(raw)\"; expected a finite positive number.")
+                    "\(path): metadata '\(DenseTensor.logitScaleName)' is \"\(raw)\"; expected a finite positive number."
+                )
             }
             guard !out.contains(where: { $0.name == DenseTensor.logitScaleName }) else {
                 throw SwitchError(

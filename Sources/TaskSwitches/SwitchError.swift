@@ -66,6 +66,6 @@ public struct SwitchError: CodedError, Sendable {
 
 /// Runs `body`, turning a `CheckpointError` into a `SwitchError`.
 @inline(__always)
-func io<T>(_ body: () throws(CheckpointError) -> T) throws(SwitchError) -> T {
+package func io<T>(_ body: () throws(CheckpointError) -> T) throws(SwitchError) -> T {
     do { return try body() } catch { throw SwitchError(error) }
 }

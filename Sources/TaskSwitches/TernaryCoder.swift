@@ -14,7 +14,7 @@ import CheckpointIO
 ///
 /// Rows are grouped into blocks of about `blockEntries` entries, each coded independently with fresh models, so
 /// blocks encode and decode in parallel.
-enum TernaryCoder {
+package enum TernaryCoder {
     static let blockEntries = 1 << 20
     /// The longest row the coder takes (its per-column state is 3 bytes per column). Real last dimensions are
     /// far shorter; the bound keeps a crafted pack from asking for gigabytes of state.
@@ -28,7 +28,7 @@ enum TernaryCoder {
     }
 
     /// Encodes kept positive and negative flat indices (ascending, disjoint) into one byte stream per block.
-    static func encode(positive: [UInt32], negative: [UInt32], rows: Int, cols: Int) -> [[UInt8]] {
+    package static func encode(positive: [UInt32], negative: [UInt32], rows: Int, cols: Int) -> [[UInt8]] {
         let n = rows * cols
         let ternary = UnsafeMutableBufferPointer<Int8>.allocate(capacity: max(1, n))
         defer { ternary.deallocate() }
@@ -61,8 +61,9 @@ enum TernaryCoder {
     /// - Throws: `Damaged` when a block's stream ends early or decodes more than `maxKept` entries.
     static func decode(_ streams: [UnsafeRawBufferPointer], rows: Int, cols: Int, maxKept: Int = .max) throws(Damaged)
         -> (
-        positive: [UInt32], negative: [UInt32]
-    ) {
+            positive: [UInt32], negative: [UInt32]
+        )
+    {
         let ranges = blocks(rows: rows, cols: cols)
         guard ranges.count == streams.count else { throw Damaged() }
         var parts = [(pos: [UInt32], neg: [UInt32], ok: Bool)](repeating: ([], [], false), count: ranges.count)

@@ -107,8 +107,8 @@ final class WeightStore {
             (values ?? []).withUnsafeBufferPointer { vb in
                 let I = UncheckedSendable(ib)
                 let V = UncheckedSendable(values == nil ? nil : vb)
-                let W = UncheckedSendable(w.baseAddress!)
-                let S = UncheckedSendable(saved.baseAddress! + offset)
+                let W = UncheckedSendable(w.start)
+                let S = UncheckedSendable(saved.start + offset)
                 Parallel.forEachChunk(ib.count, minChunk: 1 << 16) { r in
                     SwitchKernel.add(
                         c, at: I.value, times: V.value, to: W.value, saving: S.value, from: r.lowerBound,
@@ -177,7 +177,7 @@ final class WeightStore {
                             var j = cursor[l]
                             if let c = adds[l] {
                                 j = SwitchKernel.add(
-                                    c, at: idx, times: vals[l].isEmpty ? nil : vals[l], to: w.baseAddress!,
+                                    c, at: idx, times: vals[l].isEmpty ? nil : vals[l], to: w.start,
                                     saving: sv, from: j, below: end)
                             } else {
                                 while j < n && Int(idx[j]) < end {

@@ -31,14 +31,16 @@ public struct TensorSource: @unchecked Sendable {
                 DTypeConversion.widenBF16(p, destination, count: range.count)
                 return
             case .F32:
-                destination.update(from: (base + range.lowerBound * 4).assumingMemoryBound(to: Float.self), count: range.count)
+                destination.update(
+                    from: (base + range.lowerBound * 4).assumingMemoryBound(to: Float.self), count: range.count)
                 return
             default: break
             }
         }
         let src = UnsafeRawBufferPointer(rebasing: bytes[(range.lowerBound * w)..<(range.upperBound * w)])
         // Blocks are below DTypeConversion's parallel threshold, so this runs on the caller.
-        DTypeConversion.toFloat(src, dtype: dtype, into: UnsafeMutableBufferPointer(start: destination, count: range.count))
+        DTypeConversion.toFloat(
+            src, dtype: dtype, into: UnsafeMutableBufferPointer(start: destination, count: range.count))
     }
 }
 
@@ -71,7 +73,8 @@ public struct TensorSink: @unchecked Sendable {
                 DTypeConversion.narrowBF16(values, p, count: range.count)
                 return
             case .F32:
-                (base + range.lowerBound * 4).assumingMemoryBound(to: Float.self).update(from: values, count: range.count)
+                (base + range.lowerBound * 4).assumingMemoryBound(to: Float.self).update(
+                    from: values, count: range.count)
                 return
             default: break
             }

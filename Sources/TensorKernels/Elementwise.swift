@@ -44,7 +44,8 @@ public enum Elementwise {
             let orr = UnsafeMutableRawPointer(O.value)
             var i = r.lowerBound
             while i + 8 <= r.upperBound {
-                let d = ar.loadUnaligned(fromByteOffset: i * 4, as: SIMD8<Float>.self)
+                let d =
+                    ar.loadUnaligned(fromByteOffset: i * 4, as: SIMD8<Float>.self)
                     - br.loadUnaligned(fromByteOffset: i * 4, as: SIMD8<Float>.self)
                 orr.storeBytes(of: d, toByteOffset: i * 4, as: SIMD8<Float>.self)
                 i += 8

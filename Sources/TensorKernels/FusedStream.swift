@@ -2,9 +2,9 @@ import CMergeKernels
 import CheckpointIO
 
 #if canImport(Glibc)
-@preconcurrency import Glibc
+    @preconcurrency import Glibc
 #elseif canImport(Darwin)
-import Darwin
+    import Darwin
 #endif
 
 /// Single-pass merge loops straight from the stored inputs into the stored output, for the common case where every
@@ -34,15 +34,18 @@ public enum FusedStream {
     /// unmasked, consensus-free members of its family. Returns false (and writes nothing) when the dtypes have no
     /// fused loop; the caller then takes the block-wise path.
     public static func weightedDeltaSum(
-        base: TensorSource, models: [TensorSource], weights: [Float], divide: Float, lambda: Float, into sink: TensorSink
+        base: TensorSource, models: [TensorSource], weights: [Float], divide: Float, lambda: Float,
+        into sink: TensorSink
     ) -> Bool {
         weightedDeltaSum(
-            base: base, models: models, weights: weights, divide: divide, lambda: lambda, into: sink, level: vectorLevel)
+            base: base, models: models, weights: weights, divide: divide, lambda: lambda, into: sink, level: vectorLevel
+        )
     }
 
     /// `weightedDeltaSum` at a given BF16 vector level (at most `vectorLevel`).
     static func weightedDeltaSum(
-        base: TensorSource, models: [TensorSource], weights: [Float], divide: Float, lambda: Float, into sink: TensorSink,
+        base: TensorSource, models: [TensorSource], weights: [Float], divide: Float, lambda: Float,
+        into sink: TensorSink,
         level: Int
     ) -> Bool {
         precondition(level <= vectorLevel, "vector level not supported by this CPU")

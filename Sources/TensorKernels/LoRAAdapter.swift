@@ -112,7 +112,8 @@ public struct LoRAAdapter: Sendable {
             if key.contains("lora_magnitude_vector") || key.contains(".lora_A.bias") || key.contains(".lora_B.bias") {
                 throw CheckpointError(
                     .invalidEntry,
-                    "\(weightsPath): tensor '\(key)' belongs to DoRA or to LoRA biases without lora_bias in the config, which are not supported.")
+                    "\(weightsPath): tensor '\(key)' belongs to DoRA or to LoRA biases without lora_bias in the config, which are not supported."
+                )
             }
             let factor = [
                 (".lora_A.weight", true, false), (".lora_B.weight", false, false), (".lora_embedding_A", true, true),
@@ -151,14 +152,16 @@ public struct LoRAAdapter: Sendable {
                 guard let info = file.info(key), info.shape == [bi.shape[0]], info.dtype.isConvertibleFloat else {
                     throw CheckpointError(
                         .invalidShape,
-                        "\(weightsPath): tensor '\(key)' must be a float vector of \(bi.shape[0]) entries (lora_B's rows).")
+                        "\(weightsPath): tensor '\(key)' must be a float vector of \(bi.shape[0]) entries (lora_B's rows)."
+                    )
                 }
                 updates[module + ".bias"] = .biasShift(key: key, scaling: scaling)
             }
         }
         if let (module, key) = biases.min(by: { $0.key < $1.key }) {
             throw CheckpointError(
-                .invalidEntry, "\(weightsPath): tensor '\(key)' is a LoRA bias of '\(module)', which has no lora_A/lora_B factors.")
+                .invalidEntry,
+                "\(weightsPath): tensor '\(key)' is a LoRA bias of '\(module)', which has no lora_A/lora_B factors.")
         }
         self.updates = updates
     }

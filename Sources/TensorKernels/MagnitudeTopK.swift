@@ -50,7 +50,9 @@ public struct MagnitudeTopK: Sendable {
 
     /// Adds the level-1 bucket (|x| bits >> 16) of `count` values to `histogram` (`level1Buckets` counters).
     @inline(__always)
-    public static func accumulateLevel1(_ values: UnsafePointer<Float>, count: Int, into histogram: UnsafeMutablePointer<UInt32>) {
+    public static func accumulateLevel1(
+        _ values: UnsafePointer<Float>, count: Int, into histogram: UnsafeMutablePointer<UInt32>
+    ) {
         let raw = UnsafeRawPointer(values)
         for i in 0..<count {
             let bits = raw.load(fromByteOffset: i * 4, as: UInt32.self) & 0x7FFF_FFFF
@@ -178,7 +180,8 @@ public struct MagnitudeTopK: Sendable {
         let bits = UInt32(bucket1) << 16 | UInt32(b2)
         let greater = above1 + above2
         let equal = level2[b2]
-        return MagnitudeTopK(k: k, thresholdBits: bits, greater: greater, quota: k - greater, equal: equal, equalBefore: nil)
+        return MagnitudeTopK(
+            k: k, thresholdBits: bits, greater: greater, quota: k - greater, equal: equal, equalBefore: nil)
     }
 
     /// Counts threshold-equal entries in a block (for the tie-break pass).

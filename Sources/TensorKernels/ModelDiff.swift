@@ -46,20 +46,23 @@ public struct ModelDiff: Sendable {
             let more = b.subtracting(f).count - 1
             throw CheckpointError(
                 .modelMismatch,
-                "\(finetuned.path): tensor '\(missing)' of the base \(base.path) is missing from the fine-tune\(more > 0 ? " (and \(more) more)" : "").")
+                "\(finetuned.path): tensor '\(missing)' of the base \(base.path) is missing from the fine-tune\(more > 0 ? " (and \(more) more)" : "")."
+            )
         }
         if let extra = finetuned.tensorNames.first(where: { !b.contains($0) }) {
             let more = f.subtracting(b).count - 1
             throw CheckpointError(
                 .modelMismatch,
-                "\(finetuned.path): tensor '\(extra)' is not in the base \(base.path)\(more > 0 ? " (and \(more) more)" : "").")
+                "\(finetuned.path): tensor '\(extra)' is not in the base \(base.path)\(more > 0 ? " (and \(more) more)" : "")."
+            )
         }
         for name in base.tensorNames {
             guard let bi = base.entry(name), let fi = finetuned.entry(name) else { continue }
             guard bi.shape == fi.shape else {
                 throw CheckpointError(
                     .modelMismatch,
-                    "\(finetuned.path): tensor '\(name)' has shape \(fi.shapeDescription) but the base has \(bi.shapeDescription).")
+                    "\(finetuned.path): tensor '\(name)' has shape \(fi.shapeDescription) but the base has \(bi.shapeDescription)."
+                )
             }
             guard bi.isFloat == fi.isFloat else {
                 throw CheckpointError(
@@ -83,8 +86,10 @@ public struct ModelDiff: Sendable {
                 finetuned.release(name)
             }
             guard entry.isFloat else {
-                try body(Entry(name: name, typeName: entry.typeName, shape: entry.shape, stats: nil,
-                               bytesEqual: try base.rawBytes(name).elementsEqual(try finetuned.rawBytes(name))))
+                try body(
+                    Entry(
+                        name: name, typeName: entry.typeName, shape: entry.shape, stats: nil,
+                        bytesEqual: try base.rawBytes(name).elementsEqual(try finetuned.rawBytes(name))))
                 continue
             }
             let n = entry.elementCount
@@ -93,7 +98,8 @@ public struct ModelDiff: Sendable {
             let s = UnsafeMutableBufferPointer(rebasing: buffer[(2 * n)..<(3 * n)])
             try base.copyFloats(name, into: b)
             try finetuned.copyFloats(name, into: f)
-            let stats = TaskVectorStats.compute(base: UnsafeBufferPointer(b), finetuned: UnsafeBufferPointer(f), scratch: s)
+            let stats = TaskVectorStats.compute(
+                base: UnsafeBufferPointer(b), finetuned: UnsafeBufferPointer(f), scratch: s)
             summary.tensors += 1
             summary.elements += n
             summary.l2Norm += stats.l2Norm * stats.l2Norm  // squared until the end

@@ -95,6 +95,8 @@ public enum SwitchKernel {
     ) {
         precondition(indices.count == values.count, "one value per index")
         guard let base = w.baseAddress else { return }
-        indices.withUnsafeBufferPointer { ib in values.withUnsafeBufferPointer { _ = add(c, at: ib, times: $0, to: base) } }
+        indices.withUnsafeBufferPointer { ib in
+            values.withUnsafeBufferPointer { _ = add(c, at: ib, times: $0, to: base) }
+        }
     }
 }

@@ -95,7 +95,7 @@ public struct TaskVectorStats: Sendable, Equatable {
         let per = (n + chunks - 1) / chunks
         var partial = [Pass](repeating: Pass(), count: chunks)
         partial.withUnsafeMutableBufferPointer { pb in
-            let P = UncheckedSendable(pb.baseAddress!)
+            let P = UncheckedSendable(pb.start)
             let B = UncheckedSendable(base)
             let F = UncheckedSendable(finetuned)
             let O = UncheckedSendable(out)
@@ -114,9 +114,11 @@ public struct TaskVectorStats: Sendable, Equatable {
                         var ab = SIMD8<Float>(repeating: 0)
                         var zeros = SIMD8<Int32>(repeating: 0)
                         while i + 8 <= end {
-                            let d = fr.loadUnaligned(fromByteOffset: i * 4, as: SIMD8<Float>.self)
+                            let d =
+                                fr.loadUnaligned(fromByteOffset: i * 4, as: SIMD8<Float>.self)
                                 - br.loadUnaligned(fromByteOffset: i * 4, as: SIMD8<Float>.self)
-                            let a = unsafeBitCast(unsafeBitCast(d, to: SIMD8<UInt32>.self) & 0x7FFF_FFFF, to: SIMD8<Float>.self)
+                            let a = unsafeBitCast(
+                                unsafeBitCast(d, to: SIMD8<UInt32>.self) & 0x7FFF_FFFF, to: SIMD8<Float>.self)
                             orr.storeBytes(of: a, toByteOffset: i * 4, as: SIMD8<Float>.self)
                             sq += d * d
                             ab += a

@@ -25,8 +25,7 @@ public enum TruncatedSVD {
         /// Seed of the Gaussian test matrix (mixed with a per-matrix key, so runs are reproducible).
         public var seed: UInt64
 
-        public init(method: Method = .randomized, oversampling: Int = 16, powerIterations: Int = 3, seed: UInt64 = 0)
-        {
+        public init(method: Method = .randomized, oversampling: Int = 16, powerIterations: Int = 3, seed: UInt64 = 0) {
             self.method = method
             self.oversampling = oversampling
             self.powerIterations = powerIterations

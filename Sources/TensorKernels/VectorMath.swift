@@ -27,7 +27,8 @@ public enum VectorMath {
                         let end = min(hi, i + 1024)
                         var acc = SIMD8<Float>(repeating: 0)
                         while i + 8 <= end {
-                            acc += ar.loadUnaligned(fromByteOffset: i * 4, as: SIMD8<Float>.self)
+                            acc +=
+                                ar.loadUnaligned(fromByteOffset: i * 4, as: SIMD8<Float>.self)
                                 * br.loadUnaligned(fromByteOffset: i * 4, as: SIMD8<Float>.self)
                             i += 8
                         }
@@ -66,7 +67,8 @@ public enum VectorMath {
             let bv = SIMD8<Float>(repeating: beta)
             var i = r.lowerBound
             while i + 8 <= r.upperBound {
-                let v = av * ar.loadUnaligned(fromByteOffset: i * 4, as: SIMD8<Float>.self)
+                let v =
+                    av * ar.loadUnaligned(fromByteOffset: i * 4, as: SIMD8<Float>.self)
                     + bv * br.loadUnaligned(fromByteOffset: i * 4, as: SIMD8<Float>.self)
                 orr.storeBytes(of: v, toByteOffset: i * 4, as: SIMD8<Float>.self)
                 i += 8

@@ -1,3 +1,4 @@
+import Analysis
 import ArgumentParser
 import CheckpointIO
 import Evaluation
@@ -47,21 +48,26 @@ struct AnalyzeCommand: ParsableCommand {
     @Option(
         help: "Accuracy sweep: drop ratios in [0, 1), comma-separated (default 0.5,0.7,0.9,0.95,0.99).",
         transform: {
-            try Parse.list($0, expected: "a drop ratio in [0, 1)") { Double($0).flatMap { $0 >= 0 && $0 < 1 ? $0 : nil } }
+            try Parse.list($0, expected: "a drop ratio in [0, 1)") {
+                Double($0).flatMap { $0 >= 0 && $0 < 1 ? $0 : nil }
+            }
         })
     var drops: [Double] = [0.5, 0.7, 0.9, 0.95, 0.99]
 
     @Option(
         help: "Accuracy sweep: strategies, comma-separated (default discard-low,discard-high,random).",
         transform: {
-            try Parse.list($0, expected: "one of \(DropSweep.Strategy.allCases.map(\.rawValue).joined(separator: ", "))") {
+            try Parse.list(
+                $0, expected: "one of \(DropSweep.Strategy.allCases.map(\.rawValue).joined(separator: ", "))"
+            ) {
                 DropSweep.Strategy(rawValue: $0)
             }
         })
     var strategies: [DropSweep.Strategy] = DropSweep.Strategy.allCases
 
     @Option(
-        help: "Accuracy sweep: scales of the binarized runs, comma-separated (default rms = the paper's; mean-abs, row-rms, row-mean-abs).",
+        help:
+            "Accuracy sweep: scales of the binarized runs, comma-separated (default rms = the paper's; mean-abs, row-rms, row-mean-abs).",
         transform: {
             try Parse.list($0, expected: "one of \(DropSweep.Scale.allCases.map(\.rawValue).joined(separator: ", "))") {
                 DropSweep.Scale(rawValue: $0)

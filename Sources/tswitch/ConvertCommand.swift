@@ -28,7 +28,8 @@ struct ConvertCommand: ParsableCommand {
     var dtype: DType?
 
     @Option(
-        help: "Largest shard (default 5GB): bytes, or a number with K, M, B (10³, 10⁶, 10⁹, as mergekit), KB, MB, GB or KiB, MiB, GiB.",
+        help:
+            "Largest shard (default 5GB): bytes, or a number with K, M, B (10³, 10⁶, 10⁹, as mergekit), KB, MB, GB or KiB, MiB, GiB.",
         transform: Parse.byteSize)
     var maxShardSize = ByteSize(bytes: ModelWriter.defaultMaxShardBytes)
 
@@ -61,7 +62,9 @@ struct ConvertCommand: ParsableCommand {
         }
         try writer.finish()
         progress.finish()
-        print("\(output): \(specs.count) tensors in \(writer.shardNames.count) file(s), \(Format.bytes(specs.reduce(0) { $0 + $1.byteCount }))")
+        print(
+            "\(output): \(specs.count) tensors in \(writer.shardNames.count) file(s), \(Format.bytes(specs.reduce(0) { $0 + $1.byteCount }))"
+        )
     }
 
     /// A llama GGUF file to a Hugging Face folder: dequantized tensors under Hugging Face names, config.json.
@@ -85,7 +88,9 @@ struct ConvertCommand: ParsableCommand {
         }
         try writer.finish()
         progress.finish()
-        print("\(output): \(specs.count) tensors in \(writer.shardNames.count) file(s), \(Format.bytes(specs.reduce(0) { $0 + $1.byteCount }))")
+        print(
+            "\(output): \(specs.count) tensors in \(writer.shardNames.count) file(s), \(Format.bytes(specs.reduce(0) { $0 + $1.byteCount }))"
+        )
         if let skipped = tokenizer.skipped { print("no tokenizer written: \(skipped)") }
     }
 }

@@ -6,7 +6,8 @@ import TensorKernels
 struct DiffCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "diff",
-        abstract: "Per-tensor statistics of the task vector (fine-tune minus base): norm, max, share of mass in the top entries.",
+        abstract:
+            "Per-tensor statistics of the task vector (fine-tune minus base): norm, max, share of mass in the top entries.",
         discussion: """
             Streams both models tensor by tensor (memory bounded by the largest tensor). For each float tensor: \
             L2 norm and max of |tau|, the share of the L1 mass of tau held by its top 1 %, 10 % and 30 % entries, \
@@ -40,7 +41,9 @@ struct DiffCommand: ParsableCommand {
         progress.finish()
         var listed = entries
         if let top {
-            listed = Array(entries.filter { $0.stats != nil }.sorted { ($0.stats?.l2Norm ?? 0) > ($1.stats?.l2Norm ?? 0) }.prefix(top))
+            listed = Array(
+                entries.filter { $0.stats != nil }.sorted { ($0.stats?.l2Norm ?? 0) > ($1.stats?.l2Norm ?? 0) }.prefix(
+                    top))
         }
         let fractions = TaskVectorStats.topFractions.map { "top\(Int(($0 * 100).rounded()))" }
         if format.json {
@@ -74,23 +77,32 @@ struct DiffCommand: ParsableCommand {
         }
         if !listed.isEmpty {
             let width = min(60, max(6, listed.map(\.name.count).max() ?? 6))
-            print(pad("tensor", width), pad("shape", 14), pad("l2", 10), pad("max|tau|", 10),
-                  fractions.map { pad($0, 7) }.joined(separator: " "), "zeros")
+            print(
+                pad("tensor", width), pad("shape", 14), pad("l2", 10), pad("max|tau|", 10),
+                fractions.map { pad($0, 7) }.joined(separator: " "), "zeros")
             for e in listed {
                 guard let s = e.stats else {
-                    print(pad(e.name, width), pad(shapeText(e.shape), 14), (e.bytesEqual ?? false) ? "(not float; identical)" : "(not float; differs)")
+                    print(
+                        pad(e.name, width), pad(shapeText(e.shape), 14),
+                        (e.bytesEqual ?? false) ? "(not float; identical)" : "(not float; differs)")
                     continue
                 }
-                print(pad(e.name, width), pad(shapeText(e.shape), 14), pad(Format.number(s.l2Norm), 10),
-                      pad(Format.number(Double(s.maxAbs)), 10),
-                      s.topShares.map { pad(Format.percent($0), 7) }.joined(separator: " "), Format.percent(s.zeroFraction))
+                print(
+                    pad(e.name, width), pad(shapeText(e.shape), 14), pad(Format.number(s.l2Norm), 10),
+                    pad(Format.number(Double(s.maxAbs)), 10),
+                    s.topShares.map { pad(Format.percent($0), 7) }.joined(separator: " "),
+                    Format.percent(s.zeroFraction))
             }
             print("")
         }
         let shareText = zip(fractions, summary.topShares).map { "\($0) \(Format.percent($1))" }.joined(separator: ", ")
-        print("\(summary.tensors) float tensors, \(Format.count(summary.elements)) entries: |tau|_2 = \(Format.number(summary.l2Norm)), max |tau| = \(Format.number(Double(summary.maxAbs))), L1 mass in each tensor's \(shareText), \(Format.percent(summary.zeroFraction)) exact zeros\(summary.nonFiniteCount > 0 ? ", \(summary.nonFiniteCount) non-finite" : "")")
+        print(
+            "\(summary.tensors) float tensors, \(Format.count(summary.elements)) entries: |tau|_2 = \(Format.number(summary.l2Norm)), max |tau| = \(Format.number(Double(summary.maxAbs))), L1 mass in each tensor's \(shareText), \(Format.percent(summary.zeroFraction)) exact zeros\(summary.nonFiniteCount > 0 ? ", \(summary.nonFiniteCount) non-finite" : "")"
+        )
     }
 
     private func shapeText(_ s: [Int]) -> String { s.isEmpty ? "scalar" : s.map(String.init).joined(separator: "x") }
-    private func pad(_ s: String, _ n: Int) -> String { s.count >= n ? s : s + String(repeating: " ", count: n - s.count) }
+    private func pad(_ s: String, _ n: Int) -> String {
+        s.count >= n ? s : s + String(repeating: " ", count: n - s.count)
+    }
 }

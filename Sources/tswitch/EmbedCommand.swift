@@ -27,7 +27,8 @@ struct EmbedCommand: ParsableCommand {
     @Option(
         name: .customLong("pack"),
         help:
-            "Switch packs for MODEL (their base): each line's \"task\" picks its pack (none or \"base\": the base alone); texts of every task share mixed batches.")
+            "Switch packs for MODEL (their base): each line's \"task\" picks its pack (none or \"base\": the base alone); texts of every task share mixed batches."
+    )
     var packs: [String] = []
 
     @OptionGroup(title: "Encoder")
@@ -40,7 +41,8 @@ struct EmbedCommand: ParsableCommand {
         var bar: ProgressBar?
         let report = try EmbeddingRun.run(
             model: model, input: input, output: output, maxLength: encoder.maxLength, batchSize: encoder.batch,
-            normalize: normalize, packs: packs, started: { bar = ProgressBar(total: $0, label: "embed") }, progress: { bar?.update($0) })
+            normalize: normalize, packs: packs, started: { bar = ProgressBar(total: $0, label: "embed") },
+            progress: { bar?.update($0) })
         bar?.finish()
         if format.json {
             print(try ReportJSON.text(report))

@@ -30,7 +30,9 @@ struct ExtractLoRACommand: ParsableCommand {
     @Option(name: .shortAndLong, help: "The adapter folder to write (adapter_config.json, adapter_model.safetensors).")
     var output: String
 
-    @Option(name: [.customLong("rank"), .customLong("max-rank")], help: "The LoRA rank r (the largest; thresholds may cut it per module).")
+    @Option(
+        name: [.customLong("rank"), .customLong("max-rank")],
+        help: "The LoRA rank r (the largest; thresholds may cut it per module).")
     var rank: Int
 
     @Option(help: "Drop singular values at or below this absolute value (mergekit's --sv-epsilon).")
@@ -39,16 +41,24 @@ struct ExtractLoRACommand: ParsableCommand {
     @Option(help: "Drop singular values below this fraction of each tensor's largest, in [0, 1).")
     var svRelative: Double = 0
 
-    @Flag(name: .customLong("embed-lora"), help: "Decompose embeddings (lora_embedding_A/B) and lm_head too, instead of storing them whole.")
+    @Flag(
+        name: .customLong("embed-lora"),
+        help: "Decompose embeddings (lora_embedding_A/B) and lm_head too, instead of storing them whole.")
     var embedLoRA = false
 
-    @Option(name: .customLong("save-module"), help: "Store this module whole (modules_to_save); full name or last component; repeatable.")
+    @Option(
+        name: .customLong("save-module"),
+        help: "Store this module whole (modules_to_save); full name or last component; repeatable.")
     var modulesToSave: [String] = []
 
-    @Option(name: [.customShort("i"), .customLong("include-regex")], help: "Extract only modules matching this regular expression; repeatable.")
+    @Option(
+        name: [.customShort("i"), .customLong("include-regex")],
+        help: "Extract only modules matching this regular expression; repeatable.")
     var include: [String] = []
 
-    @Option(name: [.customShort("e"), .customLong("exclude-regex")], help: "Leave out modules matching this regular expression; repeatable.")
+    @Option(
+        name: [.customShort("e"), .customLong("exclude-regex")],
+        help: "Leave out modules matching this regular expression; repeatable.")
     var exclude: [String] = []
 
     @Flag(help: "Leave out changed tensors that are not 2-D weights (norms), instead of storing them whole.")

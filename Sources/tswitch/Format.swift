@@ -1,5 +1,5 @@
-import Foundation
 import ArgumentParser
+import Foundation
 
 /// Human-readable numbers for terminal output.
 enum Format {

@@ -42,12 +42,17 @@ struct InspectCommand: ParsableCommand {
                 "parameters": parameters,
                 "bytes": bytes,
                 "metadata": metadata,
-                "dtypes": Dictionary(uniqueKeysWithValues: byType.map { ($0.key, ["tensors": $0.value.count, "parameters": $0.value.params, "bytes": $0.value.bytes]) }),
+                "dtypes": Dictionary(
+                    uniqueKeysWithValues: byType.map {
+                        ($0.key, ["tensors": $0.value.count, "parameters": $0.value.params, "bytes": $0.value.bytes])
+                    }),
             ]
             if let gguf { root["gguf"] = GGUFJSON.header(gguf.header, values: !summary) }
             if !summary {
                 root["tensors"] = infos.map { t -> [String: Any] in
-                    var d: [String: Any] = ["name": t.name, "dtype": t.typeName, "shape": t.shape, "bytes": t.byteCount]
+                    var d: [String: Any] = [
+                        "name": t.name, "dtype": t.typeName, "shape": t.shape, "bytes": t.byteCount,
+                    ]
                     if let g = gguf?.info(t.name) { d["offset"] = g.offset }
                     return d
                 }
@@ -65,9 +70,13 @@ struct InspectCommand: ParsableCommand {
             print("")
         }
         if let gguf {
-            print("GGUF version \(gguf.header.version), alignment \(gguf.header.alignment), \(gguf.header.metadata.count) key-values, \(infos.count) tensors, \(Format.count(parameters)) parameters, \(Format.bytes(bytes))")
+            print(
+                "GGUF version \(gguf.header.version), alignment \(gguf.header.alignment), \(gguf.header.metadata.count) key-values, \(infos.count) tensors, \(Format.count(parameters)) parameters, \(Format.bytes(bytes))"
+            )
         } else {
-            print("\(model.filePaths.count) file(s), \(infos.count) tensors, \(Format.count(parameters)) parameters, \(Format.bytes(bytes))")
+            print(
+                "\(model.filePaths.count) file(s), \(infos.count) tensors, \(Format.count(parameters)) parameters, \(Format.bytes(bytes))"
+            )
         }
         for (d, e) in byType.sorted(by: { $0.value.bytes > $1.value.bytes }) {
             print("  \(pad(d, 6)) \(e.count) tensors, \(Format.count(e.params)) parameters, \(Format.bytes(e.bytes))")
@@ -75,11 +84,15 @@ struct InspectCommand: ParsableCommand {
         if let gguf {
             for (key, value) in gguf.header.metadata { print("  \(key) = \(value.summary())") }
         } else if !metadata.isEmpty {
-            print("metadata: " + metadata.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: ", "))
+            print(
+                "metadata: "
+                    + metadata.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: ", "))
         }
     }
 
-    private func pad(_ s: String, _ n: Int) -> String { s.count >= n ? s : s + String(repeating: " ", count: n - s.count) }
+    private func pad(_ s: String, _ n: Int) -> String {
+        s.count >= n ? s : s + String(repeating: " ", count: n - s.count)
+    }
 }
 
 /// GGUF header and metadata as JSON for `inspect --json`: every key-value with its GGUF type, arrays in full

@@ -27,7 +27,8 @@ struct MergeCommand: ParsableCommand {
     var randomSeed: UInt64 = 0
 
     @Option(
-        help: "Largest output shard (default 5B): bytes, or a number with K, M, B (10³, 10⁶, 10⁹, as mergekit), KB, MB, GB or KiB, MiB, GiB.",
+        help:
+            "Largest output shard (default 5B): bytes, or a number with K, M, B (10³, 10⁶, 10⁹, as mergekit), KB, MB, GB or KiB, MiB, GiB.",
         transform: Parse.byteSize)
     var outShardSize = ByteSize(bytes: ModelWriter.defaultMaxShardBytes)
 
@@ -40,7 +41,10 @@ struct MergeCommand: ParsableCommand {
     @Flag(help: "Merge every tensor as whole Float buffers instead of streaming blocks (for comparison).")
     var wholeTensors = false
 
-    @Flag(help: "Do not fsync the output files before renaming them into place (as mergekit): faster on a slow disk, not safe against a power loss right after.")
+    @Flag(
+        help:
+            "Do not fsync the output files before renaming them into place (as mergekit): faster on a slow disk, not safe against a power loss right after."
+    )
     var noFsync = false
 
     @OptionGroup
@@ -83,9 +87,11 @@ struct MergeCommand: ParsableCommand {
             print(String(decoding: data, as: UTF8.self))
         } else {
             let gbps = Double(summary.bytesRead + summary.bytesWritten) / max(summary.seconds, 1e-9) / 1e9
-            print(String(
-                format: "merged %d tensors into %@ in %.2f s (%@ read, %@ written, %.2f GB/s)", summary.tensors, output,
-                summary.seconds, Format.bytes(summary.bytesRead), Format.bytes(summary.bytesWritten), gbps))
+            print(
+                String(
+                    format: "merged %d tensors into %@ in %.2f s (%@ read, %@ written, %.2f GB/s)", summary.tensors,
+                    output,
+                    summary.seconds, Format.bytes(summary.bytesRead), Format.bytes(summary.bytesWritten), gbps))
         }
     }
 }

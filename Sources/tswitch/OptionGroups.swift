@@ -53,7 +53,8 @@ struct RoutingOptions: ParsableArguments {
     @Option(
         name: .customLong("auto-switch"),
         help:
-            "Route to the packs with this router: a router file (tswitch route --build, LDA) or a labelled query set (.safetensors, k-NN).")
+            "Route to the packs with this router: a router file (tswitch route --build, LDA) or a labelled query set (.safetensors, k-NN)."
+    )
     var autoSwitch: String?
 
     @Option(

@@ -26,7 +26,9 @@ struct PackCommand: ParsableCommand {
     var base: String
 
     @Argument(
-        help: "The fine-tuned model with the same tensors (a .gguf file too), or a PEFT LoRA adapter folder (adapter_config.json).")
+        help:
+            "The fine-tuned model with the same tensors (a .gguf file too), or a PEFT LoRA adapter folder (adapter_config.json)."
+    )
     var finetuned: String
 
     @Option(name: .shortAndLong, help: "The pack file to write (.tsw).")
@@ -53,7 +55,8 @@ struct PackCommand: ParsableCommand {
     @Option(help: "random-mask: the pack seed (default 0; each tensor's mask derives from it and the tensor name).")
     var seed: UInt64?
 
-    @Option(help: "random-mask: how kept values are stored: f16 (default; f32 per tensor if any would flush), f32, int8.")
+    @Option(
+        help: "random-mask: how kept values are stored: f16 (default; f32 per tensor if any would flush), f32, int8.")
     var values: KeptValues.Code?
 
     @Option(help: "Ties at the threshold: lowest-index (exactly k kept) or keep-all-tied (the official code).")
@@ -161,7 +164,9 @@ struct PackCommand: ParsableCommand {
                     : code == .f16
                         ? "\(subnormal) stored as f16 subnormals, \(flushed) would flush to 0 and \(overflowed) overflow"
                         : "exact"
-                print("  random mask, seed \(seed ?? 0), values \(code.rawValue): \(rounding); \(fellBack) tensors stored as f32 instead")
+                print(
+                    "  random mask, seed \(seed ?? 0), values \(code.rawValue): \(rounding); \(fellBack) tensors stored as f32 instead"
+                )
             }
         }
     }

@@ -29,10 +29,12 @@ struct RouteCommand: ParsableCommand {
 
     @Argument(
         help:
-            "QUERIES FEATURES, or with --build: TASK=FILE pairs, FILE per-task features (e.g. from `tswitch embed`) or a JSONL of {\"text\": …} lines (embedded with --base).")
+            "QUERIES FEATURES, or with --build: TASK=FILE pairs, FILE per-task features (e.g. from `tswitch embed`) or a JSONL of {\"text\": …} lines (embedded with --base)."
+    )
     var inputs: [String]
 
-    @Option(help: "Build a router from TASK=FILE pairs and write it here (--kind lda: a router file; knn: a query set).")
+    @Option(
+        help: "Build a router from TASK=FILE pairs and write it here (--kind lda: a router file; knn: a query set).")
     var build: String?
 
     @Option(
@@ -54,7 +56,8 @@ struct RouteCommand: ParsableCommand {
 
     @Option(
         help:
-            "With --build: the base model folder, whose fingerprint an LDA router records and which embeds JSONL inputs.")
+            "With --build: the base model folder, whose fingerprint an LDA router records and which embeds JSONL inputs."
+    )
     var base: String?
 
     @Option(help: "With --build and JSONL inputs: embed the first N lines of each file.")
@@ -116,7 +119,8 @@ struct RouteCommand: ParsableCommand {
             FileHandle.standardError.write(Data("\(pair.task): embedding \(texts.count) texts of \(pair.path)\n".utf8))
             // LDA routers work on unit-length features (LDARouter.wantsUnitFeatures), query sets on raw ones.
             let f = e.embed(Array(texts), maxLength: 128, batchSize: 64, normalize: buildKind == .lda)
-            parts.append((pair.task, QuerySet(features: f, count: texts.count, dimension: e.hiddenSize, labels: nil, tasks: [])))
+            parts.append(
+                (pair.task, QuerySet(features: f, count: texts.count, dimension: e.hiddenSize, labels: nil, tasks: [])))
         }
         return parts
     }
@@ -157,10 +161,15 @@ struct RouteCommand: ParsableCommand {
             print(try ReportJSON.text(report, pretty: true))
             return
         }
-        for (i, r) in routes.enumerated() { print("\(i)\t\(r.map { router.tasks[$0] } ?? "base (out of distribution)")") }
+        for (i, r) in routes.enumerated() {
+            print("\(i)\t\(r.map { router.tasks[$0] } ?? "base (out of distribution)")")
+        }
         print("\(toBase) of \(f.count) examples out of distribution (to the base)")
         if let correct {
-            print(String(format: "routing accuracy %.2f%% (%d examples)", 100 * Double(correct) / Double(max(1, f.count)), f.count))
+            print(
+                String(
+                    format: "routing accuracy %.2f%% (%d examples)", 100 * Double(correct) / Double(max(1, f.count)),
+                    f.count))
         }
     }
 
@@ -179,7 +188,8 @@ struct RouteCommand: ParsableCommand {
                 print("k = \(k), batch = \(batch), \(f.count) examples, \(q.tasks.count) tasks")
                 print("distance   mode          accuracy  own-task weight")
                 for r in sweep.results {
-                    print(String(format: "%-10@ %-13@ %7.2f%%  %.4f", r.distance, r.mode, 100 * r.accuracy, r.ownWeight))
+                    print(
+                        String(format: "%-10@ %-13@ %7.2f%%  %.4f", r.distance, r.mode, 100 * r.accuracy, r.ownWeight))
                 }
             }
             return

@@ -8,7 +8,8 @@ import Synchronization
 struct ServeCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "serve",
-        abstract: "Serve every task of a folder of packs over HTTP from one resident base (embeddings, classification).",
+        abstract:
+            "Serve every task of a folder of packs over HTTP from one resident base (embeddings, classification).",
         discussion: """
             Loads BASE and every *.tsw of --packs (each checked: checksums, base fingerprint, a trial switch), the \
             router for "auto" (--router: an LDA router file .tsr or a k-NN query set; default router.tsr, else \
@@ -26,7 +27,9 @@ struct ServeCommand: ParsableCommand {
     var packs: String
 
     @Option(
-        help: "Router for \"auto\": an LDA router file (.tsr, `tswitch route --build`) or a labelled k-NN query set (.safetensors). Default: router.tsr, else queries.safetensors, in --packs when present.")
+        help:
+            "Router for \"auto\": an LDA router file (.tsr, `tswitch route --build`) or a labelled k-NN query set (.safetensors). Default: router.tsr, else queries.safetensors, in --packs when present."
+    )
     var router: String?
 
     @Option(help: "Address to listen on.")
@@ -105,13 +108,16 @@ struct ServeCommand: ParsableCommand {
 
     private func serve(config: ServerConfiguration, routerPath: String?) async throws {
         var logger = Logger(label: "tswitch-serve")
-        logger.logLevel = ProcessInfo.processInfo.environment["LOG_LEVEL"].flatMap(Logger.Level.init(rawValue:)) ?? .notice
-        let server = try await ServingServer.load(base: base, packsDirectory: packs, routerPath: routerPath, config: config)
+        logger.logLevel =
+            ProcessInfo.processInfo.environment["LOG_LEVEL"].flatMap(Logger.Level.init(rawValue:)) ?? .notice
+        let server = try await ServingServer.load(
+            base: base, packsDirectory: packs, routerPath: routerPath, config: config)
         let tasks = await server.queue.loaded().keys.sorted()
         let host = self.host
         let app = server.application(host: host, port: port, logger: logger) { bound in
             let auto = routerPath.map { "; auto via \($0)" } ?? ""
-            let line = "ready on http://\(host):\(bound ?? 0) (\(tasks.count) packs: \(tasks.joined(separator: ", "))\(auto))\n"
+            let line =
+                "ready on http://\(host):\(bound ?? 0) (\(tasks.count) packs: \(tasks.joined(separator: ", "))\(auto))\n"
             FileHandle.standardOutput.write(Data(line.utf8))  // unbuffered: scripts wait for this line
         }
         let group = ServiceGroup(

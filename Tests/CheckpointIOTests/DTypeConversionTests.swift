@@ -48,7 +48,10 @@ struct DTypeConversionTests {
         for shift in [0, 1] {
             let got = widen(Self.all16, .F16, shift: shift)
             let bad = firstMismatch(got, want)
-            #expect(bad == nil, "half 0x\(String(bad ?? 0, radix: 16)): got 0x\(String(got[bad ?? 0], radix: 16)), numpy 0x\(String(want[bad ?? 0], radix: 16))")
+            #expect(
+                bad == nil,
+                "half 0x\(String(bad ?? 0, radix: 16)): got 0x\(String(got[bad ?? 0], radix: 16)), numpy 0x\(String(want[bad ?? 0], radix: 16))"
+            )
         }
         let scalar = Self.all16.map { DTypeConversion.floatFromHalfBits($0).bitPattern }
         do {
@@ -99,10 +102,12 @@ struct DTypeConversionTests {
         }
     }
 
-    @Test("Large BF16 and F16 outputs take the streaming-store kernels and give the same bits, at any alignment",
-          arguments: [DType.BF16, .F16])
+    @Test(
+        "Large BF16 and F16 outputs take the streaming-store kernels and give the same bits, at any alignment",
+        arguments: [DType.BF16, .F16])
     func streamingWidening(_ dtype: DType) throws {
-        let want = try Fixture.array(dtype == .BF16 ? "dtypes/bf16_to_f32.u32" : "dtypes/f16_to_f32.u32", as: UInt32.self)
+        let want = try Fixture.array(
+            dtype == .BF16 ? "dtypes/bf16_to_f32.u32" : "dtypes/f16_to_f32.u32", as: UInt32.self)
         let copies = DTypeConversion.streamingMinElements / 65536 + 1
         let big = [[UInt16]](repeating: Self.all16, count: copies).flatMap { $0 }
         #expect(big.count >= DTypeConversion.streamingMinElements)
@@ -137,7 +142,10 @@ struct DTypeConversionTests {
         #expect(inputs.count > 10_000)
         let got = narrow(inputs, .F16)
         let bad = firstMismatch(got, want)
-        #expect(bad == nil, "f32 0x\(String(inputs[bad ?? 0], radix: 16)): got 0x\(String(got[bad ?? 0], radix: 16)), numpy 0x\(String(want[bad ?? 0], radix: 16))")
+        #expect(
+            bad == nil,
+            "f32 0x\(String(inputs[bad ?? 0], radix: 16)): got 0x\(String(got[bad ?? 0], radix: 16)), numpy 0x\(String(want[bad ?? 0], radix: 16))"
+        )
         do {
             let mismatch = firstMismatch(inputs.map { DTypeConversion.halfBits(Float(bitPattern: $0)) }, want)
             #expect(mismatch == nil)
@@ -150,7 +158,10 @@ struct DTypeConversionTests {
         let want = try Fixture.array("dtypes/narrow_bf16.u16", as: UInt16.self)
         let got = narrow(inputs, .BF16)
         let bad = firstMismatch(got, want)
-        #expect(bad == nil, "f32 0x\(String(inputs[bad ?? 0], radix: 16)): got 0x\(String(got[bad ?? 0], radix: 16)), ml_dtypes 0x\(String(want[bad ?? 0], radix: 16))")
+        #expect(
+            bad == nil,
+            "f32 0x\(String(inputs[bad ?? 0], radix: 16)): got 0x\(String(got[bad ?? 0], radix: 16)), ml_dtypes 0x\(String(want[bad ?? 0], radix: 16))"
+        )
         do {
             let mismatch = firstMismatch(inputs.map { DTypeConversion.bfloat16Bits(Float(bitPattern: $0)) }, want)
             #expect(mismatch == nil)
@@ -171,7 +182,9 @@ struct DTypeConversionTests {
             let broken = zip(Self.all16, back).filter { h, b in
                 h != b && (dtype == .F16 || !Float(bitPattern: widened[Int(h)]).isNaN)
             }
-            #expect(broken.isEmpty, "\(dtype): \(broken.count) values change, first 0x\(String(broken.first?.0 ?? 0, radix: 16))")
+            #expect(
+                broken.isEmpty,
+                "\(dtype): \(broken.count) values change, first 0x\(String(broken.first?.0 ?? 0, radix: 16))")
         }
     }
 
@@ -190,8 +203,12 @@ struct DTypeConversionTests {
         }
         #expect(out == doubles.map { Float($0) })
         var back = [UInt8](repeating: 0, count: doubles.count * 8)
-        out.withUnsafeBufferPointer { src in back.withUnsafeMutableBytes { DTypeConversion.fromFloat(src, to: .F64, into: $0) } }
-        let restored = back.withUnsafeBytes { b in (0..<out.count).map { b.loadUnaligned(fromByteOffset: 8 * $0, as: Double.self) } }
+        out.withUnsafeBufferPointer { src in
+            back.withUnsafeMutableBytes { DTypeConversion.fromFloat(src, to: .F64, into: $0) }
+        }
+        let restored = back.withUnsafeBytes { b in
+            (0..<out.count).map { b.loadUnaligned(fromByteOffset: 8 * $0, as: Double.self) }
+        }
         #expect(restored == out.map { Double($0) })
     }
 }

@@ -35,7 +35,8 @@ struct GGUFLlamaMappingTests {
         #expect(c["num_attention_heads"] == .int(4) && c["num_key_value_heads"] == .int(2) && c["head_dim"] == .int(8))
         #expect(c["vocab_size"] == .int(16) && c["max_position_embeddings"] == .int(128))
         #expect(c["rms_norm_eps"] == .double(Double(Float(1e-6))) && c["rope_theta"] == .double(10_000))
-        #expect(c["tie_word_embeddings"] == .bool(false) && c["bos_token_id"] == .int(1) && c["eos_token_id"] == .int(2))
+        #expect(
+            c["tie_word_embeddings"] == .bool(false) && c["bos_token_id"] == .int(1) && c["eos_token_id"] == .int(2))
         let json = try JSONSerialization.jsonObject(with: mapping.configJSON(torchDType: "bfloat16")) as? [String: Any]
         #expect(json?["torch_dtype"] as? String == "bfloat16" && json?["hidden_size"] as? Int == 32)
     }
@@ -51,10 +52,13 @@ struct GGUFLlamaMappingTests {
         #expect(e?.message.contains(path) == true)
 
         // A GGUF of another architecture: header, one string key-value, padding.
-        func string(_ s: String) -> [UInt8] { withUnsafeBytes(of: UInt64(s.utf8.count).littleEndian, Array.init) + Array(s.utf8) }
+        func string(_ s: String) -> [UInt8] {
+            withUnsafeBytes(of: UInt64(s.utf8.count).littleEndian, Array.init) + Array(s.utf8)
+        }
         var bytes = Array("GGUF".utf8) + withUnsafeBytes(of: UInt32(3).littleEndian, Array.init)
         bytes += withUnsafeBytes(of: UInt64(0), Array.init) + withUnsafeBytes(of: UInt64(1).littleEndian, Array.init)
-        bytes += string("general.architecture") + withUnsafeBytes(of: UInt32(8).littleEndian, Array.init) + string("gpt2")
+        bytes +=
+            string("general.architecture") + withUnsafeBytes(of: UInt32(8).littleEndian, Array.init) + string("gpt2")
         bytes += [UInt8](repeating: 0, count: (32 - bytes.count % 32) % 32)
         let dir = try temporaryFolder()
         defer { try? FileManager.default.removeItem(at: dir) }

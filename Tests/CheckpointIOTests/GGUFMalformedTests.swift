@@ -51,9 +51,13 @@ struct GGUFMutationTests {
             edit: { b, pos, rng in
                 switch rng.next() % 5 {
                 case 0 where !b.isEmpty: b[pos] ^= UInt8(1 << (rng.next() % 8))
-                case 1 where !b.isEmpty: b[pos] = [0, 1, 2, 9, 0x20, 0x40, 0x7F, 0x80, 0xFF].randomElement(using: &rng) ?? 0
+                case 1 where !b.isEmpty:
+                    b[pos] = [0, 1, 2, 9, 0x20, 0x40, 0x7F, 0x80, 0xFF].randomElement(using: &rng) ?? 0
                 case 2: b = Array(b.prefix(pos))
-                case 3: b.insert(contentsOf: (0..<(1 + rng.next() % 8)).map { _ in UInt8(truncatingIfNeeded: rng.next()) }, at: min(pos, b.count))
+                case 3:
+                    b.insert(
+                        contentsOf: (0..<(1 + rng.next() % 8)).map { _ in UInt8(truncatingIfNeeded: rng.next()) },
+                        at: min(pos, b.count))
                 default: if !b.isEmpty { b.remove(at: pos) }
                 }
             },
@@ -74,7 +78,8 @@ struct GGUFMutationTests {
                     for t in h.tensors where t.type.isDequantizable && t.elementCount <= 1 << 16 {
                         let out = UnsafeMutableBufferPointer<Float>.allocate(capacity: t.elementCount)
                         GGMLDequantize.toFloat(
-                            UnsafeRawBufferPointer(rebasing: raw[(h.dataStart + t.offset)..<(h.dataStart + t.offset + t.byteCount)]),
+                            UnsafeRawBufferPointer(
+                                rebasing: raw[(h.dataStart + t.offset)..<(h.dataStart + t.offset + t.byteCount)]),
                             type: t.type, into: out)
                         out.deallocate()
                     }

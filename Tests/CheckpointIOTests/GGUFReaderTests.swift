@@ -50,9 +50,13 @@ struct GGUFReaderTests {
         #expect(h.value("test.array.i32") == .array(.int32, [.int32(1), .int32(-2), .int32(3)]))
         #expect(h.value("test.array.str") == .array(.string, [.string("a"), .string(""), .string("ünï")]))
         #expect(h.value("test.array.f32") == .array(.float32, [.float32(0.5), .float32(-1.5)]))
-        #expect(h.value("test.array.nested") == .array(.array, [
-            .array(.int32, [.int32(1), .int32(2)]), .array(.int32, [.int32(3)]),
-        ]))
+        #expect(
+            h.value("test.array.nested")
+                == .array(
+                    .array,
+                    [
+                        .array(.int32, [.int32(1), .int32(2)]), .array(.int32, [.int32(3)]),
+                    ]))
         #expect(h.metadata.first?.key == "general.architecture", "file order is kept")
     }
 
@@ -71,7 +75,10 @@ struct GGUFReaderTests {
             let want = try ref.floats()
             #expect(got.count == want.count)
             let mismatches = zip(got, want).enumerated().filter { $0.element.0.bitPattern != $0.element.1.bitPattern }
-            #expect(mismatches.isEmpty, "\(path): \(name): \(mismatches.count) of \(want.count) differ, first at \(mismatches.first.map { "\($0.offset): \($0.element.0) vs \($0.element.1)" } ?? "")")
+            #expect(
+                mismatches.isEmpty,
+                "\(path): \(name): \(mismatches.count) of \(want.count) differ, first at \(mismatches.first.map { "\($0.offset): \($0.element.0) vs \($0.element.1)" } ?? "")"
+            )
         }
     }
 
@@ -111,14 +118,15 @@ struct GGUFReaderTests {
             var raw = [UInt8](repeating: 0, count: blocks * type.typeSize)
             for i in raw.indices { raw[i] = UInt8(truncatingIfNeeded: rng.next()) }
             // Scales must be finite: clear the exponent's top bit of every f16/f32 scale field.
-            let scaleBytes: [Int] = switch type {
-            case .Q2_K: [81, 83]
-            case .Q3_K: [109]
-            case .Q6_K: [209]
-            case .Q8_K: [3]
-            case .Q4_K, .Q5_K, .Q4_1, .Q5_1: [1, 3]
-            default: [1]
-            }
+            let scaleBytes: [Int] =
+                switch type {
+                case .Q2_K: [81, 83]
+                case .Q3_K: [109]
+                case .Q6_K: [209]
+                case .Q8_K: [3]
+                case .Q4_K, .Q5_K, .Q4_1, .Q5_1: [1, 3]
+                default: [1]
+                }
             for b in 0..<blocks { for o in scaleBytes { raw[b * type.typeSize + o] &= 0xBF } }
             let n = blocks * type.blockSize
             var whole = [Float](repeating: 0, count: n)
@@ -128,8 +136,10 @@ struct GGUFReaderTests {
                 single.withUnsafeMutableBufferPointer { dst in
                     for b in 0..<blocks {
                         GGMLDequantize.toFloat(
-                            UnsafeRawBufferPointer(rebasing: src[(b * type.typeSize)..<((b + 1) * type.typeSize)]), type: type,
-                            into: UnsafeMutableBufferPointer(rebasing: dst[(b * type.blockSize)..<((b + 1) * type.blockSize)]))
+                            UnsafeRawBufferPointer(rebasing: src[(b * type.typeSize)..<((b + 1) * type.typeSize)]),
+                            type: type,
+                            into: UnsafeMutableBufferPointer(
+                                rebasing: dst[(b * type.blockSize)..<((b + 1) * type.blockSize)]))
                     }
                 }
             }

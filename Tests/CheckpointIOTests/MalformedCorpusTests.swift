@@ -76,7 +76,8 @@ struct MalformedCorpusTests {
         let special = try SafeTensorsFile(path: Fixture.path("malformed/valid/nan_inf_data.safetensors"))
         let v = try special.tensor("a").floats()
         #expect(v[0].isNaN && v[1] == .infinity && v[2] == -.infinity && v[3] == 0 && v[3].sign == .minus)
-        let ordered = try SafeTensorsFile(path: Fixture.path("malformed/valid/header_order_not_offset_order.safetensors"))
+        let ordered = try SafeTensorsFile(
+            path: Fixture.path("malformed/valid/header_order_not_offset_order.safetensors"))
         #expect(ordered.tensors.map(\.name) == ["a", "b"], "tensors are listed in offset order")
         #expect(try ordered.tensor("b").floats() == [2])
         let unpadded = try SafeTensorsFile(path: Fixture.path("malformed/valid/unpadded_header.safetensors"))
@@ -92,7 +93,8 @@ struct HeaderMutationTests {
     static func parse(_ bytes: [UInt8]) throws(CheckpointError) -> SafeTensorsHeader {
         try MutationRun.withBytes(bytes) { raw throws(CheckpointError) in
             let n = try SafeTensorsHeader.headerLength(
-                prefix: UnsafeRawBufferPointer(rebasing: raw[0..<min(8, raw.count)]), fileSize: raw.count, file: "mutant")
+                prefix: UnsafeRawBufferPointer(rebasing: raw[0..<min(8, raw.count)]), fileSize: raw.count,
+                file: "mutant")
             return try SafeTensorsHeader.parse(
                 json: UnsafeRawBufferPointer(rebasing: raw[8..<(8 + n)]), fileSize: raw.count, file: "mutant")
         }
@@ -100,7 +102,8 @@ struct HeaderMutationTests {
 
     @Test("20,000 mutants of valid files are parsed or refused with a CheckpointError, never accepted inconsistently")
     func mutants() throws {
-        let valid = try FileManager.default.contentsOfDirectory(atPath: Fixture.path("malformed/valid")).sorted()
+        let valid =
+            try FileManager.default.contentsOfDirectory(atPath: Fixture.path("malformed/valid")).sorted()
             .map { try [UInt8](Data(contentsOf: Fixture.root.appendingPathComponent("malformed/valid/\($0)"))) }
             + [try [UInt8](Data(contentsOf: Fixture.root.appendingPathComponent("models/mixed.safetensors")))]
         let (accepted, codes) = MutationRun.run(
@@ -110,8 +113,14 @@ struct HeaderMutationTests {
                 case 0 where !b.isEmpty: b[pos] ^= UInt8(1 << (rng.next() % 8))  // bit flip
                 case 1 where !b.isEmpty: b[pos] = Array("{}[],:\"0123456789-.e\\ ".utf8).randomElement(using: &rng) ?? 0
                 case 2: b = Array(b.prefix(pos))  // truncate
-                case 3: b.insert(contentsOf: Array("\"F32\",[0,1]".utf8).shuffled(using: &rng).prefix(Int(rng.next() % 6)), at: min(pos, b.count))
-                case 4 where b.count >= 8: b.replaceSubrange(0..<8, with: withUnsafeBytes(of: UInt64(rng.next() % UInt64(b.count + 16)).littleEndian, Array.init))
+                case 3:
+                    b.insert(
+                        contentsOf: Array("\"F32\",[0,1]".utf8).shuffled(using: &rng).prefix(Int(rng.next() % 6)),
+                        at: min(pos, b.count))
+                case 4 where b.count >= 8:
+                    b.replaceSubrange(
+                        0..<8,
+                        with: withUnsafeBytes(of: UInt64(rng.next() % UInt64(b.count + 16)).littleEndian, Array.init))
                 default: if !b.isEmpty { b.remove(at: pos) }
                 }
             },

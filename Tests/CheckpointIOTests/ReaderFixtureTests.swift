@@ -83,7 +83,8 @@ struct ReaderFixtureTests {
     func shardedLlama() throws {
         let model = try ModelFolder(path: Fixture.path("models/llama-bf16-sharded"))
         #expect(model.files.count == 6)
-        let index = try #require(Fixture.json("models/llama-bf16-sharded/model.safetensors.index.json") as? [String: Any])
+        let index = try #require(
+            Fixture.json("models/llama-bf16-sharded/model.safetensors.index.json") as? [String: Any])
         let weightMap = try #require(index["weight_map"] as? [String: String])
         #expect(Set(model.tensorNames) == Set(weightMap.keys))
         #expect(model.tensorNames.count == weightMap.count)

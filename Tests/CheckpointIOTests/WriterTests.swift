@@ -84,7 +84,9 @@ struct WriterTests {
         let size = checkpointError { try w.write("a", floats: [1, 2, 3]) }
         #expect(size?.code == .writeSize)
         #expect(size?.message.contains(path) == true)
-        let bytes = checkpointError { try [UInt8](repeating: 0, count: 7).withUnsafeBytes { b in try w.write("a", bytes: b) } }
+        let bytes = checkpointError {
+            try [UInt8](repeating: 0, count: 7).withUnsafeBytes { b in try w.write("a", bytes: b) }
+        }
         #expect(bytes?.code == .writeSize)
         try w.write("a", floats: [1, 2])
         let early = checkpointError { try w.finish() }
@@ -109,9 +111,11 @@ struct WriterTests {
         defer { try? FileManager.default.removeItem(at: dir) }
         let path = dir.appendingPathComponent("half.safetensors").path
         do {
-            let w = try SafeTensorsWriter(path: path, tensors: [
-                TensorSpec(name: "a", dtype: .F32, shape: [4]), TensorSpec(name: "b", dtype: .F32, shape: [4]),
-            ])
+            let w = try SafeTensorsWriter(
+                path: path,
+                tensors: [
+                    TensorSpec(name: "a", dtype: .F32, shape: [4]), TensorSpec(name: "b", dtype: .F32, shape: [4]),
+                ])
             try w.write("a", floats: [1, 2, 3, 4])
             #expect(hiddenEntries(dir).count == 1, "data goes to a hidden temporary file")
         }
@@ -144,7 +148,8 @@ struct WriterTests {
             #expect(try written.tensor(s.name).floats() == Self.rounded(try source.tensor(s.name).floats(), .BF16))
         }
         let index = try #require(
-            try JSONSerialization.jsonObject(with: Data(contentsOf: out.appendingPathComponent("model.safetensors.index.json"))) as? [String: Any])
+            try JSONSerialization.jsonObject(
+                with: Data(contentsOf: out.appendingPathComponent("model.safetensors.index.json"))) as? [String: Any])
         let total = (index["metadata"] as? [String: Any])?["total_size"] as? Int
         #expect(total == written.totalBytes)
         #expect((index["weight_map"] as? [String: String])?.count == specs.count)
@@ -159,13 +164,18 @@ struct WriterTests {
         let dir = try temporaryFolder()
         defer { try? FileManager.default.removeItem(at: dir) }
         let src = dir.appendingPathComponent("src")
-        try FileManager.default.createDirectory(at: src.appendingPathComponent("1_Pooling"), withIntermediateDirectories: true)
-        try FileManager.default.createDirectory(at: src.appendingPathComponent("unlisted"), withIntermediateDirectories: true)
+        try FileManager.default.createDirectory(
+            at: src.appendingPathComponent("1_Pooling"), withIntermediateDirectories: true)
+        try FileManager.default.createDirectory(
+            at: src.appendingPathComponent("unlisted"), withIntermediateDirectories: true)
         try Data(#"[{"path": ""}, {"path": "1_Pooling"}, {"path": "../escape"}, {"path": "2_Missing"}]"#.utf8)
             .write(to: src.appendingPathComponent("modules.json"))
-        try Data(#"{"pooling_mode_mean_tokens": true}"#.utf8).write(to: src.appendingPathComponent("1_Pooling/config.json"))
+        try Data(#"{"pooling_mode_mean_tokens": true}"#.utf8).write(
+            to: src.appendingPathComponent("1_Pooling/config.json"))
         try Data("[PAD]\n".utf8).write(to: src.appendingPathComponent("vocab.txt"))
-        let w0 = try SafeTensorsWriter(path: src.appendingPathComponent("model.safetensors").path, tensors: [TensorSpec(name: "x", dtype: .F32, shape: [1])])
+        let w0 = try SafeTensorsWriter(
+            path: src.appendingPathComponent("model.safetensors").path,
+            tensors: [TensorSpec(name: "x", dtype: .F32, shape: [1])])
         try w0.write("x", floats: [1])
         try w0.finish()
         let source = try ModelFolder(path: src.path)
@@ -185,11 +195,13 @@ struct WriterTests {
     func shardNaming() throws {
         let dir = try temporaryFolder()
         defer { try? FileManager.default.removeItem(at: dir) }
-        let small = try ModelWriter(directory: dir.appendingPathComponent("a").path, tensors: [TensorSpec(name: "x", dtype: .F32, shape: [4])])
+        let small = try ModelWriter(
+            directory: dir.appendingPathComponent("a").path, tensors: [TensorSpec(name: "x", dtype: .F32, shape: [4])])
         #expect(small.shardNames == ["model.safetensors"])
         try small.write("x", floats: [1, 2, 3, 4])
         try small.finish()
-        #expect(!FileManager.default.fileExists(atPath: dir.appendingPathComponent("a/model.safetensors.index.json").path))
+        #expect(
+            !FileManager.default.fileExists(atPath: dir.appendingPathComponent("a/model.safetensors.index.json").path))
         #expect(try ModelFolder(path: dir.appendingPathComponent("a").path).tensor("x").floats() == [1, 2, 3, 4])
 
         let specs = [
@@ -197,7 +209,11 @@ struct WriterTests {
             TensorSpec(name: "s2", dtype: .F32, shape: [2]),
         ]
         let w = try ModelWriter(directory: dir.appendingPathComponent("b").path, tensors: specs, maxShardBytes: 64)
-        #expect(w.shardNames == ["model-00001-of-00003.safetensors", "model-00002-of-00003.safetensors", "model-00003-of-00003.safetensors"])
+        #expect(
+            w.shardNames == [
+                "model-00001-of-00003.safetensors", "model-00002-of-00003.safetensors",
+                "model-00003-of-00003.safetensors",
+            ])
         for s in specs { try w.write(s.name, floats: [Float](repeating: 1, count: s.elementCount)) }
         try w.finish()
         let m = try ModelFolder(path: dir.appendingPathComponent("b").path)
@@ -227,11 +243,14 @@ struct WriterTests {
         #expect(exists?.code == .outputExists)
         #expect(exists?.message.contains(target.path) == true)
 
-        let dup = checkpointError { _ = try ModelWriter(directory: dir.appendingPathComponent("dup").path, tensors: specs + specs) }
+        let dup = checkpointError {
+            _ = try ModelWriter(directory: dir.appendingPathComponent("dup").path, tensors: specs + specs)
+        }
         #expect(dup?.code == .duplicateTensor)
         #expect(hiddenEntries(dir).isEmpty, "a refused plan leaves no temporary folder")
 
-        let replace = try ModelWriter(directory: target.path, tensors: [TensorSpec(name: "c", dtype: .F32, shape: [1])], overwrite: true)
+        let replace = try ModelWriter(
+            directory: target.path, tensors: [TensorSpec(name: "c", dtype: .F32, shape: [1])], overwrite: true)
         try replace.write("c", floats: [9])
         try replace.finish()
         let m = try ModelFolder(path: target.path)

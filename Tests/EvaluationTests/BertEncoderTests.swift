@@ -1,5 +1,6 @@
 import CheckpointIO
 import Foundation
+import TestSupport
 import Testing
 
 @testable import Evaluation
@@ -12,25 +13,15 @@ struct BertEncoderTests {
 
     /// The loader's encoder of `encoder`, as the concrete type (whose workspaces the tests inspect).
     static let bert: BertEncoder = {
-        guard let bert = encoder.encoder as? BertEncoder else { fatalError("the MiniLM folder did not load a BertEncoder") }
+        guard let bert = encoder.encoder as? BertEncoder else {
+            fatalError("the MiniLM folder did not load a BertEncoder")
+        }
         return bert
     }()
 
     /// Largest per-row relative L2 error of `got` against `want` (`rows × hidden`).
     static func worstRelativeError(_ got: [Float], _ want: [Float], hidden: Int) -> Double {
-        precondition(got.count == want.count)
-        var worst = 0.0
-        for r in 0..<(want.count / hidden) {
-            var diff = 0.0
-            var norm = 0.0
-            for j in 0..<hidden {
-                let d = Double(got[r * hidden + j]) - Double(want[r * hidden + j])
-                diff += d * d
-                norm += Double(want[r * hidden + j]) * Double(want[r * hidden + j])
-            }
-            worst = max(worst, (diff / max(norm, 1e-30)).squareRoot())
-        }
-        return worst
+        PretrainedModel.worstRelativeError(got, want, hidden: hidden)
     }
 
     @Test("normalized embeddings of 520 texts are within 1e-4 relative error of sentence-transformers")
@@ -68,7 +59,9 @@ struct BertEncoderTests {
         #expect(Self.worstRelativeError(Array(together[384...]), alone, hidden: 384) < 1e-6)
     }
 
-    @Test("batches run concurrently, or after a larger batch in a reused workspace, give the serial embeddings bit for bit")
+    @Test(
+        "batches run concurrently, or after a larger batch in a reused workspace, give the serial embeddings bit for bit"
+    )
     func workspaceReuse() async {
         let tok = EvalFixture.tokenizer
         let encoder = Self.bert
@@ -108,13 +101,16 @@ struct BertEncoderTests {
     func unsupportedActivation() {
         let e = EvalFixture.error {
             _ = try BertConfig(
-                json: ["model_type": "bert", "hidden_act": "relu", "hidden_size": 8, "num_hidden_layers": 1,
+                json: [
+                    "model_type": "bert", "hidden_act": "relu", "hidden_size": 8, "num_hidden_layers": 1,
                     "num_attention_heads": 2, "intermediate_size": 16, "max_position_embeddings": 8,
-                    "type_vocab_size": 1, "vocab_size": 10],
+                    "type_vocab_size": 1, "vocab_size": 10,
+                ],
                 file: "m/config.json")
         }
         #expect(e?.code == .unsupportedModel)
-        #expect(e?.message == "m/config.json: hidden_act is \"relu\"; this encoder implements the exact (erf) \"gelu\".")
+        #expect(
+            e?.message == "m/config.json: hidden_act is \"relu\"; this encoder implements the exact (erf) \"gelu\".")
     }
 
     @Test("a tensor whose shape disagrees with the config is refused, naming the tensor")
@@ -129,6 +125,8 @@ struct BertEncoderTests {
             }
         }
         #expect(e?.code == .shapeMismatch)
-        #expect(e?.message == "tiny: tensor 'embeddings.word_embeddings.weight' has shape [9, 4]; config.json implies [10, 4].")
+        #expect(
+            e?.message
+                == "tiny: tensor 'embeddings.word_embeddings.weight' has shape [9, 4]; config.json implies [10, 4].")
     }
 }

@@ -20,7 +20,9 @@ struct EncoderKernelsTests {
         }
     }
 
-    @Test("attention of packed sequences with Q, K, V biases matches softmax(QKᵀ/√d)V in Double, fused or not, head sizes 16 to 64")
+    @Test(
+        "attention of packed sequences with Q, K, V biases matches softmax(QKᵀ/√d)V in Double, fused or not, head sizes 16 to 64"
+    )
     func attention() {
         let lengths = [1, 3, 16, 17, 64, 70, 130]
         let starts = lengths.indices.map { lengths[..<$0].reduce(0, +) }
@@ -40,7 +42,9 @@ struct EncoderKernelsTests {
                         var s = [Double](repeating: 0, count: n)
                         for j in 0..<n {
                             var dot = 0.0
-                            for c in 0..<d { dot += biased(starts[b] + i, head * d + c) * biased(starts[b] + j, h + head * d + c) }
+                            for c in 0..<d {
+                                dot += biased(starts[b] + i, head * d + c) * biased(starts[b] + j, h + head * d + c)
+                            }
                             s[j] = dot * Double(scale)
                         }
                         let m = s.max()!
@@ -65,16 +69,19 @@ struct EncoderKernelsTests {
                             ctx.withUnsafeMutableBufferPointer { c in
                                 EncoderKernels.attention(
                                     qkv: q.baseAddress!, bias: bb.baseAddress!, ctx: c.baseAddress!,
-                                    starts: picked.map { starts[$0] }, lengths: picked.map { lengths[$0] }, heads: heads,
+                                    starts: picked.map { starts[$0] }, lengths: picked.map { lengths[$0] },
+                                    heads: heads,
                                     headSize: d, scale: scale, fused: fused)
                             }
                         }
                     }
                     // F32 rounding scales with the values averaged: 1e-6 of the largest |V + bias|.
-                    let worst = rows.flatMap { r in (0..<h).map { abs(Double(ctx[r * h + $0]) - want[r * h + $0]) } }.max()!
+                    let worst = rows.flatMap { r in (0..<h).map { abs(Double(ctx[r * h + $0]) - want[r * h + $0]) } }
+                        .max()!
                     #expect(
                         worst < 1e-6 * vMax,
-                        "d \(d), \(picked.count) sequences, fused \(fused): worst absolute error \(worst), largest |V| \(vMax)")
+                        "d \(d), \(picked.count) sequences, fused \(fused): worst absolute error \(worst), largest |V| \(vMax)"
+                    )
                 }
             }
         }
@@ -84,7 +91,8 @@ struct EncoderKernelsTests {
     // reported as skipped there, so a run that did not exercise the AVX-512 kernels says so.
     @Test(
         "the AVX-512 GELU agrees with the fallback within 2e-6 on [-8, 8] (each is within 1e-6 of the Double reference)",
-        .enabled(if: EncoderKernels.hasAVX512, "this CPU has no AVX-512: the encoder's AVX-512 kernels were not tested"))
+        .enabled(if: EncoderKernels.hasAVX512, "this CPU has no AVX-512: the encoder's AVX-512 kernels were not tested")
+    )
     func avx512Ran() {
         let x: [Float] = (0..<4_099).map { Float(-8.0 + 16.0 * Double($0) / 4_098.0) }
         var fast = x
@@ -147,7 +155,8 @@ struct EncoderKernelsTests {
                 let mean = row.reduce(0, +) / Double(width)
                 let variance = row.map { ($0 - mean) * ($0 - mean) }.reduce(0, +) / Double(width)
                 for j in 0..<width {
-                    want[r * width + j] = (row[j] - mean) / (variance + 1e-12).squareRoot() * Double(gamma[j]) + Double(beta[j])
+                    want[r * width + j] =
+                        (row[j] - mean) / (variance + 1e-12).squareRoot() * Double(gamma[j]) + Double(beta[j])
                 }
             }
             for vectorized in Self.paths {
@@ -156,7 +165,8 @@ struct EncoderKernelsTests {
                     gamma.withUnsafeBufferPointer { g in
                         beta.withUnsafeBufferPointer { b in
                             bias.withUnsafeBufferPointer {
-                                EncoderKernels.layerNorm(yb, rows: rows, gamma: g, beta: b, eps: 1e-12, bias: $0, vectorized: vectorized)
+                                EncoderKernels.layerNorm(
+                                    yb, rows: rows, gamma: g, beta: b, eps: 1e-12, bias: $0, vectorized: vectorized)
                             }
                         }
                     }
@@ -180,7 +190,8 @@ struct EncoderKernelsTests {
                 let mean = row.reduce(0, +) / Double(width)
                 let variance = row.map { ($0 - mean) * ($0 - mean) }.reduce(0, +) / Double(width)
                 for j in 0..<width {
-                    want[r * width + j] = (row[j] - mean) / (variance + 1e-12).squareRoot() * Double(gamma[j]) + Double(beta[j])
+                    want[r * width + j] =
+                        (row[j] - mean) / (variance + 1e-12).squareRoot() * Double(gamma[j]) + Double(beta[j])
                 }
             }
             for vectorized in Self.paths {

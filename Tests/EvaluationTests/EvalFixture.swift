@@ -16,41 +16,18 @@ enum EvalFixture {
     static let repository = TestPaths.repository
 
     /// True when the pretrained model was found; the condition of every suite that embeds with it.
-    static var modelAvailable: Bool { (try? TestPaths.pretrainedModel.get()) != nil }
+    static var modelAvailable: Bool { PretrainedModel.available }
 
     /// The pretrained model folder; only read by suites enabled by `modelAvailable`.
-    static var modelFolder: URL {
-        switch TestPaths.pretrainedModel {
-        case .success(let url): return url
-        case .failure(let missing): fatalError("a suite needing the model ran without it: \(missing.reason)")
-        }
-    }
+    static var modelFolder: URL { PretrainedModel.folder }
 
-    /// Writes a synthetic fine-tune into `dir`: a copy of the pretrained base with `delta(name, index)` added to
-    /// each element of the tensors in `changed`, plus the base's support files.
+    /// Writes a synthetic fine-tune into `dir` (`PretrainedModel.fineTune`).
     static func fineTune(into dir: URL, changing changed: Set<String>, delta: (String, Int) -> Float) throws {
-        let base = try ModelFolder(path: modelFolder.path)
-        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
-        let specs = base.tensorInfos.map { TensorSpec(name: $0.name, dtype: $0.dtype, shape: $0.shape) }
-        let writer = try SafeTensorsWriter(path: dir.appendingPathComponent("model.safetensors").path, tensors: specs)
-        for spec in specs {
-            let view = try base.tensor(spec.name)
-            if changed.contains(spec.name) {
-                try writer.write(spec.name, floats: try view.floats().enumerated().map { $1 + delta(spec.name, $0) })
-            } else {
-                try writer.write(spec.name, from: view)
-            }
-        }
-        try writer.finish()
-        for f in base.supportFiles {
-            try FileManager.default.copyItem(at: f, to: dir.appendingPathComponent(f.lastPathComponent))
-        }
+        try PretrainedModel.fineTune(into: dir, changing: changed, delta: delta)
     }
 
     /// The trait that skips a suite when the model is missing, saying why.
-    static var needsModel: ConditionTrait {
-        .enabled(if: modelAvailable, "the pretrained all-MiniLM-L6-v2 is missing: run scripts/setup")
-    }
+    static var needsModel: ConditionTrait { PretrainedModel.needsModel }
 
     static let tokenizer: WordPieceTokenizer = {
         do { return try WordPieceTokenizer(folder: modelFolder) } catch { fatalError("\(error)") }
@@ -65,15 +42,25 @@ enum EvalFixture {
     static func integers(_ view: TensorView) -> [Int] {
         let b = view.bytes
         switch view.dtype {
-        case .U16: return (0..<view.elementCount).map { Int(UInt16(littleEndian: b.loadUnaligned(fromByteOffset: $0 * 2, as: UInt16.self))) }
-        case .I64: return (0..<view.elementCount).map { Int(Int64(littleEndian: b.loadUnaligned(fromByteOffset: $0 * 8, as: Int64.self))) }
-        case .I32: return (0..<view.elementCount).map { Int(Int32(littleEndian: b.loadUnaligned(fromByteOffset: $0 * 4, as: Int32.self))) }
+        case .U16:
+            return (0..<view.elementCount).map {
+                Int(UInt16(littleEndian: b.loadUnaligned(fromByteOffset: $0 * 2, as: UInt16.self)))
+            }
+        case .I64:
+            return (0..<view.elementCount).map {
+                Int(Int64(littleEndian: b.loadUnaligned(fromByteOffset: $0 * 8, as: Int64.self)))
+            }
+        case .I32:
+            return (0..<view.elementCount).map {
+                Int(Int32(littleEndian: b.loadUnaligned(fromByteOffset: $0 * 4, as: Int32.self)))
+            }
         default: fatalError("unexpected dtype \(view.dtype)")
         }
     }
 
     /// Runs `body` and returns the `EvaluationError` it throws, or nil.
-    static func error(_ body: () throws -> Void, sourceLocation: SourceLocation = #_sourceLocation) -> EvaluationError? {
+    static func error(_ body: () throws -> Void, sourceLocation: SourceLocation = #_sourceLocation) -> EvaluationError?
+    {
         thrownError(EvaluationError.self, sourceLocation: sourceLocation, body)
     }
 }

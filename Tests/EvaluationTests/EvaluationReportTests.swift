@@ -36,13 +36,18 @@ struct EvaluationReportTests {
         let report = TaskEvaluationReport(
             scores: [
                 ("a", TaskScore(accuracy: 0.75, correct: 3, n: 4, routing: r)),
-                ("b", TaskScore(accuracy: 1, correct: 2, n: 2,
-                                routing: RoutingScore(task: "b", destinations: ["b", "b"], correct: [true, true]))),
+                (
+                    "b",
+                    TaskScore(
+                        accuracy: 1, correct: 2, n: 2,
+                        routing: RoutingScore(task: "b", destinations: ["b", "b"], correct: [true, true]))
+                ),
             ], model: "m", head: "h", data: "d")
         #expect(report.routingAccuracy == 0.75 && report.taskAgnosticAccuracy == 0.625)
         let json = try ReportJSON.text(report)
         #expect(json.contains(#""routing_accuracy":0.75"#) && json.contains(#""task_agnostic_accuracy":0.625"#))
-        #expect(json.contains(#""routing":{"accuracy":0.5,"routes":{"a":2,"b":1,"base":1},"task_agnostic_accuracy":0.25}"#))
+        #expect(
+            json.contains(#""routing":{"accuracy":0.5,"routes":{"a":2,"b":1,"base":1},"task_agnostic_accuracy":0.25}"#))
     }
 
     @Test("a one-file report prints accuracy, correct, data, head, model and n")
@@ -68,7 +73,8 @@ struct EvaluationReportTests {
         }
         let tasks = try TaskDiscovery.tasks(dataFolder: data.path, headFolder: heads.path)
         #expect(tasks.map(\.name) == ["a", "b"])
-        #expect(tasks[0].testPath == "\(data.path)/a/test.jsonl" && tasks[0].headPath == "\(heads.path)/a/head.safetensors")
+        #expect(
+            tasks[0].testPath == "\(data.path)/a/test.jsonl" && tasks[0].headPath == "\(heads.path)/a/head.safetensors")
         #expect(tasks[1].modelPath(in: "zoo") == "zoo/b")
         let empty = data.appendingPathComponent("c")
         let error = EvalFixture.error { _ = try TaskDiscovery.tasks(dataFolder: empty.path, headFolder: heads.path) }

@@ -24,7 +24,9 @@ struct MixedBatchTests {
     /// Three test texts of each task, interleaved.
     static func texts() throws -> [String] {
         let perTask = try tasks.map { t in
-            Array(try EvalFixture.texts(EvalFixture.repository.appendingPathComponent("data/tasks/\(t)/test.jsonl")).prefix(3))
+            Array(
+                try EvalFixture.texts(EvalFixture.repository.appendingPathComponent("data/tasks/\(t)/test.jsonl"))
+                    .prefix(3))
         }
         return (0..<3).flatMap { i in perTask.map { $0[i] } }
     }
@@ -71,7 +73,8 @@ struct MixedBatchTests {
         // The mixes matter: a switched text differs from the base by far more than the bound.
         let base = try switched.embed(texts, packs: [], maxLength: 64, batchSize: 16)
         let moved = (0..<texts.count).filter { i in
-            BertEncoderTests.worstRelativeError(Array(got[(i * h)..<((i + 1) * h)]), Array(base[(i * h)..<((i + 1) * h)]), hidden: h) > 1e-3
+            BertEncoderTests.worstRelativeError(
+                Array(got[(i * h)..<((i + 1) * h)]), Array(base[(i * h)..<((i + 1) * h)]), hidden: h) > 1e-3
         }
         #expect(moved.count >= texts.count / 2)
         print("mixed batch vs alone: worst relative error \(worst) over \(texts.count) texts")
@@ -82,7 +85,8 @@ struct MixedBatchTests {
         let packs = Array(try Self.shippedPacks().prefix(8))
         let texts = try Self.texts()
         let switched = try SwitchedEncoder(basePath: EvalFixture.modelFolder.path)
-        let query = try QuerySet(path: EvalFixture.repository.appendingPathComponent("packs/queries.safetensors").path, requireLabels: true)
+        let query = try QuerySet(
+            path: EvalFixture.repository.appendingPathComponent("packs/queries.safetensors").path, requireLabels: true)
         let router = try AutoSwitchRouter(query: query, k: 10)
         let mixed = try switched.embedRouted(
             texts, packs: packs, router: router, mode: .perExample, routeBatch: 1, maxLength: 64, batchSize: 16)
@@ -105,7 +109,9 @@ struct MixedBatchTests {
         let results = try await withThrowingTaskGroup(of: (Int, [Float]).self) { group in
             for call in 0..<8 {
                 group.addTask {
-                    if call % 4 == 3 { return (-1, try switched.embed(texts, packs: [packs[2]], maxLength: 48, batchSize: 8)) }
+                    if call % 4 == 3 {
+                        return (-1, try switched.embed(texts, packs: [packs[2]], maxLength: 48, batchSize: 8))
+                    }
                     let k = call % 4
                     return (k, try switched.embed(texts, packs: packs, mixes: mixes[k], maxLength: 48, batchSize: 8))
                 }
@@ -127,7 +133,8 @@ struct MixedBatchTests {
         var parts: [(task: String, features: QuerySet)] = []
         for t in Self.tasks {
             let texts = Array(
-                try EvalFixture.texts(EvalFixture.repository.appendingPathComponent("data/tasks/\(t)/train.jsonl")).prefix(60))
+                try EvalFixture.texts(EvalFixture.repository.appendingPathComponent("data/tasks/\(t)/train.jsonl"))
+                    .prefix(60))
             // Unit-length features: what LDA routers are fitted on (`wantsUnitFeatures`, as `route --build` does).
             let f = plain.embed(texts, maxLength: 64, normalize: true)
             parts.append((t, QuerySet(features: f, count: texts.count, dimension: 384, labels: nil, tasks: [])))
@@ -137,7 +144,8 @@ struct MixedBatchTests {
         let routed = try switched.embedRouted(
             texts, packs: packs, router: router, mode: .perExample, routeBatch: 1, maxLength: 64, batchSize: 16)
         let base = plain.embed(texts, maxLength: 64, normalize: true)
-        let routes = try router.route(QuerySet(features: base, count: texts.count, dimension: 384, labels: nil, tasks: []))
+        let routes = try router.route(
+            QuerySet(features: base, count: texts.count, dimension: 384, labels: nil, tasks: []))
         var right = 0
         for (i, text) in texts.enumerated() {
             let w = routed.weights[i]
@@ -147,7 +155,9 @@ struct MixedBatchTests {
             if task == Self.tasks[i % Self.tasks.count] { right += 1 }
             let mix = w.enumerated().filter { $0.element != 0 }.map { (packs[$0.offset], Float(1)) }
             let alone = try switched.withEncoder(mix) { $0.embed([text], maxLength: 64) }
-            #expect(BertEncoderTests.worstRelativeError(Array(routed.features[(i * 384)..<((i + 1) * 384)]), alone, hidden: 384) < Self.bound)
+            #expect(
+                BertEncoderTests.worstRelativeError(
+                    Array(routed.features[(i * 384)..<((i + 1) * 384)]), alone, hidden: 384) < Self.bound)
         }
         // Texts are interleaved by task (i mod 8): most go to their own task.
         #expect(right >= texts.count * 2 / 3)

@@ -23,7 +23,8 @@ struct RobertaEncoderTests {
 
     static let reference: Reference = {
         do {
-            return try JSONDecoder().decode(Reference.self, from: Data(contentsOf: folder.appendingPathComponent("reference.json")))
+            return try JSONDecoder().decode(
+                Reference.self, from: Data(contentsOf: folder.appendingPathComponent("reference.json")))
         } catch { fatalError("\(error)") }
     }()
 
@@ -50,10 +51,13 @@ struct RobertaEncoderTests {
         #expect(loader.config.maxSequenceLength == 128)
         #expect(loader.config.typeVocabularySize == 1)
         #expect(loader.tokenizer is ByteLevelBPETokenizer)
-        #expect(loader.checkpointName("embeddings.word_embeddings.weight") == "roberta.embeddings.word_embeddings.weight")
+        #expect(
+            loader.checkpointName("embeddings.word_embeddings.weight") == "roberta.embeddings.word_embeddings.weight")
     }
 
-    @Test("token ids equal transformers' fast tokenizer exactly (non-ASCII, emoji, whitespace runs, long words, added tokens)")
+    @Test(
+        "token ids equal transformers' fast tokenizer exactly (non-ASCII, emoji, whitespace runs, long words, added tokens)"
+    )
     func tokenIDParity() {
         let tok = Self.loader.tokenizer
         for t in Self.reference.texts {
@@ -61,7 +65,9 @@ struct RobertaEncoderTests {
         }
     }
 
-    @Test("mean-pooled hidden states are within 1e-4 relative error of transformers' RobertaModel, whatever the batch size")
+    @Test(
+        "mean-pooled hidden states are within 1e-4 relative error of transformers' RobertaModel, whatever the batch size"
+    )
     func pooledParity() throws {
         let encoder = try SentenceEncoder(path: Self.folder.path)
         let texts = Self.reference.texts.map(\.text)
@@ -100,10 +106,13 @@ struct RobertaEncoderTests {
             #expect(template.encode(t.text, maxLength: Self.reference.max_length) == t.ids)
         }
         let none = try Self.tokenizer { $0["post_processor"] = NSNull() }
-        #expect(none.encode("Hello, world!", maxLength: 64) == Array(Self.reference.texts[0].ids.dropFirst().dropLast()))
+        #expect(
+            none.encode("Hello, world!", maxLength: 64) == Array(Self.reference.texts[0].ids.dropFirst().dropLast()))
     }
 
-    @Test("an unknown normalizer, pre-tokenizer, model or post-processor type is a thrown error naming the file and the type")
+    @Test(
+        "an unknown normalizer, pre-tokenizer, model or post-processor type is a thrown error naming the file and the type"
+    )
     func unknownComponents() {
         let cases: [(String, (inout [String: Any]) -> Void, String)] = [
             ("normalizer", { $0["normalizer"] = ["type": "Precompiled"] }, "normalizer type 'Precompiled'"),
@@ -141,7 +150,8 @@ struct RobertaEncoderTests {
         for (what, change, expected) in cases {
             let e = EvalFixture.error { _ = try Self.tokenizer(change) }
             #expect(e?.code == .unsupportedTokenizer, "\(what)")
-            #expect(e?.message.hasPrefix("t/tokenizer.json: \(expected)") == true, "\(what): \(e?.message ?? "no error")")
+            #expect(
+                e?.message.hasPrefix("t/tokenizer.json: \(expected)") == true, "\(what): \(e?.message ?? "no error")")
         }
         let merge = EvalFixture.error {
             _ = try Self.tokenizer { j in
@@ -151,7 +161,9 @@ struct RobertaEncoderTests {
             }
         }
         #expect(merge?.code == .invalidTokenizer)
-        #expect(merge?.message == "t/tokenizer.json: model.merges[0] ('q', 'not-a-token') names a token outside model.vocab.")
+        #expect(
+            merge?.message
+                == "t/tokenizer.json: model.merges[0] ('q', 'not-a-token') names a token outside model.vocab.")
     }
 
     @Test("the GPT-2 split keeps the last space of a run for the next word and isolates contractions")
@@ -171,10 +183,15 @@ struct RobertaEncoderTests {
         let dir = try temporaryFolder()
         defer { try? FileManager.default.removeItem(at: dir) }
         try FileManager.default.copyItem(
-            at: Self.folder.appendingPathComponent("model.safetensors"), to: dir.appendingPathComponent("model.safetensors"))
-        try Data(#"{"model_type": "gpt2", "hidden_size": 32}"#.utf8).write(to: dir.appendingPathComponent("config.json"))
+            at: Self.folder.appendingPathComponent("model.safetensors"),
+            to: dir.appendingPathComponent("model.safetensors"))
+        try Data(#"{"model_type": "gpt2", "hidden_size": 32}"#.utf8).write(
+            to: dir.appendingPathComponent("config.json"))
         let e = EvalFixture.error { _ = try EncoderLoader(path: dir.path) }
         #expect(e?.code == .unsupportedModel)
-        #expect(e?.message == "\(dir.appendingPathComponent("config.json").path): model_type is \"gpt2\"; the encoders run \"bert\", \"roberta\".")
+        #expect(
+            e?.message
+                == "\(dir.appendingPathComponent("config.json").path): model_type is \"gpt2\"; the encoders run \"bert\", \"roberta\"."
+        )
     }
 }

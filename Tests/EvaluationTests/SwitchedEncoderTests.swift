@@ -46,10 +46,13 @@ struct SwitchedEncoderTests {
         }
         // After switching, the base is restored exactly (same batching: BLAS may sum in another order for another
         // batch shape, so only equal batches are bit-identical on every CPU).
-        #expect(try switched.embed(texts, packs: [], maxLength: 48, batchSize: 2) == plain.embed(texts, maxLength: 48, batchSize: 2))
+        #expect(
+            try switched.embed(texts, packs: [], maxLength: 48, batchSize: 2)
+                == plain.embed(texts, maxLength: 48, batchSize: 2))
 
         // Query set: the base features of the texts themselves, labelled up, down, up; 1-NN routes each back.
-        let query = QuerySet(features: baseFeatures, count: 3, dimension: 384, labels: [0, 1, 0], tasks: ["up", "down"])
+        let query = QuerySet(
+            features: baseFeatures, count: 3, dimension: 384, labels: [0, 1, 0], tasks: ["up", "down"])
         let router = try AutoSwitchRouter(query: query, k: 1)
         let routed = try switched.embedRouted(
             texts, packs: [packs[1], packs[0]], router: router, mode: .perExample, routeBatch: 1, maxLength: 48,
@@ -69,7 +72,8 @@ struct SwitchedEncoderTests {
         let base = try ModelFolder(path: EvalFixture.modelFolder.path)
         let dir = tmp.appendingPathComponent("up")
         try Self.fineTune(delta: 0.05, into: dir)
-        let pack = try SwitchPack.build(base: base, fineTuned: try ModelFolder(path: dir.path), dropRatio: 0.3, task: "up")
+        let pack = try SwitchPack.build(
+            base: base, fineTuned: try ModelFolder(path: dir.path), dropRatio: 0.3, task: "up")
         let switched = try SwitchedEncoder(basePath: EvalFixture.modelFolder.path)
         let texts = ["a first sentence", "something else entirely", "the third text, with punctuation!"]
         let mix: [(pack: SwitchPack, weight: Float)] = [(pack, 0.7)]
@@ -91,7 +95,10 @@ struct SwitchedEncoderTests {
             for k in 0..<6 {
                 group.addTask {
                     let useMix = k % 2 == 0
-                    return (useMix, try switched.withEncoder(useMix ? mix : []) { $0.embed(texts, maxLength: 48, batchSize: 2) })
+                    return (
+                        useMix,
+                        try switched.withEncoder(useMix ? mix : []) { $0.embed(texts, maxLength: 48, batchSize: 2) }
+                    )
                 }
             }
             var all: [(Bool, [Float])] = []
@@ -104,13 +111,15 @@ struct SwitchedEncoderTests {
     @Test("a query-set task without a pack is refused with a message naming it")
     func missingPack() throws {
         let switched = try SwitchedEncoder(basePath: EvalFixture.modelFolder.path)
-        let query = QuerySet(features: [Float](repeating: 1, count: 384), count: 1, dimension: 384, labels: [0], tasks: ["x"])
+        let query = QuerySet(
+            features: [Float](repeating: 1, count: 384), count: 1, dimension: 384, labels: [0], tasks: ["x"])
         let router = try AutoSwitchRouter(query: query, k: 1)
         let e = EvalFixture.error {
             _ = try switched.embedRouted(
                 ["t"], packs: [], router: router, mode: .perExample, routeBatch: 1, maxLength: 8, batchSize: 1)
         }
         #expect(e?.code == .incompatible)
-        #expect(e?.message == "The router routes to task 'x', but none of the packs given is for that task (packs: []).")
+        #expect(
+            e?.message == "The router routes to task 'x', but none of the packs given is for that task (packs: []).")
     }
 }

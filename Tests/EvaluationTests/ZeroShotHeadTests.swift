@@ -60,10 +60,14 @@ struct ZeroShotHeadTests {
         #expect(file.info("weight")?.dtype == .F32 && file.info("weight")?.shape == [3, Self.encoder.hiddenSize])
         let back = try LinearHead(path: path)
         #expect(back.logitScale == 42.5 && back.weight == head.weight && back.bias == head.bias && back.labels == nil)
-        try Self.writeJSON(["labels": Self.classes.labels, "descriptions": Self.classes.descriptions],
-                           to: dir.appendingPathComponent("labels.json"))
+        try Self.writeJSON(
+            ["labels": Self.classes.labels, "descriptions": Self.classes.descriptions],
+            to: dir.appendingPathComponent("labels.json"))
         #expect(try LinearHead(path: path) == head)
-        #expect(try FileManager.default.contentsOfDirectory(atPath: dir.path).sorted() == ["head.safetensors", "labels.json"])
+        #expect(
+            try FileManager.default.contentsOfDirectory(atPath: dir.path).sorted() == [
+                "head.safetensors", "labels.json",
+            ])
     }
 
     @Test("a plain linear head has no logit scale and keeps its logits; a written plain head has no logit_scale")
@@ -94,7 +98,8 @@ struct ZeroShotHeadTests {
         #expect(head.logits([0, 0]) == [0, 0] && head.predict([0, 0]) == [0])
     }
 
-    @Test("a labels.json without descriptions, with a count mismatch or an empty description is refused naming the file")
+    @Test(
+        "a labels.json without descriptions, with a count mismatch or an empty description is refused naming the file")
     func badLabels() throws {
         let dir = try Self.folder()
         defer { try? FileManager.default.removeItem(at: dir) }
@@ -106,13 +111,19 @@ struct ZeroShotHeadTests {
         try Self.writeJSON(["labels": ["a", "b"], "descriptions": ["an a"]], to: url)
         let mismatch = EvalFixture.error { _ = try ZeroShotHead.readClasses(labelsPath: url.path) }
         #expect(mismatch?.code == .incompatible)
-        #expect(mismatch?.message.contains(url.path) == true && mismatch?.message.contains("1 descriptions for 2 labels") == true)
+        #expect(
+            mismatch?.message.contains(url.path) == true
+                && mismatch?.message.contains("1 descriptions for 2 labels") == true)
         try Self.writeJSON(["labels": ["a", "b"], "descriptions": ["an a", " "]], to: url)
         let empty = EvalFixture.error { _ = try ZeroShotHead.readClasses(labelsPath: url.path) }
         #expect(empty?.code == .invalidData && empty?.message.contains(url.path) == true)
         try Self.writeJSON(["labels": ["a", "b"], "descriptions": ["an a", "a b"]], to: url)
-        #expect(try ZeroShotHead.readClasses(labelsPath: url.path) == .init(labels: ["a", "b"], descriptions: ["an a", "a b"]))
-        let gone = EvalFixture.error { _ = try ZeroShotHead.readClasses(labelsPath: dir.appendingPathComponent("none.json").path) }
+        #expect(
+            try ZeroShotHead.readClasses(labelsPath: url.path)
+                == .init(labels: ["a", "b"], descriptions: ["an a", "a b"]))
+        let gone = EvalFixture.error {
+            _ = try ZeroShotHead.readClasses(labelsPath: dir.appendingPathComponent("none.json").path)
+        }
         #expect(gone?.code == .io && gone?.message.contains("none.json") == true)
     }
 
@@ -124,7 +135,8 @@ struct ZeroShotHeadTests {
         }
         #expect(names.count >= 20)
         for name in names {
-            let classes = try ZeroShotHead.readClasses(labelsPath: tasks.appendingPathComponent("\(name)/labels.json").path)
+            let classes = try ZeroShotHead.readClasses(
+                labelsPath: tasks.appendingPathComponent("\(name)/labels.json").path)
             #expect(classes.labels.count >= 2, "\(name)")
         }
     }
@@ -137,7 +149,10 @@ struct ZeroShotHeadTests {
         for bad in ["-1", "0", "nan", "inf", "x"] {
             let writer = try SafeTensorsWriter(
                 path: path,
-                tensors: [TensorSpec(name: "weight", dtype: .F32, shape: [1, 2]), TensorSpec(name: "bias", dtype: .F32, shape: [1])],
+                tensors: [
+                    TensorSpec(name: "weight", dtype: .F32, shape: [1, 2]),
+                    TensorSpec(name: "bias", dtype: .F32, shape: [1]),
+                ],
                 metadata: ["logit_scale": bad])
             try writer.write("weight", floats: [1, 0] as [Float])
             try writer.write("bias", floats: [0] as [Float])
@@ -166,7 +181,9 @@ struct ZeroShotHeadTests {
         #expect(found.withoutHead == ["b"])
     }
 
-    @Test("a pack carries a zero-shot head's logit scale: read from the head file, kept through the pack file, written back by apply's head file")
+    @Test(
+        "a pack carries a zero-shot head's logit scale: read from the head file, kept through the pack file, written back by apply's head file"
+    )
     func packCarriesLogitScale() throws {
         let dir = try Self.folder()
         defer { try? FileManager.default.removeItem(at: dir) }
@@ -191,7 +208,10 @@ struct ZeroShotHeadTests {
         // A plain linear head's pack has no scale.
         let plain = SwitchPack(
             task: "lp", baseFingerprint: BaseFingerprint(value: 7), dropRatio: 0.7, tieRule: .lowestIndex, tensors: [],
-            head: [DenseTensor(name: "weight", shape: [1, 2], values: [1, 2]), DenseTensor(name: "bias", shape: [1], values: [0])])
+            head: [
+                DenseTensor(name: "weight", shape: [1, 2], values: [1, 2]),
+                DenseTensor(name: "bias", shape: [1], values: [0]),
+            ])
         #expect(try LinearHead.of(pack: plain, hidden: 2)?.logitScale == nil)
     }
 
@@ -202,7 +222,10 @@ struct ZeroShotHeadTests {
         let path = dir.appendingPathComponent("head.safetensors").path
         // Written by hand: LinearHead.write keeps only a valid scale.
         var bytes = SafeTensorsHeader.encode(
-            [TensorSpec(name: "weight", dtype: .F32, shape: [1, 2]), TensorSpec(name: "bias", dtype: .F32, shape: [1])],
+            [
+                TensorSpec(name: "weight", dtype: .F32, shape: [1, 2]),
+                TensorSpec(name: "bias", dtype: .F32, shape: [1]),
+            ],
             metadata: ["logit_scale": "-3"])
         for v: Float in [1, 0, 0] { withUnsafeBytes(of: v) { bytes.append(contentsOf: $0) } }
         try Data(bytes).write(to: URL(fileURLWithPath: path))
@@ -211,8 +234,11 @@ struct ZeroShotHeadTests {
         } throws: { ($0 as? SwitchError)?.message.contains("\(path): metadata 'logit_scale' is \"-3\"") == true }
         let pack = SwitchPack(
             task: "bad", baseFingerprint: BaseFingerprint(value: 7), dropRatio: 0.7, tieRule: .lowestIndex, tensors: [],
-            head: [DenseTensor(name: "weight", shape: [1, 2], values: [1, 2]), DenseTensor(name: "bias", shape: [1], values: [0]),
-                   DenseTensor(name: "logit_scale", shape: [1], values: [.nan])])
+            head: [
+                DenseTensor(name: "weight", shape: [1, 2], values: [1, 2]),
+                DenseTensor(name: "bias", shape: [1], values: [0]),
+                DenseTensor(name: "logit_scale", shape: [1], values: [.nan]),
+            ])
         #expect {
             try LinearHead.of(pack: pack, hidden: 2)
         } throws: { ($0 as? EvaluationError)?.message.contains("pack 'bad'") == true }

@@ -9,7 +9,9 @@ struct ConfigLimitTests {
     typealias L = MergeConfigParser.Limits
     static let valid = "merge_method: linear\nmodels:\n  - model: a\n    parameters: {weight: 1}\n"
 
-    func code(_ yaml: String) -> MergeError.Code? { mergeError { _ = try MergeConfigParser.parse(yaml, file: "l.yml") }?.code }
+    func code(_ yaml: String) -> MergeError.Code? {
+        mergeError { _ = try MergeConfigParser.parse(yaml, file: "l.yml") }?.code
+    }
 
     @Test("a configuration of exactly maxBytes parses; one byte more is refused")
     func size() {
@@ -34,7 +36,8 @@ struct ConfigLimitTests {
     static func nested(_ depth: Int) -> String {
         // root mapping (1) > parameters mapping (2) > x: [[...]] (depth - 2 sequences)
         let n = depth - 2
-        return Self.valid + "parameters:\n  x: " + String(repeating: "[", count: n) + "1" + String(repeating: "]", count: n) + "\n"
+        return Self.valid + "parameters:\n  x: " + String(repeating: "[", count: n) + "1"
+            + String(repeating: "]", count: n) + "\n"
     }
 
     @Test("nesting of exactly maxDepth levels is not a limit error; one more is")
@@ -57,7 +60,9 @@ struct ConfigLimitTests {
         #expect(code(doc(L.maxNodes - 2)) == .limitExceeded)
         // "Billion laughs": 10 levels of 10 aliases each expands to 10^10 nodes from 1 KB of text.
         var bomb = "a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n"
-        for i in 1..<10 { bomb += "a\(i): &a\(i) [" + Array(repeating: "*a\(i - 1)", count: 10).joined(separator: ", ") + "]\n" }
+        for i in 1..<10 {
+            bomb += "a\(i): &a\(i) [" + Array(repeating: "*a\(i - 1)", count: 10).joined(separator: ", ") + "]\n"
+        }
         let err = mergeError { _ = try MergeConfigParser.parse(bomb, file: "bomb.yml") }
         #expect(err?.code == .limitExceeded)
         #expect(err?.message.contains("bomb.yml:") == true)
@@ -72,7 +77,9 @@ struct ConfigLimitTests {
 
     @Test("maxModels models, slices and slice sources are accepted, one more is refused")
     func models() {
-        func models(_ n: Int) -> String { "merge_method: linear\nmodels:\n" + String(repeating: "  - model: a\n", count: n) }
+        func models(_ n: Int) -> String {
+            "merge_method: linear\nmodels:\n" + String(repeating: "  - model: a\n", count: n)
+        }
         #expect(code(models(L.maxModels)) == nil)
         #expect(code(models(L.maxModels + 1)) == .limitExceeded)
         func slices(_ n: Int) -> String {

@@ -12,7 +12,9 @@ import Testing
 struct LoRAExtractionTests {
     static let folder = Fixtures.directory.appendingPathComponent("lora")
 
-    @Test("A rank-4 extraction of base + rank-4 adapter merges back to the same model", arguments: TruncatedSVD.Method.allCases)
+    @Test(
+        "A rank-4 extraction of base + rank-4 adapter merges back to the same model",
+        arguments: TruncatedSVD.Method.allCases)
     func roundTrip(_ method: TruncatedSVD.Method) throws {
         let base = try ModelFolder(path: Self.folder.appendingPathComponent("base").path)
         let merged = Fixtures.scratch("lora-merged-\(method)")
@@ -97,7 +99,8 @@ struct LoRAExtractionTests {
             let col = Float(k % 6 - 2)
             return row * col * 0.01
         }
-        try Self.write(dir + "/base.safetensors", [("l.weight", [8, 6], w), ("l.bias", [8], bias), ("n.weight", [6], norm)])
+        try Self.write(
+            dir + "/base.safetensors", [("l.weight", [8, 6], w), ("l.bias", [8], bias), ("n.weight", [6], norm)])
         try Self.write(
             dir + "/ft.safetensors",
             [

@@ -31,7 +31,8 @@ struct MergeConfigTests {
 
     @Test("the first conditional whose filter is a substring of the tensor name wins; no match falls through")
     func filters() throws {
-        let c = try parseOne("""
+        let c = try parseOne(
+            """
             merge_method: ties
             base_model: b
             models:
@@ -54,10 +55,14 @@ struct MergeConfigTests {
         let e2 = mergeError { _ = try parseOne("models:\n  - model: a\nmerge_method: tiez\n") }
         #expect(e2?.code == .unknownMethod)
         #expect(e2?.message.hasPrefix("test.yml:3:") == true)
-        let e3 = mergeError { _ = try parseOne("merge_method: linear\nmodels:\n  - model: a\n    parameters: {weight: heavy}\n") }
+        let e3 = mergeError {
+            _ = try parseOne("merge_method: linear\nmodels:\n  - model: a\n    parameters: {weight: heavy}\n")
+        }
         #expect(e3?.code == .invalidConfig)
         #expect(e3?.message.contains("test.yml:4") == true)
-        let e4 = mergeError { _ = try parseOne("merge_method: linear\nmodels:\n  - model: a\n    layer_range: [0, 2]\n") }
+        let e4 = mergeError {
+            _ = try parseOne("merge_method: linear\nmodels:\n  - model: a\n    layer_range: [0, 2]\n")
+        }
         #expect(e4?.code == .unknownKey)
         let e5 = mergeError { _ = try parseOne("merge_method: linear\n") }
         #expect(e5?.code == .invalidConfig)
@@ -103,8 +108,11 @@ struct MergeConfigTests {
         #expect(!plan.tensors.contains { $0.name == "lm_head.weight" })
         #expect(Set(plan.tensors.map(\.name)).count == plan.tensors.count)
 
-        let missing = try MergeConfigParser.parse(yaml.replacingOccurrences(of: "  weight: 0.2\n", with: ""), file: Fixtures.config("inline"))[0]
-        let e = mergeError { _ = try MergePlan(config: missing, resolver: ModelResolver(configDirectory: Fixtures.directory.path)) }
+        let missing = try MergeConfigParser.parse(
+            yaml.replacingOccurrences(of: "  weight: 0.2\n", with: ""), file: Fixtures.config("inline"))[0]
+        let e = mergeError {
+            _ = try MergePlan(config: missing, resolver: ModelResolver(configDirectory: Fixtures.directory.path))
+        }
         #expect(e?.code == .missingParameter)
         #expect(e?.message.contains("'weight'") == true && e?.message.contains("./models/b") == true)
     }
@@ -112,9 +120,15 @@ struct MergeConfigTests {
     @Test("method contracts: a base is required where mergekit requires one, input counts are checked")
     func contracts() throws {
         let dir = Fixtures.directory.path
-        let noBase = try MergeConfigParser.parse("merge_method: ties\nmodels:\n  - model: ./models/a\n    parameters: {weight: 1}\n", file: Fixtures.config("x"))[0]
-        #expect(mergeError { _ = try MergePlan(config: noBase, resolver: ModelResolver(configDirectory: dir)) }?.code == .invalidInputs)
-        let slerp3 = try MergeConfigParser.parse("merge_method: slerp\nbase_model: ./models/base\nmodels:\n  - model: ./models/a\n  - model: ./models/b\nparameters: {t: 0.5}\n", file: Fixtures.config("x"))[0]
+        let noBase = try MergeConfigParser.parse(
+            "merge_method: ties\nmodels:\n  - model: ./models/a\n    parameters: {weight: 1}\n",
+            file: Fixtures.config("x"))[0]
+        #expect(
+            mergeError { _ = try MergePlan(config: noBase, resolver: ModelResolver(configDirectory: dir)) }?.code
+                == .invalidInputs)
+        let slerp3 = try MergeConfigParser.parse(
+            "merge_method: slerp\nbase_model: ./models/base\nmodels:\n  - model: ./models/a\n  - model: ./models/b\nparameters: {t: 0.5}\n",
+            file: Fixtures.config("x"))[0]
         let e = mergeError { _ = try MergePlan(config: slerp3, resolver: ModelResolver(configDirectory: dir)) }
         #expect(e?.code == .invalidInputs)
         #expect(e?.message.contains("exactly 1") == true)
@@ -143,7 +157,8 @@ struct MergeInputTests {
     }
 
     static func plan(with other: String) throws -> MergePlan {
-        let yaml = "merge_method: task_arithmetic\nbase_model: \(Fixtures.model("base"))\nmodels:\n  - model: \(other)\n    parameters: {weight: 1}\n"
+        let yaml =
+            "merge_method: task_arithmetic\nbase_model: \(Fixtures.model("base"))\nmodels:\n  - model: \(other)\n    parameters: {weight: 1}\n"
         let config = try MergeConfigParser.parse(yaml, file: "inline.yml")[0]
         return try MergePlan(config: config, resolver: ModelResolver(configDirectory: nil))
     }
@@ -185,7 +200,8 @@ struct MergeInputTests {
         let out = Fixtures.scratch("buffer-out")
         defer { for d in [withBuffer, fineTune, out] { try? FileManager.default.removeItem(atPath: d) } }
 
-        let yaml = "merge_method: task_arithmetic\nbase_model: \(withBuffer)\nmodels:\n  - model: \(fineTune)\n    parameters: {weight: 1}\n"
+        let yaml =
+            "merge_method: task_arithmetic\nbase_model: \(withBuffer)\nmodels:\n  - model: \(fineTune)\n    parameters: {weight: 1}\n"
         let configs = try MergeConfigParser.parse(yaml, file: "inline.yml")
         try MergeEngine.run(configs: configs, configDirectory: nil, output: out)
         let merged = try ModelFolder(path: out)
@@ -203,7 +219,8 @@ struct MergeInputTests {
         let repo = URL(fileURLWithPath: hub).appendingPathComponent("models--org--tiny")
         let snapshot = repo.appendingPathComponent("snapshots/0123abc")
         try FileManager.default.createDirectory(at: snapshot, withIntermediateDirectories: true)
-        try FileManager.default.createDirectory(at: repo.appendingPathComponent("refs"), withIntermediateDirectories: true)
+        try FileManager.default.createDirectory(
+            at: repo.appendingPathComponent("refs"), withIntermediateDirectories: true)
         try "0123abc".write(to: repo.appendingPathComponent("refs/main"), atomically: true, encoding: .utf8)
         let resolver = ModelResolver(configDirectory: nil, hubCache: hub)
         #expect(try resolver.resolve("org/tiny", file: "c.yml") == snapshot.path)
@@ -242,13 +259,15 @@ struct MergeKernelTests {
             defer { for p in buffers { p.deallocate() } }
             var inputs = [MergeInput(model: "base", isBase: true, values: b, parameters: [:])]
             for (i, p) in buffers.enumerated() {
-                inputs.append(MergeInput(model: "m\(i)", isBase: false, values: UnsafeBufferPointer(p), parameters: perModel))
+                inputs.append(
+                    MergeInput(model: "m\(i)", isBase: false, values: UnsafeBufferPointer(p), parameters: perModel))
             }
             var params = shared
             for spec in method.parameters where spec.scope == .shared && params[spec.name] == nil {
                 params[spec.name] = spec.defaultValue
             }
-            let ctx = TensorMergeContext(tensorName: "t", shape: [base.count], inputs: inputs, parameters: params, seed: seed)
+            let ctx = TensorMergeContext(
+                tensorName: "t", shape: [base.count], inputs: inputs, parameters: params, seed: seed)
             out.withUnsafeMutableBufferPointer { o in
                 do throws(MergeError) { try method.merge(ctx, into: o) } catch { failure = error }
             }
@@ -258,12 +277,15 @@ struct MergeKernelTests {
     }
 
     /// 40 000 ties are counted from the level-2 bucket members; 300 000 overflow that list and take the extra pass.
-    @Test("TIES keeps exactly k entries when many are tied at the threshold, the first ones across blocks", arguments: [40_000, 300_000])
+    @Test(
+        "TIES keeps exactly k entries when many are tied at the threshold, the first ones across blocks",
+        arguments: [40_000, 300_000])
     func tiesTieBreak(n: Int) throws {
         let base = [Float](repeating: 0, count: n)
         var model = [Float](repeating: 0.25, count: n)
         for i in stride(from: 5, to: n, by: 1000) { model[i] = 0.5 }  // a few strictly larger entries, always kept
-        let out = try Self.run(TiesMerge.self, base: base, models: [model], perModel: ["weight": .number(1), "density": .number(0.3)])
+        let out = try Self.run(
+            TiesMerge.self, base: base, models: [model], perModel: ["weight": .number(1), "density": .number(0.3)])
         let k = Int(0.3 * Double(n))
         let kept = out.indices.filter { out[$0] != 0 }
         #expect(kept.count == k)
@@ -280,7 +302,8 @@ struct MergeKernelTests {
         let base: [Float] = [0, 0, 0, 0]
         let a: [Float] = [1, -1, 2, 0]
         let b: [Float] = [3, 2, -1, 0]
-        let out = try Self.run(TiesMerge.self, base: base, models: [a, b], perModel: ["weight": .number(1), "density": .number(1)])
+        let out = try Self.run(
+            TiesMerge.self, base: base, models: [a, b], perModel: ["weight": .number(1), "density": .number(1)])
         // entry 0: both +, mean 2; entry 1: sum +1 → keep +2 only; entry 2: sum +1 → keep 2; entry 3: nothing → 0.
         #expect(out == [2, 2, 2, 0])
     }
@@ -299,7 +322,9 @@ struct MergeKernelTests {
         var g = SplitMix64(seed: 1)
         let base = (0..<n).map { _ in g.nextUnitFloat() }
         let tuned = base.map { $0 + 0.01 }
-        let out = try Self.run(DareLinearMerge.self, base: base, models: [tuned], perModel: ["weight": .number(1), "density": .number(0.2)], seed: 9)
+        let out = try Self.run(
+            DareLinearMerge.self, base: base, models: [tuned],
+            perModel: ["weight": .number(1), "density": .number(0.2)], seed: 9)
         var kept = 0
         var l1 = 0.0
         for i in 0..<n where out[i] != base[i] {
@@ -314,8 +339,9 @@ struct MergeKernelTests {
     @Test("multislerp refuses antipodal task vectors whose weights cancel")
     func antipodal() {
         let e = mergeError {
-            _ = try Self.run(MultiSlerpMerge.self, base: [0, 0], models: [[1, 0], [-1, 0], [0, 0]],
-                             perModel: ["weight": .number(1)], shared: ["normalize_weights": .bool(true), "eps": .number(1e-8)])
+            _ = try Self.run(
+                MultiSlerpMerge.self, base: [0, 0], models: [[1, 0], [-1, 0], [0, 0]],
+                perModel: ["weight": .number(1)], shared: ["normalize_weights": .bool(true), "eps": .number(1e-8)])
         }
         #expect(e?.code == .numerical)
         #expect(e?.message.contains("'t'") == true)
@@ -326,18 +352,26 @@ struct MergeKernelTests {
 struct StreamingTests {
     /// BF16 inputs of 50 000 elements (four blocks) streamed into a BF16 sink equal the whole-tensor merge of the
     /// widened inputs, rounded once.
-    @Test("streamed TIES, DARE and breadcrumbs over BF16 inputs equal the whole-tensor result", arguments: [
-        TiesMerge.self as any StreamingMergeMethod.Type, DareTiesMerge.self, BreadcrumbsTiesMerge.self, TaskArithmeticMerge.self,
-    ])
+    @Test(
+        "streamed TIES, DARE and breadcrumbs over BF16 inputs equal the whole-tensor result",
+        arguments: [
+            TiesMerge.self as any StreamingMergeMethod.Type, DareTiesMerge.self, BreadcrumbsTiesMerge.self,
+            TaskArithmeticMerge.self,
+        ])
     func bf16(method: any StreamingMergeMethod.Type) throws {
         let n = 50_000
         var g = SplitMix64(seed: 42)
         func bf16Array(_ f: () -> Float) -> [UInt16] { (0..<n).map { _ in DTypeConversion.bfloat16Bits(f()) } }
         let base = bf16Array { g.nextUnitFloat() - 0.5 }
         let models = (0..<3).map { _ in
-            base.map { DTypeConversion.bfloat16Bits(DTypeConversion.floatFromBFloat16Bits($0) + (g.nextUnitFloat() - 0.5) * 0.01) }
+            base.map {
+                DTypeConversion.bfloat16Bits(
+                    DTypeConversion.floatFromBFloat16Bits($0) + (g.nextUnitFloat() - 0.5) * 0.01)
+            }
         }
-        let perModel: [String: ParameterValue] = ["weight": .number(0.8), "density": .number(0.35), "gamma": .number(0.02)]
+        let perModel: [String: ParameterValue] = [
+            "weight": .number(0.8), "density": .number(0.35), "gamma": .number(0.02),
+        ]
         var shared: [String: ParameterValue] = [:]
         for s in method.parameters where s.scope == .shared { shared[s.name] = s.defaultValue }
 
@@ -356,7 +390,10 @@ struct StreamingTests {
 
         // Streamed: BF16 sources, BF16 sink.
         let inputs = raw.enumerated().map { i, r in
-            StreamingInput(model: "m\(i)", isBase: i == 0, source: TensorSource(bytes: UnsafeRawBufferPointer(r), dtype: .BF16, count: n), parameters: i == 0 ? [:] : perModel)
+            StreamingInput(
+                model: "m\(i)", isBase: i == 0,
+                source: TensorSource(bytes: UnsafeRawBufferPointer(r), dtype: .BF16, count: n),
+                parameters: i == 0 ? [:] : perModel)
         }
         let ctx = StreamingMergeContext(tensorName: "x", shape: [n], inputs: inputs, parameters: shared, seed: 3)
         var streamed = [UInt16](repeating: 0, count: n)
@@ -365,7 +402,8 @@ struct StreamingTests {
         }
         // Whole tensor: widened inputs, merged in f32, rounded once.
         let wholeInputs = widened.enumerated().map { i, w in
-            MergeInput(model: "m\(i)", isBase: i == 0, values: UnsafeBufferPointer(w), parameters: i == 0 ? [:] : perModel)
+            MergeInput(
+                model: "m\(i)", isBase: i == 0, values: UnsafeBufferPointer(w), parameters: i == 0 ? [:] : perModel)
         }
         let wctx = TensorMergeContext(tensorName: "x", shape: [n], inputs: wholeInputs, parameters: shared, seed: 3)
         var whole = [Float](repeating: 0, count: n)

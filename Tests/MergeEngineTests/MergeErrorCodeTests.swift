@@ -76,11 +76,14 @@ struct MergeErrorCodeTests {
 
     @Test("missingTensor names the tensor and the model lacking it")
     func missingTensor() throws {
-        let lacking = try MergeInputTests.variant("engine-missing") { $0.name.contains("layers.1.mlp.down_proj") ? .some(nil) : .none }
+        let lacking = try MergeInputTests.variant("engine-missing") {
+            $0.name.contains("layers.1.mlp.down_proj") ? .some(nil) : .none
+        }
         defer { try? FileManager.default.removeItem(atPath: lacking) }
         let (e, _) = Self.run(Self.taskArithmetic(lacking), tag: "tensor")
         #expect(e?.code == .missingTensor)
-        #expect(e?.message.contains("model.layers.1.mlp.down_proj.weight") == true && e?.message.contains(lacking) == true)
+        #expect(
+            e?.message.contains("model.layers.1.mlp.down_proj.weight") == true && e?.message.contains(lacking) == true)
     }
 
     @Test("shapeMismatch names the tensor and the shapes")
@@ -131,7 +134,9 @@ struct MergeErrorCodeTests {
 
     @Test("limitExceeded names the config file")
     func limitExceeded() {
-        let yaml = "merge_method: linear\nmodels:\n" + String(repeating: "  - model: a\n", count: MergeConfigParser.Limits.maxModels + 1)
+        let yaml =
+            "merge_method: linear\nmodels:\n"
+            + String(repeating: "  - model: a\n", count: MergeConfigParser.Limits.maxModels + 1)
         let (e, file) = Self.run(yaml, tag: "limit")
         #expect(e?.code == .limitExceeded)
         #expect(e?.message.contains(file) == true)

@@ -64,12 +64,14 @@ func compareWithMergekit(_ name: String, streaming: Bool = true) throws -> Float
 @Suite("Parity with mergekit 0.1.5 on tiny Llama checkpoints")
 struct MergeParityTests {
     /// Deterministic methods: equal within f32 rounding (relative error bound per element, see docs/merge.md).
-    @Test("deterministic methods match mergekit's output element by element", arguments: [
-        ("linear", Float(1e-6)), ("task_arithmetic", 1e-6), ("ties", 1e-6), ("breadcrumbs", 1e-6),
-        ("breadcrumbs_ties", 1e-6), ("slerp", 1e-5), ("nuslerp", 1e-5), ("nuslerp_rows", 1e-5),
-        ("multislerp", 1e-5), ("karcher", 1e-5), ("model_stock", 1e-5), ("nearswap", 1e-6), ("sce", 1e-5),
-        ("ram", 1e-6), ("ramplus_tl", 1e-6), ("passthrough", 0), ("multi", 1e-6),
-    ])
+    @Test(
+        "deterministic methods match mergekit's output element by element",
+        arguments: [
+            ("linear", Float(1e-6)), ("task_arithmetic", 1e-6), ("ties", 1e-6), ("breadcrumbs", 1e-6),
+            ("breadcrumbs_ties", 1e-6), ("slerp", 1e-5), ("nuslerp", 1e-5), ("nuslerp_rows", 1e-5),
+            ("multislerp", 1e-5), ("karcher", 1e-5), ("model_stock", 1e-5), ("nearswap", 1e-6), ("sce", 1e-5),
+            ("ram", 1e-6), ("ramplus_tl", 1e-6), ("passthrough", 0), ("multi", 1e-6),
+        ])
     func deterministic(name: String, tolerance: Float) throws {
         let worst = try compareWithMergekit(name)
         #expect(worst <= tolerance, "\(name): worst relative error \(worst) exceeds \(tolerance)")
@@ -105,7 +107,9 @@ struct MergeParityTests {
         #expect(Double(differ) <= 0.002 * Double(total), "\(differ) of \(total) entries differ from mergekit")
     }
 
-    @Test("the whole-tensor path gives the same numbers as the streamed path", arguments: ["ties", "task_arithmetic", "breadcrumbs_ties", "linear"])
+    @Test(
+        "the whole-tensor path gives the same numbers as the streamed path",
+        arguments: ["ties", "task_arithmetic", "breadcrumbs_ties", "linear"])
     func wholeTensorPath(name: String) throws {
         let worst = try compareWithMergekit(name, streaming: false)
         #expect(worst <= 1e-6)
@@ -115,8 +119,13 @@ struct MergeParityTests {
     func passthroughConfig() throws {
         let out = try Fixtures.merge("passthrough")
         defer { try? FileManager.default.removeItem(atPath: out) }
-        let ours = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: out + "/config.json"))) as? [String: Any]
-        let ref = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: Fixtures.expected("passthrough.config.json")))) as? [String: Any]
+        let ours =
+            try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: out + "/config.json")))
+            as? [String: Any]
+        let ref =
+            try JSONSerialization.jsonObject(
+                with: Data(contentsOf: URL(fileURLWithPath: Fixtures.expected("passthrough.config.json"))))
+            as? [String: Any]
         #expect(ours?["num_hidden_layers"] as? Int == 3)
         #expect(ref?["num_hidden_layers"] as? Int == 3)
     }
@@ -153,12 +162,15 @@ struct RandomisedMethodTests {
 
     /// Single-model DARE and DELLA rescale each task vector to its L1 norm, so the merged L1 is seed-independent
     /// and must equal mergekit's; the kept fraction is binomial around the density (4σ band).
-    @Test("single-model DARE and DELLA keep the L1 norm and the density of mergekit", arguments: [("dare_linear", 0.3), ("della", 0.4)])
+    @Test(
+        "single-model DARE and DELLA keep the L1 norm and the density of mergekit",
+        arguments: [("dare_linear", 0.3), ("della", 0.4)])
     func singleModel(name: String, density: Double) throws {
         let out = try Fixtures.merge(name, seed: 7)
         defer { try? FileManager.default.removeItem(atPath: out) }
         let ours = try Self.stats(of: out)
-        let ref = try JSONDecoder().decode([String: Stats].self, from: Data(contentsOf: URL(fileURLWithPath: Fixtures.expected("\(name).json"))))
+        let ref = try JSONDecoder().decode(
+            [String: Stats].self, from: Data(contentsOf: URL(fileURLWithPath: Fixtures.expected("\(name).json"))))
         #expect(Set(ours.keys) == Set(ref.keys))
         var keptOurs = 0
         var keptRef = 0
@@ -176,12 +188,15 @@ struct RandomisedMethodTests {
         #expect(abs(Double(keptOurs) - 0.8 * density * Double(changed)) <= 4 * sigma + 0.01 * Double(changed))
     }
 
-    @Test("multi-model DARE-TIES and DELLA-linear match mergekit's kept fraction and norms statistically", arguments: ["dare_ties", "della_linear"])
+    @Test(
+        "multi-model DARE-TIES and DELLA-linear match mergekit's kept fraction and norms statistically",
+        arguments: ["dare_ties", "della_linear"])
     func multiModel(name: String) throws {
         let out = try Fixtures.merge(name, seed: 3)
         defer { try? FileManager.default.removeItem(atPath: out) }
         let ours = try Self.stats(of: out)
-        let ref = try JSONDecoder().decode([String: Stats].self, from: Data(contentsOf: URL(fileURLWithPath: Fixtures.expected("\(name).json"))))
+        let ref = try JSONDecoder().decode(
+            [String: Stats].self, from: Data(contentsOf: URL(fileURLWithPath: Fixtures.expected("\(name).json"))))
         var (ko, kr, lo, lr, total) = (0, 0, 0.0, 0.0, 0)
         for (t, r) in ref {
             guard let o = ours[t] else { continue }
@@ -192,7 +207,8 @@ struct RandomisedMethodTests {
             total += r.count
         }
         #expect(abs(Double(ko - kr)) <= 0.02 * Double(total), "kept \(ko) vs mergekit \(kr) of \(total)")
-        #expect(abs(lo.squareRoot() / lr.squareRoot() - 1) <= 0.05, "L2 \(lo.squareRoot()) vs mergekit \(lr.squareRoot())")
+        #expect(
+            abs(lo.squareRoot() / lr.squareRoot() - 1) <= 0.05, "L2 \(lo.squareRoot()) vs mergekit \(lr.squareRoot())")
     }
 
     @Test("a seed reproduces a randomised merge exactly; another seed changes it", arguments: ["dare_ties", "della"])

@@ -28,8 +28,9 @@ struct OutputPipelineTests {
         #expect(ran.withLock { $0 } == [1, 2])
     }
 
-    @Test("a write failing on the output thread fails the merge with a message naming the tensor, and leaves nothing at the target",
-          arguments: [0, 1])
+    @Test(
+        "a write failing on the output thread fails the merge with a message naming the tensor, and leaves nothing at the target",
+        arguments: [0, 1])
     func failedWriteLeavesNothing(victimIndex: Int) throws {
         let names = try ModelFolder(path: Fixtures.model("base")).tensorNames.sorted()
         let victim = victimIndex == 0 ? names[0] : names[names.count - 1]

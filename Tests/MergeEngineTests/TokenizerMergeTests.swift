@@ -19,7 +19,8 @@ struct TokenizerMergeTests {
 
     static func run(_ name: String) throws -> String {
         let out = Fixtures.scratch("tok-\(name)")
-        try MergeEngine.run(configFile: folder.appendingPathComponent("\(name).yml").path, output: out, options: MergeOptions())
+        try MergeEngine.run(
+            configFile: folder.appendingPathComponent("\(name).yml").path, output: out, options: MergeOptions())
         return out
     }
 
@@ -28,9 +29,12 @@ struct TokenizerMergeTests {
         return try MergePlan(config: config, resolver: ModelResolver(configDirectory: folder.path, hubCache: nil))
     }
 
-    @Test("merged tensors, output vocabulary and config vocab_size equal mergekit's", arguments: [
-        "union_task_arithmetic", "union_linear", "base_linear", "model_linear", "tokens_task_arithmetic", "tied_union",
-    ])
+    @Test(
+        "merged tensors, output vocabulary and config vocab_size equal mergekit's",
+        arguments: [
+            "union_task_arithmetic", "union_linear", "base_linear", "model_linear", "tokens_task_arithmetic",
+            "tied_union",
+        ])
     func parity(name: String) throws {
         let out = try Self.run(name)
         defer { try? FileManager.default.removeItem(atPath: out) }
@@ -55,12 +59,15 @@ struct TokenizerMergeTests {
         #expect(vocabulary.vocab == expected.vocab, "\(name): output vocabulary differs from mergekit's")
         let config = try #require(try ours.config())
         #expect(config["vocab_size"] as? Int == expected.vocab_size)
-        #expect(!FileManager.default.fileExists(atPath: URL(fileURLWithPath: out).appendingPathComponent("vocab.json").path))
+        #expect(
+            !FileManager.default.fileExists(atPath: URL(fileURLWithPath: out).appendingPathComponent("vocab.json").path)
+        )
     }
 
     @Test("rows a model lacks come from the base, the only holder, or the configured source")
     func donorRows() throws {
-        let plan = try Self.plan("""
+        let plan = try Self.plan(
+            """
             merge_method: task_arithmetic
             base_model: models/base
             models:
@@ -88,13 +95,16 @@ struct TokenizerMergeTests {
     }
 
     /// Runs `align` over in-memory tensors and returns each input's aligned rows.
-    static func align(_ v: VocabularyAlignment, _ arrays: [(model: String, values: [Float])], width: Int) throws -> [[Float]] {
+    static func align(_ v: VocabularyAlignment, _ arrays: [(model: String, values: [Float])], width: Int) throws
+        -> [[Float]]
+    {
         let buffers = arrays.map { UnsafeMutableBufferPointer<Float>.allocate(capacity: $0.values.count) }
         let outputs = arrays.map { _ in UnsafeMutableBufferPointer<Float>.allocate(capacity: v.rows * width) }
         defer { for b in buffers + outputs { b.deallocate() } }
         for (b, a) in zip(buffers, arrays) { _ = b.initialize(from: a.values) }
         let inputs = zip(arrays, buffers).map { a, b in
-            VocabularyAlignment.RowInput(model: a.model, source: TensorSource(UnsafeBufferPointer(b)), rows: a.values.count / width)
+            VocabularyAlignment.RowInput(
+                model: a.model, source: TensorSource(UnsafeBufferPointer(b)), rows: a.values.count / width)
         }
         try v.align(tensor: "model.embed_tokens.weight", inputs: inputs, width: width, into: outputs)
         return outputs.map { Array($0) }
@@ -106,7 +116,8 @@ struct TokenizerMergeTests {
         let json = #"{"model": {"type": "BPE", "vocab": {}, "merges": []}, "added_tokens": []}"#
         let v = TokenizerVocabulary(
             directory: URL(fileURLWithPath: "/"), file: "t.json", data: Data(json.utf8), modelType: "BPE",
-            modelVocab: Dictionary(uniqueKeysWithValues: odd.enumerated().map { ($1, $0) }), added: [], vocabSize: odd.count)
+            modelVocab: Dictionary(uniqueKeysWithValues: odd.enumerated().map { ($1, $0) }), added: [],
+            vocabSize: odd.count)
         let parsed = try JSONSerialization.jsonObject(with: try v.serialized()) as? [String: Any]
         let vocab = (parsed?["model"] as? [String: Any])?["vocab"] as? [String: Int]
         #expect(vocab == v.modelVocab)
@@ -114,7 +125,8 @@ struct TokenizerMergeTests {
 
     @Test("equal vocabularies leave the embeddings on the streamed path")
     func identity() throws {
-        let plan = try Self.plan("""
+        let plan = try Self.plan(
+            """
             merge_method: linear
             models:
               - {model: models/base, parameters: {weight: 1.0}}
@@ -128,7 +140,8 @@ struct TokenizerMergeTests {
     @Test("differing vocabularies without a tokenizer merge are a shape mismatch naming the tensor")
     func noTokenizerMerge() {
         let err = mergeError {
-            _ = try Self.plan("""
+            _ = try Self.plan(
+                """
                 merge_method: linear
                 models:
                   - {model: models/base, parameters: {weight: 0.5}}
@@ -139,20 +152,35 @@ struct TokenizerMergeTests {
         #expect(err?.message.contains("model.embed_tokens.weight") == true)
     }
 
-    @Test("config mistakes name the line", arguments: [
-        ("tokenizer_source: union\ntokenizer: {source: base}\n", MergeError.Code.invalidConfig, "tok.yml:6"),
-        ("tokenizer: {source: union, pad_to_multiple: 8}\n", .unknownKey, "pad_to_multiple"),
-        ("tokenizer: {tokens: {x: {source: {kind: model_token, model: models/base}}}}\n", .invalidConfig, "exactly one of"),
-        ("tokenizer: {tokens: {x: {source: {kind: other}}}}\n", .invalidConfig, "kind is 'other'"),
-        ("tokenizer_source: models/nowhere\n", .invalidConfig, "tok.yml:5: tokenizer source 'models/nowhere'"),
-        ("tokenizer: {tokens: {x: {source: models/extra}}}\n", .invalidConfig, "not one of the merged models"),
-        ("tokenizer: {tokens: {<zz>: {source: models/chat}}}\n", .invalidConfig, "tok.yml:5: token '<zz>' takes its row from 'models/chat', which does not have"),
-        ("tokenizer: {tokens: {<|im_end|>: {force: true}}}\n", .missingParameter, "token '<|im_end|>' needs a 'source'"),
-        ("tokenizer: {tokens: {<zz>: {source: {kind: model_token, model: models/base, token: nope}}}}\n", .invalidConfig, "'nope'"),
-    ])
+    @Test(
+        "config mistakes name the line",
+        arguments: [
+            ("tokenizer_source: union\ntokenizer: {source: base}\n", MergeError.Code.invalidConfig, "tok.yml:6"),
+            ("tokenizer: {source: union, pad_to_multiple: 8}\n", .unknownKey, "pad_to_multiple"),
+            (
+                "tokenizer: {tokens: {x: {source: {kind: model_token, model: models/base}}}}\n", .invalidConfig,
+                "exactly one of"
+            ),
+            ("tokenizer: {tokens: {x: {source: {kind: other}}}}\n", .invalidConfig, "kind is 'other'"),
+            ("tokenizer_source: models/nowhere\n", .invalidConfig, "tok.yml:5: tokenizer source 'models/nowhere'"),
+            ("tokenizer: {tokens: {x: {source: models/extra}}}\n", .invalidConfig, "not one of the merged models"),
+            (
+                "tokenizer: {tokens: {<zz>: {source: models/chat}}}\n", .invalidConfig,
+                "tok.yml:5: token '<zz>' takes its row from 'models/chat', which does not have"
+            ),
+            (
+                "tokenizer: {tokens: {<|im_end|>: {force: true}}}\n", .missingParameter,
+                "token '<|im_end|>' needs a 'source'"
+            ),
+            (
+                "tokenizer: {tokens: {<zz>: {source: {kind: model_token, model: models/base, token: nope}}}}\n",
+                .invalidConfig, "'nope'"
+            ),
+        ])
     func configErrors(tail: String, code: MergeError.Code, fragment: String) {
         let err = mergeError {
-            _ = try Self.plan("""
+            _ = try Self.plan(
+                """
                 merge_method: linear
                 models:
                   - {model: models/base, parameters: {weight: 0.5}}
@@ -166,7 +194,8 @@ struct TokenizerMergeTests {
 
     @Test("a model with a tokenizer but no tokenizer.json is refused naming the file")
     func slowTokenizerOnly() throws {
-        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("tok-slow-\(getpid())-\(UInt32.random(in: 0...UInt32.max))")
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent(
+            "tok-slow-\(getpid())-\(UInt32.random(in: 0...UInt32.max))")
         defer { try? FileManager.default.removeItem(at: dir) }
         let model = dir.appendingPathComponent("slow")
         try FileManager.default.createDirectory(at: model, withIntermediateDirectories: true)

@@ -1,7 +1,7 @@
 import CheckpointIO
 import Foundation
-import Testing
 import TensorKernels
+import Testing
 
 @testable import MergeEngine
 
@@ -77,8 +77,10 @@ struct TopKBandTests {
         }
         defer { buffers.forEach { $0.deallocate() } }
         let sources = buffers.map { TensorSource(bytes: UnsafeRawBufferPointer($0), dtype: .BF16, count: n) }
-        let viaPass = GTA.selectTopK(n: n, base: sources[0], models: Array(sources[1...]), requests: requests, bandMinimum: .max)
-        let viaBand = GTA.selectTopK(n: n, base: sources[0], models: Array(sources[1...]), requests: requests, bandMinimum: 0)
+        let viaPass = GTA.selectTopK(
+            n: n, base: sources[0], models: Array(sources[1...]), requests: requests, bandMinimum: .max)
+        let viaBand = GTA.selectTopK(
+            n: n, base: sources[0], models: Array(sources[1...]), requests: requests, bandMinimum: 0)
         let bands = GTA.estimateBands(n: n, sources: sources, wanted: [0, 1, 2], requests: requests)
         for (qi, q) in requests.enumerated() {
             let a = viaPass[qi]

@@ -3,8 +3,8 @@ import Evaluation
 import Foundation
 import Hummingbird
 import HummingbirdTesting
-import Testing
 import TaskSwitches
+import Testing
 
 @testable import Serving
 
@@ -40,7 +40,9 @@ func maxDifference(_ a: [Float], _ b: [Float]) -> Float {
 
 /// A histogram's `_count` or `_sum` in the Prometheus text.
 func metric(_ text: String, _ name: String) -> Double? {
-    text.split(separator: "\n").first { $0.hasPrefix(name + " ") }.flatMap { Double($0.split(separator: " ").last ?? "") }
+    text.split(separator: "\n").first { $0.hasPrefix(name + " ") }.flatMap {
+        Double($0.split(separator: " ").last ?? "")
+    }
 }
 
 /// Set once the pack churn is over, so the clients keep sending until then.
@@ -50,7 +52,9 @@ actor Flag {
 }
 
 extension ServingTests {
-    @Test("Requests of several tasks and the base form one batch and one mixed forward; each text equals it embedded alone with its pack")
+    @Test(
+        "Requests of several tasks and the base form one batch and one mixed forward; each text equals it embedded alone with its pack"
+    )
     func mixedTaskBatch() async throws {
         // A long wait: the three requests, sent at once, are taken as one batch.
         let server = try await ServeFixture.server { $0.maxWaitMilliseconds = 1500 }
@@ -77,7 +81,9 @@ extension ServingTests {
         #expect(maxDifference(answers[0].rows[0], try alone(verbs[0], task: "base")) > 1e-3)
     }
 
-    @Test("With the .tsr router, auto routes each text as LDARouter.route does on unit-length base features; unloaded or out-of-distribution tasks get the base")
+    @Test(
+        "With the .tsr router, auto routes each text as LDARouter.route does on unit-length base features; unloaded or out-of-distribution tasks get the base"
+    )
     func ldaRouterAuto() async throws {
         let server = try await ServeFixture.server(router: ServeFixture.ldaRouterPath)
         let texts =
@@ -93,12 +99,15 @@ extension ServingTests {
         var base = try ServeFixture.encoder.embed(texts, packs: [], maxLength: 128, batchSize: 64)
         MeanPooling.normalizeRows(&base, width: h)
         let routes = try lda.route(QuerySet(features: base, count: texts.count, dimension: h, labels: nil, tasks: []))
-        let expected = routes.map { r in r.map { lda.tasks[$0] }.flatMap { ServeFixture.tasks.contains($0) ? $0 : nil } ?? "base" }
+        let expected = routes.map { r in
+            r.map { lda.tasks[$0] }.flatMap { ServeFixture.tasks.contains($0) ? $0 : nil } ?? "base"
+        }
         #expect(routes.last.map { $0 == nil } == true, "'zzzz' should be out of distribution")
         #expect(answer.tasks == expected)
         #expect(expected.contains("wn-verb") && expected.contains("lang-id") && expected.contains("base"))
         for (i, text) in texts.enumerated() where i < answer.rows.count {
-            #expect(maxDifference(answer.rows[i], try alone(text, task: expected[i])) <= 1e-5, "\(expected[i]): \(text)")
+            #expect(
+                maxDifference(answer.rows[i], try alone(text, task: expected[i])) <= 1e-5, "\(expected[i]): \(text)")
         }
     }
 
@@ -118,13 +127,18 @@ extension ServingTests {
         #expect(error?.message.contains(path) == true)
     }
 
-    @Test("Packs uploaded, replaced and deleted while clients of several tasks send requests: no request fails, every answer matches its task")
+    @Test(
+        "Packs uploaded, replaced and deleted while clients of several tasks send requests: no request fails, every answer matches its task"
+    )
     func packChurnUnderLoad() async throws {
         let server = try await ServeFixture.server { $0.maxWaitMilliseconds = 2 }
-        let nounBytes = [UInt8](try Data(contentsOf: ServeFixture.repository.appendingPathComponent("packs/wn-noun.tsw")))
-        let langBytes = [UInt8](try Data(contentsOf: ServeFixture.repository.appendingPathComponent("packs/lang-id.tsw")))
+        let nounBytes = [UInt8](
+            try Data(contentsOf: ServeFixture.repository.appendingPathComponent("packs/wn-noun.tsw")))
+        let langBytes = [UInt8](
+            try Data(contentsOf: ServeFixture.repository.appendingPathComponent("packs/lang-id.tsw")))
         let work =
-            try ServeFixture.texts("wn-verb", 3).map { ("wn-verb", $0) } + ServeFixture.texts("lang-id", 3).map { ("lang-id", $0) }
+            try ServeFixture.texts("wn-verb", 3).map { ("wn-verb", $0) }
+            + ServeFixture.texts("lang-id", 3).map { ("lang-id", $0) }
             + ServeFixture.texts("wn-noun", 2).map { ("base", $0) }
         let nounText = try ServeFixture.texts("wn-noun", 1)[0]
         var references: [String: [Float]] = [:]
@@ -144,8 +158,12 @@ extension ServingTests {
                             let a = try await embeddings(client, model: task, [text])
                             if a.status != .ok {
                                 failures.append("\(task) → \(a.status): \(a.body)")
-                            } else if a.tasks != [task] || maxDifference(a.rows[0], refs[task + "\t" + text] ?? []) > 1e-5 {
-                                failures.append("\(task): answered as \(a.tasks), off by \(maxDifference(a.rows[0], refs[task + "\t" + text] ?? []))")
+                            } else if a.tasks != [task]
+                                || maxDifference(a.rows[0], refs[task + "\t" + text] ?? []) > 1e-5
+                            {
+                                failures.append(
+                                    "\(task): answered as \(a.tasks), off by \(maxDifference(a.rows[0], refs[task + "\t" + text] ?? []))"
+                                )
                             }
                             n += 1
                         }
@@ -157,17 +175,28 @@ extension ServingTests {
                     var failures: [String] = []
                     let admin: HTTPFields = [.authorization: "Bearer secret"]
                     for cycle in 0..<2 {
-                        let put = try await client.execute(uri: "/v1/packs/wn-noun", method: .put, headers: admin, body: ByteBuffer(bytes: nounBytes))
-                        if put.status != .created { failures.append("PUT wn-noun (\(cycle)) → \(put.status): \(String(buffer: put.body))") }
+                        let put = try await client.execute(
+                            uri: "/v1/packs/wn-noun", method: .put, headers: admin, body: ByteBuffer(bytes: nounBytes))
+                        if put.status != .created {
+                            failures.append("PUT wn-noun (\(cycle)) → \(put.status): \(String(buffer: put.body))")
+                        }
                         let a = try await embeddings(client, model: "wn-noun", [nounText])
-                        if a.status != .ok || a.tasks != ["wn-noun"] || maxDifference(a.rows.first ?? [], nounReference) > 1e-5 {
+                        if a.status != .ok || a.tasks != ["wn-noun"]
+                            || maxDifference(a.rows.first ?? [], nounReference) > 1e-5
+                        {
                             failures.append("wn-noun after PUT (\(cycle)): \(a.status) \(a.tasks) \(a.body)")
                         }
                         // Replacing a pack requests are using: those in flight finish on the one they started with.
-                        let replace = try await client.execute(uri: "/v1/packs/lang-id", method: .put, headers: admin, body: ByteBuffer(bytes: langBytes))
-                        if replace.status != .ok { failures.append("PUT lang-id (\(cycle)) → \(replace.status): \(String(buffer: replace.body))") }
+                        let replace = try await client.execute(
+                            uri: "/v1/packs/lang-id", method: .put, headers: admin, body: ByteBuffer(bytes: langBytes))
+                        if replace.status != .ok {
+                            failures.append(
+                                "PUT lang-id (\(cycle)) → \(replace.status): \(String(buffer: replace.body))")
+                        }
                         let del = try await client.execute(uri: "/v1/packs/wn-noun", method: .delete, headers: admin)
-                        if del.status != .ok { failures.append("DELETE wn-noun (\(cycle)) → \(del.status): \(String(buffer: del.body))") }
+                        if del.status != .ok {
+                            failures.append("DELETE wn-noun (\(cycle)) → \(del.status): \(String(buffer: del.body))")
+                        }
                     }
                     await done.set()
                     return (failures, 0)

@@ -34,7 +34,9 @@ enum ServeFixture {
     static let packs: [String: SwitchPack] = {
         var out: [String: SwitchPack] = [:]
         for t in tasks + ["wn-noun"] {
-            do { out[t] = try PackFile.read(repository.appendingPathComponent("packs/\(t).tsw").path) } catch { fatalError("\(error)") }
+            do { out[t] = try PackFile.read(repository.appendingPathComponent("packs/\(t).tsw").path) } catch {
+                fatalError("\(error)")
+            }
         }
         return out
     }()
@@ -49,7 +51,7 @@ enum ServeFixture {
         configure(&config)
         return try await ServingServer.make(
             encoder: encoder, baseName: "all-MiniLM-L6-v2",
-            packs: try tasks.map { (try pack($0), packFiles[tasks.firstIndex(of: $0)!]) }, routerPath: router ?? routerPath,
+            packs: try zip(tasks, packFiles).map { (try pack($0), $1) }, routerPath: router ?? routerPath,
             config: config)
     }
 
@@ -62,7 +64,10 @@ enum ServeFixture {
     }
 
     static func texts(_ task: String, _ n: Int) throws -> [String] {
-        Array(try TextDataset.read(path: repository.appendingPathComponent("data/tasks/\(task)/test.jsonl").path).prefix(n).map(\.text))
+        Array(
+            try TextDataset.read(path: repository.appendingPathComponent("data/tasks/\(task)/test.jsonl").path).prefix(
+                n
+            ).map(\.text))
     }
 }
 
@@ -72,12 +77,17 @@ func json(_ value: Any) throws -> ByteBuffer {
 
 func object(_ response: TestResponse) throws -> [String: Any] {
     let data = Data(response.body.readableBytesView)
-    return try #require(try JSONSerialization.jsonObject(with: data) as? [String: Any], "not a JSON object: \(String(decoding: data, as: UTF8.self))")
+    return try #require(
+        try JSONSerialization.jsonObject(with: data) as? [String: Any],
+        "not a JSON object: \(String(decoding: data, as: UTF8.self))")
 }
 
 /// Checks OpenAI's error shape and returns the error object.
 @discardableResult
-func expectError(_ response: TestResponse, _ status: HTTPResponse.Status, code: String, sourceLocation: SourceLocation = #_sourceLocation)
+func expectError(
+    _ response: TestResponse, _ status: HTTPResponse.Status, code: String,
+    sourceLocation: SourceLocation = #_sourceLocation
+)
     throws -> [String: Any]
 {
     #expect(response.status == status, "body: \(String(buffer: response.body))", sourceLocation: sourceLocation)
@@ -129,12 +139,14 @@ struct ServingTests {
             let fd = try #require(try object(f)["data"] as? [[String: Any]])
             let asFloats = fd.flatMap { ($0["embedding"] as? [NSNumber] ?? []).map(\.floatValue) }
             let b = try await client.execute(
-                uri: "/v1/embeddings", method: .post, headers: jsonHeaders, body: try json(["model": "base", "input": texts[0]]))
+                uri: "/v1/embeddings", method: .post, headers: jsonHeaders,
+                body: try json(["model": "base", "input": texts[0]]))
             let bd = try #require(try object(b)["data"] as? [[String: Any]])
             #expect(bd.first?["task"] as? String == "base")
             return (rows, asFloats, (bd.first?["embedding"] as? [NSNumber] ?? []).map(\.floatValue))
         }
-        let expected = try ServeFixture.encoder.embed(texts, packs: [ServeFixture.pack("wn-verb")], maxLength: 128, batchSize: 64)
+        let expected = try ServeFixture.encoder.embed(
+            texts, packs: [ServeFixture.pack("wn-verb")], maxLength: 128, batchSize: 64)
         #expect(served == expected)
         #expect(servedFloats == expected)
         let expectedBase = try ServeFixture.encoder.embed([texts[0]], packs: [], maxLength: 128, batchSize: 64)
@@ -168,12 +180,16 @@ struct ServingTests {
             #expect(scores.count == head.classes)
             let sum = scores.compactMap { ($0["score"] as? NSNumber)?.doubleValue }.reduce(0, +)
             #expect(abs(sum - 1) < 1e-4)
-            let best = scores.max { (($0["score"] as? NSNumber)?.doubleValue ?? 0) < (($1["score"] as? NSNumber)?.doubleValue ?? 0) }
+            let best = scores.max {
+                (($0["score"] as? NSNumber)?.doubleValue ?? 0) < (($1["score"] as? NSNumber)?.doubleValue ?? 0)
+            }
             #expect(best?["label"] as? String == d["label"] as? String)
         }
     }
 
-    @Test("auto routes each text to a loaded task (or the base), and mixed-task requests are each answered with their own switch")
+    @Test(
+        "auto routes each text to a loaded task (or the base), and mixed-task requests are each answered with their own switch"
+    )
     func autoAndMixedRequests() async throws {
         let server = try await ServeFixture.shared.value
         let verbs = try ServeFixture.texts("wn-verb", 3)
@@ -192,15 +208,19 @@ struct ServingTests {
                 uri: "/v1/embeddings", method: .post, headers: jsonHeaders,
                 body: try json(["model": "lang-id", "input": langs, "encoding_format": "base64"]))
             let rows = try await [a, b].map { resp in
-                try #require(try object(resp)["data"] as? [[String: Any]]).flatMap { try floats(base64: $0["embedding"] as? String ?? "") }
+                try #require(try object(resp)["data"] as? [[String: Any]]).flatMap {
+                    try floats(base64: $0["embedding"] as? String ?? "")
+                }
             }
             return (tasks, rows)
         }
         #expect(routed.count == 6)
         #expect(routed.allSatisfy { ["wn-verb", "lang-id", "base"].contains($0) })
         #expect(routed.filter { $0 == "lang-id" }.count >= 2)
-        let verbExpected = try ServeFixture.encoder.embed(verbs, packs: [ServeFixture.pack("wn-verb")], maxLength: 128, batchSize: 64)
-        let langExpected = try ServeFixture.encoder.embed(langs, packs: [ServeFixture.pack("lang-id")], maxLength: 128, batchSize: 64)
+        let verbExpected = try ServeFixture.encoder.embed(
+            verbs, packs: [ServeFixture.pack("wn-verb")], maxLength: 128, batchSize: 64)
+        let langExpected = try ServeFixture.encoder.embed(
+            langs, packs: [ServeFixture.pack("lang-id")], maxLength: 128, batchSize: 64)
         #expect(mixed[0] == verbExpected)
         #expect(mixed[1] == langExpected)
     }
@@ -217,9 +237,11 @@ struct ServingTests {
             #expect(try await client.execute(uri: "/health", method: .get).status == .ok)
             #expect(try await client.execute(uri: "/ready", method: .get).status == .ok)
             _ = try await client.execute(
-                uri: "/v1/embeddings", method: .post, headers: jsonHeaders, body: try json(["model": "wn-verb", "input": "run"]))
+                uri: "/v1/embeddings", method: .post, headers: jsonHeaders,
+                body: try json(["model": "wn-verb", "input": "run"]))
             _ = try await client.execute(
-                uri: "/v1/embeddings", method: .post, headers: jsonHeaders, body: try json(["model": "nope", "input": "run"]))
+                uri: "/v1/embeddings", method: .post, headers: jsonHeaders,
+                body: try json(["model": "nope", "input": "run"]))
             let metrics = String(buffer: try await client.execute(uri: "/metrics", method: .get).body)
             for needle in [
                 #"tswitch_http_requests_total{endpoint="/v1/embeddings",status="200"} 1"#,
@@ -247,16 +269,22 @@ struct ServingTests {
             func post(_ uri: String, _ body: ByteBuffer) async throws -> TestResponse {
                 try await client.execute(uri: uri, method: .post, headers: jsonHeaders, body: body)
             }
-            try expectError(try await post("/v1/embeddings", ByteBuffer(string: "{\"model\": ")), .badRequest, code: "invalid_json")
-            try expectError(try await post("/v1/embeddings", ByteBuffer(string: "[1, 2]")), .badRequest, code: "invalid_json")
+            try expectError(
+                try await post("/v1/embeddings", ByteBuffer(string: "{\"model\": ")), .badRequest, code: "invalid_json")
+            try expectError(
+                try await post("/v1/embeddings", ByteBuffer(string: "[1, 2]")), .badRequest, code: "invalid_json")
             let wrongType = try expectError(
-                try await post("/v1/embeddings", try json(["model": "wn-verb", "input": 5])), .badRequest, code: "invalid_json")
+                try await post("/v1/embeddings", try json(["model": "wn-verb", "input": 5])), .badRequest,
+                code: "invalid_json")
             #expect((wrongType["message"] as? String)?.contains("input") == true)
-            try expectError(try await post("/v1/embeddings", try json(["input": "x"])), .badRequest, code: "invalid_json")
             try expectError(
-                try await post("/v1/embeddings", try json(["model": "wn-verb", "input": [String]()])), .badRequest, code: "invalid_input")
+                try await post("/v1/embeddings", try json(["input": "x"])), .badRequest, code: "invalid_json")
             try expectError(
-                try await post("/v1/embeddings", try json(["model": "wn-verb", "input": ["a", "b", "c", "d"]])), .badRequest,
+                try await post("/v1/embeddings", try json(["model": "wn-verb", "input": [String]()])), .badRequest,
+                code: "invalid_input")
+            try expectError(
+                try await post("/v1/embeddings", try json(["model": "wn-verb", "input": ["a", "b", "c", "d"]])),
+                .badRequest,
                 code: "invalid_input")
             let long = Array(repeating: "word", count: 40).joined(separator: " ")
             let tooLong = try expectError(
@@ -264,15 +292,23 @@ struct ServingTests {
                 code: "text_too_long")
             #expect((tooLong["message"] as? String)?.contains("--truncate") == true)
             try expectError(
-                try await post("/v1/embeddings", try json(["model": "wn-verb", "input": String(repeating: "a ", count: 2000)])),
+                try await post(
+                    "/v1/embeddings", try json(["model": "wn-verb", "input": String(repeating: "a ", count: 2000)])),
                 .contentTooLarge, code: "body_too_large")
             let unknown = try expectError(
-                try await post("/v1/embeddings", try json(["model": "wn-noun", "input": "x"])), .notFound, code: "model_not_found")
+                try await post("/v1/embeddings", try json(["model": "wn-noun", "input": "x"])), .notFound,
+                code: "model_not_found")
             #expect((unknown["message"] as? String)?.contains("lang-id, wn-verb") == true)
-            try expectError(try await post("/v1/classify", try json(["task": "nope", "input": ["x"]])), .notFound, code: "model_not_found")
-            try expectError(try await post("/v1/classify", try json(["task": "base", "input": ["x"]])), .badRequest, code: "no_head")
             try expectError(
-                try await post("/v1/embeddings", try json(["model": "wn-verb", "input": "x", "encoding_format": "hex"])), .badRequest,
+                try await post("/v1/classify", try json(["task": "nope", "input": ["x"]])), .notFound,
+                code: "model_not_found")
+            try expectError(
+                try await post("/v1/classify", try json(["task": "base", "input": ["x"]])), .badRequest, code: "no_head"
+            )
+            try expectError(
+                try await post(
+                    "/v1/embeddings", try json(["model": "wn-verb", "input": "x", "encoding_format": "hex"])),
+                .badRequest,
                 code: "invalid_input")
             try expectError(try await client.execute(uri: "/v2/nothing", method: .get), .notFound, code: "not_found")
             // Still serving.
@@ -298,7 +334,8 @@ struct ServingTests {
         #expect(data[0]["truncated"] == nil)
         #expect(data[1]["truncated"] as? Bool == true)
         #expect((body["usage"] as? [String: Any])?["prompt_tokens"] as? Int == 3 + 16)
-        let expected = try ServeFixture.encoder.embed([long], packs: [ServeFixture.pack("wn-verb")], maxLength: 16, batchSize: 64)
+        let expected = try ServeFixture.encoder.embed(
+            [long], packs: [ServeFixture.pack("wn-verb")], maxLength: 16, batchSize: 64)
         // Not bit for bit: in the mixed forward the short text's rows share the products with the long one's.
         #expect(maxDifference(try floats(base64: data[1]["embedding"] as? String ?? ""), expected) <= 1e-5)
     }
@@ -312,10 +349,12 @@ struct ServingTests {
         }
         try await server.application().test(.router) { client in
             async let first = client.execute(
-                uri: "/v1/embeddings", method: .post, headers: jsonHeaders, body: try json(["model": "wn-verb", "input": ["a", "b"]]))
+                uri: "/v1/embeddings", method: .post, headers: jsonHeaders,
+                body: try json(["model": "wn-verb", "input": ["a", "b"]]))
             try await Task.sleep(for: .milliseconds(100))
             let second = try await client.execute(
-                uri: "/v1/embeddings", method: .post, headers: jsonHeaders, body: try json(["model": "lang-id", "input": ["c"]]))
+                uri: "/v1/embeddings", method: .post, headers: jsonHeaders,
+                body: try json(["model": "lang-id", "input": ["c"]]))
             try expectError(second, .tooManyRequests, code: "queue_full")
             #expect(second.headers[.retryAfter] == "1")
             #expect(try await first.status == .ok)
@@ -338,14 +377,19 @@ struct ServingTests {
         try await server.application(runsQueue: false).test(.router) { client in
             let admin: HTTPFields = [.authorization: "Bearer secret"]
             func put(_ task: String, _ bytes: [UInt8], _ headers: HTTPFields = admin) async throws -> TestResponse {
-                try await client.execute(uri: "/v1/packs/\(task)", method: .put, headers: headers, body: ByteBuffer(bytes: bytes))
+                try await client.execute(
+                    uri: "/v1/packs/\(task)", method: .put, headers: headers, body: ByteBuffer(bytes: bytes))
             }
-            try expectError(try await put("wn-noun", [UInt8](noun), [.authorization: "Bearer wrong"]), .unauthorized, code: "unauthorized")
+            try expectError(
+                try await put("wn-noun", [UInt8](noun), [.authorization: "Bearer wrong"]), .unauthorized,
+                code: "unauthorized")
             try expectError(try await put("wn-noun", [UInt8](noun), [:]), .unauthorized, code: "unauthorized")
             let checksum = try expectError(try await put("wn-noun", corrupt), .badRequest, code: "pack_refused")
             #expect((checksum["message"] as? String)?.contains("corrupt") == true)
             // Another base's pack (checked after decoding, so given decoded: encoding one is slow in a debug build).
-            let refusal = await #expect(throws: ServingError.self) { try await server.queue.install(otherBase, source: "upload") }
+            let refusal = await #expect(throws: ServingError.self) {
+                try await server.queue.install(otherBase, source: "upload")
+            }
             #expect(refusal?.code == .packRefused && refusal?.status == .badRequest)
             #expect(refusal?.message.contains("another base") == true)
             let version = try expectError(try await put("wn-noun", newer), .badRequest, code: "pack_refused")
@@ -353,29 +397,38 @@ struct ServingTests {
             let name = try expectError(try await put("other", [UInt8](noun)), .badRequest, code: "pack_refused")
             #expect((name["message"] as? String)?.contains("wn-noun") == true)
             try expectError(
-                try await client.execute(uri: "/v1/embeddings", method: .post, headers: jsonHeaders, body: try json(["model": "wn-noun", "input": "x"])),
+                try await client.execute(
+                    uri: "/v1/embeddings", method: .post, headers: jsonHeaders,
+                    body: try json(["model": "wn-noun", "input": "x"])),
                 .notFound, code: "model_not_found")
 
             let added = try await put("wn-noun", [UInt8](noun))
             #expect(added.status == .created)
             let served = try await client.execute(
                 uri: "/v1/embeddings", method: .post, headers: jsonHeaders,
-                body: try json(["model": "wn-noun", "input": ["dog: a domesticated canid"], "encoding_format": "base64"]))
+                body: try json([
+                    "model": "wn-noun", "input": ["dog: a domesticated canid"], "encoding_format": "base64",
+                ]))
             #expect(served.status == .ok)
-            let row = try floats(base64: (try object(served)["data"] as? [[String: Any]])?.first?["embedding"] as? String ?? "")
+            let row = try floats(
+                base64: (try object(served)["data"] as? [[String: Any]])?.first?["embedding"] as? String ?? "")
             let expected = try ServeFixture.encoder.embed(
                 ["dog: a domesticated canid"], packs: [ServeFixture.pack("wn-noun")], maxLength: 128, batchSize: 64)
             #expect(row == expected)
 
             try expectError(
-                try await client.execute(uri: "/v1/packs/wn-noun", method: .delete, headers: [.authorization: "Bearer nope"]),
+                try await client.execute(
+                    uri: "/v1/packs/wn-noun", method: .delete, headers: [.authorization: "Bearer nope"]),
                 .unauthorized, code: "unauthorized")
             let deleted = try await client.execute(uri: "/v1/packs/wn-noun", method: .delete, headers: admin)
             #expect(deleted.status == .ok)
             try expectError(
-                try await client.execute(uri: "/v1/packs/wn-noun", method: .delete, headers: admin), .notFound, code: "model_not_found")
+                try await client.execute(uri: "/v1/packs/wn-noun", method: .delete, headers: admin), .notFound,
+                code: "model_not_found")
             try expectError(
-                try await client.execute(uri: "/v1/embeddings", method: .post, headers: jsonHeaders, body: try json(["model": "wn-noun", "input": "x"])),
+                try await client.execute(
+                    uri: "/v1/embeddings", method: .post, headers: jsonHeaders,
+                    body: try json(["model": "wn-noun", "input": "x"])),
                 .notFound, code: "model_not_found")
         }
     }
@@ -385,7 +438,8 @@ struct ServingTests {
         let server = try await ServeFixture.server { $0.adminToken = nil }
         try await server.application().test(.router) { client in
             _ = try expectError(
-                try await client.execute(uri: "/v1/packs/wn-verb", method: .delete, headers: [.authorization: "Bearer x"]),
+                try await client.execute(
+                    uri: "/v1/packs/wn-verb", method: .delete, headers: [.authorization: "Bearer x"]),
                 .forbidden, code: "admin_disabled")
         }
     }

@@ -98,7 +98,8 @@ struct GGUFInputTests {
 
     @Test("With a GGUF base, config.json comes from the GGUF metadata, as convert writes it")
     func configFromMetadata() throws {
-        let yaml = "merge_method: task_arithmetic\nbase_model: \(Self.base)\ndtype: bfloat16\nmodels:\n  - model: \(Self.tunedTwin)\n    parameters: {weight: 1}\n"
+        let yaml =
+            "merge_method: task_arithmetic\nbase_model: \(Self.base)\ndtype: bfloat16\nmodels:\n  - model: \(Self.tunedTwin)\n    parameters: {weight: 1}\n"
         let out = try Self.merge(yaml)
         let data = try Data(contentsOf: out.appendingPathComponent("config.json"))
         let got = try #require(try JSONSerialization.jsonObject(with: data) as? [String: Any])
@@ -127,7 +128,8 @@ struct GGUFInputTests {
         let twinTuned = try inFileOrder(Self.tunedTwin, "tuned")
         for random in [nil, RandomMaskSettings(seed: 3, code: .f32)] {
             let want = PackFile.encode(
-                try SwitchPack.build(base: twinBase, fineTuned: twinTuned, dropRatio: 0.7, task: "t", randomMask: random))
+                try SwitchPack.build(
+                    base: twinBase, fineTuned: twinTuned, dropRatio: 0.7, task: "t", randomMask: random))
             let ggufTuned = try SwitchPack.build(
                 base: twinBase, fineTuned: ModelFolder(path: Self.tuned), dropRatio: 0.7, task: "t", randomMask: random)
             #expect(PackFile.encode(ggufTuned) == want, "GGUF fine-tune")
@@ -145,11 +147,14 @@ struct GGUFInputTests {
     @Test("A GGUF of another architecture is a typed error naming the file and the key")
     func otherArchitecture() throws {
         let qwen = Self.path("tiny_qwen2.gguf")
-        let e = mergeFailure("merge_method: linear\nmodels:\n  - model: \(qwen)\n    parameters: {weight: 1}\n  - model: \(Self.baseTwin)\n    parameters: {weight: 1}\n")
+        let e = mergeFailure(
+            "merge_method: linear\nmodels:\n  - model: \(qwen)\n    parameters: {weight: 1}\n  - model: \(Self.baseTwin)\n    parameters: {weight: 1}\n"
+        )
         #expect(e?.code == .checkpoint)
         let cause = e?.underlying(CheckpointError.self)
         #expect(cause?.code == .notAModel)
-        #expect(e?.message.contains(qwen) == true && e?.message.contains("'qwen2'") == true, "\(e?.message ?? "accepted")")
+        #expect(
+            e?.message.contains(qwen) == true && e?.message.contains("'qwen2'") == true, "\(e?.message ?? "accepted")")
         // pack opens its models the same way: the same error before anything is read.
         do {
             _ = try ModelFolder(path: qwen)
@@ -162,10 +167,14 @@ struct GGUFInputTests {
     @Test("A tensor type that is not dequantized is a typed error naming the file and the tensor")
     func notDequantized() throws {
         let iq4 = Self.path("tiny_llama_iq4.gguf")
-        let e = mergeFailure("merge_method: task_arithmetic\nbase_model: \(Self.baseTwin)\nmodels:\n  - model: \(iq4)\n    parameters: {weight: 1}\n")
+        let e = mergeFailure(
+            "merge_method: task_arithmetic\nbase_model: \(Self.baseTwin)\nmodels:\n  - model: \(iq4)\n    parameters: {weight: 1}\n"
+        )
         #expect(e?.underlying(CheckpointError.self)?.code == .unsupportedDType)
-        #expect(e?.message.contains(iq4) == true && e?.message.contains("'blk.1.ffn_up.weight'") == true && e?.message.contains("IQ4_NL") == true,
-                "\(e?.message ?? "accepted")")
+        #expect(
+            e?.message.contains(iq4) == true && e?.message.contains("'blk.1.ffn_up.weight'") == true
+                && e?.message.contains("IQ4_NL") == true,
+            "\(e?.message ?? "accepted")")
     }
 
     @Test("A shape mismatch against the other inputs names the files and the tensor, in both spellings")
@@ -186,13 +195,18 @@ struct GGUFInputTests {
         }
         let other = dir.appendingPathComponent("other")
         try writeModel(other, tensors)
-        let e = mergeFailure("merge_method: task_arithmetic\nbase_model: \(other.path)\nmodels:\n  - model: \(Self.tuned)\n    parameters: {weight: 1}\n")
+        let e = mergeFailure(
+            "merge_method: task_arithmetic\nbase_model: \(other.path)\nmodels:\n  - model: \(Self.tuned)\n    parameters: {weight: 1}\n"
+        )
         #expect(e?.code == .shapeMismatch)
-        for part in ["'model.layers.0.mlp.up_proj.weight'", "GGUF tensor 'blk.0.ffn_up.weight'", Self.tuned, "63x32", "64x32"] {
+        for part in [
+            "'model.layers.0.mlp.up_proj.weight'", "GGUF tensor 'blk.0.ffn_up.weight'", Self.tuned, "63x32", "64x32",
+        ] {
             #expect(e?.message.contains(part) == true, "\(part): \(e?.message ?? "accepted")")
         }
         let p = Self.packFailure(base: other.path, fineTuned: Self.tuned)
-        #expect(p?.code == .shapeMismatch && p?.message.contains(Self.tuned) == true
+        #expect(
+            p?.code == .shapeMismatch && p?.message.contains(Self.tuned) == true
                 && p?.message.contains("'model.layers.0.mlp.up_proj.weight'") == true, "\(p?.message ?? "accepted")")
     }
 

@@ -11,7 +11,8 @@ import Testing
 struct MixedSwitchesTests {
     /// An in-memory base large enough for several parallel tiles (196 608 values in the matrix), a bias, a scalar.
     static let specs = [
-        TensorSpec(name: "m.weight", dtype: .F32, shape: [512, 384]), TensorSpec(name: "m.bias", dtype: .F32, shape: [384]),
+        TensorSpec(name: "m.weight", dtype: .F32, shape: [512, 384]),
+        TensorSpec(name: "m.bias", dtype: .F32, shape: [384]),
         TensorSpec(name: "scale", dtype: .F32, shape: []),
     ]
     static let fingerprint = BaseFingerprint(value: 0x5EED)
@@ -31,8 +32,11 @@ struct MixedSwitchesTests {
             for i in 0..<s.elementCount where Double(g.next() % 10_000) / 10_000 < density {
                 if values || g.next() % 2 == 0 { positive.append(UInt32(i)) } else { negative.append(UInt32(i)) }
             }
-            let kept = values
-                ? KeptValues(code: .f16, step: 1, values: positive.map { _ in g.normal() }, maskSeed: seed, dropRatio: 1 - density)
+            let kept =
+                values
+                ? KeptValues(
+                    code: .f16, step: 1, values: positive.map { _ in g.normal() }, maskSeed: seed,
+                    dropRatio: 1 - density)
                 : nil
             return TensorSwitch(
                 name: s.name, shape: s.shape, baseDType: .F32, lambda: Float(0.01 + Double(g.next() % 100) / 1000),

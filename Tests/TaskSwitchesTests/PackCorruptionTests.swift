@@ -16,7 +16,8 @@ struct PackCorruptionTests {
         let (b, f) = try toyPair(dir)
         let pack = try SwitchPack.build(
             base: try ModelFolder(path: b.path), fineTuned: try ModelFolder(path: f.path), dropRatio: 0.7, task: "toy",
-            head: [DenseTensor(name: "classifier.weight", shape: [2, 2], values: [1, -1, 0.5, 2])], labels: ["no", "yes"])
+            head: [DenseTensor(name: "classifier.weight", shape: [2, 2], values: [1, -1, 0.5, 2])],
+            labels: ["no", "yes"])
         return (pack, PackFile.encode(pack))
     }
 
@@ -91,7 +92,8 @@ struct PackCorruptionTests {
         let head = pack.head.map(\.values.count).max() ?? 0
         let meta = try #require(metaLength(bytes))
         let cases: [(String, Int, WritableKeyPath<PackFile.Limits, Int>)] = [
-            ("sections", sections, \.maxSections), ("rank", rank, \.maxRank), ("elements", elements, \.maxTensorElements),
+            ("sections", sections, \.maxSections), ("rank", rank, \.maxRank),
+            ("elements", elements, \.maxTensorElements),
             ("kept", kept, \.maxKeptEntries), ("head", head, \.maxHeadElements), ("meta", meta, \.maxMetaBytes),
         ]
         for (label, value, key) in cases {
@@ -132,7 +134,8 @@ struct PackCorruptionTests {
         #expect(metaLength(atLimit) == PackFile.Limits.standard.maxMetaBytes)
         #expect(switchError { () throws(SwitchError) in _ = try PackFile.decode(atLimit, file: "m.tsw") } == nil)
         pack.labels = [String(repeating: "x", count: target + 1)]
-        let over = switchError { () throws(SwitchError) in _ = try PackFile.decode(PackFile.encode(pack), file: "m.tsw") }
+        let over = switchError { () throws(SwitchError) in _ = try PackFile.decode(PackFile.encode(pack), file: "m.tsw")
+        }
         #expect(over?.code == .limitExceeded)
     }
 
@@ -183,10 +186,17 @@ struct PackCorruptionTests {
         // The same values stored as BF16: another fingerprint.
         let bf16 = dir.appendingPathComponent("bf16")
         let w = try ModelWriter(
-            directory: bf16.path, tensors: base.tensorInfos.map { TensorSpec(name: $0.name, dtype: $0.dtype.isConvertibleFloat ? .BF16 : $0.dtype, shape: $0.shape) })
+            directory: bf16.path,
+            tensors: base.tensorInfos.map {
+                TensorSpec(name: $0.name, dtype: $0.dtype.isConvertibleFloat ? .BF16 : $0.dtype, shape: $0.shape)
+            })
         for info in base.tensorInfos {
             let t = try base.tensor(info.name)
-            if info.dtype.isConvertibleFloat { try w.write(info.name, floats: try t.floats()) } else { try w.write(info.name, bytes: t.bytes) }
+            if info.dtype.isConvertibleFloat {
+                try w.write(info.name, floats: try t.floats())
+            } else {
+                try w.write(info.name, bytes: t.bytes)
+            }
         }
         try w.finish()
         let other = try ModelFolder(path: bf16.path)

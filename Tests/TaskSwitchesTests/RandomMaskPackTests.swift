@@ -130,7 +130,8 @@ struct RandomMaskPackTests {
             let back = try PackFile.decode(bytes, file: "r.tsw")
             #expect(back == pack)
             // Against τ computed here: the mask from the spec, the values within the code's rounding.
-            let fine = try ModelFolder(path: dir.appendingPathComponent(code.rawValue).appendingPathComponent("fine").path)
+            let fine = try ModelFolder(
+                path: dir.appendingPathComponent(code.rawValue).appendingPathComponent("fine").path)
             for t in pack.tensors {
                 let values = try #require(t.values)
                 #expect(t.lambda == Float(1 / (1 - 0.6)) && t.negative.isEmpty)
@@ -267,7 +268,9 @@ struct RandomMaskPackTests {
         }
         // The kept budget counts mask entries and is checked before the mask is regenerated.
         let budget = record.withUnsafeBytes { b in
-            switchError { () throws(SwitchError) in _ = try PackFile.decodeRandom(b, index: 0, file: "d.tsw", keptBudget: 10) }
+            switchError { () throws(SwitchError) in
+                _ = try PackFile.decodeRandom(b, index: 0, file: "d.tsw", keptBudget: 10)
+            }
         }
         #expect(budget?.code == .limitExceeded)
     }

@@ -14,7 +14,8 @@ struct SwitchTransactionTests {
         let (_, f2) = try toyPair(dir.appendingPathComponent("two"), seed: 3, scale: 0.05)
         let base = try ModelFolder(path: b.path)
         let p1 = try SwitchPack.build(base: base, fineTuned: try ModelFolder(path: f.path), dropRatio: 0.5, task: "one")
-        let p2 = try SwitchPack.build(base: base, fineTuned: try ModelFolder(path: f2.path), dropRatio: 0.8, task: "two")
+        let p2 = try SwitchPack.build(
+            base: base, fineTuned: try ModelFolder(path: f2.path), dropRatio: 0.8, task: "two")
         return (base, p1, p2)
     }
 

@@ -11,8 +11,10 @@ import Testing
 @Suite("Fused BF16 loop: vector levels")
 struct FusedKernelLevelTests {
     /// Runs the loop at `level` on inputs starting `offset` bytes into their buffers; returns the output bits.
-    static func run(level: Int, arrays: [[UInt16]], weights: [Float], divide: Float, lambda: Float, withBase: Bool,
-                    offset: Int) -> [UInt16] {
+    static func run(
+        level: Int, arrays: [[UInt16]], weights: [Float], divide: Float, lambda: Float, withBase: Bool,
+        offset: Int
+    ) -> [UInt16] {
         let n = arrays[0].count
         let buffers = arrays.map { a -> UnsafeMutableRawBufferPointer in
             let b = UnsafeMutableRawBufferPointer.allocate(byteCount: n * 2 + offset, alignment: 64)
@@ -28,7 +30,8 @@ struct FusedKernelLevelTests {
             TensorSource(bytes: UnsafeRawBufferPointer(rebasing: $0[offset...]), dtype: .BF16, count: n)
         }
         let sink = TensorSink(bytes: UnsafeMutableRawBufferPointer(rebasing: out[offset...]), dtype: .BF16, count: n)
-        let done = withBase
+        let done =
+            withBase
             ? FusedStream.weightedDeltaSum(
                 base: sources[0], models: Array(sources[1...]), weights: weights, divide: divide, lambda: lambda,
                 into: sink, level: level)
@@ -54,7 +57,8 @@ struct FusedKernelLevelTests {
                 let vector = run(
                     level: level, arrays: arrays, weights: weights, divide: divide, lambda: lambda, withBase: withBase,
                     offset: offset)
-                #expect(zip(vector, portable).filter { $0 != $1 }.count == 0, "level \(level), n \(n), base \(withBase)")
+                #expect(
+                    zip(vector, portable).filter { $0 != $1 }.count == 0, "level \(level), n \(n), base \(withBase)")
             }
         }
     }
@@ -67,20 +71,21 @@ struct FusedKernelLevelTests {
 
     @Test(
         "the AVX-512 loop gives the portable loop's bits, with and without a base, at any offset and length",
-        .enabled(if: FusedStream.vectorLevel >= 2, "this CPU has no AVX-512 (F + BW): the AVX-512 kernel was not tested"))
+        .enabled(
+            if: FusedStream.vectorLevel >= 2, "this CPU has no AVX-512 (F + BW): the AVX-512 kernel was not tested"))
     func avx512Agrees() { Self.checkLevel(2) }
 
     @Test("the detected level matches the CPU flags the kernel reports in /proc/cpuinfo")
     func levelDetected() throws {
         #if os(Linux) && arch(x86_64)
-        let info = try String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8)
-        guard let line = info.split(separator: "\n").first(where: { $0.hasPrefix("flags") }) else {
-            Issue.record("no flags line in /proc/cpuinfo")
-            return
-        }
-        let flags = Set(line.split(separator: " ").map(String.init))
-        let expected = flags.isSuperset(of: ["avx512f", "avx512bw"]) ? 2 : flags.contains("avx2") ? 1 : 0
-        #expect(Int(tswitch_fused_level()) == expected)
+            let info = try String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8)
+            guard let line = info.split(separator: "\n").first(where: { $0.hasPrefix("flags") }) else {
+                Issue.record("no flags line in /proc/cpuinfo")
+                return
+            }
+            let flags = Set(line.split(separator: " ").map(String.init))
+            let expected = flags.isSuperset(of: ["avx512f", "avx512bw"]) ? 2 : flags.contains("avx2") ? 1 : 0
+            #expect(Int(tswitch_fused_level()) == expected)
         #endif
     }
 }

@@ -9,7 +9,9 @@ struct FusedStreamTests {
     /// finite values (sums overflow to Inf) and values whose narrowing rounds to even.
     static func bf16Sample(_ n: Int, seed: UInt64) -> [UInt16] {
         var g = SplitMix64(seed: seed)
-        let specials: [UInt16] = [0x0000, 0x8000, 0x7F80, 0xFF80, 0x7FC0, 0xFFC1, 0x7F81, 0x0001, 0x8005, 0x7F7F, 0xFF7F, 0x3F81]
+        let specials: [UInt16] = [
+            0x0000, 0x8000, 0x7F80, 0xFF80, 0x7FC0, 0xFFC1, 0x7F81, 0x0001, 0x8005, 0x7F7F, 0xFF7F, 0x3F81,
+        ]
         return (0..<n).map { _ in
             let r = g.next()
             if r % 50 == 0 { return specials[Int(r >> 32) % specials.count] }
@@ -27,8 +29,9 @@ struct FusedStreamTests {
         return base + acc
     }
 
-    @Test("BF16 weighted delta sum equals the scalar definition bit for bit, at any byte offset and length",
-          arguments: [(300_007, 0, Float(1), Float(1)), (131_101, 2, 2.5, 0.7), (37, 6, 1, -1), (16, 2, 3, 1)])
+    @Test(
+        "BF16 weighted delta sum equals the scalar definition bit for bit, at any byte offset and length",
+        arguments: [(300_007, 0, Float(1), Float(1)), (131_101, 2, 2.5, 0.7), (37, 6, 1, -1), (16, 2, 3, 1)])
     func bf16(n: Int, offset: Int, divide: Float, lambda: Float) throws {
         let m = 3
         let weights: [Float] = [1, -0.5, 0.25][0..<m].map { $0 }
@@ -61,7 +64,8 @@ struct FusedStreamTests {
         defer { for b in buffers { b.deallocate() } }
         let done = out.withUnsafeMutableBytes { o in
             FusedStream.weightedSum(
-                buffers.map { TensorSource(bytes: UnsafeRawBufferPointer($0), dtype: .BF16, count: n) }, weights: weights,
+                buffers.map { TensorSource(bytes: UnsafeRawBufferPointer($0), dtype: .BF16, count: n) },
+                weights: weights,
                 divide: divide, into: TensorSink(bytes: o, dtype: .BF16, count: n))
         }
         #expect(done)
@@ -78,22 +82,26 @@ struct FusedStreamTests {
     func f32() {
         let n = 200_003
         var g = SplitMix64(seed: 9)
-        let arrays = (0..<3).map { _ in (0..<n).map { _ in g.next() % 97 == 0 ? Float.nan : (g.nextUnitFloat() - 0.5) * 3 } }
+        let arrays = (0..<3).map { _ in
+            (0..<n).map { _ in g.next() % 97 == 0 ? Float.nan : (g.nextUnitFloat() - 0.5) * 3 }
+        }
         let weights: [Float] = [0.3, 0.7]
         var out = [Float](repeating: 0, count: n)
         arrays[0].withUnsafeBufferPointer { b in
             arrays[1].withUnsafeBufferPointer { x1 in
                 arrays[2].withUnsafeBufferPointer { x2 in
                     out.withUnsafeMutableBufferPointer { o in
-                        #expect(FusedStream.weightedDeltaSum(
-                            base: TensorSource(b), models: [TensorSource(x1), TensorSource(x2)], weights: weights,
-                            divide: 1, lambda: 0.5, into: TensorSink(o)))
+                        #expect(
+                            FusedStream.weightedDeltaSum(
+                                base: TensorSource(b), models: [TensorSource(x1), TensorSource(x2)], weights: weights,
+                                divide: 1, lambda: 0.5, into: TensorSink(o)))
                     }
                 }
             }
         }
         let want = (0..<n).map {
-            Self.reference(base: arrays[0][$0], models: [arrays[1][$0], arrays[2][$0]], weights: weights, divide: 1, lambda: 0.5)
+            Self.reference(
+                base: arrays[0][$0], models: [arrays[1][$0], arrays[2][$0]], weights: weights, divide: 1, lambda: 0.5)
         }
         #expect(zip(out, want).allSatisfy { $0.bitPattern == $1.bitPattern || ($0.isNaN && $1.isNaN) })
     }
@@ -107,7 +115,8 @@ struct FusedStreamTests {
             bf.withUnsafeBytes { x in
                 out.withUnsafeMutableBytes { o in
                     FusedStream.weightedDeltaSum(
-                        base: TensorSource(UnsafeBufferPointer(b)), models: [TensorSource(bytes: x, dtype: .BF16, count: 64)],
+                        base: TensorSource(UnsafeBufferPointer(b)),
+                        models: [TensorSource(bytes: x, dtype: .BF16, count: 64)],
                         weights: [1], divide: 1, lambda: 1, into: TensorSink(bytes: o, dtype: .BF16, count: 64))
                 }
             }

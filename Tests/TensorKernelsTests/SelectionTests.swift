@@ -14,7 +14,9 @@ struct SelectionTests {
         }
     }
 
-    @Test("partitionLargest puts exactly the k largest first and returns the k-th largest", arguments: [1, 7, 17, 100, 1000, 4099])
+    @Test(
+        "partitionLargest puts exactly the k largest first and returns the k-th largest",
+        arguments: [1, 7, 17, 100, 1000, 4099])
     func partitionMatchesSort(n: Int) {
         for ties in [false, true] {
             let values = Self.sample(n, seed: UInt64(n) &* 31 &+ (ties ? 1 : 0), ties: ties)

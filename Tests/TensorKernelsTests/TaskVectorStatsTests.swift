@@ -9,7 +9,9 @@ import Testing
 @Suite("TaskVectorStats")
 struct TaskVectorStatsTests {
     /// The definition, computed the slow obvious way.
-    static func reference(_ base: [Float], _ ft: [Float]) -> (l2: Double, l1: Double, max: Float, zeros: Int, top: [Double]) {
+    static func reference(_ base: [Float], _ ft: [Float]) -> (
+        l2: Double, l1: Double, max: Float, zeros: Int, top: [Double]
+    ) {
         let tau = zip(ft, base).map { Swift.abs($0 - $1) }
         let sorted = tau.sorted(by: >)
         let l1 = tau.reduce(0.0) { $0 + Double($1) }
@@ -17,8 +19,10 @@ struct TaskVectorStatsTests {
             let k = TaskVectorStats.topCount(p, of: tau.count)
             return sorted[0..<k].reduce(0.0) { $0 + Double($1) }
         }
-        return (tau.reduce(0.0) { $0 + Double($1) * Double($1) }.squareRoot(), l1, sorted.first ?? 0,
-                tau.filter { $0 == 0 }.count, top)
+        return (
+            tau.reduce(0.0) { $0 + Double($1) * Double($1) }.squareRoot(), l1, sorted.first ?? 0,
+            tau.filter { $0 == 0 }.count, top
+        )
     }
 
     static func data(_ n: Int, seed: UInt64, zeros: Double, pulse: Double) -> (base: [Float], ft: [Float]) {
@@ -42,7 +46,9 @@ struct TaskVectorStatsTests {
         return (base, ft)
     }
 
-    @Test("Norm, max, zeros and top-1/10/30% mass shares match the sorted reference", arguments: [1, 7, 100, 1000, 300_001])
+    @Test(
+        "Norm, max, zeros and top-1/10/30% mass shares match the sorted reference",
+        arguments: [1, 7, 100, 1000, 300_001])
     func matchesReference(_ n: Int) {
         let (base, ft) = Self.data(n, seed: UInt64(n), zeros: 0.2, pulse: 0.02)
         let s = TaskVectorStats.compute(base: base, finetuned: ft)
@@ -63,9 +69,9 @@ struct TaskVectorStatsTests {
     func pulse() {
         var base = [Float](repeating: 0.5, count: 10_000)
         var ft = base
-        for i in 0..<100 { ft[i * 100] += 1 }       // 1 % big entries
+        for i in 0..<100 { ft[i * 100] += 1 }  // 1 % big entries
         for i in 0..<10_000 where i % 100 != 0 { ft[i] += 0.0001 }
-        base[1] = ft[1]                           // one exact zero
+        base[1] = ft[1]  // one exact zero
         let s = TaskVectorStats.compute(base: base, finetuned: ft)
         #expect(s.topShares[0] > 0.98)
         #expect(s.zeroCount == 1)
@@ -100,7 +106,8 @@ struct TaskVectorStatsTests {
         defer { try? FileManager.default.removeItem(at: dir) }
         func write(_ name: String, _ tensors: [(String, DType, [Int], [Float])]) throws -> ModelFolder {
             let path = dir.appendingPathComponent(name).path
-            let w = try SafeTensorsWriter(path: path, tensors: tensors.map { TensorSpec(name: $0.0, dtype: $0.1, shape: $0.2) })
+            let w = try SafeTensorsWriter(
+                path: path, tensors: tensors.map { TensorSpec(name: $0.0, dtype: $0.1, shape: $0.2) })
             for t in tensors {
                 if t.1 == .I32 {
                     try t.3.map { Int32($0) }.withUnsafeBytes { try w.write(t.0, bytes: $0) }
@@ -113,8 +120,10 @@ struct TaskVectorStatsTests {
         }
         let (b1, f1) = Self.data(5000, seed: 1, zeros: 0.1, pulse: 0.05)
         let (b2, f2) = Self.data(64, seed: 2, zeros: 0.5, pulse: 0.1)
-        let base = try write("base.safetensors", [("w1", .F32, [50, 100], b1), ("w2", .BF16, [64], b2), ("ids", .I32, [3], [0, 1, 2])])
-        let ft = try write("ft.safetensors", [("w1", .F32, [50, 100], f1), ("w2", .F32, [64], f2), ("ids", .I32, [3], [0, 1, 2])])
+        let base = try write(
+            "base.safetensors", [("w1", .F32, [50, 100], b1), ("w2", .BF16, [64], b2), ("ids", .I32, [3], [0, 1, 2])])
+        let ft = try write(
+            "ft.safetensors", [("w1", .F32, [50, 100], f1), ("w2", .F32, [64], f2), ("ids", .I32, [3], [0, 1, 2])])
         var seen: [String: ModelDiff.Entry] = [:]
         let summary = try ModelDiff(base: base, finetuned: ft).run { seen[$0.name] = $0 }
         #expect(Set(seen.keys) == ["w1", "w2", "ids"])
@@ -129,13 +138,18 @@ struct TaskVectorStatsTests {
         let wantShare = (r1.top[1] + r2.top[1]) / (r1.l1 + r2.l1)
         #expect(Swift.abs(summary.topShares[1] - wantShare) <= 1e-5)
 
-        let shapes = try write("shape.safetensors", [("w1", .F32, [100, 50], f1), ("w2", .F32, [64], f2), ("ids", .I32, [3], [0, 1, 2])])
+        let shapes = try write(
+            "shape.safetensors", [("w1", .F32, [100, 50], f1), ("w2", .F32, [64], f2), ("ids", .I32, [3], [0, 1, 2])])
         let shapeError = try #require(catching { _ = try ModelDiff(base: base, finetuned: shapes) })
         #expect(shapeError.code == .modelMismatch)
-        #expect(shapeError.message.contains("'w1'") && shapeError.message.contains("100x50") && shapeError.message.contains("50x100"))
+        #expect(
+            shapeError.message.contains("'w1'") && shapeError.message.contains("100x50")
+                && shapeError.message.contains("50x100"))
         let fewer = try write("fewer.safetensors", [("w1", .F32, [50, 100], f1), ("ids", .I32, [3], [0, 1, 2])])
         let nameError = try #require(catching { _ = try ModelDiff(base: base, finetuned: fewer) })
-        #expect(nameError.code == .modelMismatch && nameError.message.contains("'w2'") && nameError.message.contains("fewer.safetensors"))
+        #expect(
+            nameError.code == .modelMismatch && nameError.message.contains("'w2'")
+                && nameError.message.contains("fewer.safetensors"))
         let extra = try #require(catching { _ = try ModelDiff(base: fewer, finetuned: base) })
         #expect(extra.code == .modelMismatch && extra.message.contains("'w2'"))
     }

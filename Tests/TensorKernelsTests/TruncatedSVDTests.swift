@@ -117,8 +117,12 @@ struct TruncatedSVDTests {
         let f = try a.withUnsafeBufferPointer { try TruncatedSVD.decompose($0, rows: 40, cols: 30, rank: 10) }
         #expect(f.method == .exact && f.count == 30)
         let b = Self.matrix(300, 200, sigma: Self.spectra("slow decay", 200), seed: 10)
-        let g1 = try b.withUnsafeBufferPointer { try TruncatedSVD.decompose($0, rows: 300, cols: 200, rank: 8, key: "x") }
-        let g2 = try b.withUnsafeBufferPointer { try TruncatedSVD.decompose($0, rows: 300, cols: 200, rank: 8, key: "x") }
+        let g1 = try b.withUnsafeBufferPointer {
+            try TruncatedSVD.decompose($0, rows: 300, cols: 200, rank: 8, key: "x")
+        }
+        let g2 = try b.withUnsafeBufferPointer {
+            try TruncatedSVD.decompose($0, rows: 300, cols: 200, rank: 8, key: "x")
+        }
         #expect(g1.singularValues == g2.singularValues && g1.vT == g2.vT)
     }
 

@@ -6,7 +6,8 @@ import Foundation
 func fuzzSafeTensorsHeader(_ bytes: UnsafeRawBufferPointer) {
     do {
         let n = try SafeTensorsHeader.headerLength(
-            prefix: UnsafeRawBufferPointer(rebasing: bytes[0..<min(8, bytes.count)]), fileSize: bytes.count, file: "fuzz")
+            prefix: UnsafeRawBufferPointer(rebasing: bytes[0..<min(8, bytes.count)]), fileSize: bytes.count,
+            file: "fuzz")
         let header = try SafeTensorsHeader.parse(
             json: UnsafeRawBufferPointer(rebasing: bytes[8..<(8 + n)]), fileSize: bytes.count, file: "fuzz")
         var end = 0
@@ -35,7 +36,8 @@ func fuzzGGUF(_ bytes: UnsafeRawBufferPointer) {
         var expected = 0
         for t in h.tensors {
             precondition(t.dims.count <= GGUFHeader.Limits.maxRank, "accepted a rank over the limit")
-            precondition(t.offset == expected && t.offset % h.alignment == 0, "accepted a gap, overlap or misaligned offset")
+            precondition(
+                t.offset == expected && t.offset % h.alignment == 0, "accepted a gap, overlap or misaligned offset")
             precondition(GGMLType.byteCount(dims: t.dims, type: t.type) == t.byteCount, "accepted a wrong span")
             expected = t.offset + t.byteCount
             expected = (expected + h.alignment - 1) / h.alignment * h.alignment
@@ -46,7 +48,8 @@ func fuzzGGUF(_ bytes: UnsafeRawBufferPointer) {
         for t in h.tensors where t.type.isDequantizable && t.elementCount <= 1 << 16 {
             let start = h.dataStart + t.offset
             let out = UnsafeMutableBufferPointer<Float>.allocate(capacity: t.elementCount)
-            GGMLDequantize.toFloat(UnsafeRawBufferPointer(rebasing: bytes[start..<(start + t.byteCount)]), type: t.type, into: out)
+            GGMLDequantize.toFloat(
+                UnsafeRawBufferPointer(rebasing: bytes[start..<(start + t.byteCount)]), type: t.type, into: out)
             out.deallocate()
         }
     } catch {}

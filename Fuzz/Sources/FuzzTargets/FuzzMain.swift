@@ -1,7 +1,7 @@
 import CFuzzDriver
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// One libFuzzer binary for every parser of untrusted input; `TSWITCH_FUZZ_TARGET` picks the target
@@ -14,31 +14,35 @@ enum FuzzMain {
     static func main() {
         let name = getenv("TSWITCH_FUZZ_TARGET").map { String(cString: $0) } ?? "safetensors"
         guard let t = FuzzTarget(rawValue: name) else {
-            print("fuzz-tswitch: unknown TSWITCH_FUZZ_TARGET '\(name)'; expected one of \(FuzzTarget.allCases.map(\.rawValue).joined(separator: ", "))")
+            print(
+                "fuzz-tswitch: unknown TSWITCH_FUZZ_TARGET '\(name)'; expected one of \(FuzzTarget.allCases.map(\.rawValue).joined(separator: ", "))"
+            )
             exit(2)
         }
         target = t
         var argc = CommandLine.argc
         var argv: UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>? = CommandLine.unsafeArgv
-        exit(LLVMFuzzerRunDriver(&argc, &argv) { data, size in
-            let bytes = UnsafeRawBufferPointer(start: data, count: size)
-            switch FuzzMain.target {
-            case .safetensors: fuzzSafeTensorsHeader(bytes)
-            case .gguf: fuzzGGUF(bytes)
-            case .index: fuzzIndex(bytes)
-            case .pack: fuzzPack(bytes)
-            case .router: fuzzRouter(bytes)
-            case .yaml: fuzzYAML(bytes)
-            case .selftest:
-                // `scripts/fuzz --selftest`: proves that a finding makes the run fail and leaves an artifact.
-                if size >= 5, bytes[0] == UInt8(ascii: "C"), bytes[4] == UInt8(ascii: "H") { fatalError("self-test finding") }
-            }
-            return 0
-        })
+        exit(
+            LLVMFuzzerRunDriver(&argc, &argv) { data, size in
+                let bytes = UnsafeRawBufferPointer(start: data, count: size)
+                switch FuzzMain.target {
+                case .safetensors: fuzzSafeTensorsHeader(bytes)
+                case .gguf: fuzzGGUF(bytes)
+                case .index: fuzzIndex(bytes)
+                case .pack: fuzzPack(bytes)
+                case .router: fuzzRouter(bytes)
+                case .yaml: fuzzYAML(bytes)
+                case .selftest:
+                    // `scripts/fuzz --selftest`: proves that a finding makes the run fail and leaves an artifact.
+                    if size >= 5, bytes[0] == UInt8(ascii: "C"), bytes[4] == UInt8(ascii: "H") {
+                        fatalError("self-test finding")
+                    }
+                }
+                return 0
+            })
     }
 }
 
 enum FuzzTarget: String, CaseIterable {
     case safetensors, gguf, index, pack, router, yaml, selftest
 }
-

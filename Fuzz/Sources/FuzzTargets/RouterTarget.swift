@@ -18,7 +18,8 @@ private func checkRouter(_ bytes: UnsafeRawBufferPointer) {
     let d = r.dimension
     precondition(!r.tasks.isEmpty && d > 0, "accepted a router without tasks or features")
     precondition(r.centre.count == d && r.bias.count == r.tasks.count, "accepted inconsistent sizes")
-    precondition(r.weights.count == r.tasks.count * d && r.choleskyFactor.count == d * d, "accepted a wrong matrix size")
+    precondition(
+        r.weights.count == r.tasks.count * d && r.choleskyFactor.count == d * d, "accepted a wrong matrix size")
     let again = RouterFile.encode(r)
     guard let back = try? RouterFile.decode(again, file: "fuzz-again.tsr") else {
         preconditionFailure("a decoded router does not decode after re-encoding")

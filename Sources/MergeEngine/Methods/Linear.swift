@@ -6,7 +6,9 @@ public enum LinearMerge: StreamingMergeMethod {
     public static let name = "linear"
     public static let basePolicy = BasePolicy.ignored
     public static let summary = "weighted average of the models"
-    public static let parameters: [ParameterSpec] = [.number("weight", scope: .input), .bool("normalize", default: true)]
+    public static let parameters: [ParameterSpec] = [
+        .number("weight", scope: .input), .bool("normalize", default: true),
+    ]
 
     public static func mergeStreaming(_ c: StreamingMergeContext, into sink: TensorSink) throws(MergeError) {
         let weights = c.inputs.map { Float($0.number("weight")) }
@@ -15,7 +17,8 @@ public enum LinearMerge: StreamingMergeMethod {
         let normalize = c.bool("normalize")
         let m = c.inputs.count
         // One fused pass from the stored inputs when they and the output share BF16 or F32.
-        if FusedStream.weightedSum(c.inputs.map(\.source), weights: weights, divide: normalize ? total : 1, into: sink) {
+        if FusedStream.weightedSum(c.inputs.map(\.source), weights: weights, divide: normalize ? total : 1, into: sink)
+        {
             return
         }
         BlockStream.run(count: c.count, sources: c.inputs.map(\.source), extra: 1) { _, _, r, b in

@@ -29,7 +29,9 @@ public enum RAMPlusTLMerge: MergeMethod {
 }
 
 enum RAMCore {
-    static func merge(_ c: TensorMergeContext, into out: UnsafeMutableBufferPointer<Float>, r: Double, alpha: Double, plus: Bool) {
+    static func merge(
+        _ c: TensorMergeContext, into out: UnsafeMutableBufferPointer<Float>, r: Double, alpha: Double, plus: Bool
+    ) {
         guard let base = c.base else { return }
         let models = c.nonBase.map(\.values)
         let n = c.elementCount

@@ -7,7 +7,9 @@ public enum SCEMerge: MergeMethod {
     public static let name = "sce"
     public static let basePolicy = BasePolicy.required
     public static let summary = "SCE: select high-variance entries, mean-square weights, erase minority signs"
-    public static let parameters: [ParameterSpec] = [.bool("int8_mask", default: false), .number("select_topk", default: 1)]
+    public static let parameters: [ParameterSpec] = [
+        .bool("int8_mask", default: false), .number("select_topk", default: 1),
+    ]
 
     public static func merge(_ c: TensorMergeContext, into out: UnsafeMutableBufferPointer<Float>) throws(MergeError) {
         guard let base = c.base else { return }

@@ -18,7 +18,9 @@ public enum SlerpMerge: MergeMethod {
     }
 
     /// mergekit's `slerp`: norms ≤ 1e-8 count as 1; the dot of the normalised vectors is clamped to [−1, 1].
-    static func coefficients(t: Double, _ a: UnsafeBufferPointer<Float>, _ b: UnsafeBufferPointer<Float>) -> (Float, Float) {
+    static func coefficients(t: Double, _ a: UnsafeBufferPointer<Float>, _ b: UnsafeBufferPointer<Float>) -> (
+        Float, Float
+    ) {
         var na = VectorMath.norm(a)
         var nb = VectorMath.norm(b)
         if !(na > 1e-8) { na = 1 }
@@ -132,7 +134,10 @@ public enum MultiSlerpMerge: MergeMethod {
         let meanNorm = mean.reduce(0) { $0 + $1 * $1 }.squareRoot()
         if meanNorm < eps {
             guard tv.count == 2 else {
-                throw MergeError(.numerical, "tensor '\(c.tensorName)': the weighted sum of the task vectors is zero (antipodal inputs with balancing weights); multislerp cannot interpolate them.")
+                throw MergeError(
+                    .numerical,
+                    "tensor '\(c.tensorName)': the weighted sum of the task vectors is zero (antipodal inputs with balancing weights); multislerp cannot interpolate them."
+                )
             }
             for i in 0..<n {
                 out[i] = Float(Double(tv[0][i]) * weights[0] + Double(tv[1][i]) * weights[1]) + (c.base?.values[i] ?? 0)

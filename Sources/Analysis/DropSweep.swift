@@ -1,4 +1,5 @@
 import CheckpointIO
+import Evaluation
 import Foundation
 import TaskSwitches
 import TensorKernels
@@ -89,7 +90,8 @@ public struct DropSweep: Sendable {
                 do {
                     _ = try counterpart(of: info, base: base, fineTuned: fineTuned)
                 } catch {
-                    throw EvaluationError(error.code == .shapeMismatch ? .shapeMismatch : .missingTensor, error.message, cause: error)
+                    throw EvaluationError(
+                        error.code == .shapeMismatch ? .shapeMismatch : .missingTensor, error.message, cause: error)
                 }
                 let b: [Float]
                 let f: [Float]
@@ -238,7 +240,10 @@ public struct DropSweep: Sendable {
         let encoder = try loader.encoder(source: base.path) { name in
             guard let b = baseTensors[name] else { return nil }
             guard let vector, let setting else { return b }
-            guard let values = vector.apply(setting, to: b.values, name: loader.checkpointName(name), footprint: &footprint) else {
+            guard
+                let values = vector.apply(
+                    setting, to: b.values, name: loader.checkpointName(name), footprint: &footprint)
+            else {
                 footprint.parameters += b.values.count  // excluded: counted, nothing kept
                 return b
             }

@@ -1,4 +1,5 @@
 import CheckpointIO
+import TaskSwitches
 import TensorKernels
 
 /// The weight-statistics side of the paper's pulse-like experiment: how much of a task vector survives as the drop

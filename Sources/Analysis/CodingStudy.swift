@@ -1,5 +1,6 @@
 import CZstd
 import CheckpointIO
+import TaskSwitches
 import TensorKernels
 
 /// Measures candidate codings of T-Switch masks and signs on a real task vector, to justify the pack's coder.

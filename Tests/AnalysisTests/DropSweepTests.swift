@@ -2,8 +2,10 @@ import CheckpointIO
 import Foundation
 import TaskSwitches
 import TensorKernels
+import TestSupport
 import Testing
 
+@testable import Analysis
 @testable import Evaluation
 
 /// The in-memory pulse experiment: each strategy keeps the entries it claims, the paper's setting reproduces a
@@ -11,7 +13,7 @@ import Testing
 ///
 /// A synthetic fine-tune of the real base moves two tensors by a deterministic spread of values: the last layer's
 /// output bias (384 entries, one row) and the first layer's query weight (384 × 384, 384 rows).
-@Suite("Drop sweep", .serialized, EvalFixture.needsModel)
+@Suite("Drop sweep", .serialized, PretrainedModel.needsModel)
 struct DropSweepTests {
     static let bias = "encoder.layer.5.output.dense.bias"
     static let matrix = "encoder.layer.0.attention.self.query.weight"
@@ -23,7 +25,7 @@ struct DropSweepTests {
     }
 
     static func fineTune(into dir: URL) throws {
-        try EvalFixture.fineTune(into: dir, changing: [bias, matrix]) { _, i in delta(i) }
+        try PretrainedModel.fineTune(into: dir, changing: [bias, matrix]) { _, i in delta(i) }
     }
 
     /// One shared synthetic fine-tune for the tests of this suite.
@@ -31,7 +33,7 @@ struct DropSweepTests {
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent("drop-sweep-\(UUID().uuidString)")
         do {
             try fineTune(into: dir)
-            let sweep = try DropSweep(basePath: EvalFixture.modelFolder.path)
+            let sweep = try DropSweep(basePath: PretrainedModel.folder.path)
             return (sweep, try sweep.taskVector(fineTunedPath: dir.path), dir)
         } catch {
             fatalError("drop-sweep fixture: \(error)")
@@ -48,7 +50,7 @@ struct DropSweepTests {
 
     @Test("discard-low with the RMS scale equals the T-Switch pack of the same fine-tune")
     func matchesPack() throws {
-        let base = try ModelFolder(path: EvalFixture.modelFolder.path)
+        let base = try ModelFolder(path: PretrainedModel.folder.path)
         let ft = try ModelFolder(path: Self.fixture.dir.path)
         let pack = try SwitchPack.build(base: base, fineTuned: ft, dropRatio: 0.7, task: "t")
         for name in [Self.bias, Self.matrix] {
@@ -104,12 +106,12 @@ struct DropSweepTests {
 
     @Test("a random-mask pack with f32 values embeds bit for bit like the in-memory random variant")
     func randomPackMatchesSweep() throws {
-        let base = try ModelFolder(path: EvalFixture.modelFolder.path)
+        let base = try ModelFolder(path: PretrainedModel.folder.path)
         let ft = try ModelFolder(path: Self.fixture.dir.path)
         let texts = try TextDataset.read(
-            path: EvalFixture.repository.appendingPathComponent("data/tasks/wn-verb/test.jsonl").path
+            path: TestPaths.repository.appendingPathComponent("data/tasks/wn-verb/test.jsonl").path
         ).prefix(24).map(\.text)
-        let switched = try SwitchedEncoder(basePath: EvalFixture.modelFolder.path)
+        let switched = try SwitchedEncoder(basePath: PretrainedModel.folder.path)
         for alpha in [0.9, 0.99] {
             let pack = try SwitchPack.build(
                 base: base, fineTuned: ft, dropRatio: alpha, task: "t", randomMask: RandomMaskSettings(code: .f32))
@@ -148,10 +150,10 @@ struct DropSweepTests {
         let fine = try SentenceEncoder(path: Self.fixture.dir.path).embed(texts, maxLength: 48)
         let (full, footprint) = try Self.fixture.sweep.encoder(
             Self.fixture.vector, setting: .init(strategy: .discardLow, dropRatio: 0, scale: nil))
-        #expect(BertEncoderTests.worstRelativeError(full.embed(texts, maxLength: 48), fine, hidden: 384) < 1e-6)
+        #expect(PretrainedModel.worstRelativeError(full.embed(texts, maxLength: 48), fine, hidden: 384) < 1e-6)
         #expect(footprint.kept == 384 + 384 * 384)
         let base = try Self.fixture.sweep.encoder(nil, setting: nil).0.embed(texts, maxLength: 48)
-        #expect(BertEncoderTests.worstRelativeError(base, fine, hidden: 384) > 1e-4)
+        #expect(PretrainedModel.worstRelativeError(base, fine, hidden: 384) > 1e-4)
         #expect(DropSweep.subsample(10, limit: 4) == [0, 2, 5, 7])
         #expect(DropSweep.subsample(3, limit: 4) == [0, 1, 2])
     }

@@ -1,0 +1,258 @@
+import CheckpointIO
+import TensorKernels
+
+extension GTA {
+    /// Tensors of at least this many elements estimate each threshold's level-1 bucket from a sample first.
+    static let bandMinimum = 1 << 20
+    /// One block in this many is sampled for the estimate.
+    static let sampleStride = 16
+
+    /// Finds every requested top-k of |xᵢ − base|, exactly (ties at the threshold kept in index order).
+    ///
+    /// Large tensors take two passes over the inputs: a sample (one block in `sampleStride`) estimates a band of
+    /// level-1 buckets around each threshold; the level-1 pass then also collects every entry inside that band,
+    /// which is what the level-2 pass and the tie counts need. Requests whose exact bucket falls outside their
+    /// band (or whose band overflows) get the level-2 pass as before (small tensors always do); the result is the
+    /// same either way. `bandMinimum` is a parameter so tests can run both routes on one input.
+    static func selectTopK(
+        n: Int, base: TensorSource, models: [TensorSource], requests: [(model: Int, k: Int)],
+        bandMinimum: Int = GTA.bandMinimum
+    ) -> [MagnitudeTopK] {
+        let sources = [base] + models
+        let wanted = Array(Set(requests.map(\.model))).sorted()
+        let workers = BlockStream.workerCount(n)
+        let blocks = BlockStream.blockCount(n)
+        let l1 = MagnitudeTopK.level1Buckets
+        let nq = requests.count
+        let bands: [(band: ClosedRange<UInt32>, expected: Int)?] =
+            n >= bandMinimum && blocks >= sampleStride
+            ? estimateBands(n: n, sources: sources, wanted: wanted, requests: requests)
+            : Array(repeating: nil, count: nq)
+        let banded = (0..<nq).filter { bands[$0] != nil }
+        var fusedBand = [Int?](repeating: nil, count: models.count)
+        for qi in banded where fusedBand[requests[qi].model] == nil { fusedBand[requests[qi].model] = qi }
+        let separate = banded.filter { fusedBand[requests[$0].model] != $0 }
+        let caps = bands.map { b in b.map { 3 * $0.expected / max(1, workers) + (1 << 16) } ?? 0 }
+        // Level 1: one histogram per model per worker, and the band members per request per worker.
+        var h1 = [UInt32](repeating: 0, count: workers * models.count * l1)
+        var bandMembers = [[UInt64]](repeating: [], count: workers * nq)
+        var bandComplete = [Bool](repeating: true, count: workers * nq)
+        h1.withUnsafeMutableBufferPointer { h in
+            guard let hp = h.baseAddress else { return }
+            let H = UncheckedSendable(hp)
+            bandMembers.withUnsafeMutableBufferPointer { mb in
+                bandComplete.withUnsafeMutableBufferPointer { cb in
+                    let M = UncheckedSendable(mb)
+                    let C = UncheckedSendable(cb)
+                    BlockStream.run(count: n, sources: sources) { w, blk, r, b in
+                        for i in wanted {
+                            subtractInPlace(b[1 + i], b[0], r.count)
+                            let hist = H.value + (w * models.count + i) * l1
+                            // The model's first band is collected inside the histogram loop, any second one after it.
+                            if let qi = fusedBand[i], let band = bands[qi]?.band, C.value[w * nq + qi] {
+                                C.value[w * nq + qi] = MagnitudeTopK.accumulateLevel1(
+                                    b[1 + i], count: r.count, into: hist, lowest: band.lowerBound,
+                                    highest: band.upperBound,
+                                    block: blk, members: &M.value[w * nq + qi], cap: caps[qi])
+                            } else {
+                                MagnitudeTopK.accumulateLevel1(b[1 + i], count: r.count, into: hist)
+                            }
+                        }
+                        for qi in separate where C.value[w * nq + qi] {
+                            guard let band = bands[qi]?.band else { continue }
+                            C.value[w * nq + qi] = MagnitudeTopK.collectBand(
+                                b[1 + requests[qi].model], count: r.count, lowest: band.lowerBound,
+                                highest: band.upperBound,
+                                block: blk, members: &M.value[w * nq + qi], cap: caps[qi])
+                        }
+                    }
+                }
+            }
+        }
+        var located: [(bucket: Int, above: Int)] = []
+        for q in requests {
+            var hist = [Int](repeating: 0, count: l1)
+            for w in 0..<workers {
+                let off = (w * models.count + q.model) * l1
+                for j in 0..<l1 { hist[j] += Int(h1[off + j]) }
+            }
+            located.append(MagnitudeTopK.locate(hist, k: q.k))
+        }
+        let l2 = MagnitudeTopK.level2Buckets
+        var result = [MagnitudeTopK?](repeating: nil, count: nq)
+        // Per request, how many threshold-equal entries each block holds (only where a tie-break is needed).
+        var tieCounts = [[Int]?](repeating: nil, count: nq)
+        // Requests whose band holds the exact bucket: the level-2 histogram and the tie counts from its members.
+        for qi in banded {
+            guard let band = bands[qi]?.band, band.contains(UInt32(located[qi].bucket)),
+                (0..<workers).allSatisfy({ bandComplete[$0 * nq + qi] })
+            else { continue }
+            let b1 = UInt64(located[qi].bucket)
+            var hist2 = [Int](repeating: 0, count: l2)
+            for w in 0..<workers {
+                for e in bandMembers[w * nq + qi] where (e >> 16) & 0x7FFF == b1 { hist2[Int(e & 0xFFFF)] += 1 }
+            }
+            let sel = MagnitudeTopK.resolve(
+                k: requests[qi].k, level1: [], level2: hist2, bucket1: located[qi].bucket, above1: located[qi].above)
+            if sel.needsTieBreak {
+                var counts = [Int](repeating: 0, count: blocks)
+                let t = UInt64(sel.thresholdBits)
+                for w in 0..<workers {
+                    for e in bandMembers[w * nq + qi] where e & 0xFFFF_FFFF == t { counts[Int(e >> 32)] += 1 }
+                }
+                tieCounts[qi] = counts
+            }
+            result[qi] = sel
+        }
+        bandMembers = []
+        // The rest: level 2, one histogram per request per worker; bucket members are remembered (up to a cap) so
+        // that ties at the threshold can be counted per block without a third pass.
+        let pending = (0..<nq).filter { result[$0] == nil }
+        let np = pending.count
+        if np > 0 {
+            let pendingModels = Array(Set(pending.map { requests[$0].model })).sorted()
+            var h2 = [UInt32](repeating: 0, count: workers * np * l2)
+            let cap = max(1 << 16, n / 64)
+            var members = [[UInt64]](repeating: [], count: workers * np)
+            var complete = [Bool](repeating: true, count: workers * np)
+            h2.withUnsafeMutableBufferPointer { h in
+                guard let hp = h.baseAddress else { return }
+                let H = UncheckedSendable(hp)
+                members.withUnsafeMutableBufferPointer { mb in
+                    complete.withUnsafeMutableBufferPointer { cb in
+                        let M = UncheckedSendable(mb)
+                        let C = UncheckedSendable(cb)
+                        BlockStream.run(count: n, sources: sources) { w, blk, r, b in
+                            for i in pendingModels { subtractInPlace(b[1 + i], b[0], r.count) }
+                            for (pi, qi) in pending.enumerated() {
+                                let slot = w * np + pi
+                                let x = b[1 + requests[qi].model]
+                                let bucket = UInt32(located[qi].bucket)
+                                if C.value[slot] {
+                                    C.value[slot] = MagnitudeTopK.accumulateLevel2(
+                                        x, count: r.count, bucket: bucket, into: H.value + slot * l2,
+                                        members: &M.value[slot],
+                                        block: blk, cap: cap)
+                                } else {
+                                    MagnitudeTopK.accumulateLevel2(
+                                        x, count: r.count, bucket: bucket, into: H.value + slot * l2)
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            for (pi, qi) in pending.enumerated() {
+                var hist2 = [Int](repeating: 0, count: l2)
+                for w in 0..<workers {
+                    let off = (w * np + pi) * l2
+                    for j in 0..<l2 { hist2[j] += Int(h2[off + j]) }
+                }
+                result[qi] = MagnitudeTopK.resolve(
+                    k: requests[qi].k, level1: [], level2: hist2, bucket1: located[qi].bucket, above1: located[qi].above
+                )
+            }
+            // Ties at the threshold: counted per block from the remembered bucket members when none overflowed,
+            // else with one more pass.
+            let tied = pending.enumerated().filter { result[$0.element]?.needsTieBreak == true }
+            let fromMembers = tied.allSatisfy { pi, _ in (0..<workers).allSatisfy { complete[$0 * np + pi] } }
+            if !tied.isEmpty, fromMembers {
+                for (pi, qi) in tied {
+                    guard let sel = result[qi] else { continue }
+                    var counts = [Int](repeating: 0, count: blocks)
+                    let low = UInt64(sel.thresholdBits & 0xFFFF)
+                    for w in 0..<workers {
+                        for e in members[w * np + pi] where e & 0xFFFF == low { counts[Int(e >> 16)] += 1 }
+                    }
+                    tieCounts[qi] = counts
+                }
+            } else if !tied.isEmpty {
+                let sel = result.map { $0 ?? .none }
+                let tiedModels = Array(Set(tied.map { requests[$0.element].model })).sorted()
+                var counts = [Int](repeating: 0, count: tied.count * blocks)
+                counts.withUnsafeMutableBufferPointer { cb in
+                    let C = UncheckedSendable(cb)
+                    BlockStream.run(count: n, sources: sources) { _, blk, r, b in
+                        for i in tiedModels { subtractInPlace(b[1 + i], b[0], r.count) }
+                        for (ti, t) in tied.enumerated() {
+                            C.value[ti * blocks + blk] = sel[t.element].countEqual(
+                                b[1 + requests[t.element].model], count: r.count)
+                        }
+                    }
+                }
+                for (ti, t) in tied.enumerated() {
+                    tieCounts[t.element] = Array(counts[(ti * blocks)..<((ti + 1) * blocks)])
+                }
+            }
+        }
+        return (0..<nq).map { qi in
+            var sel = result[qi] ?? .none
+            if let counts = tieCounts[qi] {
+                var before = [Int](repeating: 0, count: blocks)
+                var acc = 0
+                for blk in 0..<blocks {
+                    before[blk] = acc
+                    acc += counts[blk]
+                }
+                sel.equalBefore = before
+            }
+            return sel
+        }
+    }
+
+    /// For each request, a band of level-1 buckets that should hold its threshold and how many entries the band
+    /// is expected to collect, from the histograms of one block in `sampleStride` (margin: ±2 % of the sampled
+    /// rank plus 8 binomial standard deviations). nil where the band would collect more than n / 8 entries (e.g.
+    /// a threshold among many exact zeros): that request keeps the level-2 pass.
+    static func estimateBands(
+        n: Int, sources: [TensorSource], wanted: [Int], requests: [(model: Int, k: Int)]
+    ) -> [(band: ClosedRange<UInt32>, expected: Int)?] {
+        let bs = BlockStream.blockSize
+        let l1 = MagnitudeTopK.level1Buckets
+        var hist = [UInt32](repeating: 0, count: (sources.count - 1) * l1)
+        var sampled = 0
+        let scratch = UnsafeMutablePointer<Float>.allocate(capacity: 2 * bs)
+        defer { scratch.deallocate() }
+        hist.withUnsafeMutableBufferPointer { h in
+            guard let hp = h.baseAddress else { return }
+            for blk in stride(from: sampleStride / 2, to: BlockStream.blockCount(n), by: sampleStride) {
+                let r = (blk * bs)..<min(n, (blk + 1) * bs)
+                sources[0].read(r, into: scratch)
+                for i in wanted {
+                    sources[1 + i].read(r, into: scratch + bs)
+                    subtractInPlace(scratch + bs, scratch, r.count)
+                    MagnitudeTopK.accumulateLevel1(scratch + bs, count: r.count, into: hp + i * l1)
+                }
+                sampled += r.count
+            }
+        }
+        guard sampled > 0 else { return Array(repeating: nil, count: requests.count) }
+        return requests.map { q in
+            let ks = Double(q.k) * Double(sampled) / Double(n)
+            let spread = 0.02 * ks + 8 * ks.squareRoot() + 64
+            let first = ks - spread  // sampled rank at the large-magnitude end of the band
+            let last = ks + spread
+            let off = q.model * l1
+            var above = 0
+            var highest = l1 - 1
+            var lowest = 0
+            var seenFirst = first < 1
+            for b in stride(from: l1 - 1, through: 0, by: -1) {
+                above += Int(hist[off + b])
+                if !seenFirst, Double(above) >= first {
+                    highest = b
+                    seenFirst = true
+                }
+                if Double(above) >= last {
+                    lowest = b
+                    break
+                }
+            }
+            var inBand = 0
+            for b in lowest...highest { inBand += Int(hist[off + b]) }
+            let expected = Int(Double(inBand) * Double(n) / Double(sampled))
+            guard expected <= n / 8 else { return nil }
+            return (UInt32(lowest)...UInt32(highest), expected)
+        }
+    }
+}
