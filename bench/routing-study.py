@@ -264,6 +264,37 @@ FEATURE_SETS = {  # name -> base feature of a [N, 7, D] layer stack (unit rows, 
 VERIFIED = ("layer 6 (base features)", "mean of layers 3-6", "concat layers 3-6", "concat layers 1-6")
 
 
+TABLE = [("layer 6 (base features)", ["lda-top1", "top2-maxprob", "top2-margin", "top2-entropy", "top2-maxcos",
+                                     "top2-maxprob-gated", "top2-margin-gated", "top2-entropy-gated",
+                                     "top2-maxcos-gated", "top3-maxprob", "top8-maxprob", "mix-maxprob",
+                                     "mix-entropy"]),
+         ("mean of layers 3-6", ["lda-top1", "top2-maxprob-gated", "mix-entropy"]),
+         ("concat layers 3, 6", ["lda-top1"]), ("concat layers 4, 6", ["lda-top1"]),
+         ("concat layers 3-6", ["lda-top1", "top2-maxprob", "top2-margin-gated", "mix-maxprob"]),
+         ("concat layers 2-6", ["lda-top1"]), ("concat layers 1-6", ["lda-top1", "top2-maxcos-gated"])]
+
+
+def markdown(rows):
+    """The docs/routing.md tables: one per α, the rows of TABLE."""
+    out = []
+    for a in reversed(ALPHAS):
+        out += [f"\nα = {a} (T-Switch with the task known: {TASK_KNOWN[a]} %):\n",
+                "| features (λ) | rule (tuned knob) | routed | task-agnostic | accuracy | gain | of task-known gain "
+                "| passes / input | tune: task-agnostic |", "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+        for f, rules in TABLE:
+            for rule in rules:
+                x = next((y for y in rows if y["features"] == f and y["alpha"] == a and y["rule"] == rule), None)
+                if x is None:
+                    continue
+                knob = ", ".join(f"{'τ' if k == 'tau' else 'β'} = {v}" for k, v in x["knob"].items())
+                name = rule + (f" ({knob})" if knob else "")
+                fl = f.replace("layer 6 (base features)", "final embedding") + f" (λ {x['lambda']})"
+                out.append(f"| {fl} | {name} | {x['routed']:.1f} % | {x['agnostic']:.1f} % | {x['accuracy']:.1f} % "
+                           f"| {x['gain']:.1f} % | {x['kept_of_task_known']:.1f} % | {x['passes']:.2f} "
+                           f"| {x['tune_agnostic']:.1f} % |")
+    return "\n".join(out)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--tswitch", default=os.environ.get("TSWITCH_BIN", os.path.join(ROOT, ".build/release/tswitch")))
@@ -344,6 +375,7 @@ def main():
                       f"routed {ts['routed']:5.1f} agnostic {ts['agnostic']:5.1f} acc {ts['accuracy']:5.1f} "
                       f"gain {gain:5.1f} kept {kept:5.1f} base {ts['base']:.1f} passes {ts['passes']:.2f}",
                       flush=True)
+    print(markdown(rows))
     if args.json:
         with open(args.json + ".tmp", "w") as f:
             json.dump(rows, f, indent=1)
