@@ -101,6 +101,26 @@ public struct LDARouter: Sendable, Equatable {
             baseFingerprint: baseFingerprint, layers: layers)
     }
 
+    /// Layer indices written `3-6`, `1,3,6` or both (`1,3-6`): ascending, each once, 0 … 1024.
+    ///
+    /// - Throws: `.invalidArgument` naming the text otherwise.
+    public static func layers(parsing text: String) throws(SwitchError) -> [Int] {
+        var out: [Int] = []
+        for part in text.split(separator: ",", omittingEmptySubsequences: false) {
+            let ends = part.split(separator: "-", omittingEmptySubsequences: false).map { Int($0) }
+            guard (1...2).contains(ends.count), let lo = ends[0], let hi = ends[ends.count - 1], lo >= 0, lo <= hi,
+                hi <= 1024
+            else {
+                throw SwitchError(.invalidArgument, "'\(text)' is not a list of layers like 3-6 or 1,3,6 (0 to 1024).")
+            }
+            out += Array(lo...hi)
+        }
+        guard zip(out, out.dropFirst()).allSatisfy({ $0 < $1 }) else {
+            throw SwitchError(.invalidArgument, "'\(text)' must list each layer once, in ascending order.")
+        }
+        return out
+    }
+
     /// Whether `layers` can describe features of `dimension`: empty, or distinct ascending indices ≥ 0 whose count
     /// divides the dimension.
     public static func validLayers(_ layers: [Int], dimension: Int) -> Bool {

@@ -64,23 +64,8 @@ struct RouteCommand: ParsableCommand {
         help: ArgumentHelp(
             "With --build --kind lda and JSONL inputs: route on these base layers' mean-pooled states (0 = embeddings, e.g. 3-6 or 1,3,6), each at unit length, concatenated; default the final embedding.",
             valueName: "layers"),
-        transform: RouteCommand.parseLayers)
+        transform: Parse.layers)
     var layers: [Int]?
-
-    /// `3-6` or `1,3,6` (or both, `1,3-6`): ascending distinct layer indices.
-    static func parseLayers(_ text: String) throws -> [Int] {
-        var out: [Int] = []
-        for part in text.split(separator: ",", omittingEmptySubsequences: false) {
-            let ends = part.split(separator: "-", omittingEmptySubsequences: false).map { Int($0) }
-            guard (1...2).contains(ends.count), let lo = ends[0], let hi = ends.last ?? nil, lo >= 0, lo <= hi, hi <= 1024
-            else { throw ValidationError("--layers takes layer indices like 3-6 or 1,3,6; got '\(text)'.") }
-            out += Array(lo...hi)
-        }
-        guard zip(out, out.dropFirst()).allSatisfy({ $0 < $1 }) else {
-            throw ValidationError("--layers must list each layer once, in ascending order; got '\(text)'.")
-        }
-        return out
-    }
 
     @Option(help: "Neighbours.")
     var k: Int = 10

@@ -139,6 +139,18 @@ struct LDARouterTests {
         }
     }
 
+    @Test("layer lists parse as ranges and commas; anything else is refused naming the text")
+    func layerLists() throws {
+        #expect(try LDARouter.layers(parsing: "3-6") == [3, 4, 5, 6])
+        #expect(try LDARouter.layers(parsing: "1,3,6") == [1, 3, 6])
+        #expect(try LDARouter.layers(parsing: "0,2-3,6") == [0, 2, 3, 6])
+        #expect(try LDARouter.layers(parsing: "4") == [4])
+        for bad in ["", "3-", "-1", "6-3", "3,3", "4,2", "1-2-3", "a", "3,,4", "2000"] {
+            let err = switchError { () throws(SwitchError) in _ = try LDARouter.layers(parsing: bad) }
+            #expect(err?.code == .invalidArgument && err?.message.contains("'\(bad)'") == true, "\(bad)")
+        }
+    }
+
     @Test("a router fitted on another base's features is refused")
     func otherBase() throws {
         let r = try Self.fitted()
