@@ -69,3 +69,53 @@ def test_reports_without_routing_keep_their_keys(tswitch, tmp_path):
                                 ROOT / "packs" / f"{t}.tsw", "--json").stdout)
     assert set(report) == {"accuracy", "data", "head", "mean_accuracy", "model", "n", "tasks"}
     assert set(report["tasks"][t]) == {"accuracy", "correct", "n"}
+
+
+def test_layer_feature_router_routes_as_transformers_features(tswitch, tmp_path, torch_one_thread):
+    """A router on base layers 3 and 6 (`route --build --layers`): eval's routing pass sends each text where
+    `tswitch route` sends transformers' features of the same layers (unit blocks, concatenated, x 1/sqrt 2)."""
+    import numpy as np
+    from safetensors.numpy import save_file
+    from transformers import AutoModel, AutoTokenizer
+
+    data, heads = tmp_path / "data", tmp_path / "heads"
+    train, texts = [], {}
+    for t in TASKS:
+        (data / t).mkdir(parents=True)
+        lines = (ROOT / "data/tasks" / t / "test.jsonl").read_text(encoding="utf-8").splitlines()[:N]
+        (data / t / "test.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
+        shutil.copytree(ROOT / "data/heads" / t, heads / t)
+        texts[t] = [json.loads(l)["text"] for l in lines]
+        tr = tmp_path / f"{t}-train.jsonl"
+        tr.write_text("\n".join((ROOT / "data/tasks" / t / "train.jsonl").read_text(encoding="utf-8")
+                                .splitlines()[:40]) + "\n", encoding="utf-8")
+        train.append(f"{t}={tr}")
+    router = tmp_path / "r.tsr"
+    built = tswitch("route", "--build", router, "--base", model_path(), "--layers", "3,6", "--shrinkage", "0.3",
+                    *train).stdout
+    assert "768 features (layers 3,6)" in built
+    assert router.read_bytes()[8] == 2  # version 2: readers without layer features refuse it
+    packs = [str(ROOT / "packs" / f"{t}.tsw") for t in TASKS]
+    report = json.loads(tswitch("eval", model_path(), "--head", heads, "--data", data, "--pack", *packs,
+                                "--auto-switch", router, "--route-mode", "per-example", "--max-length", MAX_LENGTH,
+                                "--json").stdout)
+
+    tok = AutoTokenizer.from_pretrained(model_path())
+    model = AutoModel.from_pretrained(model_path()).eval()
+    for t in TASKS:
+        rows = []
+        with torch_one_thread.no_grad():
+            for s in texts[t]:
+                hs = model(**tok([s], truncation=True, max_length=MAX_LENGTH, return_tensors="pt"),
+                           output_hidden_states=True).hidden_states
+                blocks = [hs[l][0].mean(0).numpy() for l in (3, 6)]
+                rows.append(np.concatenate([b / np.linalg.norm(b) for b in blocks]) / np.sqrt(2))
+        save_file({"features": np.stack(rows).astype(np.float32)}, str(tmp_path / "f.safetensors"))
+        expected = []
+        for line in tswitch("route", router, tmp_path / "f.safetensors").stdout.splitlines():
+            parts = line.split("\t")
+            if len(parts) == 2 and parts[0].isdigit():
+                name = parts[1].split(" ")[0]
+                expected.append(name if name in TASKS else "base")
+        assert len(expected) == N
+        assert report["tasks"][t]["routing"]["routes"] == dict(collections.Counter(expected))

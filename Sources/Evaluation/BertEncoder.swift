@@ -11,7 +11,7 @@ import Synchronization
 /// every linear layer is a single OpenBLAS product over real tokens, and attention runs per sequence over its own
 /// tokens only. That is exactly what the reference computes for the unpadded positions (a padded key gets weight
 /// `exp(-3.4e38) = 0` there), and padded positions never reach the pooled output.
-public final class BertEncoder: MixedEncoderModel {
+public final class BertEncoder: MixedEncoderModel, LayerPoolingEncoder {
     public let config: BertConfig
     let wordEmbeddings: EncoderWeight
     let positionEmbeddings: EncoderWeight
@@ -157,6 +157,7 @@ public final class BertEncoder: MixedEncoderModel {
     }
 
     public var hiddenSize: Int { config.hiddenSize }
+    public var layerCount: Int { config.layerCount }
     public var maxSequenceLength: Int { config.maxSequenceLength }
     public var vocabularySize: Int { config.vocabularySize }
 
@@ -183,6 +184,35 @@ public final class BertEncoder: MixedEncoderModel {
             let rows = UnsafeBufferPointer(rebasing: hidden[0..<(tokenIDs.count * h)])
             return try body(HiddenStates(values: rows, starts: starts, lengths: lengths, hiddenSize: h))
         }
+    }
+
+    /// Masked mean-pooled hidden states of `layers` (0: the embedding output, `layerCount`: the last layer, what
+    /// `embed` pools), per sequence the layers' rows one after another: `batch.count × (layers.count · hiddenSize)`.
+    public func poolLayers(_ batch: TokenBatch, layers wanted: [Int]) -> [Float] {
+        precondition(wanted.allSatisfy { (0...config.layerCount).contains($0) }, "layers checked by the caller")
+        let h = config.hiddenSize
+        let width = wanted.count * h
+        let (tokenIDs, positions, starts, lengths) = packTokens(batch, order: Array(0..<batch.count))
+        var workspace = workspaces.withLock { $0.popLast() } ?? Workspace()
+        defer {
+            let done = workspace
+            workspaces.withLock { if $0.count < Self.keptWorkspaces { $0.append(done) } }
+        }
+        workspace.reserve(tokens: tokenIDs.count, hidden: h, intermediate: config.intermediateSize)
+        var out = [Float](repeating: 0, count: batch.count * width)
+        forward(tokenIDs: tokenIDs, positions: positions, starts: starts, lengths: lengths, workspace: &workspace) {
+            index, x in
+            for (slot, l) in wanted.enumerated() where l == index {
+                let states = HiddenStates(
+                    values: UnsafeBufferPointer(x), starts: starts, lengths: lengths, hiddenSize: h)
+                let pooled = MeanPooling().pool(states)
+                for b in 0..<batch.count {
+                    out.replaceSubrange(
+                        (b * width + slot * h)..<(b * width + slot * h + h), with: pooled[(b * h)..<(b * h + h)])
+                }
+            }
+        }
+        return out
     }
 
     /// The real tokens of `batch` packed into rows, sequences in `order`: token ids, position ids, and per
@@ -218,7 +248,13 @@ public final class BertEncoder: MixedEncoderModel {
 
     /// The last hidden state of packed tokens, left in the first `tokens × hiddenSize` values of `workspace.x`
     /// (reserved for the tokens by the caller); sequence `b` occupies rows `starts[b] ..< starts[b] + lengths[b]`.
-    func forward(tokenIDs: [Int], positions: [Int], starts: [Int], lengths: [Int], workspace: inout Workspace) {
+    ///
+    /// - Parameter tap: called with the index and the hidden states after the embedding LayerNorm (0) and after
+    ///   each layer (1 … layerCount), when given.
+    func forward(
+        tokenIDs: [Int], positions: [Int], starts: [Int], lengths: [Int], workspace: inout Workspace,
+        tap: ((Int, UnsafeMutableBufferPointer<Float>) -> Void)? = nil
+    ) {
         let h = config.hiddenSize
         let t = tokenIDs.count
         let heads = config.headCount
@@ -249,7 +285,9 @@ public final class BertEncoder: MixedEncoderModel {
                                 EncoderKernels.layerNorm(xb, rows: t, gamma: g, beta: b, eps: eps)
                             }
                         }
-                        for layer in layers {
+                        tap?(0, xb)
+                        for (index, layer) in layers.enumerated() {
+                            defer { tap?(index + 1, xb) }
                             runLayer(
                                 layer, x: xb, qkv: UnsafeMutableBufferPointer(rebasing: qAll[0..<(t * 3 * h)]),
                                 ctx: UnsafeMutableBufferPointer(rebasing: cAll[0..<(t * h)]),

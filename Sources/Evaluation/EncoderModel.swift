@@ -12,6 +12,14 @@ public protocol EncoderModel: Sendable {
     func withHiddenStates<R>(_ batch: TokenBatch, _ body: (HiddenStates) throws -> R) rethrows -> R
 }
 
+/// An encoder that also pools intermediate layers: the features of layer-feature routers (`LDARouter.layers`).
+public protocol LayerPoolingEncoder: EncoderModel {
+    /// Layers of the transformer; layer indices run 0 (the embedding output) through `layerCount`.
+    var layerCount: Int { get }
+    /// Masked mean-pooled hidden states of `layers`, per sequence the layers' rows one after another.
+    func poolLayers(_ batch: TokenBatch, layers: [Int]) -> [Float]
+}
+
 /// The last hidden states of a batch's real tokens, packed: sequence `b` occupies rows
 /// `starts[b] ..< starts[b] + lengths[b]` of a `tokens × hiddenSize` row-major matrix.
 ///

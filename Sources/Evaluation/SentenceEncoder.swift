@@ -58,15 +58,48 @@ public struct SentenceEncoder: Sendable {
         }
     }
 
-    /// Tokenizes, sorts by length, batches and pools; `run` runs one batch (with the texts' positions in `texts`).
+    /// The features a router reads (`TaskRouter.featureLayers`): with no layers the sentence embedding
+    /// (`normalize`: at unit length); else the masked mean-pooled states of each of `layers` (0: the embedding
+    /// output), each scaled to unit length, concatenated and scaled by 1/√n (unit rows of `layers.count ·
+    /// hiddenSize`), batched as `embed` batches.
+    ///
+    /// - Throws: `.incompatible` when the encoder does not pool layers or a layer is past its last.
+    public func routerFeatures(
+        _ texts: [String], layers: [Int], normalize: Bool = true, maxLength: Int = 128, batchSize: Int = 64
+    ) throws(EvaluationError) -> [Float] {
+        guard !layers.isEmpty else {
+            return embed(texts, maxLength: maxLength, batchSize: batchSize, normalize: normalize)
+        }
+        guard let pooling = encoder as? any LayerPoolingEncoder else {
+            throw EvaluationError(
+                .incompatible,
+                "The router reads layers \(layers), but the \(type(of: encoder)) encoder does not pool layers.")
+        }
+        if let bad = layers.first(where: { !(0...pooling.layerCount).contains($0) }) {
+            throw EvaluationError(
+                .incompatible,
+                "The router reads layer \(bad), but the model has layers 0 (embeddings) to \(pooling.layerCount).")
+        }
+        let h = hiddenSize
+        var out = embedBatches(
+            texts, maxLength: maxLength, batchSize: batchSize, normalize: false, width: layers.count * h, progress: nil
+        ) { batch, _, _ in pooling.poolLayers(batch, layers: layers) }
+        MeanPooling.normalizeRows(&out, width: h)
+        let scale = 1 / Float(layers.count).squareRoot()
+        for i in out.indices { out[i] *= scale }
+        return out
+    }
+
+    /// Tokenizes, sorts by length, batches and pools; `run` runs one batch (with the texts' positions in `texts`)
+    /// and returns `width` values per text (`hiddenSize` by default).
     private func embedBatches(
-        _ texts: [String], maxLength: Int, batchSize: Int, normalize: Bool, progress: ((Int) -> Void)?,
-        run: (TokenBatch, [Int], (HiddenStates) -> [Float]) -> [Float]
+        _ texts: [String], maxLength: Int, batchSize: Int, normalize: Bool, width: Int? = nil,
+        progress: ((Int) -> Void)?, run: (TokenBatch, [Int], (HiddenStates) -> [Float]) -> [Float]
     ) -> [Float] {
         precondition(batchSize > 0)
         let maxLength = min(max(2, maxLength), encoder.maxSequenceLength)
         let pooling = MeanPooling(normalize: normalize)
-        let h = hiddenSize
+        let h = width ?? hiddenSize
         let sequences = texts.map { tokenizer.encode($0, maxLength: maxLength) }
         let order = sequences.indices.sorted { (sequences[$0].count, $0) < (sequences[$1].count, $1) }
         var out = [Float](repeating: 0, count: texts.count * h)

@@ -193,16 +193,20 @@ public final class SwitchedEncoder: Sendable {
             }
             packIndex.append(i)
         }
-        guard router.featureDimension == config.hiddenSize else {
+        let layers = router.featureLayers
+        let width = max(1, layers.count) * config.hiddenSize
+        guard router.featureDimension == width else {
             throw EvaluationError(
                 .incompatible,
-                "The router takes \(router.featureDimension)-dimensional features; the model's hidden size is \(config.hiddenSize)."
+                "The router takes \(router.featureDimension)-dimensional features; the model's are \(width) (hidden size \(config.hiddenSize) × \(max(1, layers.count)) layers)."
             )
         }
-        var base = try withEncoder([]) { $0.embed(texts, maxLength: maxLength, batchSize: batchSize) }
-        if router.wantsUnitFeatures { MeanPooling.normalizeRows(&base, width: config.hiddenSize) }
+        let base = try withEncoder([]) {
+            try $0.routerFeatures(
+                texts, layers: layers, normalize: router.wantsUnitFeatures, maxLength: maxLength, batchSize: batchSize)
+        }
         let shares = try router.weights(
-            QuerySet(features: base, count: texts.count, dimension: config.hiddenSize, labels: nil, tasks: []),
+            QuerySet(features: base, count: texts.count, dimension: width, labels: nil, tasks: []),
             mode: mode, batchSize: routeBatch)
         // Task order of the query set -> pack order.
         let weights: [[Double]] = shares.map { row in

@@ -64,6 +64,14 @@ public struct ServingServer: Sendable {
         if RouterFile.isRouterFile(path) {
             let lda = try RouterFile.read(path)
             try lda.check(base: encoder.model.fingerprint, file: path)
+            // The server routes on the base's final features, which it also answers with; a router on layer
+            // features (`route --build --layers`) would need a second feature pass per request. Not served yet.
+            guard lda.layers.isEmpty else {
+                throw ServingError(
+                    .invalidInput, status: .badRequest,
+                    "\(path): the router reads base layers \(lda.layers); the server routes on the final embedding only (a router built without layers)."
+                )
+            }
             router = lda
         } else {
             let query = try QuerySet(path: path, requireLabels: true)

@@ -25,6 +25,12 @@ public struct LDARouter: Sendable, Equatable {
     /// Best score below this: out of distribution (→ base). −∞ disables the check.
     public let oodThreshold: Float
     public let baseFingerprint: BaseFingerprint?
+    /// The base-model layers the features are read from (0: the embedding output, L: the last layer), ascending:
+    /// each layer's masked mean-pooled hidden states scaled to unit length, concatenated and scaled by 1/√n, so a
+    /// feature row has unit length (`dimension` = n × hidden). Empty: the final sentence embedding at unit length,
+    /// what every router before layer features read. Measured in docs/routing.md (bench/routing-study.py): layers
+    /// 3-6 of MiniLM route 97.1 % of the 8 tasks' test texts, the final embedding alone 91.5 %.
+    public let layers: [Int]
 
     /// Shrinkage: held-out-train best at 300 texts per task on the 20 tasks (0.01 at ≥ 1,000 per task; docs/routing.md).
     public static let defaultShrinkage = 0.03
@@ -33,11 +39,14 @@ public struct LDARouter: Sendable, Equatable {
 
     public init(
         tasks: [String], dimension: Int, centre: [Float], weights: [Float], bias: [Float], choleskyFactor: [Float],
-        shrinkage: Double, oodThreshold: Float, baseFingerprint: BaseFingerprint?
+        shrinkage: Double, oodThreshold: Float, baseFingerprint: BaseFingerprint?, layers: [Int] = []
     ) {
         precondition(
             centre.count == dimension && weights.count == tasks.count * dimension && bias.count == tasks.count
                 && choleskyFactor.count == dimension * dimension)
+        precondition(
+            Self.validLayers(layers, dimension: dimension), "layers ascending, distinct, ≥ 0, dividing the dimension")
+        self.layers = layers
         self.choleskyFactor = choleskyFactor
         self.tasks = tasks
         self.dimension = dimension
@@ -53,11 +62,20 @@ public struct LDARouter: Sendable, Equatable {
     /// every `holdOutEvery`-th row is left out of a first fit, whose best scores on those rows give the threshold
     /// (in-sample scores are optimistic and would send far too many real inputs to the base); the router is then
     /// fitted on all rows. `holdOutEvery` 0 takes the threshold from the fitting rows themselves.
+    ///
+    /// - Parameter layers: the base layers `set`'s features were read from (see `layers`); recorded, not checked
+    ///   beyond dividing the dimension.
     public static func fit(
         _ set: QuerySet, shrinkage: Double = defaultShrinkage, baseFingerprint: BaseFingerprint? = nil,
-        holdOutEvery: Int = 5
+        holdOutEvery: Int = 5, layers: [Int] = []
     ) throws(SwitchError) -> LDARouter {
-        let all = try fitAll(set, shrinkage: shrinkage, baseFingerprint: baseFingerprint)
+        guard validLayers(layers, dimension: set.dimension) else {
+            throw SwitchError(
+                .invalidArgument,
+                "The feature layers \(layers) must be distinct, ascending, ≥ 0 and divide the feature dimension \(set.dimension)."
+            )
+        }
+        let all = try fitAll(set, shrinkage: shrinkage, baseFingerprint: baseFingerprint, layers: layers)
         guard holdOutEvery >= 2, let labels = set.labels, set.count >= holdOutEvery * 2 * set.tasks.count else {
             return all
         }
@@ -75,18 +93,45 @@ public struct LDARouter: Sendable, Equatable {
         let d = set.dimension
         let part = try fitAll(
             QuerySet(features: keep, count: keepLabels.count, dimension: d, labels: keepLabels, tasks: set.tasks),
-            shrinkage: shrinkage, baseFingerprint: baseFingerprint)
+            shrinkage: shrinkage, baseFingerprint: baseFingerprint, layers: layers)
         let best = try part.scores(
             QuerySet(features: held, count: held.count / d, dimension: d, labels: nil, tasks: [])
         ).map { $0.max() ?? 0 }.sorted()
         return LDARouter(
             tasks: all.tasks, dimension: d, centre: all.centre, weights: all.weights, bias: all.bias,
             choleskyFactor: all.choleskyFactor, shrinkage: shrinkage, oodThreshold: percentile(best, oodPercentile),
-            baseFingerprint: baseFingerprint)
+            baseFingerprint: baseFingerprint, layers: layers)
+    }
+
+    /// Layer indices written `3-6`, `1,3,6` or both (`1,3-6`): ascending, each once, 0 … 1024.
+    ///
+    /// - Throws: `.invalidArgument` naming the text otherwise.
+    public static func layers(parsing text: String) throws(SwitchError) -> [Int] {
+        var out: [Int] = []
+        for part in text.split(separator: ",", omittingEmptySubsequences: false) {
+            let ends = part.split(separator: "-", omittingEmptySubsequences: false).map { Int($0) }
+            guard (1...2).contains(ends.count), let lo = ends[0], let hi = ends[ends.count - 1], lo >= 0, lo <= hi,
+                hi <= 1024
+            else {
+                throw SwitchError(.invalidArgument, "'\(text)' is not a list of layers like 3-6 or 1,3,6 (0 to 1024).")
+            }
+            out += Array(lo...hi)
+        }
+        guard zip(out, out.dropFirst()).allSatisfy({ $0 < $1 }) else {
+            throw SwitchError(.invalidArgument, "'\(text)' must list each layer once, in ascending order.")
+        }
+        return out
+    }
+
+    /// Whether `layers` can describe features of `dimension`: empty, or distinct ascending indices ≥ 0 whose count
+    /// divides the dimension.
+    public static func validLayers(_ layers: [Int], dimension: Int) -> Bool {
+        guard !layers.isEmpty else { return true }
+        return layers[0] >= 0 && zip(layers, layers.dropFirst()).allSatisfy { $0 < $1 } && dimension % layers.count == 0
     }
 
     static func fitAll(
-        _ set: QuerySet, shrinkage: Double, baseFingerprint: BaseFingerprint?
+        _ set: QuerySet, shrinkage: Double, baseFingerprint: BaseFingerprint?, layers: [Int] = []
     ) throws(SwitchError) -> LDARouter {
         guard let labels = set.labels, !set.tasks.isEmpty else {
             throw SwitchError(.invalidQuerySet, "The training features have no labels or task names.")
@@ -164,12 +209,12 @@ public struct LDARouter: Sendable, Equatable {
         let l = chol.map { Float($0) }
         var router = LDARouter(
             tasks: set.tasks, dimension: d, centre: grand.map { Float($0) }, weights: w, bias: b, choleskyFactor: l,
-            shrinkage: shrinkage, oodThreshold: -.infinity, baseFingerprint: baseFingerprint)
+            shrinkage: shrinkage, oodThreshold: -.infinity, baseFingerprint: baseFingerprint, layers: layers)
         let best = try router.scores(set).map { $0.max() ?? 0 }.sorted()
         router = LDARouter(
             tasks: router.tasks, dimension: d, centre: router.centre, weights: w, bias: b, choleskyFactor: l,
             shrinkage: shrinkage,
-            oodThreshold: percentile(best, oodPercentile), baseFingerprint: baseFingerprint)
+            oodThreshold: percentile(best, oodPercentile), baseFingerprint: baseFingerprint, layers: layers)
         return router
     }
 

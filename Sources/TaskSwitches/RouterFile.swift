@@ -9,19 +9,29 @@ import Foundation
 /// f32 bit pattern, optional base_fingerprint), `CENT` (D f32), `WGHT` (tasks × D f32, row-major), `BIAS` (tasks
 /// f32), `CHOL` (D × D f32: the lower Cholesky factor of the shared covariance), `END!` (u64 section count). Every
 /// section is required exactly once, in that order.
+///
+/// Version 2 (written only for a router on layer features, `LDARouter.layers` non-empty, so that older readers,
+/// which would feed it the wrong features, refuse it) adds META.layers: the ascending layer indices, at most
+/// `Limits.maxLayers`, their count dividing the dimension. Version 1 files have no layers.
 public enum RouterFile {
     public static let magic: [UInt8] = [0x89, 0x54, 0x53, 0x57, 0x52, 0x4F, 0x55, 0x54]  // "\x89TSWROUT"
-    public static let version: UInt32 = 1
+    /// The newest version this reader reads.
+    public static let version: UInt32 = 2
+    /// The version of routers on the final embedding alone.
+    public static let plainVersion: UInt32 = 1
 
     /// Sizes a hostile router file cannot push past, checked before allocation.
     public struct Limits: Sendable {
         public var maxTasks = 4096
         public var maxDimension = 65_536
         public var maxMetaBytes = 4 << 20
-        public init(maxTasks: Int = 4096, maxDimension: Int = 65_536, maxMetaBytes: Int = 4 << 20) {
+        public var maxLayers = 256
+        public init(maxTasks: Int = 4096, maxDimension: Int = 65_536, maxMetaBytes: Int = 4 << 20, maxLayers: Int = 256)
+        {
             self.maxTasks = maxTasks
             self.maxDimension = maxDimension
             self.maxMetaBytes = maxMetaBytes
+            self.maxLayers = maxLayers
         }
         public static let standard = Limits()
     }
@@ -34,11 +44,13 @@ public enum RouterFile {
     }
 
     public static func encode(_ r: LDARouter) -> [UInt8] {
-        var out = SectionWriter(magic: magic, version: version)
+        let v = r.layers.isEmpty ? plainVersion : version
+        var out = SectionWriter(magic: magic, version: v)
         var meta: [String: Any] = [
-            "format": "tswitch-router", "version": Int(version), "kind": "lda", "tasks": r.tasks,
+            "format": "tswitch-router", "version": Int(v), "kind": "lda", "tasks": r.tasks,
             "dimension": r.dimension, "shrinkage": r.shrinkage, "ood_threshold": Int(r.oodThreshold.bitPattern),
         ]
+        if !r.layers.isEmpty { meta["layers"] = r.layers }
         if let fp = r.baseFingerprint { meta["base_fingerprint"] = fp.description }
         let metaBytes = (try? JSONSerialization.data(withJSONObject: meta, options: [.sortedKeys])) ?? Data("{}".utf8)
         out.section("META", Array(metaBytes))
@@ -155,6 +167,24 @@ public enum RouterFile {
             }
             return v
         }
+        var layers: [Int] = []
+        if v >= 2 {
+            guard let l = meta["layers"] as? [Int], !l.isEmpty else {
+                throw corrupt("field META.layers is not a non-empty array of layer indices")
+            }
+            guard l.count <= limits.maxLayers else {
+                throw SwitchError(
+                    .limitExceeded, "\(file): field META.layers has \(l.count) layers; at most \(limits.maxLayers).")
+            }
+            guard LDARouter.validLayers(l, dimension: d) else {
+                throw corrupt(
+                    "field META.layers \(l) is not ascending distinct indices ≥ 0 whose count divides the dimension \(d)"
+                )
+            }
+            layers = l
+        } else if meta["layers"] != nil {
+            throw corrupt("field META.layers needs version 2; the file says version \(v)")
+        }
         let centre = try floats(payloads[1], d, "CENT")
         let w = try floats(payloads[2], tasks.count * d, "WGHT")
         let b = try floats(payloads[3], tasks.count, "BIAS")
@@ -167,6 +197,6 @@ public enum RouterFile {
         }
         return LDARouter(
             tasks: tasks, dimension: d, centre: centre, weights: w, bias: b, choleskyFactor: l, shrinkage: lam,
-            oodThreshold: threshold, baseFingerprint: fp)
+            oodThreshold: threshold, baseFingerprint: fp, layers: layers)
     }
 }

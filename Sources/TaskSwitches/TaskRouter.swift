@@ -8,6 +8,9 @@ public protocol TaskRouter: Sendable {
     var featureDimension: Int { get }
     /// Whether features must be scaled to unit length before routing (what the router was fitted on).
     var wantsUnitFeatures: Bool { get }
+    /// The base layers whose mean-pooled states (each at unit length, concatenated, scaled by 1/√n) are the
+    /// features; empty: the final sentence embedding (see `LDARouter.layers`).
+    var featureLayers: [Int] { get }
     /// Per example, one weight per task (all zero: the base model); in the batch modes the examples of each run of
     /// `batchSize` share their mean (or its argmax).
     func weights(_ features: QuerySet, mode: AutoSwitchRouter.Mode, batchSize: Int) throws(SwitchError) -> [[Double]]
@@ -18,6 +21,7 @@ extension AutoSwitchRouter: TaskRouter {
     public var featureDimension: Int { query.dimension }
     /// Raw features, as the paper's query sets hold them (cosine distance ignores the scale anyway).
     public var wantsUnitFeatures: Bool { false }
+    public var featureLayers: [Int] { [] }
 }
 
 extension LDARouter: TaskRouter {
@@ -26,6 +30,7 @@ extension LDARouter: TaskRouter {
     /// LDA router files are fitted on unit-length features (`tswitch embed --normalize`; `route --build` embeds
     /// JSONL inputs so), the space `docs/routing.md` measured.
     public var wantsUnitFeatures: Bool { true }
+    public var featureLayers: [Int] { layers }
 
     /// One-hot per example (see `weights(_:)`), aggregated over batches as the k-NN router's shares are.
     public func weights(_ features: QuerySet, mode: AutoSwitchRouter.Mode, batchSize: Int) throws(SwitchError)

@@ -51,6 +51,10 @@ enum Parse {
         do { return try TaskFile(parsing: text) } catch { throw ValidationError(error.message) }
     }
 
+    static func layers(_ text: String) throws -> [Int] {
+        do { return try LDARouter.layers(parsing: text) } catch { throw ValidationError(error.message) }
+    }
+
     /// A comma-separated list of values, each parsed by `value` (`nil`: not one of `expected`).
     static func list<T>(_ text: String, expected: String, _ value: (String) -> T?) throws -> [T] {
         let items = text.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }

@@ -63,6 +63,13 @@ struct RouteCommand: ParsableCommand {
     @Option(help: "With --build and JSONL inputs: embed the first N lines of each file.")
     var perTask: Int = 1000
 
+    @Option(
+        help: ArgumentHelp(
+            "With --build --kind lda and JSONL inputs: route on these base layers' mean-pooled states (0 = embeddings, e.g. 3-6 or 1,3,6), each at unit length, concatenated; default the final embedding.",
+            valueName: "layers"),
+        transform: Parse.layers)
+    var layers: [Int]?
+
     @Option(help: "Neighbours.")
     var k: Int = 10
 
@@ -98,6 +105,13 @@ struct RouteCommand: ParsableCommand {
                 }
             }
             guard perTask >= 1 else { throw ValidationError("--per-task must be at least 1; got \(perTask).") }
+            if layers != nil {
+                guard buildKind == .lda else { throw ValidationError("--layers is for LDA routers (--kind lda).") }
+                for pair in inputs where !(try Parse.taskFile(pair)).path.hasSuffix(".jsonl") {
+                    throw ValidationError(
+                        "--layers embeds texts: every input must be a JSONL of texts; \(pair) is not.")
+                }
+            }
         } else if inputs.count != 2 {
             throw ValidationError("Give QUERIES and FEATURES (two .safetensors files).")
         }
@@ -118,9 +132,16 @@ struct RouteCommand: ParsableCommand {
             encoder = e
             FileHandle.standardError.write(Data("\(pair.task): embedding \(texts.count) texts of \(pair.path)\n".utf8))
             // LDA routers work on unit-length features (LDARouter.wantsUnitFeatures), query sets on raw ones.
-            let f = e.embed(Array(texts), maxLength: 128, batchSize: 64, normalize: buildKind == .lda)
+            let f = try e.routerFeatures(
+                Array(texts), layers: layers ?? [], normalize: buildKind == .lda, maxLength: 128, batchSize: 64)
             parts.append(
-                (pair.task, QuerySet(features: f, count: texts.count, dimension: e.hiddenSize, labels: nil, tasks: [])))
+                (
+                    pair.task,
+                    QuerySet(
+                        features: f, count: texts.count, dimension: max(1, layers?.count ?? 0) * e.hiddenSize,
+                        labels: nil,
+                        tasks: [])
+                ))
         }
         return parts
     }
@@ -137,10 +158,11 @@ struct RouteCommand: ParsableCommand {
     /// Fits and writes an LDA router file.
     private func buildLDA(_ out: String) throws {
         let fp = try base.map { try BaseFingerprint(model: try ModelFolder(path: $0)) }
-        let router = try LDARouter.fit(try QuerySet.combine(try parts()), shrinkage: shrinkage, baseFingerprint: fp)
+        let router = try LDARouter.fit(
+            try QuerySet.combine(try parts()), shrinkage: shrinkage, baseFingerprint: fp, layers: layers ?? [])
         let size = try RouterFile.write(router, to: out)
         print(
-            "\(out): LDA router, \(router.tasks.count) tasks, \(router.dimension) features, λ = \(shrinkage), \(size) bytes"
+            "\(out): LDA router, \(router.tasks.count) tasks, \(router.dimension) features\(router.layers.isEmpty ? "" : " (layers \(router.layers.map(String.init).joined(separator: ",")))"), λ = \(shrinkage), \(size) bytes"
         )
     }
 

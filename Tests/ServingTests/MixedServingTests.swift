@@ -127,6 +127,20 @@ extension ServingTests {
         #expect(error?.message.contains(path) == true)
     }
 
+    @Test("A router on layer features is refused at start, naming the file and its layers")
+    func layeredRouterRefused() async throws {
+        let lda = try RouterFile.read(ServeFixture.ldaRouterPath)
+        let layered = LDARouter(
+            tasks: lda.tasks, dimension: lda.dimension, centre: lda.centre, weights: lda.weights, bias: lda.bias,
+            choleskyFactor: lda.choleskyFactor, shrinkage: lda.shrinkage, oodThreshold: lda.oodThreshold,
+            baseFingerprint: lda.baseFingerprint, layers: [5])
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("serve-layered-\(UUID()).tsr").path
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        _ = try RouterFile.write(layered, to: path)
+        let error = await #expect(throws: ServingError.self) { _ = try await ServeFixture.server(router: path) }
+        #expect(error?.message.contains(path) == true && error?.message.contains("layers [5]") == true)
+    }
+
     @Test(
         "Packs uploaded, replaced and deleted while clients of several tasks send requests: no request fails, every answer matches its task"
     )

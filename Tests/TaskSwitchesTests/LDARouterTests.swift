@@ -98,6 +98,61 @@ struct LDARouterTests {
         #expect(d?.code == .limitExceeded && d?.message.contains("META.dimension") == true)
     }
 
+    /// The fixture's router as if its 8 features were two layers' 4 (the numbers do not care).
+    static func layered() throws -> LDARouter {
+        let train = try QuerySet(path: Fixture.url("router/train.safetensors").path, requireLabels: true)
+        return try LDARouter.fit(train, shrinkage: try reference().shrinkage, layers: [2, 5])
+    }
+
+    @Test("a router on layer features is written as version 2 with its layers; one without stays version 1")
+    func layeredRoundTrip() throws {
+        let r = try Self.layered()
+        #expect(r.layers == [2, 5] && r.featureLayers == [2, 5])
+        let bytes = RouterFile.encode(r)
+        #expect(bytes[8] == 2)
+        let back = try RouterFile.decode(bytes, file: "l.tsr")
+        #expect(back == r && back.layers == [2, 5])
+        // The layers change nothing else of the fit.
+        let plain = try Self.fitted()
+        #expect(
+            r.weights == plain.weights && r.choleskyFactor == plain.choleskyFactor
+                && r.oodThreshold == plain.oodThreshold)
+        #expect(RouterFile.encode(plain)[8] == 1 && plain.featureLayers.isEmpty)
+        _ = try PackCorruptionTests.flipEveryBit(bytes, file: "flip.tsr") { b, f throws(SwitchError) in
+            _ = try RouterFile.decode(b, file: f)
+        }
+    }
+
+    @Test("a layered file relabelled version 1, too many layers, or layers not dividing the dimension are refused")
+    func layeredRefusals() throws {
+        var bytes = RouterFile.encode(try Self.layered())
+        _ = try RouterFile.decode(bytes, file: "l.tsr", limits: .init(maxLayers: 2))
+        let many = switchError { () throws(SwitchError) in
+            _ = try RouterFile.decode(bytes, file: "l.tsr", limits: .init(maxLayers: 1))
+        }
+        #expect(many?.code == .limitExceeded && many?.message.contains("META.layers") == true)
+        bytes[8] = 1  // the preamble has no checksum: what an old writer's version with a new META would be
+        let old = switchError { () throws(SwitchError) in _ = try RouterFile.decode(bytes, file: "l.tsr") }
+        #expect(old?.code == .corruptPack && old?.message.hasPrefix("l.tsr: ") == true)
+        let train = try QuerySet(path: Fixture.url("router/train.safetensors").path, requireLabels: true)
+        for bad in [[0, 1, 2], [3, 1], [-1, 2], [4, 4]] {
+            let err = switchError { () throws(SwitchError) in _ = try LDARouter.fit(train, layers: bad) }
+            #expect(err?.code == .invalidArgument && err?.message.contains("\(bad)") == true, "\(bad)")
+        }
+    }
+
+    @Test("layer lists parse as ranges and commas; anything else is refused naming the text")
+    func layerLists() throws {
+        #expect(try LDARouter.layers(parsing: "3-6") == [3, 4, 5, 6])
+        #expect(try LDARouter.layers(parsing: "1,3,6") == [1, 3, 6])
+        #expect(try LDARouter.layers(parsing: "0,2-3,6") == [0, 2, 3, 6])
+        #expect(try LDARouter.layers(parsing: "4") == [4])
+        for bad in ["", "3-", "-1", "6-3", "3,3", "4,2", "1-2-3", "a", "3,,4", "2000"] {
+            let err = switchError { () throws(SwitchError) in _ = try LDARouter.layers(parsing: bad) }
+            #expect(err?.code == .invalidArgument && err?.message.contains("'\(bad)'") == true, "\(bad)")
+        }
+    }
+
     @Test("a router fitted on another base's features is refused")
     func otherBase() throws {
         let r = try Self.fitted()
