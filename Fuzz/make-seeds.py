@@ -2,7 +2,9 @@
 """Writes the pack, router and YAML seed corpora (Fuzz/corpus/pack, router, yaml) with the real tool.
 
 Packs come from `tswitch pack` on tiny base/fine-tune pairs (numpy + safetensors); routers from `tswitch route --build
---kind lda` on tiny random per-task features; YAML seeds are the mergekit configs of the merge fixtures. Run after a format change: TSWITCH_BIN=.build/debug/tswitch Fuzz/make-seeds.py
+--kind lda` on tiny random per-task features (format version 1) and, on layer features (version 2, META.layers), on
+short texts embedded by the tiny RoBERTa of Tests/EvaluationTests/Fixtures (hidden size 32: one layer keeps the seed
+under the fuzzer's 16 KB input limit, the Cholesky factor being D² floats); YAML seeds are the mergekit configs of the merge fixtures. Run after a format change: TSWITCH_BIN=.build/debug/tswitch Fuzz/make-seeds.py
 """
 import json
 import os
@@ -52,6 +54,23 @@ def router(work, name, tasks, dimension, rows):
     subprocess.run([BIN, "route", *pairs, "--build", out, "--kind", "lda"], check=True, capture_output=True)
 
 
+def layered_router(work, name, tasks, rows, layers):
+    """An LDA router on base layers `layers` of the tiny RoBERTa, fitted on `rows` made-up texts per task."""
+    rng = np.random.default_rng(tasks * 7 + rows)
+    words = [["alpha", "beta", "gamma", "delta"], ["one", "two", "three", "four"], ["red", "green", "blue", "grey"]]
+    pairs = []
+    for t in range(tasks):
+        f = work / f"{name}-task{t}.jsonl"
+        lines = [" ".join(rng.choice(words[t % len(words)], size=5)) + f" {i}" for i in range(rows)]
+        f.write_text("".join(json.dumps({"text": line}) + "\n" for line in lines))
+        pairs.append(f"task{t}={f}")
+    out = OUT / "router" / f"{name}.tsr"
+    out.unlink(missing_ok=True)
+    base = ROOT / "Tests" / "EvaluationTests" / "Fixtures" / "roberta-tiny"
+    subprocess.run([BIN, "route", *pairs, "--build", out, "--kind", "lda", "--base", base, "--layers", layers],
+                   check=True, capture_output=True)
+
+
 def main():
     (OUT / "pack").mkdir(parents=True, exist_ok=True)
     (OUT / "router").mkdir(parents=True, exist_ok=True)
@@ -73,6 +92,7 @@ def main():
         router(work, "lda-3x8", 3, 8, 12)
         router(work, "lda-2x4", 2, 4, 6)
         router(work, "lda-5x16", 5, 16, 20)
+        layered_router(work, "lda-layers-2", 3, 12, "2")
     for f in sorted((ROOT / "Tests" / "MergeEngineTests" / "Fixtures").glob("*.yml")):
         shutil.copy(f, OUT / "yaml" / f.name)
     for f in sorted([*(OUT / "pack").iterdir(), *(OUT / "router").iterdir()]):
