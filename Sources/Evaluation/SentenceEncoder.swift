@@ -70,6 +70,47 @@ public struct SentenceEncoder: Sendable {
         guard !layers.isEmpty else {
             return embed(texts, maxLength: maxLength, batchSize: batchSize, normalize: normalize)
         }
+        var out = try pooledLayers(texts, layers: layers, maxLength: maxLength, batchSize: batchSize)
+        Self.scaleLayerFeatures(&out, layers: layers.count, hidden: hiddenSize)
+        return out
+    }
+
+    /// The sentence embeddings of `texts` (as `embed` makes them, not normalized) and the features of a router on
+    /// `layers` (non-empty; as `routerFeatures` makes them), from one forward pass: the last layer is pooled
+    /// alongside the router's layers. What a server answers a text routed to no task with, and what it routes on.
+    ///
+    /// - Throws: as `routerFeatures`.
+    public func embeddingAndRouterFeatures(
+        _ texts: [String], layers: [Int], maxLength: Int = 128, batchSize: Int = 64
+    ) throws(EvaluationError) -> (embedding: [Float], routing: [Float]) {
+        precondition(!layers.isEmpty, "a router on the final embedding reads the embedding itself")
+        let h = hiddenSize
+        // A router layer past the last, or an encoder that pools no layers, is refused by `pooledLayers`.
+        let last = (encoder as? any LayerPoolingEncoder)?.layerCount ?? layers.max() ?? 0
+        let wanted = layers.contains(last) ? layers : layers + [last]
+        let slot = wanted.firstIndex(of: last) ?? wanted.count - 1
+        var pooled = try pooledLayers(texts, layers: wanted, maxLength: maxLength, batchSize: batchSize)
+        var embedding = [Float](repeating: 0, count: texts.count * h)
+        let width = wanted.count * h
+        for t in texts.indices {
+            embedding.replaceSubrange(
+                (t * h)..<((t + 1) * h), with: pooled[(t * width + slot * h)..<(t * width + slot * h + h)])
+        }
+        if wanted.count > layers.count {
+            // Drop the last layer's block, pooled only for the embedding.
+            var kept = [Float]()
+            kept.reserveCapacity(texts.count * layers.count * h)
+            for t in texts.indices { kept += pooled[(t * width)..<(t * width + layers.count * h)] }
+            pooled = kept
+        }
+        Self.scaleLayerFeatures(&pooled, layers: layers.count, hidden: h)
+        return (embedding, pooled)
+    }
+
+    /// Raw masked mean-pooled states of `layers`, per text the layers' blocks one after another.
+    private func pooledLayers(_ texts: [String], layers: [Int], maxLength: Int, batchSize: Int)
+        throws(EvaluationError) -> [Float]
+    {
         guard let pooling = encoder as? any LayerPoolingEncoder else {
             throw EvaluationError(
                 .incompatible,
@@ -80,14 +121,17 @@ public struct SentenceEncoder: Sendable {
                 .incompatible,
                 "The router reads layer \(bad), but the model has layers 0 (embeddings) to \(pooling.layerCount).")
         }
-        let h = hiddenSize
-        var out = embedBatches(
-            texts, maxLength: maxLength, batchSize: batchSize, normalize: false, width: layers.count * h, progress: nil
+        return embedBatches(
+            texts, maxLength: maxLength, batchSize: batchSize, normalize: false, width: layers.count * hiddenSize,
+            progress: nil
         ) { batch, _, _ in pooling.poolLayers(batch, layers: layers) }
-        MeanPooling.normalizeRows(&out, width: h)
-        let scale = 1 / Float(layers.count).squareRoot()
+    }
+
+    /// Each layer's block at unit length, then the row scaled by 1/√n: unit rows.
+    private static func scaleLayerFeatures(_ out: inout [Float], layers: Int, hidden: Int) {
+        MeanPooling.normalizeRows(&out, width: hidden)
+        let scale = 1 / Float(layers).squareRoot()
         for i in out.indices { out[i] *= scale }
-        return out
     }
 
     /// Tokenizes, sorts by length, batches and pools; `run` runs one batch (with the texts' positions in `texts`)

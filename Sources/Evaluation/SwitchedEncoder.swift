@@ -105,17 +105,7 @@ public final class SwitchedEncoder: Sendable {
             distinct.append(w.enumerated().filter { $0.element != 0 }.map { (packs[$0.offset], Float($0.element)) })
         }
         return try model.withMixes(distinct) { switches in
-            let encoder = try mixedEncoder.withLock { (kept) throws(EvaluationError) -> any EncoderModel in
-                if let kept { return kept }
-                let made = try loader.encoder(source: model.source) {
-                    (name) throws(EvaluationError) -> (shape: [Int], weight: EncoderWeight)? in
-                    let full = loader.checkpointName(name)
-                    guard let shape = shapes[full], let values = switches.base(full) else { return nil }
-                    return (shape, EncoderWeight(borrowing: values))
-                }
-                kept = made
-                return made
-            }
+            let encoder = try keptEncoder(switches)
             guard encoder is any MixedEncoderModel else {
                 throw EvaluationError(
                     .unsupportedModel,
@@ -124,6 +114,50 @@ public final class SwitchedEncoder: Sendable {
             return SentenceEncoder(tokenizer: tokenizer, encoder: encoder).embed(
                 texts, groups: groups, weights: SwitchedGroupWeights(switches: switches, loader: loader),
                 maxLength: maxLength, batchSize: batchSize, normalize: normalize, progress: progress)
+        }
+    }
+
+    /// The kept encoder over the resident base (`mixedEncoder`), built on first use; only valid inside
+    /// `model.withMixes`, which lends `switches`.
+    private func keptEncoder(_ switches: MixedSwitches) throws(EvaluationError) -> any EncoderModel {
+        try mixedEncoder.withLock { (kept) throws(EvaluationError) -> any EncoderModel in
+            if let kept { return kept }
+            let made = try loader.encoder(source: model.source) {
+                (name) throws(EvaluationError) -> (shape: [Int], weight: EncoderWeight)? in
+                let full = loader.checkpointName(name)
+                guard let shape = shapes[full], let values = switches.base(full) else { return nil }
+                return (shape, EncoderWeight(borrowing: values))
+            }
+            kept = made
+            return made
+        }
+    }
+
+    /// The base's sentence embeddings of `texts` (not normalized) and the features `router` reads
+    /// (`TaskRouter.featureLayers`, at unit length when `wantsUnitFeatures`), from one base pass on the kept
+    /// encoder: what a server routes `auto` texts on and answers the ones routed to no task with.
+    ///
+    /// With no router layers the features are the embeddings themselves (the mixed path with every text on the
+    /// base, as `embed(_:packs:mixes:…)` runs it); with layers the pass pools them next to the last layer
+    /// (`SentenceEncoder.embeddingAndRouterFeatures`), as many passes as without.
+    ///
+    /// - Throws: `EvaluationError` `.incompatible` when a router layer is past the model's last or the encoder
+    ///   pools no layers; `SwitchError` from the model lock's bookkeeping.
+    public func baseFeatures(
+        _ texts: [String], for router: any TaskRouter, maxLength: Int, batchSize: Int
+    ) throws -> (embedding: [Float], routing: [Float]) {
+        let layers = router.featureLayers
+        guard !layers.isEmpty else {
+            let embedding = try embed(
+                texts, packs: [], mixes: Array(repeating: [], count: texts.count), maxLength: maxLength,
+                batchSize: batchSize)
+            var routing = embedding
+            if router.wantsUnitFeatures { MeanPooling.normalizeRows(&routing, width: config.hiddenSize) }
+            return (embedding, routing)
+        }
+        return try model.withMixes([[]]) { switches in
+            try SentenceEncoder(tokenizer: tokenizer, encoder: try keptEncoder(switches)).embeddingAndRouterFeatures(
+                texts, layers: layers, maxLength: maxLength, batchSize: batchSize)
         }
     }
 

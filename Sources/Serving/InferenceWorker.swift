@@ -126,15 +126,15 @@ final class InferenceWorker: @unchecked Sendable {
         let base: [Float]
         let weights: [[Double]]
         do {
-            // The mixed path with every text on the base: it reuses the kept encoder (`withEncoder` builds one).
-            base = try encoder.embed(
-                members.map { inputs[$0.input].texts[$0.text] }, packs: [],
-                mixes: Array(repeating: [], count: members.count),
-                maxLength: config.maxLength, batchSize: config.forwardBatch)
-            var routed = base
-            if router.wantsUnitFeatures { MeanPooling.normalizeRows(&routed, width: h) }
+            // One base pass on the kept encoder (`withEncoder` would build one): the embeddings, and the router's
+            // features (the embeddings at unit length, or the router's layers pooled in the same pass).
+            let (embedding, routed) = try encoder.baseFeatures(
+                members.map { inputs[$0.input].texts[$0.text] }, for: router, maxLength: config.maxLength,
+                batchSize: config.forwardBatch)
+            base = embedding
             weights = try router.weights(
-                QuerySet(features: routed, count: members.count, dimension: h, labels: nil, tasks: []),
+                QuerySet(
+                    features: routed, count: members.count, dimension: router.featureDimension, labels: nil, tasks: []),
                 mode: .perExample, batchSize: 1)
         } catch {
             throw ServingError(.internalError, status: .internalServerError, "Routing failed: \(error)")

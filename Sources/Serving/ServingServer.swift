@@ -64,12 +64,13 @@ public struct ServingServer: Sendable {
         if RouterFile.isRouterFile(path) {
             let lda = try RouterFile.read(path)
             try lda.check(base: encoder.model.fingerprint, file: path)
-            // The server routes on the base's final features, which it also answers with; a router on layer
-            // features (`route --build --layers`) would need a second feature pass per request. Not served yet.
-            guard lda.layers.isEmpty else {
+            // A router on layer features (`route --build --layers`) reads them from the same base pass that
+            // routes (`SwitchedEncoder.baseFeatures`); its layers must exist in this base.
+            let layerCount = encoder.config.layerCount
+            if let bad = lda.layers.first(where: { !(0...layerCount).contains($0) }) {
                 throw ServingError(
                     .invalidInput, status: .badRequest,
-                    "\(path): the router reads base layers \(lda.layers); the server routes on the final embedding only (a router built without layers)."
+                    "\(path): the router reads base layer \(bad); the base has layers 0 (embeddings) to \(layerCount)."
                 )
             }
             router = lda
@@ -83,10 +84,11 @@ public struct ServingServer: Sendable {
             }
             router = try AutoSwitchRouter(query: query, k: min(config.routeK, query.count), distance: .cosine)
         }
-        guard router.featureDimension == hidden else {
+        let width = max(1, router.featureLayers.count) * hidden
+        guard router.featureDimension == width else {
             throw ServingError(
                 .invalidInput, status: .badRequest,
-                "\(path): the router takes \(router.featureDimension)-dimensional features; the base's hidden size is \(hidden)."
+                "\(path): the router takes \(router.featureDimension)-dimensional features; the base's are \(width) (hidden size \(hidden) × \(max(1, router.featureLayers.count)) layers)."
             )
         }
         return router

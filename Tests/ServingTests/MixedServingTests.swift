@@ -127,18 +127,79 @@ extension ServingTests {
         #expect(error?.message.contains(path) == true)
     }
 
-    @Test("A router on layer features is refused at start, naming the file and its layers")
-    func layeredRouterRefused() async throws {
+    /// An LDA router on base layers 3 and 6 (768 features), fitted here on the layer features of 40 train texts of
+    /// four tasks (two of them not loaded by the fixture's server), written to a temporary router file.
+    static func layeredRouter() throws -> (router: LDARouter, path: String) {
+        let tasks = ["lang-id", "wn-verb", "wn-noun", "code-lang"]
+        let parts = try ServeFixture.encoder.withEncoder([]) { e in
+            try tasks.map { task -> (task: String, features: QuerySet) in
+                let texts = try TextDataset.read(
+                    path: ServeFixture.repository.appendingPathComponent("data/tasks/\(task)/train.jsonl").path
+                ).prefix(40).map(\.text)
+                let f = try e.routerFeatures(Array(texts), layers: [3, 6], maxLength: 128, batchSize: 64)
+                return (task, QuerySet(features: f, count: texts.count, dimension: 768, labels: nil, tasks: []))
+            }
+        }
+        let router = try LDARouter.fit(
+            QuerySet.combine(parts), shrinkage: 0.01, baseFingerprint: ServeFixture.encoder.model.fingerprint,
+            layers: [3, 6])
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("serve-layered-\(UUID()).tsr").path
+        _ = try RouterFile.write(router, to: path)
+        return (router, path)
+    }
+
+    @Test(
+        "A router on base layers is served: auto routes each text as LDARouter.route does on the library's layer features of the same text, and answers with that pack's embedding"
+    )
+    func layeredRouterAuto() async throws {
+        let (lda, path) = try Self.layeredRouter()
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        #expect(try RouterFile.read(path).layers == [3, 6])
+        let server = try await ServeFixture.server(router: path)
+        let texts =
+            try ServeFixture.texts("wn-verb", 3) + ServeFixture.texts("lang-id", 3) + ServeFixture.texts("wn-noun", 2)
+            + ServeFixture.texts("code-lang", 1) + ["zzzz"]
+        let answer = try await server.application().test(.router) { client in
+            try await embeddings(client, model: "auto", texts)
+        }
+        #expect(answer.status == .ok, "\(answer.body)")
+        // The reference: the library's router features (what `tswitch route --build --layers` fits on and
+        // `tswitch eval --auto-switch` routes on), from an encoder of its own, routed by the file's router.
+        let features = try ServeFixture.encoder.withEncoder([]) {
+            try $0.routerFeatures(texts, layers: [3, 6], maxLength: 128, batchSize: 64)
+        }
+        let routes = try lda.route(
+            QuerySet(features: features, count: texts.count, dimension: 768, labels: nil, tasks: []))
+        let expected = routes.map { r in
+            r.map { lda.tasks[$0] }.flatMap { ServeFixture.tasks.contains($0) ? $0 : nil } ?? "base"
+        }
+        #expect(answer.tasks == expected)
+        #expect(expected.contains("wn-verb") && expected.contains("lang-id") && expected.contains("base"))
+        for (i, text) in texts.enumerated() where i < answer.rows.count {
+            #expect(
+                maxDifference(answer.rows[i], try alone(text, task: expected[i])) <= 1e-5, "\(expected[i]): \(text)")
+        }
+        // The server's one base pass: the same router features bit for bit, and the base embeddings beside them.
+        let (embedding, routing) = try ServeFixture.encoder.baseFeatures(
+            texts, for: lda, maxLength: 128, batchSize: 64)
+        #expect(routing == features)
+        #expect(
+            maxDifference(embedding, try ServeFixture.encoder.embed(texts, packs: [], maxLength: 128, batchSize: 64))
+                <= 1e-6)
+    }
+
+    @Test("A router reading a layer past the base's last is refused at start, naming the file and the layer")
+    func layeredRouterPastTheLastLayer() async throws {
         let lda = try RouterFile.read(ServeFixture.ldaRouterPath)
         let layered = LDARouter(
             tasks: lda.tasks, dimension: lda.dimension, centre: lda.centre, weights: lda.weights, bias: lda.bias,
             choleskyFactor: lda.choleskyFactor, shrinkage: lda.shrinkage, oodThreshold: lda.oodThreshold,
-            baseFingerprint: lda.baseFingerprint, layers: [5])
+            baseFingerprint: lda.baseFingerprint, layers: [7])
         let path = FileManager.default.temporaryDirectory.appendingPathComponent("serve-layered-\(UUID()).tsr").path
         defer { try? FileManager.default.removeItem(atPath: path) }
         _ = try RouterFile.write(layered, to: path)
         let error = await #expect(throws: ServingError.self) { _ = try await ServeFixture.server(router: path) }
-        #expect(error?.message.contains(path) == true && error?.message.contains("layers [5]") == true)
+        #expect(error?.message.contains(path) == true && error?.message.contains("layer 7") == true)
     }
 
     @Test(
