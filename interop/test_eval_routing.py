@@ -119,3 +119,22 @@ def test_layer_feature_router_routes_as_transformers_features(tswitch, tmp_path,
                 expected.append(name if name in TASKS else "base")
         assert len(expected) == N
         assert report["tasks"][t]["routing"]["routes"] == dict(collections.Counter(expected))
+
+
+def test_route_build_defaults_to_every_layer_after_the_embeddings(tswitch, tmp_path):
+    """`route --build` from texts reads every base layer after the embeddings with λ 0.01 (docs/routing.md's best
+    measured router); `--layers final` the final embedding with λ 0.03; an explicit --shrinkage wins."""
+    base = ROOT / "Tests/EvaluationTests/Fixtures/roberta-tiny"  # 2 layers of 32
+    pairs = []
+    for t, words in (("a", "alpha beta gamma"), ("b", "one two three")):
+        f = tmp_path / f"{t}.jsonl"
+        f.write_text("".join(json.dumps({"text": f"{words} {i}"}) + "\n" for i in range(12)), encoding="utf-8")
+        pairs.append(f"{t}={f}")
+    out = tswitch("route", "--build", tmp_path / "d.tsr", "--base", base, *pairs).stdout
+    assert "64 features (layers 1,2), λ = 0.01," in out
+    assert (tmp_path / "d.tsr").read_bytes()[8] == 2
+    out = tswitch("route", "--build", tmp_path / "f.tsr", "--base", base, "--layers", "final", *pairs).stdout
+    assert "32 features (final embedding), λ = 0.03," in out
+    assert (tmp_path / "f.tsr").read_bytes()[8] == 1
+    out = tswitch("route", "--build", tmp_path / "s.tsr", "--base", base, "--shrinkage", "0.2", *pairs).stdout
+    assert "64 features (layers 1,2), λ = 0.2," in out

@@ -126,3 +126,55 @@ def test_concurrent_mixed_clients_while_packs_change(lda_server, finetunes):
         t.join(300)
     assert not failures, "\n".join(failures[:20])
     assert len(answered) >= 24 and set(answered) == {*TASKS, "base"}
+
+
+def test_layer_feature_router_served_as_tswitch_route_routes(tswitch, tmp_path, torch_one_thread):
+    """A router on base layers 3 and 6 (`route --build --layers`): the server routes each `auto` text where
+    `tswitch route` sends transformers' features of the same layers (unit blocks, concatenated, x 1/sqrt 2), and
+    answers a routed text with its pack's embedding."""
+    from safetensors.numpy import save_file
+    from transformers import AutoModel, AutoTokenizer
+
+    train = []
+    for t in TASKS:
+        f = tmp_path / f"{t}-train.jsonl"
+        f.write_text("\n".join((ROOT / "data/tasks" / t / "train.jsonl").read_text(encoding="utf-8")
+                               .splitlines()[:40]) + "\n", encoding="utf-8")
+        train.append(f"{t}={f}")
+    router = tmp_path / "r.tsr"
+    built = tswitch("route", "--build", router, "--base", model_path(), "--layers", "3,6", "--shrinkage", "0.3",
+                    *train).stdout
+    assert "768 features (layers 3,6)" in built
+    texts = texts_of("wn-verb", 3) + texts_of("lang-id", 3) + texts_of("unicode-cat", 3) + texts_of("wn-noun", 2)
+    tok = AutoTokenizer.from_pretrained(model_path())
+    model = AutoModel.from_pretrained(model_path()).eval()
+    rows = []
+    with torch_one_thread.no_grad():
+        for s in texts:
+            hs = model(**tok([s], truncation=True, max_length=MAX_LENGTH, return_tensors="pt"),
+                       output_hidden_states=True).hidden_states
+            blocks = [hs[l][0].mean(0).numpy() for l in (3, 6)]
+            rows.append(np.concatenate([b / np.linalg.norm(b) for b in blocks]) / np.sqrt(2))
+    save_file({"features": np.stack(rows).astype(np.float32)}, str(tmp_path / "f.safetensors"))
+    expected = []
+    for line in tswitch("route", router, tmp_path / "f.safetensors").stdout.splitlines():
+        parts = line.split("\t")
+        if len(parts) == 2 and parts[0].isdigit():
+            expected.append(parts[1].split(" ")[0])
+    assert len(expected) == len(texts) and {"wn-verb", "lang-id"} <= set(expected)
+    packs = tmp_path / "packs"
+    packs.mkdir()
+    for t in TASKS[:2]:  # unicode-cat not loaded: its texts get the base
+        shutil.copy(ROOT / "packs" / f"{t}.tsw", packs)
+    url, proc = start_serve(tswitch_path(), packs, "--router", router, "--max-length", MAX_LENGTH, "--truncate")
+    try:
+        r = httpx.post(url + "/v1/embeddings", json={"model": "auto", "input": texts}, timeout=120)
+        assert r.status_code == 200, r.text
+        served = r.json()["data"]
+        assert [d["task"] for d in served] == [t if t in TASKS[:2] else "base" for t in expected]
+        for d, s in zip(served, texts):
+            alone = httpx.post(url + "/v1/embeddings", json={"model": d["task"], "input": [s]}, timeout=120)
+            assert np.max(np.abs(np.array(d["embedding"]) - np.array(alone.json()["data"][0]["embedding"]))) <= 1e-5
+    finally:
+        proc.terminate()
+        assert proc.wait(timeout=60) == 0

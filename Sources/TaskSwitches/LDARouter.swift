@@ -29,11 +29,15 @@ public struct LDARouter: Sendable, Equatable {
     /// each layer's masked mean-pooled hidden states scaled to unit length, concatenated and scaled by 1/√n, so a
     /// feature row has unit length (`dimension` = n × hidden). Empty: the final sentence embedding at unit length,
     /// what every router before layer features read. Measured in docs/routing.md (bench/routing-study.py): layers
-    /// 3-6 of MiniLM route 97.1 % of the 8 tasks' test texts, the final embedding alone 91.5 %.
+    /// 1-6 of MiniLM route 97.5 % of the 8 tasks' test texts (the tune-slice best, `route --build`'s default from
+    /// texts), 3-6 97.1 %, the final embedding alone 91.5 %.
     public let layers: [Int]
 
     /// Shrinkage: held-out-train best at 300 texts per task on the 20 tasks (0.01 at ≥ 1,000 per task; docs/routing.md).
     public static let defaultShrinkage = 0.03
+    /// Shrinkage of a router on layer features: the held-out-train choice of docs/routing.md's study for every
+    /// layer set it tried (1,000 texts per task, 8 tasks).
+    public static let defaultLayerShrinkage = 0.01
     /// Percentile of the fitting rows' best score used as the OOD threshold.
     public static let oodPercentile = 1.0
 
@@ -103,17 +107,20 @@ public struct LDARouter: Sendable, Equatable {
             baseFingerprint: baseFingerprint, layers: layers)
     }
 
-    /// Layer indices written `3-6`, `1,3,6` or both (`1,3-6`): ascending, each once, 0 … 1024.
+    /// Layer indices written `3-6`, `1,3,6` or both (`1,3-6`): ascending, each once, 0 … 1024; `final` is none
+    /// (the final sentence embedding, `layers` empty).
     ///
     /// - Throws: `.invalidArgument` naming the text otherwise.
     public static func layers(parsing text: String) throws(SwitchError) -> [Int] {
+        if text == "final" { return [] }
         var out: [Int] = []
         for part in text.split(separator: ",", omittingEmptySubsequences: false) {
             let ends = part.split(separator: "-", omittingEmptySubsequences: false).map { Int($0) }
             guard (1...2).contains(ends.count), let lo = ends[0], let hi = ends[ends.count - 1], lo >= 0, lo <= hi,
                 hi <= 1024
             else {
-                throw SwitchError(.invalidArgument, "'\(text)' is not a list of layers like 3-6 or 1,3,6 (0 to 1024).")
+                throw SwitchError(
+                    .invalidArgument, "'\(text)' is not a list of layers like 3-6 or 1,3,6 (0 to 1024), or final.")
             }
             out += Array(lo...hi)
         }

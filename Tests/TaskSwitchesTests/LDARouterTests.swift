@@ -147,7 +147,8 @@ struct LDARouterTests {
         #expect(try LDARouter.layers(parsing: "1,3,6") == [1, 3, 6])
         #expect(try LDARouter.layers(parsing: "0,2-3,6") == [0, 2, 3, 6])
         #expect(try LDARouter.layers(parsing: "4") == [4])
-        for bad in ["", "3-", "-1", "6-3", "3,3", "4,2", "1-2-3", "a", "3,,4", "2000"] {
+        #expect(try LDARouter.layers(parsing: "final") == [])
+        for bad in ["", "3-", "-1", "6-3", "3,3", "4,2", "1-2-3", "a", "3,,4", "2000", "Final", "final,3"] {
             let err = switchError { () throws(SwitchError) in _ = try LDARouter.layers(parsing: bad) }
             #expect(err?.code == .invalidArgument && err?.message.contains("'\(bad)'") == true, "\(bad)")
         }
