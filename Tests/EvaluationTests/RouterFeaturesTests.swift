@@ -48,6 +48,21 @@ struct RouterFeaturesTests {
         #expect(BertEncoderTests.worstRelativeError(last, plain, hidden: 384) < 1e-6)
     }
 
+    @Test(
+        "one pass gives the sentence embedding and the router's layer features, as embed and routerFeatures make them",
+        arguments: [[0, 3], [3, 6], [6]])
+    func embeddingAndRouterFeaturesInOnePass(layers: [Int]) throws {
+        let (texts, pooled) = try Self.reference()
+        let e = BertEncoderTests.encoder
+        let (embedding, routing) = try e.embeddingAndRouterFeatures(texts, layers: layers, maxLength: 48, batchSize: 7)
+        #expect(routing == (try e.routerFeatures(texts, layers: layers, maxLength: 48, batchSize: 7)))
+        #expect(embedding == e.embed(texts, maxLength: 48, batchSize: 7))
+        // Against transformers: the last layer's pooled states (slot 2 of the reference's layers 0, 3, 6).
+        var want: [Float] = []
+        for t in 0..<24 { want += pooled[(t * 3 + 2) * 384..<((t * 3 + 3) * 384)] }
+        #expect(BertEncoderTests.worstRelativeError(embedding, want, hidden: 384) < 1e-4)
+    }
+
     @Test("a layer past the model's last is refused, naming it and the model's range")
     func layerPastTheLast() {
         let err = EvalFixture.error {
