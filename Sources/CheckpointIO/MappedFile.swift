@@ -89,7 +89,7 @@ public final class MappedFile: @unchecked Sendable {
 
     /// Refuses to commit `output` when any file mapped now was modified, truncated or replaced since it was opened
     /// (its device, inode, size or modification time differ): the output could mix old and new contents.
-    /// Called by `FileOutput.commit()` and `ModelWriter.finish()` just before the rename.
+    /// Called by `FileOutput.commit()` and `FolderOutput.commit(_:)` just before the rename.
     public static func checkInputsUnchanged(output: String) throws(CheckpointError) {
         let slot = tsw_guard_changed_input()
         guard slot >= 0 else { return }

@@ -8,8 +8,10 @@ import Foundation
 /// an interrupted run leaves no half-written model at the target (only the hidden folder, removed on deinit; one
 /// left by a killed process is swept by the next run writing the same target, see `StaleTemporaries`).
 public final class ModelWriter {
-    public let target: URL
-    public let temporary: URL
+    /// The output folder and its hidden temporary, moved into place by `finish()`.
+    private let output: FolderOutput
+    public var target: URL { output.target }
+    public var temporary: URL { output.temporary }
     public let specs: [TensorSpec]
     /// Shard file name for each planned tensor's shard, in order.
     public let shardNames: [String]
@@ -17,7 +19,6 @@ public final class ModelWriter {
     private var writers: [SafeTensorsWriter?]
     private var current = 0
     private var nextTensor = 0
-    private var finished = false
 
     /// Hugging Face's default shard bound (5 GB).
     public static let defaultMaxShardBytes = 5_000_000_000
@@ -31,26 +32,14 @@ public final class ModelWriter {
         directory: String, tensors: [TensorSpec], maxShardBytes: Int = ModelWriter.defaultMaxShardBytes,
         metadata: [String: String] = ["format": "pt"], overwrite: Bool = false
     ) throws(CheckpointError) {
-        target = URL(fileURLWithPath: directory, isDirectory: true).standardizedFileURL
-        let fm = FileManager.default
-        if fm.fileExists(atPath: target.path), !overwrite {
-            throw CheckpointError(.outputExists, "\(target.path): already exists.")
-        }
-        // Checked before the temporary folder exists: a throwing init never runs deinit, which removes it.
+        let output = try FolderOutput(target: directory, overwrite: overwrite)
+        // Checked before the temporary folder exists, so a refused plan touches no disk.
         var names = Set<String>()
         for t in tensors where !names.insert(t.name).inserted {
-            throw CheckpointError(.duplicateTensor, "\(target.path): tensor '\(t.name)' is planned twice.")
+            throw CheckpointError(.duplicateTensor, "\(output.target.path): tensor '\(t.name)' is planned twice.")
         }
-        StaleTemporaries.sweep(beside: target)
-        temporary = target.deletingLastPathComponent()
-            .appendingPathComponent(".\(target.lastPathComponent).tmp-\(getpid())-\(UInt32.random(in: 0...UInt32.max))")
-        do {
-            try fm.createDirectory(at: target.deletingLastPathComponent(), withIntermediateDirectories: true)
-            try fm.createDirectory(at: temporary, withIntermediateDirectories: false)
-        } catch {
-            throw CheckpointError(
-                .io, "\(target.path): cannot create the output folder: \(error.localizedDescription).")
-        }
+        try output.create()
+        self.output = output
         specs = tensors
         // Greedy sharding in write order.
         var shardOf: [Int] = []
@@ -76,10 +65,6 @@ public final class ModelWriter {
     }
 
     private let metadata: [String: String]
-
-    deinit {
-        if !finished { try? FileManager.default.removeItem(at: temporary) }
-    }
 
     /// fsync every shard before it is renamed (default true). False leaves write-back to the OS, as mergekit does:
     /// faster when the disk is slower than the merge, not safe against a power loss right after (see FileOutput).
@@ -131,11 +116,7 @@ public final class ModelWriter {
 
     /// Adds a file (model card, config) to the output folder.
     public func addFile(_ name: String, contents: Data) throws(CheckpointError) {
-        do {
-            try contents.write(to: temporary.appendingPathComponent(name))
-        } catch {
-            throw CheckpointError(.io, "\(target.path): cannot write \(name): \(error.localizedDescription).")
-        }
+        try output.add(name, contents: contents)
     }
 
     /// Copies `config.json` (with `torch_dtype` set to `dtype`), the tokenizer files and the sentence-transformers
@@ -202,26 +183,6 @@ public final class ModelWriter {
             json += "\n  }\n}\n"
             try addFile("model.safetensors.index.json", contents: Data(json.utf8))
         }
-        try MappedFile.checkInputsUnchanged(output: target.path)
-        let fm = FileManager.default
-        var old: URL?
-        if fm.fileExists(atPath: target.path) {
-            let o = target.deletingLastPathComponent().appendingPathComponent(
-                ".\(target.lastPathComponent).old-\(getpid())")
-            do { try fm.moveItem(at: target, to: o) } catch {
-                throw CheckpointError(
-                    .io, "\(target.path): cannot move the existing folder aside: \(error.localizedDescription).")
-            }
-            old = o
-        }
-        do {
-            try fm.moveItem(at: temporary, to: target)
-        } catch {
-            if let old { try? fm.moveItem(at: old, to: target) }
-            throw CheckpointError(
-                .io, "\(target.path): cannot move the finished model into place: \(error.localizedDescription).")
-        }
-        finished = true
-        if let old { try? fm.removeItem(at: old) }
+        try output.commit("the finished model")
     }
 }

@@ -7,7 +7,7 @@ import Foundation
 #endif
 
 /// Removes what killed runs left beside a target: the hidden `.NAME.tmp-PID-N` files and folders that
-/// `FileOutput` and `ModelWriter` write into before their rename.
+/// `FileOutput` and `FolderOutput` (`ModelWriter`, `LoRAAdapterFolder.Writer`) write into before their rename.
 ///
 /// A clean exit or an error removes its own temporary; `kill -9`, a power loss or the SIGBUS guard cannot. The next
 /// run that writes the same target sweeps them, but only those whose process is gone: a temporary of a live process

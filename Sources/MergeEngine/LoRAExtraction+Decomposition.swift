@@ -68,7 +68,7 @@ extension LoRAExtraction {
         }
         // The error of the factors themselves, measured (√(‖ΔW‖² − Σσᵢ²) would cancel catastrophically in Float
         // when ΔW is nearly rank k): one more m·n·k product, small beside the SVD.
-        let product = LoRAAdapter.lowRankProduct(b, a, rows: colsB, rank: k, cols: rowsA, scaling: 1)
+        let product = LoRAAdapterFolder.lowRankProduct(b, a, rows: colsB, rank: k, cols: rowsA, scaling: 1)
         var error2 = 0.0
         for i in 0..<m {
             for j in 0..<n {

@@ -78,7 +78,7 @@ public enum LoRAExtraction {
         }
     }
 
-    static let prefix = "base_model.model."
+    static let prefix = LoRAAdapterFolder.prefix
 
     /// Tensor names PEFT and mergekit treat as embeddings (`nn.Embedding`), by the module's last component.
     static func isEmbedding(_ module: String) -> Bool {
@@ -271,10 +271,8 @@ public enum LoRAExtraction {
         }
 
         let bytes = try checkpoint { () throws(CheckpointError) -> Int in
-            let folder = try AdapterFolderWriter(target: output, overwrite: overwrite)
-            let writer = try SafeTensorsWriter(
-                path: folder.temporary.appendingPathComponent("adapter_model.safetensors").path, tensors: specs,
-                metadata: ["format": "pt"])
+            let writer = try LoRAAdapterFolder.Writer(
+                directory: output, tensors: specs, config: configData + Data("\n".utf8), overwrite: overwrite)
             for (module, _) in modules {
                 if let f = factors[module] {
                     let (a, b) =
@@ -291,8 +289,6 @@ public enum LoRAExtraction {
                 }
             }
             try writer.finish()
-            try folder.add("adapter_config.json", configData + Data("\n".utf8))
-            try folder.finish()
             return specs.reduce(0) { $0 + $1.byteCount }
         }
         return Report(

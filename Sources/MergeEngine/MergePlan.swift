@@ -59,7 +59,7 @@ public struct PlannedModel: Sendable {
             let out = FileManager.default.temporaryDirectory
                 .appendingPathComponent("tswitch-lora-\(getpid())-\(UInt64.random(in: 0...UInt64.max))").path
             do throws(CheckpointError) {
-                let adapter = try LoRAAdapter(path: loraPath)
+                let adapter = try LoRAAdapterFolder(path: loraPath)
                 try adapter.writeMerged(base: try ModelFolder(path: modelPath), to: out)
                 let scratch = ScratchFolder(out)
                 return PlannedModel(

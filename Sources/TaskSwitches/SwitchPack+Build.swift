@@ -57,14 +57,14 @@ extension SwitchPack {
     /// Builds the pack of a PEFT LoRA adapter over `base` by P-Discard with drop ratio `dropRatio`.
     ///
     /// The task vector of an adapted tensor is what merging the adapter changes, `merged − base` in Float with the
-    /// merge rounded as PEFT's `merge_and_unload()` rounds it (see `LoRAAdapter`), so the pack equals the pack of
-    /// the merged model. Tensors the adapter does not touch have τ = 0 and no switch; `modules_to_save` tensors
-    /// are full replacements, packed like any fine-tuned tensor.
+    /// merge rounded as PEFT's `merge_and_unload()` rounds it (see `LoRAAdapterFolder+Merge.swift`), so the pack
+    /// equals the pack of the merged model. Tensors the adapter does not touch have τ = 0 and no switch;
+    /// `modules_to_save` tensors are full replacements, packed like any fine-tuned tensor.
     ///
     /// - Throws: `SwitchError` naming the adapter and tensor when it targets a tensor the base lacks or has another
     ///   shape, and `.emptyTaskVector` when the adapter changes nothing (e.g. an untrained adapter, B = 0).
     public static func build(
-        base: ModelFolder, adapter: LoRAAdapter, dropRatio: Double, task: String,
+        base: ModelFolder, adapter: LoRAAdapterFolder, dropRatio: Double, task: String,
         tieRule: PDiscard.TieRule = .lowestIndex, head: [DenseTensor] = [], labels: [String] = [],
         randomMask: RandomMaskSettings? = nil, progress: (@Sendable (Int, Int) -> Void)? = nil
     ) throws(SwitchError) -> SwitchPack {

@@ -83,7 +83,7 @@ struct PackCommand: ParsableCommand {
         }
         let baseModel = try ModelFolder(path: base)
         // A PEFT adapter folder (adapter_config.json) is packed as the weights merging it would change.
-        let adapter = LoRAAdapter.isAdapterFolder(finetuned) ? try LoRAAdapter(path: finetuned) : nil
+        let adapter = LoRAAdapterFolder.isAdapterFolder(finetuned) ? try LoRAAdapterFolder(path: finetuned) : nil
         let headTensors = try head.map { try SwitchApplier.readHead($0) } ?? []
         let labelNames = try labels.map(Self.readLabels) ?? []
         let name = task ?? URL(fileURLWithPath: finetuned).standardizedFileURL.lastPathComponent

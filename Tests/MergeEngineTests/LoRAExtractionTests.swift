@@ -7,7 +7,7 @@ import Testing
 
 /// `LoRAExtraction` round trip on the PEFT fixture (scripts/fixtures/lora_fixtures.py): the fine-tune is base +
 /// the rank-4 adapter merged, so a rank-4 extraction recovers every change (embeddings and lm_head stored whole),
-/// and `LoRAAdapter` reads the extracted adapter back to the same merged weights.
+/// and `LoRAAdapterFolder` reads the extracted adapter back to the same merged weights.
 @Suite("LoRA extraction", .serialized)
 struct LoRAExtractionTests {
     static let folder = Fixtures.directory.appendingPathComponent("lora")
@@ -23,7 +23,8 @@ struct LoRAExtractionTests {
             try? FileManager.default.removeItem(atPath: merged)
             try? FileManager.default.removeItem(atPath: adapterPath)
         }
-        try LoRAAdapter(path: Self.folder.appendingPathComponent("adapter").path).writeMerged(base: base, to: merged)
+        try LoRAAdapterFolder(path: Self.folder.appendingPathComponent("adapter").path).writeMerged(
+            base: base, to: merged)
         let fine = try ModelFolder(path: merged)
         var options = LoRAExtraction.Options(rank: 4)
         options.svd.method = method
@@ -33,7 +34,7 @@ struct LoRAExtractionTests {
         #expect(report.relativeError < 1e-4)
         #expect(!report.loraBias)
 
-        let back = try LoRAAdapter(path: adapterPath)
+        let back = try LoRAAdapterFolder(path: adapterPath)
         try back.check(against: base)
         var worst: Float = 0
         for name in base.tensorNames {
@@ -52,7 +53,8 @@ struct LoRAExtractionTests {
         defer { try? FileManager.default.removeItem(atPath: out) }
         let merged = Fixtures.scratch("lora-bad-merged")
         defer { try? FileManager.default.removeItem(atPath: merged) }
-        try LoRAAdapter(path: Self.folder.appendingPathComponent("adapter").path).writeMerged(base: base, to: merged)
+        try LoRAAdapterFolder(path: Self.folder.appendingPathComponent("adapter").path).writeMerged(
+            base: base, to: merged)
         let fine = try ModelFolder(path: merged)
         do {
             _ = try LoRAExtraction.extract(base: base, fineTuned: fine, to: out, options: .init(rank: 17))
@@ -84,7 +86,9 @@ struct LoRAExtractionTests {
         try w.finish()
     }
 
-    @Test("A changed bias becomes lora_B.bias (lora_bias), which LoRAAdapter merges back; norms are stored whole")
+    @Test(
+        "A changed bias becomes lora_B.bias (lora_bias), which LoRAAdapterFolder merges back; norms are stored whole"
+    )
     func biasAndNorm() throws {
         let dir = Fixtures.scratch("lora-bias")
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
@@ -113,7 +117,7 @@ struct LoRAExtractionTests {
             base: base, fineTuned: fine, to: dir + "/adapter", options: .init(rank: 1))
         #expect(report.loraBias && report.targetModules == ["l"] && report.modulesToSave == ["n"])
         #expect(report.relativeError < 1e-5)
-        let back = try LoRAAdapter(path: dir + "/adapter")
+        let back = try LoRAAdapterFolder(path: dir + "/adapter")
         for name in ["l.weight", "l.bias", "n.weight"] {
             let got = try back.merged(name, base: try base.tensor(name).floats(), dtype: .F32)
             let want = try fine.tensor(name).floats()

@@ -24,7 +24,7 @@ struct LoRAPackTests {
     func mergedWeightsEqualPEFT(variant: String) throws {
         let base = try Self.base(variant)
         let peft = try ModelFolder(path: Self.lora("merged" + variant))
-        let adapter = try LoRAAdapter(path: Self.lora("adapter" + variant))
+        let adapter = try LoRAAdapterFolder(path: Self.lora("adapter" + variant))
         try adapter.check(against: base)
         #expect(!adapter.updates.isEmpty)
         var changed = 0
@@ -44,7 +44,7 @@ struct LoRAPackTests {
     func packEqualsMergedPack(variant: String, drop: Double) throws {
         let base = try Self.base(variant)
         let fromAdapter = try SwitchPack.build(
-            base: base, adapter: LoRAAdapter(path: Self.lora("adapter" + variant)), dropRatio: drop, task: "t")
+            base: base, adapter: LoRAAdapterFolder(path: Self.lora("adapter" + variant)), dropRatio: drop, task: "t")
         let fromMerged = try SwitchPack.build(
             base: base, fineTuned: ModelFolder(path: Self.lora("merged" + variant)), dropRatio: drop, task: "t")
         #expect(fromAdapter.tensors.count == fromMerged.tensors.count)
@@ -61,7 +61,7 @@ struct LoRAPackTests {
     @Test("tensors the adapter leaves alone get no switch; lm_head from modules_to_save is packed")
     func untouchedTensorsHaveNoSwitch() throws {
         let base = try ModelFolder(path: Self.lora("base"))
-        let adapter = try LoRAAdapter(path: Self.lora("adapter"))
+        let adapter = try LoRAAdapterFolder(path: Self.lora("adapter"))
         let pack = try SwitchPack.build(base: base, adapter: adapter, dropRatio: 0.5, task: "t")
         let names = Set(pack.tensors.map(\.name))
         #expect(names.contains("lm_head.weight"))
@@ -156,12 +156,12 @@ struct LoRAPackTests {
         try FileManager.default.createDirectory(at: noWeights, withIntermediateDirectories: true)
         try Data(#"{"peft_type": "LORA", "r": 2, "lora_alpha": 4}"#.utf8)
             .write(to: noWeights.appendingPathComponent("adapter_config.json"))
-        #expect(LoRAAdapter.isAdapterFolder(noWeights.path))
-        #expect(throws: CheckpointError.self) { _ = try LoRAAdapter(path: noWeights.path) }
+        #expect(LoRAAdapterFolder.isAdapterFolder(noWeights.path))
+        #expect(throws: CheckpointError.self) { _ = try LoRAAdapterFolder(path: noWeights.path) }
         let dora = try writeAdapter(dir.appendingPathComponent("dora"), [("m", [1, 1], [1, 2], [1, 1], [2, 1])]).path
         try Data(#"{"peft_type": "LORA", "r": 1, "lora_alpha": 1, "use_dora": true}"#.utf8)
             .write(to: URL(fileURLWithPath: dora).appendingPathComponent("adapter_config.json"))
-        #expect(throws: CheckpointError.self) { _ = try LoRAAdapter(path: dora) }
+        #expect(throws: CheckpointError.self) { _ = try LoRAAdapterFolder(path: dora) }
         #expect(throws: CheckpointError.self) {
             _ = try writeAdapter(
                 dir.appendingPathComponent("rank"), [("m", [1, 1, 1, 1], [2, 2], [1, 1, 1], [3, 1])])
@@ -174,7 +174,7 @@ struct LoRAPackTests {
 func writeAdapter(
     _ dir: URL, _ modules: [(String, [Float], [Int], [Float], [Int])], alpha: Double = 2, rslora: Bool = false,
     fanInFanOut: Bool = false
-) throws -> LoRAAdapter {
+) throws -> LoRAAdapterFolder {
     try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
     var specs: [TensorSpec] = []
     var values: [[Float]] = []
@@ -191,5 +191,5 @@ func writeAdapter(
         "peft_type": "LORA", "r": r, "lora_alpha": alpha, "use_rslora": rslora, "fan_in_fan_out": fanInFanOut,
     ]
     try JSONSerialization.data(withJSONObject: config).write(to: dir.appendingPathComponent("adapter_config.json"))
-    return try LoRAAdapter(path: dir.path)
+    return try LoRAAdapterFolder(path: dir.path)
 }

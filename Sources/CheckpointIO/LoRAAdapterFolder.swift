@@ -1,19 +1,15 @@
-import CheckpointIO
 import Foundation
 
-/// A PEFT LoRA adapter folder (`adapter_config.json` + `adapter_model.safetensors`), read as the weight changes it
-/// makes to a base model.
+/// A PEFT LoRA adapter folder (`adapter_config.json` + `adapter_model.safetensors`): its configuration, validated,
+/// and its tensors, read as the changes they make to a base model's tensors; `Writer` writes one atomically.
 ///
 /// An adapted weight W becomes W + (B·A)·s with s = lora_alpha / r (lora_alpha / √r with `use_rslora`), transposed
 /// for `fan_in_fan_out` layers and for embeddings (`lora_embedding_A/B`). Other adapter tensors (`modules_to_save`,
 /// trained biases, `base_layer` copies of resized embeddings) replace the base tensor of the same name.
 ///
-/// `merged` reproduces PEFT's `merge_and_unload()` in Float: B·A summed over the rank in order with fused
-/// multiply-adds (as a CPU sgemm micro-kernel does), times s, rounded to the adapter's dtype, added to W and
-/// rounded to W's dtype. So the task vector of an adapter equals the one of PEFT's merged model, and a pack or a
-/// merge made from `base + adapter` equals the one made from the merged model (checked against PEFT and mergekit
-/// by the fixtures of `scripts/fixtures/lora_fixtures.py`).
-public struct LoRAAdapter: Sendable {
+/// This type holds the file format only; the merge itself, `merged(_:base:dtype:)` (PEFT's `merge_and_unload()`
+/// in Float, B·A with fused multiply-adds), is in TensorKernels (`LoRAAdapterFolder+Merge.swift`).
+public struct LoRAAdapterFolder: Sendable {
     /// How one base tensor changes.
     public enum Update: Sendable, Equatable {
         /// W += (B·A)·scaling, transposed when `transposed` (embeddings, fan_in_fan_out). For embeddings PEFT
@@ -34,11 +30,13 @@ public struct LoRAAdapter: Sendable {
     public let fanInFanOut: Bool
     /// Changes by base tensor name.
     public let updates: [String: Update]
-    let file: SafeTensorsFile
+    /// `adapter_model.safetensors`, whose tensors the updates name.
+    package let file: SafeTensorsFile
 
-    static let configName = "adapter_config.json"
-    static let weightsName = "adapter_model.safetensors"
-    static let prefix = "base_model.model."
+    public static let configName = "adapter_config.json"
+    public static let weightsName = "adapter_model.safetensors"
+    /// What PEFT puts before the base model's tensor names in the adapter's tensor names.
+    public static let prefix = "base_model.model."
 
     /// True when `path` is a folder holding `adapter_config.json` (a PEFT adapter, not a model).
     public static func isAdapterFolder(_ path: String) -> Bool {
@@ -207,133 +205,50 @@ public struct LoRAAdapter: Sendable {
             return transposed ? [inner, out] : [out, inner]
         }
     }
+}
 
-    /// The base tensor `name` after merging the adapter, given its current values and dtype; nil when the adapter
-    /// leaves it unchanged. Call `check(against:)` first.
-    public func merged(_ name: String, base values: [Float], dtype: DType) throws(CheckpointError) -> [Float]? {
-        guard let update = updates[name] else { return nil }
-        switch update {
-        case .replacement(let key):
-            let v = try file.tensor(key).floats()
-            guard v.count == values.count else {
-                throw CheckpointError(
-                    .modelMismatch,
-                    "\(path): tensor '\(key)' has \(v.count) elements; the base's '\(name)' has \(values.count).")
-            }
-            return Self.rounded(v, to: dtype)
-        case .biasShift(let key, let scaling):
-            let v = try file.tensor(key).floats()
-            guard v.count == values.count else {
-                throw CheckpointError(
-                    .modelMismatch,
-                    "\(path): tensor '\(key)' has \(v.count) elements; the base's '\(name)' has \(values.count).")
-            }
-            // PEFT: base_layer.bias + lora_B.bias * scaling.
-            return Self.rounded(zip(values, v).map { $0 + $1 * scaling }, to: dtype)
-        case .lowRank(let a, let b, let scaling, let transposed, let embedding):
-            let av = try file.tensor(a)
-            let bv = try file.tensor(b)
-            let r = av.shape[0]
-            let (A, B) = (try av.floats(), try bv.floats())
-            let (m, n) = (bv.shape[0], av.shape[1])
-            // Δ = B·A (m × n), or its transpose (n × m) = Aᵀ·Bᵀ with the same sum order per element.
-            let rows = transposed ? n : m
-            let cols = transposed ? m : n
-            guard rows * cols == values.count else {
-                throw CheckpointError(
-                    .modelMismatch,
-                    "\(path): the update of '\(name)' has \(rows * cols) elements; the base has \(values.count).")
-            }
-            let left = transposed ? Self.transpose(A, rows: r, cols: n) : B  // rows × r
-            let right = transposed ? Self.transpose(B, rows: m, cols: r) : A  // r × cols
-            var delta = Self.lowRankProduct(left, right, rows: rows, rank: r, cols: cols, scaling: scaling)
-            let factorDType = bv.dtype
-            if factorDType != .F32 && factorDType != .F64 { delta = Self.rounded(delta, to: factorDType) }
-            if embedding { delta = Self.rounded(delta, to: dtype) }
-            delta.withUnsafeMutableBufferPointer { d in
-                values.withUnsafeBufferPointer { w in Elementwise.axpy(1, w, d) }  // Δ + 1·W == W + Δ exactly
-            }
-            return Self.rounded(delta, to: dtype)
+extension LoRAAdapterFolder {
+    /// Writes an adapter folder: `adapter_model.safetensors` with the planned tensors, then `adapter_config.json`,
+    /// in a hidden temporary folder moved into place by `finish()` (`FolderOutput`, as `ModelWriter` does), so
+    /// the folder appears at its path only when complete.
+    public final class Writer {
+        private let output: FolderOutput
+        private let weights: SafeTensorsWriter
+        private let config: Data
+
+        /// - Parameters:
+        ///   - directory: the adapter folder; replaced as a whole if it exists and `overwrite` is set.
+        ///   - tensors: every tensor, named as PEFT names them (`prefix` + module + `.lora_A.weight`, …), in the
+        ///     order they will be written.
+        ///   - config: the contents of `adapter_config.json`, written by `finish()`.
+        /// - Throws: `CheckpointError` naming the folder: `.outputExists`, `.io`, or the safetensors writer's
+        ///   errors for the planned tensors.
+        public init(directory: String, tensors: [TensorSpec], config: Data, overwrite: Bool = false)
+            throws(CheckpointError)
+        {
+            let output = try FolderOutput(target: directory, overwrite: overwrite)
+            try output.create()
+            weights = try SafeTensorsWriter(
+                path: output.path(of: LoRAAdapterFolder.weightsName), tensors: tensors, metadata: ["format": "pt"])
+            self.output = output
+            self.config = config
         }
-    }
 
-    /// Writes `base` with the adapter merged into it to the model folder `output` (base dtypes, config and
-    /// tokenizer files kept; atomic), as mergekit does before merging a `model+lora` input.
-    public func writeMerged(base: ModelFolder, to output: String, overwrite: Bool = false) throws(CheckpointError) {
-        try check(against: base)
-        let infos = base.tensorInfos
-        let writer = try ModelWriter(
-            directory: output, tensors: infos.map { TensorSpec(name: $0.name, dtype: $0.dtype, shape: $0.shape) },
-            overwrite: overwrite)
-        for info in infos {
-            let view = try base.tensor(info.name)
-            if updates[info.name] != nil, let m = try merged(info.name, base: try view.floats(), dtype: info.dtype) {
-                try writer.write(info.name, floats: m)
-            } else {
-                try writer.write(info.name, from: view)
-            }
-            view.release()
+        public func write(_ name: String, floats: [Float]) throws(CheckpointError) {
+            try weights.write(name, floats: floats)
         }
-        try writer.copySupportFiles(from: base, dtype: nil)
-        try writer.finish()
-    }
 
-    /// (L·R)·scaling for L (rows × rank) and R (rank × cols), row-major: per output row, Σ_k L[i,k]·R[k,:] in k
-    /// order with fused multiply-adds, 8 columns at a time; rows split across cores.
-    public static func lowRankProduct(
-        _ left: [Float], _ right: [Float], rows: Int, rank: Int, cols: Int, scaling: Float
-    ) -> [Float] {
-        precondition(left.count == rows * rank && right.count == rank * cols, "factor sizes do not match")
-        return [Float](unsafeUninitializedCapacity: rows * cols) { out, count in
-            left.withUnsafeBufferPointer { lb in
-                right.withUnsafeBufferPointer { rb in
-                    let L = UncheckedSendable(lb)
-                    let R = UncheckedSendable(rb)
-                    let O = UncheckedSendable(out)
-                    Parallel.forEachChunk(rows, minChunk: max(1, (1 << 15) / max(1, cols * rank))) { range in
-                        guard let rp = R.value.baseAddress, let op = O.value.baseAddress else { return }
-                        let rr = UnsafeRawPointer(rp)
-                        let orr = UnsafeMutableRawPointer(op)
-                        let sv = SIMD8<Float>(repeating: scaling)
-                        for i in range {
-                            var j = 0
-                            while j + 8 <= cols {
-                                var acc = SIMD8<Float>(repeating: 0)
-                                for k in 0..<rank {
-                                    let x = rr.loadUnaligned(fromByteOffset: (k * cols + j) * 4, as: SIMD8<Float>.self)
-                                    acc = acc.addingProduct(SIMD8(repeating: L.value[i * rank + k]), x)
-                                }
-                                orr.storeBytes(of: acc * sv, toByteOffset: (i * cols + j) * 4, as: SIMD8<Float>.self)
-                                j += 8
-                            }
-                            while j < cols {
-                                var acc: Float = 0
-                                for k in 0..<rank {
-                                    acc = acc.addingProduct(L.value[i * rank + k], R.value[k * cols + j])
-                                }
-                                O.value[i * cols + j] = acc * scaling
-                                j += 1
-                            }
-                        }
-                    }
-                }
-            }
-            count = rows * cols
+        public func write(_ name: String, from view: TensorView) throws(CheckpointError) {
+            try weights.write(name, from: view)
         }
-    }
 
-    static func transpose(_ x: [Float], rows: Int, cols: Int) -> [Float] {
-        var out = [Float](repeating: 0, count: x.count)
-        for i in 0..<rows { for j in 0..<cols { out[j * rows + i] = x[i * cols + j] } }
-        return out
-    }
-
-    /// Rounds Float values to what `dtype` can hold (round to nearest even), kept as Float.
-    static func rounded(_ v: [Float], to dtype: DType) -> [Float] {
-        switch dtype {
-        case .BF16: return v.map { DTypeConversion.floatFromBFloat16Bits(DTypeConversion.bfloat16Bits($0)) }
-        case .F16: return v.map { DTypeConversion.floatFromHalfBits(DTypeConversion.halfBits($0)) }
-        default: return v
+        /// Closes `adapter_model.safetensors`, writes `adapter_config.json` and moves the folder into place.
+        ///
+        /// - Throws: `.writeOrder` when planned tensors were not written, `.inputChanged`, `.io`.
+        public func finish() throws(CheckpointError) {
+            try weights.finish()
+            try output.add(LoRAAdapterFolder.configName, contents: config)
+            try output.commit("the adapter")
         }
     }
 }
