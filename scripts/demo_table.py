@@ -32,7 +32,7 @@ shared = os.path.dirname(os.path.abspath(packs_dir)) if zero_shot else packs_dir
 
 pack_bytes = sum(os.path.getsize(os.path.join(packs_dir, t + ".tsw")) for t in tasks)
 query_bytes = os.path.getsize(os.path.join(shared, "queries.safetensors"))
-router_bytes = os.path.getsize(os.path.join(shared, "router.tsr"))
+router_bytes = os.path.getsize(os.path.join(shared, "router-layers.tsr"))
 finetune_bytes = os.path.getsize(os.path.join(base_dir, "model.safetensors")) * len(tasks)
 
 print()
@@ -62,7 +62,7 @@ random_bytes = sum(os.path.getsize(os.path.join(random_dir, t + ".tsw")) for t i
 print(f"         random-mask (beyond the paper): {len(tasks)} packs {random_bytes / 1e6:.2f} MB "
       f"= {100 * random_bytes / finetune_bytes:.2f} %, drop ratio {random_manifest['drop_ratio']}, "
       f"seed {random_manifest['seed']}, {random_manifest['values']} values")
-print(f"         Auto-Switch query set {query_bytes / 1e6:.2f} MB, LDA router {router_bytes / 1e6:.2f} MB (shared); "
+print(f"         Auto-Switch query set {query_bytes / 1e6:.2f} MB, LDA router on base layers 3-6 {router_bytes / 1e6:.2f} MB (shared); "
       "packs include the classification heads")
 print("gain: share of the fine-tuning gain kept, (method - pre-trained) / (individual - pre-trained)")
 print("* measured with the same encoder when the packs were made (scripts/make-packs); the fine-tunes are not shipped")
