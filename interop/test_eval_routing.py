@@ -13,7 +13,8 @@ N = 12
 MAX_LENGTH = 48
 
 
-def test_per_example_routing_report(tswitch, tmp_path):
+def task_folders(tmp_path):
+    """The first N test texts of each task and its head, as `tswitch eval --data --head` folders; the texts."""
     data, heads = tmp_path / "data", tmp_path / "heads"
     texts = {}
     for t in TASKS:
@@ -22,6 +23,11 @@ def test_per_example_routing_report(tswitch, tmp_path):
         (data / t / "test.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
         shutil.copytree(ROOT / "data/heads" / t, heads / t)
         texts[t] = [json.loads(l)["text"] for l in lines]
+    return data, heads, texts
+
+
+def test_per_example_routing_report(tswitch, tmp_path):
+    data, heads, texts = task_folders(tmp_path)
     packs = sorted(str(p) for p in (ROOT / "packs").glob("*.tsw"))  # the router routes to all 8 tasks
     pack_tasks = {p.rsplit("/", 1)[1][:-4] for p in packs}
     out = tswitch("eval", model_path(), "--head", heads, "--data", data, "--pack", *packs,
@@ -74,18 +80,11 @@ def test_reports_without_routing_keep_their_keys(tswitch, tmp_path):
 def test_layer_feature_router_routes_as_transformers_features(tswitch, tmp_path, torch_one_thread):
     """A router on base layers 3 and 6 (`route --build --layers`): eval's routing pass sends each text where
     `tswitch route` sends transformers' features of the same layers (unit blocks, concatenated, x 1/sqrt 2)."""
-    import numpy as np
-    from safetensors.numpy import save_file
-    from transformers import AutoModel, AutoTokenizer
+    from layer_features import layer_features, routed
 
-    data, heads = tmp_path / "data", tmp_path / "heads"
-    train, texts = [], {}
+    data, heads, texts = task_folders(tmp_path)
+    train = []
     for t in TASKS:
-        (data / t).mkdir(parents=True)
-        lines = (ROOT / "data/tasks" / t / "test.jsonl").read_text(encoding="utf-8").splitlines()[:N]
-        (data / t / "test.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
-        shutil.copytree(ROOT / "data/heads" / t, heads / t)
-        texts[t] = [json.loads(l)["text"] for l in lines]
         tr = tmp_path / f"{t}-train.jsonl"
         tr.write_text("\n".join((ROOT / "data/tasks" / t / "train.jsonl").read_text(encoding="utf-8")
                                 .splitlines()[:40]) + "\n", encoding="utf-8")
@@ -100,23 +99,10 @@ def test_layer_feature_router_routes_as_transformers_features(tswitch, tmp_path,
                                 "--auto-switch", router, "--route-mode", "per-example", "--max-length", MAX_LENGTH,
                                 "--json").stdout)
 
-    tok = AutoTokenizer.from_pretrained(model_path())
-    model = AutoModel.from_pretrained(model_path()).eval()
     for t in TASKS:
-        rows = []
-        with torch_one_thread.no_grad():
-            for s in texts[t]:
-                hs = model(**tok([s], truncation=True, max_length=MAX_LENGTH, return_tensors="pt"),
-                           output_hidden_states=True).hidden_states
-                blocks = [hs[l][0].mean(0).numpy() for l in (3, 6)]
-                rows.append(np.concatenate([b / np.linalg.norm(b) for b in blocks]) / np.sqrt(2))
-        save_file({"features": np.stack(rows).astype(np.float32)}, str(tmp_path / "f.safetensors"))
-        expected = []
-        for line in tswitch("route", router, tmp_path / "f.safetensors").stdout.splitlines():
-            parts = line.split("\t")
-            if len(parts) == 2 and parts[0].isdigit():
-                name = parts[1].split(" ")[0]
-                expected.append(name if name in TASKS else "base")
+        features = layer_features(torch_one_thread, texts[t], (3, 6), MAX_LENGTH)
+        expected = [name if name in TASKS else "base"
+                    for name in routed(tswitch, router, features, tmp_path / "f.safetensors")]
         assert len(expected) == N
         assert report["tasks"][t]["routing"]["routes"] == dict(collections.Counter(expected))
 

@@ -132,8 +132,7 @@ def test_layer_feature_router_served_as_tswitch_route_routes(tswitch, tmp_path, 
     """A router on base layers 3 and 6 (`route --build --layers`): the server routes each `auto` text where
     `tswitch route` sends transformers' features of the same layers (unit blocks, concatenated, x 1/sqrt 2), and
     answers a routed text with its pack's embedding."""
-    from safetensors.numpy import save_file
-    from transformers import AutoModel, AutoTokenizer
+    from layer_features import layer_features, routed
 
     train = []
     for t in TASKS:
@@ -146,21 +145,8 @@ def test_layer_feature_router_served_as_tswitch_route_routes(tswitch, tmp_path, 
                     *train).stdout
     assert "768 features (layers 3,6)" in built
     texts = texts_of("wn-verb", 3) + texts_of("lang-id", 3) + texts_of("unicode-cat", 3) + texts_of("wn-noun", 2)
-    tok = AutoTokenizer.from_pretrained(model_path())
-    model = AutoModel.from_pretrained(model_path()).eval()
-    rows = []
-    with torch_one_thread.no_grad():
-        for s in texts:
-            hs = model(**tok([s], truncation=True, max_length=MAX_LENGTH, return_tensors="pt"),
-                       output_hidden_states=True).hidden_states
-            blocks = [hs[l][0].mean(0).numpy() for l in (3, 6)]
-            rows.append(np.concatenate([b / np.linalg.norm(b) for b in blocks]) / np.sqrt(2))
-    save_file({"features": np.stack(rows).astype(np.float32)}, str(tmp_path / "f.safetensors"))
-    expected = []
-    for line in tswitch("route", router, tmp_path / "f.safetensors").stdout.splitlines():
-        parts = line.split("\t")
-        if len(parts) == 2 and parts[0].isdigit():
-            expected.append(parts[1].split(" ")[0])
+    features = layer_features(torch_one_thread, texts, (3, 6), MAX_LENGTH)
+    expected = routed(tswitch, router, features, tmp_path / "f.safetensors")
     assert len(expected) == len(texts) and {"wn-verb", "lang-id"} <= set(expected)
     packs = tmp_path / "packs"
     packs.mkdir()

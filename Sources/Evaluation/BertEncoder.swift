@@ -72,6 +72,17 @@ public final class BertEncoder: MixedEncoderModel, LayerPoolingEncoder {
     /// Workspaces kept between passes: one per caller of a typical program (the CLI embeds from one task).
     static let keptWorkspaces = 2
 
+    /// Checks a workspace out of `workspaces` (or makes one) for `body`, and returns it afterwards, keeping at most
+    /// `keptWorkspaces`.
+    func withWorkspace<R>(_ body: (inout Workspace) throws -> R) rethrows -> R {
+        var workspace = workspaces.withLock { $0.popLast() } ?? Workspace()
+        defer {
+            let done = workspace
+            workspaces.withLock { if $0.count < Self.keptWorkspaces { $0.append(done) } }
+        }
+        return try body(&workspace)
+    }
+
     /// Builds an encoder from tensors supplied by name (unprefixed `BertModel` names), for example a base model
     /// with task switches applied in memory. Programs load a model with `EncoderLoader`, which owns the config,
     /// the tokenizer and the checkpoint's tensor names, and calls this.
@@ -173,16 +184,13 @@ public final class BertEncoder: MixedEncoderModel, LayerPoolingEncoder {
     public func withHiddenStates<R>(_ batch: TokenBatch, _ body: (HiddenStates) throws -> R) rethrows -> R {
         let h = config.hiddenSize
         let (tokenIDs, positions, starts, lengths) = packTokens(batch, order: Array(0..<batch.count))
-        var workspace = workspaces.withLock { $0.popLast() } ?? Workspace()
-        defer {
-            let done = workspace
-            workspaces.withLock { if $0.count < Self.keptWorkspaces { $0.append(done) } }
-        }
-        workspace.reserve(tokens: tokenIDs.count, hidden: h, intermediate: config.intermediateSize)
-        forward(tokenIDs: tokenIDs, positions: positions, starts: starts, lengths: lengths, workspace: &workspace)
-        return try workspace.x.withUnsafeBufferPointer { hidden in
-            let rows = UnsafeBufferPointer(rebasing: hidden[0..<(tokenIDs.count * h)])
-            return try body(HiddenStates(values: rows, starts: starts, lengths: lengths, hiddenSize: h))
+        return try withWorkspace { workspace in
+            workspace.reserve(tokens: tokenIDs.count, hidden: h, intermediate: config.intermediateSize)
+            forward(tokenIDs: tokenIDs, positions: positions, starts: starts, lengths: lengths, workspace: &workspace)
+            return try workspace.x.withUnsafeBufferPointer { hidden in
+                let rows = UnsafeBufferPointer(rebasing: hidden[0..<(tokenIDs.count * h)])
+                return try body(HiddenStates(values: rows, starts: starts, lengths: lengths, hiddenSize: h))
+            }
         }
     }
 
@@ -193,22 +201,19 @@ public final class BertEncoder: MixedEncoderModel, LayerPoolingEncoder {
         let h = config.hiddenSize
         let width = wanted.count * h
         let (tokenIDs, positions, starts, lengths) = packTokens(batch, order: Array(0..<batch.count))
-        var workspace = workspaces.withLock { $0.popLast() } ?? Workspace()
-        defer {
-            let done = workspace
-            workspaces.withLock { if $0.count < Self.keptWorkspaces { $0.append(done) } }
-        }
-        workspace.reserve(tokens: tokenIDs.count, hidden: h, intermediate: config.intermediateSize)
         var out = [Float](repeating: 0, count: batch.count * width)
-        forward(tokenIDs: tokenIDs, positions: positions, starts: starts, lengths: lengths, workspace: &workspace) {
-            index, x in
-            for (slot, l) in wanted.enumerated() where l == index {
-                let states = HiddenStates(
-                    values: UnsafeBufferPointer(x), starts: starts, lengths: lengths, hiddenSize: h)
-                let pooled = MeanPooling().pool(states)
-                for b in 0..<batch.count {
-                    out.replaceSubrange(
-                        (b * width + slot * h)..<(b * width + slot * h + h), with: pooled[(b * h)..<(b * h + h)])
+        withWorkspace { workspace in
+            workspace.reserve(tokens: tokenIDs.count, hidden: h, intermediate: config.intermediateSize)
+            forward(tokenIDs: tokenIDs, positions: positions, starts: starts, lengths: lengths, workspace: &workspace) {
+                index, x in
+                for (slot, l) in wanted.enumerated() where l == index {
+                    let states = HiddenStates(
+                        values: UnsafeBufferPointer(x), starts: starts, lengths: lengths, hiddenSize: h)
+                    let pooled = MeanPooling().pool(states)
+                    for b in 0..<batch.count {
+                        out.replaceSubrange(
+                            (b * width + slot * h)..<(b * width + slot * h + h), with: pooled[(b * h)..<(b * h + h)])
+                    }
                 }
             }
         }

@@ -26,25 +26,22 @@ extension BertEncoder {
                 spans.append(Span(group: groups[b], sequences: [b], rows: starts[b]..<(starts[b] + lengths[b])))
             }
         }
-        var workspace = workspaces.withLock { $0.popLast() } ?? Workspace()
-        defer {
-            let done = workspace
-            workspaces.withLock { if $0.count < Self.keptWorkspaces { $0.append(done) } }
-        }
-        workspace.reserve(tokens: tokenIDs.count, hidden: h, intermediate: config.intermediateSize)
-        if workspace.layerScratch.count < layerElementCount {
-            workspace.layerScratch = [Float](repeating: 0, count: layerElementCount)
-        }
         let widest = spans.map(\.rows.count).max() ?? 0
-        if workspace.rowScratch.count < 2 * widest * h + h {
-            workspace.rowScratch = [Float](repeating: 0, count: 2 * widest * h + h)
-        }
-        forwardMixed(
-            tokenIDs: tokenIDs, positions: positions, starts: starts, lengths: lengths, spans: spans, weights: weights,
-            workspace: &workspace)
-        return try workspace.x.withUnsafeBufferPointer { hidden in
-            let rows = UnsafeBufferPointer(rebasing: hidden[0..<(tokenIDs.count * h)])
-            return try body(HiddenStates(values: rows, starts: starts, lengths: lengths, hiddenSize: h))
+        return try withWorkspace { workspace in
+            workspace.reserve(tokens: tokenIDs.count, hidden: h, intermediate: config.intermediateSize)
+            if workspace.layerScratch.count < layerElementCount {
+                workspace.layerScratch = [Float](repeating: 0, count: layerElementCount)
+            }
+            if workspace.rowScratch.count < 2 * widest * h + h {
+                workspace.rowScratch = [Float](repeating: 0, count: 2 * widest * h + h)
+            }
+            forwardMixed(
+                tokenIDs: tokenIDs, positions: positions, starts: starts, lengths: lengths, spans: spans,
+                weights: weights, workspace: &workspace)
+            return try workspace.x.withUnsafeBufferPointer { hidden in
+                let rows = UnsafeBufferPointer(rebasing: hidden[0..<(tokenIDs.count * h)])
+                return try body(HiddenStates(values: rows, starts: starts, lengths: lengths, hiddenSize: h))
+            }
         }
     }
 
