@@ -124,3 +124,56 @@ def test_route_build_defaults_to_every_layer_after_the_embeddings(tswitch, tmp_p
     assert (tmp_path / "f.tsr").read_bytes()[8] == 1
     out = tswitch("route", "--build", tmp_path / "s.tsr", "--base", base, "--shrinkage", "0.2", *pairs).stdout
     assert "64 features (layers 1,2), λ = 0.2," in out
+
+
+def test_embed_layers_writes_what_a_layer_router_reads(tswitch, tmp_path, torch_one_thread):
+    """`tswitch embed --layers` writes transformers' layer features (unit blocks, concatenated, x 1/sqrt n) with the
+    layers in its metadata: the shipped layer router routes them as it routes transformers' features, a router on
+    the sentence embedding refuses them by name, and `route --build` from such files fits the router it fits from
+    the texts themselves."""
+    import numpy as np
+    from safetensors import safe_open
+    from layer_features import layer_features, routed
+
+    _, _, texts = task_folders(tmp_path)
+    all_texts = [s for t in TASKS for s in texts[t]]
+    src = tmp_path / "texts.jsonl"
+    src.write_text("".join(json.dumps({"text": s}) + "\n" for s in all_texts), encoding="utf-8")
+    out = tmp_path / "layers.safetensors"
+    tswitch("embed", model_path(), "--input", src, "--output", out, "--layers", "3-6", "--max-length", MAX_LENGTH)
+    with safe_open(str(out), "numpy") as f:
+        ours = f.get_tensor("embeddings")
+        assert f.metadata()["layers"] == "3,4,5,6"
+    reference = layer_features(torch_one_thread, all_texts, (3, 4, 5, 6), MAX_LENGTH)
+    assert ours.shape == reference.shape == (2 * N, 4 * 384)
+    np.testing.assert_allclose(ours, reference, atol=2e-5)
+
+    router = ROOT / "packs/router-layers.tsr"
+    printed = tswitch("route", router, out).stdout
+    ours_routes = [l.split("\t")[1].split(" ")[0] for l in printed.splitlines()
+                   if "\t" in l and l.split("\t")[0].isdigit()]
+    assert ours_routes == routed(tswitch, router, reference, tmp_path / "ref.safetensors")
+
+    refused = tswitch("route", ROOT / "packs/router.tsr", out, check=False)
+    assert refused.returncode != 0
+    assert "holds features of layers 3,4,5,6" in refused.stderr and "reads the sentence embedding" in refused.stderr
+
+    pairs_texts, pairs_features = [], []
+    for t in TASKS:
+        tr = tmp_path / f"{t}-train.jsonl"
+        tr.write_text("\n".join((ROOT / "data/tasks" / t / "train.jsonl").read_text(encoding="utf-8")
+                                .splitlines()[:40]) + "\n", encoding="utf-8")
+        feats = tmp_path / f"{t}-train.safetensors"
+        tswitch("embed", model_path(), "--input", tr, "--output", feats, "--layers", "3,6")
+        pairs_texts.append(f"{t}={tr}")
+        pairs_features.append(f"{t}={feats}")
+    from_texts, from_features = tmp_path / "t.tsr", tmp_path / "f.tsr"
+    tswitch("route", "--build", from_texts, "--base", model_path(), "--layers", "3,6", "--shrinkage", "0.3",
+            *pairs_texts)
+    built = tswitch("route", "--build", from_features, "--base", model_path(), "--shrinkage", "0.3",
+                    *pairs_features).stdout
+    assert "768 features (layers 3,6)" in built
+    assert from_features.read_bytes() == from_texts.read_bytes()
+    mixed = tswitch("route", "--build", tmp_path / "m.tsr", "--base", model_path(), f"a={out}",
+                    pairs_features[0].replace(TASKS[0], "b", 1), check=False)
+    assert mixed.returncode != 0 and "give features of one kind" in mixed.stderr

@@ -24,16 +24,35 @@ public enum EmbeddingRun {
     ///
     /// With `packs`, `model` is their base and each line's `"task"` names the pack its text runs on (no task, or
     /// `"base"`: the base alone); all texts run in mixed batches, whatever their tasks.
+    ///
+    /// With `layers` (not with packs) each row is what a router on those base layers reads
+    /// (`SentenceEncoder.routerFeatures`: each layer's mean-pooled states at unit length, concatenated, scaled by
+    /// 1/√n), `layers.count × hidden` wide, so `tswitch route ROUTER FEATURES` and `route --build` take the file.
+    /// `normalize` does not apply: the blocks are always at unit length.
     public static func run(
         model: String, input: String, output: String, maxLength: Int, batchSize: Int, normalize: Bool,
-        packs packPaths: [String] = [], started: (Int) -> Void = { _ in }, progress: ((Int) -> Void)? = nil
+        packs packPaths: [String] = [], layers: [Int] = [], started: (Int) -> Void = { _ in },
+        progress: ((Int) -> Void)? = nil
     ) throws -> EmbeddingReport {
+        if !layers.isEmpty && !packPaths.isEmpty {
+            throw EvaluationError(
+                .incompatible,
+                "Layer features are the base's (what a router reads); they are not written for switched texts (--pack)."
+            )
+        }
         let rows = try TextDataset.read(path: input)
         let texts = rows.map(\.text)
         let hidden: Int
         let limit: Int
         let embed: () throws -> [Float]
-        if packPaths.isEmpty {
+        if !layers.isEmpty {
+            let encoder = try SentenceEncoder(path: model)
+            (hidden, limit) = (layers.count * encoder.hiddenSize, encoder.maxSequenceLength)
+            embed = {
+                try encoder.routerFeatures(
+                    texts, layers: layers, maxLength: maxLength, batchSize: batchSize, progress: progress)
+            }
+        } else if packPaths.isEmpty {
             let encoder = try SentenceEncoder(path: model)
             (hidden, limit) = (encoder.hiddenSize, encoder.maxSequenceLength)
             embed = {
@@ -73,13 +92,15 @@ public enum EmbeddingRun {
         let start = Date()
         let values = try embed()
         let seconds = Date().timeIntervalSince(start)
+        var metadata = [
+            "model": model, "pooling": "mean", "normalized": normalize || !layers.isEmpty ? "true" : "false",
+            "max_length": "\(maxLength)",
+        ]
+        if !layers.isEmpty { metadata["layers"] = layers.map(String.init).joined(separator: ",") }
         let writer = try SafeTensorsWriter(
             path: output,
             tensors: [TensorSpec(name: "embeddings", dtype: .F32, shape: [texts.count, hidden])],
-            metadata: [
-                "model": model, "pooling": "mean", "normalized": normalize ? "true" : "false",
-                "max_length": "\(maxLength)",
-            ])
+            metadata: metadata)
         try writer.write("embeddings", floats: values)
         try writer.finish()
         return EmbeddingReport(

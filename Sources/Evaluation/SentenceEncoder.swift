@@ -65,12 +65,14 @@ public struct SentenceEncoder: Sendable {
     ///
     /// - Throws: `.incompatible` when the encoder does not pool layers or a layer is past its last.
     public func routerFeatures(
-        _ texts: [String], layers: [Int], normalize: Bool = true, maxLength: Int = 128, batchSize: Int = 64
+        _ texts: [String], layers: [Int], normalize: Bool = true, maxLength: Int = 128, batchSize: Int = 64,
+        progress: ((Int) -> Void)? = nil
     ) throws(EvaluationError) -> [Float] {
         guard !layers.isEmpty else {
-            return embed(texts, maxLength: maxLength, batchSize: batchSize, normalize: normalize)
+            return embed(texts, maxLength: maxLength, batchSize: batchSize, normalize: normalize, progress: progress)
         }
-        var out = try pooledLayers(texts, layers: layers, maxLength: maxLength, batchSize: batchSize)
+        var out = try pooledLayers(
+            texts, layers: layers, maxLength: maxLength, batchSize: batchSize, progress: progress)
         Self.scaleLayerFeatures(&out, layers: layers.count, hidden: hiddenSize)
         return out
     }
@@ -108,9 +110,9 @@ public struct SentenceEncoder: Sendable {
     }
 
     /// Raw masked mean-pooled states of `layers`, per text the layers' blocks one after another.
-    private func pooledLayers(_ texts: [String], layers: [Int], maxLength: Int, batchSize: Int)
-        throws(EvaluationError) -> [Float]
-    {
+    private func pooledLayers(
+        _ texts: [String], layers: [Int], maxLength: Int, batchSize: Int, progress: ((Int) -> Void)? = nil
+    ) throws(EvaluationError) -> [Float] {
         guard let pooling = encoder as? any LayerPoolingEncoder else {
             throw EvaluationError(
                 .incompatible,
@@ -123,7 +125,7 @@ public struct SentenceEncoder: Sendable {
         }
         return embedBatches(
             texts, maxLength: maxLength, batchSize: batchSize, normalize: false, width: layers.count * hiddenSize,
-            progress: nil
+            progress: progress
         ) { batch, _, _ in pooling.poolLayers(batch, layers: layers) }
     }
 

@@ -14,6 +14,9 @@ public struct QuerySet: Sendable {
     /// Task index per row, when labelled.
     public let labels: [Int]?
     public let tasks: [String]
+    /// The base layers the rows were pooled from, as a router reads them (metadata `layers`, which `tswitch embed
+    /// --layers` writes); nil when the file does not say (sentence embeddings, or older files).
+    public var layers: [Int]?
 
     public init(features: [Float], count: Int, dimension: Int, labels: [Int]?, tasks: [String]) {
         precondition(features.count == count * dimension, "features do not match count × dimension")
@@ -55,6 +58,17 @@ public struct QuerySet: Sendable {
             }
             tasks = a
         }
+        var pooled: [Int]?
+        if let text = file.metadata["layers"] {
+            let parsed = try? LDARouter.layers(parsing: text)
+            guard let parsed, !parsed.isEmpty, info.shape[1] % parsed.count == 0 else {
+                throw SwitchError(
+                    .invalidFeatures,
+                    "\(path): metadata 'layers' is '\(text)'; expected ascending base layers like 3,4,5,6 whose count divides the dimension \(info.shape[1])."
+                )
+            }
+            pooled = parsed
+        }
         var labels: [Int]?
         if let l = file.info("labels") {
             guard l.shape == [info.shape[0]], l.dtype == .I64 || l.dtype == .I32 else {
@@ -83,6 +97,7 @@ public struct QuerySet: Sendable {
                 "\(path): a query set needs 'labels' (I64 [N]) and metadata 'tasks' (JSON array of names).")
         }
         self.init(features: values, count: info.shape[0], dimension: info.shape[1], labels: labels, tasks: tasks)
+        layers = pooled
     }
 
     /// Stacks unlabelled feature sets, one per task, into a labelled query set (task i = `parts[i]`).

@@ -31,17 +31,32 @@ struct EmbedCommand: ParsableCommand {
     )
     var packs: [String] = []
 
+    @Option(
+        help: ArgumentHelp(
+            "Write the features a router on these base layers reads instead (0 = embeddings, e.g. 3-6 or 1,3,6; final = the sentence embedding): each layer's mean-pooled states at unit length, concatenated, scaled by 1/sqrt(n). For `tswitch route ROUTER FEATURES` and `route --build`; not with --pack.",
+            valueName: "layers"),
+        transform: Parse.layers)
+    var layers: [Int]?
+
     @OptionGroup(title: "Encoder")
     var encoder: EncoderOptions<EmbedDefaults>
 
     @OptionGroup
     var format: JSONOption
 
+    func validate() throws {
+        if let layers, !layers.isEmpty, !packs.isEmpty {
+            throw ValidationError(
+                "--layers writes the base's layer features (what a router reads); it does not combine with --pack.")
+        }
+    }
+
     func run() throws {
         var bar: ProgressBar?
         let report = try EmbeddingRun.run(
             model: model, input: input, output: output, maxLength: encoder.maxLength, batchSize: encoder.batch,
-            normalize: normalize, packs: packs, started: { bar = ProgressBar(total: $0, label: "embed") },
+            normalize: normalize, packs: packs, layers: layers ?? [],
+            started: { bar = ProgressBar(total: $0, label: "embed") },
             progress: { bar?.update($0) })
         bar?.finish()
         if format.json {

@@ -119,10 +119,6 @@ struct RouteCommand: ParsableCommand {
             guard perTask >= 1 else { throw ValidationError("--per-task must be at least 1; got \(perTask).") }
             if let layers, !layers.isEmpty {
                 guard buildKind == .lda else { throw ValidationError("--layers is for LDA routers (--kind lda).") }
-                for pair in inputs where !(try Parse.taskFile(pair)).path.hasSuffix(".jsonl") {
-                    throw ValidationError(
-                        "--layers embeds texts: every input must be a JSONL of texts; \(pair) is not.")
-                }
             }
         } else if inputs.count != 2 {
             throw ValidationError("Give QUERIES and FEATURES (two .safetensors files).")
@@ -133,11 +129,27 @@ struct RouteCommand: ParsableCommand {
     private var allTexts: Bool { inputs.allSatisfy { (try? Parse.taskFile($0))?.path.hasSuffix(".jsonl") == true } }
 
     /// The base layers an LDA build reads: as given (`final`: none); else, when every input is a JSONL of texts,
-    /// every layer after the embeddings (1 … L of the base); else none (features files are what they are).
+    /// every layer after the embeddings (1 … L of the base); else what the features files say they hold
+    /// (`tswitch embed --layers` records it; none: sentence embeddings).
     private func lDALayers() throws -> [Int] {
         if let layers { return layers }
-        guard allTexts, let base else { return [] }
-        return Array(1...max(1, try EncoderLoader(path: base).config.layerCount))
+        if allTexts, let base { return Array(1...max(1, try EncoderLoader(path: base).config.layerCount)) }
+        var said: [Int]?
+        for pair in try inputs.map(Parse.taskFile) where !pair.path.hasSuffix(".jsonl") || base == nil {
+            let own = try QuerySet(path: pair.path, requireLabels: false).layers ?? []
+            if let said, said != own {
+                throw ValidationError(
+                    "\(pair.path) holds features of \(Self.describe(own)), an earlier input of \(Self.describe(said)); give features of one kind (tswitch embed --layers)."
+                )
+            }
+            said = own
+        }
+        return said ?? []
+    }
+
+    /// "layers 3,4,5,6" or "the sentence embedding".
+    static func describe(_ layers: [Int]) -> String {
+        layers.isEmpty ? "the sentence embedding" : "layers \(layers.map(String.init).joined(separator: ","))"
     }
 
     /// Each TASK=FILE input as features: a features file as stored, or a JSONL's first `perTask` texts embedded
@@ -147,7 +159,13 @@ struct RouteCommand: ParsableCommand {
         var parts: [(task: String, features: QuerySet)] = []
         for pair in try inputs.map(Parse.taskFile) {
             guard pair.path.hasSuffix(".jsonl"), let base else {
-                parts.append((pair.task, try QuerySet(path: pair.path, requireLabels: false)))
+                let f = try QuerySet(path: pair.path, requireLabels: false)
+                if let own = f.layers, own != layers {
+                    throw ValidationError(
+                        "\(pair.path) holds features of \(Self.describe(own)); the router is built on \(Self.describe(layers))."
+                    )
+                }
+                parts.append((pair.task, f))
                 continue
             }
             let texts = try TextDataset.read(path: pair.path).prefix(perTask).map(\.text)
@@ -223,7 +241,14 @@ struct RouteCommand: ParsableCommand {
     func run() throws {
         if let build { return buildKind == .lda ? try buildLDA(build) : try buildSet(build) }
         if RouterFile.isRouterFile(inputs[0]) {
-            return try runLDA(try RouterFile.read(inputs[0]), try QuerySet(path: inputs[1], requireLabels: false))
+            let router = try RouterFile.read(inputs[0])
+            let features = try QuerySet(path: inputs[1], requireLabels: false)
+            if let own = features.layers, own != router.layers {
+                throw ValidationError(
+                    "\(inputs[1]) holds features of \(Self.describe(own)); the router \(inputs[0]) reads \(Self.describe(router.layers)) (tswitch embed --layers \(router.layers.isEmpty ? "final" : router.layers.map(String.init).joined(separator: ",")))."
+                )
+            }
+            return try runLDA(router, features)
         }
         let q = try QuerySet(path: inputs[0], requireLabels: true)
         let f = try QuerySet(path: inputs[1], requireLabels: false)

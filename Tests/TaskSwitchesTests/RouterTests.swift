@@ -1,3 +1,4 @@
+import CheckpointIO
 import Foundation
 import TestSupport
 import Testing
@@ -75,5 +76,31 @@ struct RouterTests {
         #expect(
             switchError { () throws(SwitchError) in _ = try AutoSwitchRouter(query: back, k: 4) }?.code
                 == .invalidArgument)
+    }
+
+    @Test(
+        "a features file's 'layers' metadata is read; one that does not divide the dimension or does not parse is refused"
+    )
+    func layerMetadata() throws {
+        let dir = try temporaryFolder()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        func file(_ name: String, layers: String?) throws -> String {
+            let p = dir.appendingPathComponent(name).path
+            let w = try SafeTensorsWriter(
+                path: p, tensors: [TensorSpec(name: "embeddings", dtype: .F32, shape: [2, 6])],
+                metadata: layers.map { ["layers": $0] } ?? [:])
+            try w.write("embeddings", floats: (0..<12).map(Float.init))
+            try w.finish()
+            return p
+        }
+        #expect(try QuerySet(path: file("a.safetensors", layers: "3,6"), requireLabels: false).layers == [3, 6])
+        #expect(try QuerySet(path: file("b.safetensors", layers: "1-3"), requireLabels: false).layers == [1, 2, 3])
+        #expect(try QuerySet(path: file("c.safetensors", layers: nil), requireLabels: false).layers == nil)
+        for (name, bad) in [("d", "1-4"), ("e", "six"), ("f", "final"), ("g", "4,2")] {
+            let p = try file("\(name).safetensors", layers: bad)
+            let err = switchError { () throws(SwitchError) in _ = try QuerySet(path: p, requireLabels: false) }
+            #expect(err?.code == .invalidFeatures)
+            #expect(err?.message.contains(p) == true && err?.message.contains("'\(bad)'") == true)
+        }
     }
 }
