@@ -12,3 +12,4 @@ void sgeqrf_(const int *m, const int *n, float *a, const int *lda, float *tau, f
              int *info);
 void sorgqr_(const int *m, const int *n, const int *k, float *a, const int *lda, const float *tau, float *work,
              const int *lwork, int *info);
+void dpotrf_(const char *uplo, const int *n, double *a, const int *lda, int *info, size_t uplo_len);

@@ -1,4 +1,5 @@
 import Foundation
+import TensorKernels
 
 /// Per-example Auto-Switch by linear discriminants: task prototypes with one shared, shrunk covariance (LDA).
 ///
@@ -32,6 +33,9 @@ public struct LDARouter: Sendable, Equatable {
     /// 1-6 of MiniLM route 97.5 % of the 8 tasks' test texts (the tune-slice best, `route --build`'s default from
     /// texts), 3-6 97.1 %, the final embedding alone 91.5 %.
     public let layers: [Int]
+    /// `choleskyFactor` and `weights` widened once, for the batched double-precision solves of `scores`.
+    let factor64: [Double]
+    let weights64: [Double]
 
     /// Shrinkage: held-out-train best at 300 texts per task on the 20 tasks (0.01 at ≥ 1,000 per task; docs/routing.md).
     public static let defaultShrinkage = 0.03
@@ -60,6 +64,8 @@ public struct LDARouter: Sendable, Equatable {
         self.shrinkage = shrinkage
         self.oodThreshold = oodThreshold
         self.baseFingerprint = baseFingerprint
+        factor64 = choleskyFactor.map(Double.init)
+        weights64 = weights.map(Double.init)
     }
 
     /// Fits the router on labelled features (`labels` index `tasks`). The OOD threshold comes from held-out rows:
@@ -170,19 +176,19 @@ public struct LDARouter: Sendable, Equatable {
         }
         for j in 0..<d { grand[j] /= Double(set.count) }
         for k in 0..<t { for j in 0..<d { mus[k * d + j] /= Double(counts[k]) } }
-        // Pooled within-task scatter, upper triangle.
+        // Pooled within-task scatter, upper triangle: centred rows in chunks through one BLAS rank-k update each.
         var s = [Double](repeating: 0, count: d * d)
-        var row = [Double](repeating: 0, count: d)
+        let chunk = 256
+        var rows = [Double](repeating: 0, count: chunk * d)
         set.features.withUnsafeBufferPointer { f in
-            s.withUnsafeMutableBufferPointer { sb in
-                for i in 0..<set.count {
-                    let l = labels[i]
-                    for j in 0..<d { row[j] = Double(f[i * d + j]) - mus[l * d + j] }
-                    for a in 0..<d {
-                        let ra = row[a]
-                        if ra == 0 { continue }
-                        for b in a..<d { sb[a * d + b] += ra * row[b] }
-                    }
+            for start in stride(from: 0, to: set.count, by: chunk) {
+                let m = min(chunk, set.count - start)
+                for i in 0..<m {
+                    let l = labels[start + i]
+                    for j in 0..<d { rows[i * d + j] = Double(f[(start + i) * d + j]) - mus[l * d + j] }
+                }
+                rows.withUnsafeBufferPointer { r in
+                    s.withUnsafeMutableBufferPointer { DenseLinearAlgebra.addScatter(r, rows: m, n: d, into: $0) }
                 }
             }
         }
@@ -197,7 +203,7 @@ public struct LDARouter: Sendable, Equatable {
                 sigma[b * d + a] = v
             }
         }
-        guard trace > 0, let chol = cholesky(sigma, d) else {
+        guard trace > 0, let chol = DenseLinearAlgebra.choleskyLower(sigma, n: d) else {
             throw SwitchError(
                 .invalidQuerySet, "The training features have no spread within tasks; the covariance is singular.")
         }
@@ -235,24 +241,6 @@ public struct LDARouter: Sendable, Equatable {
         return Float(Double(sorted[lo]) + frac * (Double(sorted[hi]) - Double(sorted[lo])))
     }
 
-    /// Lower Cholesky factor of a symmetric positive-definite [n, n] matrix, or nil when it is not.
-    static func cholesky(_ a: [Double], _ n: Int) -> [Double]? {
-        var l = [Double](repeating: 0, count: n * n)
-        for i in 0..<n {
-            for j in 0...i {
-                var sum = a[i * n + j]
-                for k in 0..<j { sum -= l[i * n + k] * l[j * n + k] }
-                if i == j {
-                    guard sum > 0, sum.isFinite else { return nil }
-                    l[i * n + i] = sum.squareRoot()
-                } else {
-                    l[i * n + j] = sum / l[j * n + j]
-                }
-            }
-        }
-        return l
-    }
-
     /// Solves L·Lᵀ·x = y.
     static func choleskySolve(_ l: [Double], _ n: Int, _ y: [Double]) -> [Double] {
         var z = y
@@ -269,7 +257,8 @@ public struct LDARouter: Sendable, Equatable {
         return z
     }
 
-    /// Discriminant scores per example: rows of `tasks.count` values.
+    /// Discriminant scores per example: rows of `tasks.count` values. Batched: per chunk of examples one product
+    /// with the weights and one triangular solve for the quadratic term (double precision, as the fit).
     public func scores(_ features: QuerySet) throws(SwitchError) -> [[Float]] {
         guard features.dimension == dimension else {
             throw SwitchError(
@@ -277,25 +266,38 @@ public struct LDARouter: Sendable, Equatable {
                 "The features have dimension \(features.dimension); the router has \(dimension).")
         }
         let d = dimension
-        var x = [Double](repeating: 0, count: d)
-        return (0..<features.count).map { e in
-            let r = features.row(e)
-            for (j, v) in r.enumerated() { x[j] = Double(v) - Double(centre[j]) }
-            // ½‖L⁻¹x‖² by forward substitution.
-            var z = x
-            var quad = 0.0
-            for i in 0..<d {
-                var s = z[i]
-                for k in 0..<i { s -= Double(choleskyFactor[i * d + k]) * z[k] }
-                z[i] = s / Double(choleskyFactor[i * d + i])
-                quad += z[i] * z[i]
+        let t = tasks.count
+        let chunk = 256
+        let centre64 = centre.map(Double.init)
+        var x = [Double](repeating: 0, count: min(chunk, max(1, features.count)) * d)
+        var linear = [Double](repeating: 0, count: min(chunk, max(1, features.count)) * t)
+        var out: [[Float]] = []
+        out.reserveCapacity(features.count)
+        for start in stride(from: 0, to: features.count, by: chunk) {
+            let m = min(chunk, features.count - start)
+            features.features.withUnsafeBufferPointer { f in
+                for e in 0..<m {
+                    for j in 0..<d { x[e * d + j] = Double(f[(start + e) * d + j]) - centre64[j] }
+                }
             }
-            return (0..<tasks.count).map { k in
-                var s = Double(bias[k]) - 0.5 * quad
-                for j in 0..<d { s += Double(weights[k * d + j]) * x[j] }
-                return Float(s)
+            x.withUnsafeBufferPointer { xb in
+                weights64.withUnsafeBufferPointer { w in
+                    linear.withUnsafeMutableBufferPointer {
+                        DenseLinearAlgebra.multiplyTransposed(xb, w, m: m, n: t, k: d, into: $0)
+                    }
+                }
+            }
+            // ½‖L⁻¹x‖²: the rows solved in place.
+            factor64.withUnsafeBufferPointer { l in
+                x.withUnsafeMutableBufferPointer { DenseLinearAlgebra.solveLowerRows(l, n: d, rows: $0, count: m) }
+            }
+            for e in 0..<m {
+                var quad = 0.0
+                for j in 0..<d { quad += x[e * d + j] * x[e * d + j] }
+                out.append((0..<t).map { k in Float(Double(bias[k]) - 0.5 * quad + linear[e * t + k]) })
             }
         }
+        return out
     }
 
     /// Task per example, nil when the input is out of distribution (its best score is below the threshold).
