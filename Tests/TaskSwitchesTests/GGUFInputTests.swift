@@ -146,21 +146,21 @@ struct GGUFInputTests {
 
     @Test("A GGUF of another architecture is a typed error naming the file and the key")
     func otherArchitecture() throws {
-        let qwen = Self.path("tiny_qwen2.gguf")
+        let other = Self.path("tiny_phi3.gguf")
         let e = mergeFailure(
-            "merge_method: linear\nmodels:\n  - model: \(qwen)\n    parameters: {weight: 1}\n  - model: \(Self.baseTwin)\n    parameters: {weight: 1}\n"
+            "merge_method: linear\nmodels:\n  - model: \(other)\n    parameters: {weight: 1}\n  - model: \(Self.baseTwin)\n    parameters: {weight: 1}\n"
         )
         #expect(e?.code == .checkpoint)
         let cause = e?.underlying(CheckpointError.self)
         #expect(cause?.code == .notAModel)
         #expect(
-            e?.message.contains(qwen) == true && e?.message.contains("'qwen2'") == true, "\(e?.message ?? "accepted")")
+            e?.message.contains(other) == true && e?.message.contains("'phi3'") == true, "\(e?.message ?? "accepted")")
         // pack opens its models the same way: the same error before anything is read.
         do {
-            _ = try ModelFolder(path: qwen)
+            _ = try ModelFolder(path: other)
             Issue.record("accepted")
         } catch {
-            #expect(error.code == .notAModel && error.message.contains(qwen))
+            #expect(error.code == .notAModel && error.message.contains(other))
         }
     }
 
