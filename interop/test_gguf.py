@@ -10,7 +10,7 @@ from gguf.quants import dequantize
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 GGUF = ROOT / "Tests/CheckpointIOTests/Fixtures/gguf"
-FILES = ["quants.gguf", "v2.gguf", "align64.gguf", "empty.gguf", "tiny_llama.gguf"]
+FILES = ["quants.gguf", "v2.gguf", "align64.gguf", "empty.gguf", "tiny_llama.gguf", "tiny_qwen2.gguf"]
 
 
 def flatten(v):
@@ -42,7 +42,7 @@ def test_inspect_json_matches_gguf_reader(tswitch, name):
             assert flatten(kv["value"]) == want, kv["key"]
         else:
             assert kv["value"] == want, kv["key"]
-    if name not in ("empty.gguf", "tiny_llama.gguf"):
+    if name not in ("empty.gguf", "tiny_llama.gguf", "tiny_qwen2.gguf"):
         nested = next(kv for kv in header["key_values"] if kv["key"] == "test.array.nested")
         assert nested["value"] == [[1, 2], [3]]
     # Tensors: name, ggml type, row-major shape (the reader's `shape` is ggml's ne, innermost first), bytes, offset.
@@ -186,6 +186,52 @@ def test_convert_tiny_llama_matches_transformers(tswitch, torch_one_thread, tmp_
     with torch.no_grad():
         a, b = ref(ids).logits, ours(ids).logits
     assert torch.allclose(a, b, rtol=1e-4, atol=1e-4 * a.abs().max().item())
+
+
+def test_convert_tiny_qwen2_matches_transformers(tswitch, torch_one_thread, tmp_path):
+    """The fixture Qwen2 (biases, no Q/K permutation, tied embeddings, Q8_0/F16/F32): weights, config, logits and
+    token ids as transformers' own GGUF loader and tokenizer give them."""
+    torch = torch_one_thread
+    from safetensors.numpy import load_file
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    path = GGUF / "tiny_qwen2.gguf"
+    tswitch("convert", path, tmp_path / "hf")
+    config = json.loads((tmp_path / "hf/config.json").read_text())
+    ref_config = AutoConfig.from_pretrained(GGUF, gguf_file=path.name).to_dict()
+    assert config["architectures"] == ["Qwen2ForCausalLM"] and config["model_type"] == ref_config["model_type"] == "qwen2"
+    for key, value in config.items():
+        if key in ("architectures", "torch_dtype"):
+            continue
+        if key == "rope_theta":
+            assert ref_config["rope_parameters"]["rope_theta"] == value
+        else:
+            assert ref_config[key] == value, key
+    ref = AutoModelForCausalLM.from_pretrained(GGUF, gguf_file=path.name, dtype=torch.float32).eval()
+    ours = AutoModelForCausalLM.from_pretrained(tmp_path / "hf", dtype=torch.float32).eval()
+    assert type(ours).__name__ == "Qwen2ForCausalLM" and ours.config.tie_word_embeddings
+    want, got = ref.state_dict(), ours.state_dict()
+    assert set(want) == set(got) and "model.layers.1.self_attn.q_proj.bias" in got
+    for name in want:
+        assert torch.equal(want[name], got[name]), name
+    # The weights the fixture script started from (no permutation undone: Qwen2 rows are stored as they are).
+    for name, x in load_file(str(GGUF / "tiny_qwen2.reference.safetensors")).items():
+        assert np.array_equal(got[name].numpy(), x), name
+    ids = torch.tensor([[5, 120, 300, 17, 333, 42, 335, 9]])
+    with torch.no_grad():
+        a, b = ref(ids).logits, ours(ids).logits
+    assert torch.allclose(a, b, rtol=1e-4, atol=1e-4 * a.abs().max().item())
+
+    ref_tok = AutoTokenizer.from_pretrained(GGUF, gguf_file=path.name)
+    our_tok = AutoTokenizer.from_pretrained(tmp_path / "hf")
+    texts = ["The quick brown fox, hello world!", "It's 1234567 and 3.14; they'll 12 34", "  two  spaces\n\n\ttab \r\n",
+             "日本語のテキスト 中文文本。", "ünïcödé café 🙂", "<|im_start|>user\nHi<|im_end|>", ""]
+    for text in texts:
+        assert our_tok(text).input_ids == ref_tok(text).input_ids, text
+    # Qwen2's split keeps digits apart: the fixture's "1 2" merge never applies (GPT-2's split would apply it).
+    assert our_tok("12").input_ids == [our_tok.convert_tokens_to_ids("1"), our_tok.convert_tokens_to_ids("2")]
+    assert (our_tok.bos_token, our_tok.eos_token, our_tok.pad_token) == (ref_tok.bos_token, ref_tok.eos_token, ref_tok.pad_token)
+    assert our_tok("Hi").input_ids[0] != our_tok.convert_tokens_to_ids("<|endoftext|>")  # no BOS
 
 
 def noisy_twin(src: pathlib.Path, dst: pathlib.Path, seed: int):

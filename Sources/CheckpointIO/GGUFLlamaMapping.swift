@@ -1,12 +1,23 @@
 import Foundation
 
-/// A llama-family GGUF file (architecture `llama`: Llama, SmolLM, Mistral as llama.cpp writes them) seen as a
-/// Hugging Face `LlamaForCausalLM`: tensor names mapped to Hugging Face's, `config.json` built from the metadata,
-/// and the Q/K rows put back in Hugging Face's order.
+/// A llama-family GGUF file seen as a Hugging Face model: architecture `llama` (Llama, SmolLM, Mistral as
+/// llama.cpp writes them) as `LlamaForCausalLM`, `qwen2` as `Qwen2ForCausalLM`; tensor names mapped to Hugging
+/// Face's, `config.json` built from the metadata, and for llama the Q/K rows put back in Hugging Face's order.
 ///
-/// llama.cpp's converter permutes the rows of `q_proj` and `k_proj` within each head (interleaving the two
-/// rotary halves, for its rope kernel); `floats(_:)` undoes it, as `transformers`' GGUF loader does.
+/// llama.cpp's converter permutes the rows of a llama's `q_proj` and `k_proj` within each head (interleaving the
+/// two rotary halves, for its rope kernel); `floats(_:)` undoes it, as `transformers`' GGUF loader does. Its
+/// Qwen2 converter does not permute (Qwen2 uses the other rope layout), so those rows are read as stored.
 public struct GGUFLlamaMapping: Sendable {
+    /// The `general.architecture` values read, each with its Hugging Face class.
+    public enum Architecture: String, Sendable, CaseIterable {
+        case llama, qwen2
+
+        var hfClass: String { self == .llama ? "LlamaForCausalLM" : "Qwen2ForCausalLM" }
+        /// Qwen2's defaults are `Qwen2Config`'s, which is what `transformers` falls back to for a missing key.
+        var defaultContext: Int { self == .llama ? 2048 : 32768 }
+        var defaultEpsilon: Double { self == .llama ? 1e-5 : 1e-6 }
+    }
+
     public struct Tensor: Sendable {
         public let hfName: String
         public let ggufName: String
@@ -17,6 +28,7 @@ public struct GGUFLlamaMapping: Sendable {
     }
 
     public let file: GGUFFile
+    public let architecture: Architecture
     public let tensors: [Tensor]
     /// `config.json`, without `torch_dtype` (the writer's dtype sets it).
     public let config: [String: ConfigValue]
@@ -39,13 +51,15 @@ public struct GGUFLlamaMapping: Sendable {
         self.file = file
         let h = file.header
         let path = file.path
-        let arch = h.value("general.architecture")?.stringValue ?? "(none)"
-        guard arch == "llama" else {
+        let archName = h.value("general.architecture")?.stringValue ?? "(none)"
+        guard let arch = Architecture(rawValue: archName) else {
             throw CheckpointError(
                 .notAModel,
-                "\(path): metadata key 'general.architecture' is '\(arch)'; only 'llama' files are read as Hugging Face models."
+                "\(path): metadata key 'general.architecture' is '\(archName)'; only 'llama' and 'qwen2' files are read as Hugging Face models."
             )
         }
+        architecture = arch
+        let a = arch.rawValue
         func int(_ key: String, default value: Int? = nil) throws(CheckpointError) -> Int {
             if let v = h.value(key) {
                 guard let i = v.intValue, i > 0 else {
@@ -57,7 +71,7 @@ public struct GGUFLlamaMapping: Sendable {
             }
             guard let value else {
                 throw CheckpointError(
-                    .invalidMetadata, "\(path): metadata key '\(key)' is missing; a llama model needs it.")
+                    .invalidMetadata, "\(path): metadata key '\(key)' is missing; a \(a) model needs it.")
             }
             return value
         }
@@ -69,48 +83,79 @@ public struct GGUFLlamaMapping: Sendable {
             }
             return d
         }
-        let layers = try int("llama.block_count")
-        let hidden = try int("llama.embedding_length")
-        let heads = try int("llama.attention.head_count")
-        let kvHeads = try int("llama.attention.head_count_kv", default: heads)
-        let headDim = try int("llama.rope.dimension_count", default: hidden / heads)
+        let layers = try int("\(a).block_count")
+        let hidden = try int("\(a).embedding_length")
+        let heads = try int("\(a).attention.head_count")
+        let kvHeads = try int("\(a).attention.head_count_kv", default: heads)
+        let headDim = try int("\(a).rope.dimension_count", default: hidden / heads)
         guard heads % kvHeads == 0, headDim % 2 == 0 else {
             throw CheckpointError(
                 .invalidMetadata,
-                "\(path): \(heads) attention heads, \(kvHeads) key-value heads and head size \(headDim) do not make a llama attention (heads a multiple of key-value heads, even head size)."
+                "\(path): \(heads) attention heads, \(kvHeads) key-value heads and head size \(headDim) do not make a \(a) attention (heads a multiple of key-value heads, even head size)."
+            )
+        }
+        // Qwen2Config has no head_dim (transformers ignores qwen2.rope.dimension_count): it is hidden / heads.
+        if arch == .qwen2, headDim * heads != hidden {
+            throw CheckpointError(
+                .invalidMetadata,
+                "\(path): metadata key 'qwen2.rope.dimension_count' is \(headDim) with \(heads) heads of a \(hidden)-wide model; Qwen2 needs head size \(hidden) / \(heads)."
             )
         }
         let tokens = h.value("tokenizer.ggml.tokens")?.arrayValue?.count
         let embedRows = file.info("token_embd.weight")?.shape.first
-        let vocab = try int("llama.vocab_size", default: tokens ?? embedRows ?? 0)
+        let vocab = try int("\(a).vocab_size", default: tokens ?? embedRows ?? 0)
         var config: [String: ConfigValue] = [
-            "architectures": .strings(["LlamaForCausalLM"]), "model_type": .string("llama"),
-            "hidden_size": .int(hidden), "intermediate_size": .int(try int("llama.feed_forward_length")),
+            "architectures": .strings([arch.hfClass]), "model_type": .string(a),
+            "hidden_size": .int(hidden), "intermediate_size": .int(try int("\(a).feed_forward_length")),
             "num_hidden_layers": .int(layers), "num_attention_heads": .int(heads), "num_key_value_heads": .int(kvHeads),
-            "head_dim": .int(headDim), "max_position_embeddings": .int(try int("llama.context_length", default: 2048)),
-            "rms_norm_eps": .double(try double("llama.attention.layer_norm_rms_epsilon", default: 1e-5)),
-            "rope_theta": .double(try double("llama.rope.freq_base", default: 10_000)),
-            "vocab_size": .int(vocab), "hidden_act": .string("silu"), "attention_bias": .bool(false),
-            "mlp_bias": .bool(false), "tie_word_embeddings": .bool(file.info("output.weight") == nil),
+            "max_position_embeddings": .int(try int("\(a).context_length", default: arch.defaultContext)),
+            "rms_norm_eps": .double(try double("\(a).attention.layer_norm_rms_epsilon", default: arch.defaultEpsilon)),
+            "rope_theta": .double(try double("\(a).rope.freq_base", default: 10_000)),
+            "vocab_size": .int(vocab), "hidden_act": .string("silu"),
+            "tie_word_embeddings": .bool(file.info("output.weight") == nil),
         ]
+        switch arch {
+        case .llama:
+            config["head_dim"] = .int(headDim)
+            config["attention_bias"] = .bool(false)
+            config["mlp_bias"] = .bool(false)
+        case .qwen2:
+            // As transformers' GGUF loader leaves them (Qwen2Config's defaults), said outright.
+            config["use_sliding_window"] = .bool(false)
+        }
         for (key, name) in [
             ("tokenizer.ggml.bos_token_id", "bos_token_id"), ("tokenizer.ggml.eos_token_id", "eos_token_id"),
             ("tokenizer.ggml.padding_token_id", "pad_token_id"),
         ] {
             if let id = h.value(key)?.intValue { config[name] = .int(id) }
         }
-        if let scaling = h.value("llama.rope.scaling.type")?.stringValue, scaling != "none" {
+        if let scaling = h.value("\(a).rope.scaling.type")?.stringValue, scaling != "none" {
             throw CheckpointError(
                 .invalidMetadata,
-                "\(path): metadata key 'llama.rope.scaling.type' is '\(scaling)'; rope scaling is not converted yet.")
+                "\(path): metadata key '\(a).rope.scaling.type' is '\(scaling)'; rope scaling is not converted yet.")
         }
         self.config = config
 
+        // Qwen2ForCausalLM always has q/k/v biases; a file without one would load with it left at its init.
+        if arch == .qwen2 {
+            let names = Set(file.tensors.map(\.name))
+            for layer in 0..<layers {
+                for part in ["attn_q", "attn_k", "attn_v"] where !names.contains("blk.\(layer).\(part).bias") {
+                    throw CheckpointError(
+                        .invalidEntry,
+                        "\(path): tensor 'blk.\(layer).\(part).bias' is missing; every Qwen2 layer has q, k and v biases."
+                    )
+                }
+            }
+        }
         var tensors: [Tensor] = []
         for t in file.tensors {
-            guard let (hf, permuted) = Self.hfName(t.name, heads: heads, kvHeads: kvHeads, layers: layers) else {
+            guard
+                let (hf, permuted) = Self.hfName(
+                    t.name, heads: heads, kvHeads: kvHeads, layers: layers, architecture: arch)
+            else {
                 throw CheckpointError(
-                    .invalidEntry, "\(path): tensor '\(t.name)' has no Hugging Face name in the llama mapping.")
+                    .invalidEntry, "\(path): tensor '\(t.name)' has no Hugging Face name in the \(a) mapping.")
             }
             guard t.type.isDequantizable else {
                 let known = GGMLType.allCases.filter(\.isDequantizable).map(\.name).joined(separator: ", ")
@@ -130,8 +175,11 @@ public struct GGUFLlamaMapping: Sendable {
         self.tensors = tensors
     }
 
-    /// llama.cpp's name for a tensor → Hugging Face's, and the heads to un-permute (nil: none).
-    static func hfName(_ name: String, heads: Int, kvHeads: Int, layers: Int) -> (String, Int?)? {
+    /// llama.cpp's name for a tensor → Hugging Face's, and the heads to un-permute (nil: none; always for qwen2).
+    static func hfName(
+        _ name: String, heads: Int, kvHeads: Int, layers: Int, architecture: Architecture = .llama
+    ) -> (String, Int?)? {
+        let llama = architecture == .llama
         switch name {
         case "token_embd.weight": return ("model.embed_tokens.weight", nil)
         case "output_norm.weight": return ("model.norm.weight", nil)
@@ -145,8 +193,11 @@ public struct GGUFLlamaMapping: Sendable {
         let p = "model.layers.\(layer)."
         switch parts[2] {
         case "attn_norm.weight": return (p + "input_layernorm.weight", nil)
-        case "attn_q.weight": return (p + "self_attn.q_proj.weight", heads)
-        case "attn_k.weight": return (p + "self_attn.k_proj.weight", kvHeads)
+        case "attn_q.weight": return (p + "self_attn.q_proj.weight", llama ? heads : nil)
+        case "attn_k.weight": return (p + "self_attn.k_proj.weight", llama ? kvHeads : nil)
+        case "attn_q.bias" where !llama: return (p + "self_attn.q_proj.bias", nil)
+        case "attn_k.bias" where !llama: return (p + "self_attn.k_proj.bias", nil)
+        case "attn_v.bias" where !llama: return (p + "self_attn.v_proj.bias", nil)
         case "attn_v.weight": return (p + "self_attn.v_proj.weight", nil)
         case "attn_output.weight": return (p + "self_attn.o_proj.weight", nil)
         case "ffn_norm.weight": return (p + "post_attention_layernorm.weight", nil)

@@ -5,8 +5,8 @@ import Foundation
 /// tokenizer from the same metadata, so both give the same token ids.
 ///
 /// Control tokens (type 3) become special added tokens, user-defined ones (type 4) plain added tokens; tokens not
-/// spelled in the byte alphabet are respelled byte by byte; `tokenizer.ggml.pre` picks llama.cpp's split regex
-/// for the Llama 3 family, GPT-2's byte-level split otherwise. SentencePiece vocabularies (`llama`) are not
+/// spelled in the byte alphabet are respelled byte by byte; `tokenizer.ggml.pre` picks the split regex of the
+/// Llama 3 family or of Qwen2 (one digit per piece), GPT-2's byte-level split otherwise. SentencePiece vocabularies (`llama`) are not
 /// rebuilt yet.
 public enum GGUFTokenizerFiles {
     /// File name → contents, or nil with the reason when the vocabulary is of a kind not rebuilt.
@@ -78,11 +78,11 @@ public enum GGUFTokenizerFiles {
             "type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": true,
         ]
         var pre: [String: Any] = byteLevel
-        if let p = h.value("tokenizer.ggml.pre")?.stringValue, llama3Family.contains(p) {
+        if let p = h.value("tokenizer.ggml.pre")?.stringValue, let split = splits[p] {
             pre = [
                 "type": "Sequence",
                 "pretokenizers": [
-                    ["type": "Split", "pattern": ["Regex": llama3Split], "behavior": "Isolated", "invert": false],
+                    ["type": "Split", "pattern": ["Regex": split], "behavior": "Isolated", "invert": false],
                     ["type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": false],
                 ],
             ]
@@ -111,7 +111,11 @@ public enum GGUFTokenizerFiles {
         ] {
             config[name] = token(key) ?? NSNull()
         }
-        if let n = h.value("llama.context_length")?.intValue { config["model_max_length"] = n }
+        if let arch = h.value("general.architecture")?.stringValue,
+            let n = h.value("\(arch).context_length")?.intValue
+        {
+            config["model_max_length"] = n
+        }
         var files: [String: Data] = [:]
         if let template = h.value("tokenizer.chat_template")?.stringValue {
             config["chat_template"] = template
@@ -154,4 +158,13 @@ public enum GGUFTokenizerFiles {
     ]
     static let llama3Split =
         #"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"#
+    /// `tokenizer.ggml.pre` values of Qwen2's vocabulary and its descendants (as transformers' GGUF converter
+    /// lists them).
+    static let qwen2Family: Set<String> = ["qwen2", "deepseek-r1-qwen", "kormo", "f2llmv2", "megrez"]
+    /// Qwen2's split (`tokenization_qwen2.PRETOKENIZE_REGEX`): Llama 3's with one digit per piece.
+    static let qwen2Split =
+        #"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"#
+    /// `tokenizer.ggml.pre` → split regex.
+    static let splits: [String: String] = Dictionary(
+        uniqueKeysWithValues: llama3Family.map { ($0, llama3Split) } + qwen2Family.map { ($0, qwen2Split) })
 }

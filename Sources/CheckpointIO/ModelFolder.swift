@@ -1,8 +1,8 @@
 import Foundation
 
 /// One logical model: a single safetensors file, or a Hugging Face folder with `model.safetensors` or shards
-/// listed by `model.safetensors.index.json`, plus `config.json` and tokenizer files; or a llama GGUF file seen as
-/// the Hugging Face model `tswitch convert` would make of it.
+/// listed by `model.safetensors.index.json`, plus `config.json` and tokenizer files; or a llama or qwen2 GGUF file
+/// seen as the Hugging Face model `tswitch convert` would make of it.
 ///
 /// Opening validates every shard's header and the index against the shards; no tensor data is read.
 ///
@@ -19,7 +19,7 @@ public final class ModelFolder: Sendable {
     /// Tensor names in storage order (shard by shard, then by offset).
     public let tensorNames: [String]
     private let location: [String: Int]
-    /// The llama GGUF behind this model, nil for safetensors.
+    /// The llama or qwen2 GGUF behind this model, nil for safetensors.
     public let gguf: GGUFLlamaMapping?
     /// For a GGUF model: each tensor's F32 entry (offsets as if stored back to back) and its index in `gguf.tensors`.
     private let ggufInfos: [TensorInfo]

@@ -12,13 +12,14 @@ struct ConvertCommand: ParsableCommand {
             model.safetensors.index.json) with config.json (dtype updated), tokenizer files and sentence-transformers \
             module folders copied; it appears \
             at OUT only when complete.
-            A GGUF input (architecture llama: Llama, SmolLM, Mistral) is dequantized and written as a Hugging Face \
-            LlamaForCausalLM folder: tensor names mapped, Q/K rows un-permuted, config.json from the metadata \
+            A GGUF input (architecture llama: Llama, SmolLM, Mistral; or qwen2) is dequantized and written as a \
+            Hugging Face LlamaForCausalLM or Qwen2ForCausalLM folder: tensor names mapped (Qwen2's q/k/v biases \
+            included), a llama's Q/K rows un-permuted, config.json from the metadata \
             (default dtype F32), and for byte-level BPE vocabularies tokenizer.json, tokenizer_config.json and \
             chat_template.jinja. See docs/gguf.md.
             """)
 
-    @Argument(help: "The input model (file or folder, or a llama-family .gguf file).")
+    @Argument(help: "The input model (file or folder, or a llama or qwen2 .gguf file).")
     var input: String
 
     @Argument(help: "The output folder.")
@@ -67,7 +68,7 @@ struct ConvertCommand: ParsableCommand {
         )
     }
 
-    /// A llama GGUF file to a Hugging Face folder: dequantized tensors under Hugging Face names, config.json.
+    /// A llama or qwen2 GGUF file to a Hugging Face folder: dequantized tensors under Hugging Face names, config.json.
     private func runGGUF() throws {
         let target = dtype ?? .F32
         guard target.isConvertibleFloat, let torchName = target.torchName else {

@@ -11,8 +11,8 @@ struct MergeCommand: ParsableCommand {
             CONFIG is mergekit's YAML: merge_method, models or slices, base_model, parameters (with filters and \
             gradients), dtype, out_dtype, tokenizer_source; several '---' documents with 'name:' make named \
             intermediates that later documents use as models. Models are local folders or files, or Hugging Face \
-            ids already in the local cache (nothing is downloaded), or llama GGUF files (seen under Hugging Face \
-            names, dequantized one tensor at a time). OUT becomes a Hugging Face model folder \
+            ids already in the local cache (nothing is downloaded), or llama or qwen2 GGUF files (seen under \
+            Hugging Face names, dequantized one tensor at a time). OUT becomes a Hugging Face model folder \
             (shards + index, config.json, tokenizer files, README.md model card), written atomically. \
             See docs/merge.md.
             """)

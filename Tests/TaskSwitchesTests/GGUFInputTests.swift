@@ -96,6 +96,36 @@ struct GGUFInputTests {
         #expect(merged["model.layers.0.mlp.up_proj.weight"]?.1 != base["model.layers.0.mlp.up_proj.weight"]?.1)
     }
 
+    @Test("A Qwen2 GGUF is read as its Hugging Face twin, biases included, and merges as the twin does")
+    func qwen2() throws {
+        let qwen = Self.path("tiny_qwen2.gguf")
+        let twin = Self.path("tiny_qwen2.reference.safetensors")
+        let got = try Self.bits(qwen)
+        let want = try Self.bits(twin)
+        #expect(got.keys.sorted() == want.keys.sorted() && got["model.layers.0.self_attn.v_proj.bias"] != nil)
+        for (name, (shape, values)) in want {
+            #expect(got[name]?.0 == shape && got[name]?.1 == values, "\(name)")
+        }
+        // A second copy of the twin: one merge may not name a file twice.
+        let dir = try temporaryFolder()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let copy = dir.appendingPathComponent("copy.safetensors").path
+        try FileManager.default.copyItem(atPath: twin, toPath: copy)
+        func linear(_ first: String) -> String {
+            "merge_method: linear\nmodels:\n  - model: \(first)\n    parameters: {weight: 0.3}\n  - model: \(copy)\n    parameters: {weight: 0.7}\n"
+        }
+        try Self.expectSameTensors(try Self.merge(linear(qwen)), try Self.merge(linear(twin)))
+        // config.json and the tokenizer files of a merge over the GGUF base are the ones convert writes.
+        let out = try Self.merge(
+            "merge_method: task_arithmetic\nbase_model: \(qwen)\nmodels:\n  - model: \(copy)\n    parameters: {weight: 0.5}\n"
+        )
+        let mapping = try GGUFLlamaMapping(file: GGUFFile(path: qwen))
+        let config = try Data(contentsOf: out.appendingPathComponent("config.json"))
+        #expect(config == (try mapping.configJSON(torchDType: "float32")))
+        let tokenizer = try GGUFTokenizerFiles.build(mapping.file.header, file: qwen).files
+        #expect(try Data(contentsOf: out.appendingPathComponent("tokenizer.json")) == tokenizer["tokenizer.json"])
+    }
+
     @Test("With a GGUF base, config.json comes from the GGUF metadata, as convert writes it")
     func configFromMetadata() throws {
         let yaml =
@@ -146,21 +176,21 @@ struct GGUFInputTests {
 
     @Test("A GGUF of another architecture is a typed error naming the file and the key")
     func otherArchitecture() throws {
-        let qwen = Self.path("tiny_qwen2.gguf")
+        let other = Self.path("tiny_phi3.gguf")
         let e = mergeFailure(
-            "merge_method: linear\nmodels:\n  - model: \(qwen)\n    parameters: {weight: 1}\n  - model: \(Self.baseTwin)\n    parameters: {weight: 1}\n"
+            "merge_method: linear\nmodels:\n  - model: \(other)\n    parameters: {weight: 1}\n  - model: \(Self.baseTwin)\n    parameters: {weight: 1}\n"
         )
         #expect(e?.code == .checkpoint)
         let cause = e?.underlying(CheckpointError.self)
         #expect(cause?.code == .notAModel)
         #expect(
-            e?.message.contains(qwen) == true && e?.message.contains("'qwen2'") == true, "\(e?.message ?? "accepted")")
+            e?.message.contains(other) == true && e?.message.contains("'phi3'") == true, "\(e?.message ?? "accepted")")
         // pack opens its models the same way: the same error before anything is read.
         do {
-            _ = try ModelFolder(path: qwen)
+            _ = try ModelFolder(path: other)
             Issue.record("accepted")
         } catch {
-            #expect(error.code == .notAModel && error.message.contains(qwen))
+            #expect(error.code == .notAModel && error.message.contains(other))
         }
     }
 
