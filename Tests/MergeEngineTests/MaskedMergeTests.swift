@@ -88,7 +88,7 @@ struct MaskedMergeTests {
     /// The merged BF16 output at `level` (nil: the block path).
     static func merge(_ c: Case, _ data: [[UInt16]], level: Int?) throws -> [UInt16] {
         let n = data[0].count
-        return try data.map { d in d.withUnsafeBytes { Array($0) } }.withUnsafeBufferPointerArray { raws in
+        return try data.map { d in d.withUnsafeBytes { [UInt8]($0) } }.withUnsafeBufferPointerArray { raws in
             let inputs = raws.enumerated().map { i, r in
                 StreamingInput(
                     model: "m\(i)", isBase: i == 0, source: TensorSource(bytes: r, dtype: .BF16, count: n),
@@ -218,7 +218,7 @@ struct Level1DirectTests {
 extension Array where Element == [UInt16] {
     /// BF16 sources over copies of every element, valid inside `body`.
     func withBF16Sources<R>(_ body: ([TensorSource]) throws -> R) rethrows -> R {
-        try map { d in d.withUnsafeBytes { Array($0) } }.withUnsafeBufferPointerArray { raws in
+        try map { d in d.withUnsafeBytes { [UInt8]($0) } }.withUnsafeBufferPointerArray { raws in
             try body(raws.map { TensorSource(bytes: $0, dtype: .BF16, count: $0.count / 2) })
         }
     }
