@@ -18,4 +18,43 @@ int tswitch_fused_level(void);
 void tswitch_fused_bf16(int level, const void *base, const void *const *models, const float *weights, int m,
                         float divide, float lambda, void *out, size_t lo, size_t hi);
 
+#include <stdint.h>
+
+// Masked BF16 merge pass (FusedMaskedMerge.c) of TIES / breadcrumbs / breadcrumbs_ties: per element
+// d_i = x_i - base, v_i = ((d_i * mask_i) * scale_i) * weight_i (d_i * weight_i when unmasked), then the sign
+// election and disjoint mean (`consensus`) or the plain sum / divide, * lambda, base + result, narrowed to BF16.
+// The operations and their order are those of `GTA.merge`'s block path, so the bits are identical.
+
+/// The most models one call takes (the per-element values live on the stack).
+#define TSWITCH_MASKED_MAX_MODELS 32
+
+/// One model of a masked merge. |d| (f32 bits, sign cleared) is kept when above `keep_bits`, or equal to it at an
+/// element offset (from the call's `lo`) below `keep_limit`; with `has_drop`, entries kept by the drop rule
+/// (same form) are removed. A threshold of 0x7FFFFFFF with limit 0 keeps nothing.
+typedef struct tswitch_masked_model {
+    const void *x;
+    float weight;
+    float scale;
+    int32_t masked;
+    int32_t has_drop;
+    int32_t keep_bits;
+    int32_t keep_limit;
+    int32_t drop_bits;
+    int32_t drop_limit;
+} tswitch_masked_model;
+
+/// Elements [lo, hi) of the masked merge at `level` (1 AVX2, at most `tswitch_fused_level()`; 0 the scalar C
+/// loop). `base`, every `x` and `out` are BF16 and address element 0 (unaligned is fine); 0 <= m <= the maximum.
+void tswitch_masked_merge_bf16(int level, const void *base, const tswitch_masked_model *models, int m, int consensus,
+                               int normalize, float divide, float lambda, void *out, size_t lo, size_t hi);
+
+/// The level-1 pass of a magnitude top-k (`MagnitudeTopK.accumulateLevel1` and `collectBand`) over elements
+/// [lo, hi) of the BF16 task vector x - base, without widening into scratch: adds each |d|'s bucket (f32 bits of
+/// |d| >> 16) to `histogram` (32768 counters) and, for each of `bands` (0-2) bands lowest[q]...highest[q] of
+/// buckets, writes `tag | bits` of every member to members[q] (room for hi - lo entries), their number to
+/// counts[q]. `level` 1 is AVX2, 0 the scalar loop; the histogram and the member sets are the same at both.
+void tswitch_level1_bf16(int level, const void *base, const void *x, size_t lo, size_t hi, uint32_t *histogram,
+                         const uint32_t *lowest, const uint32_t *highest, int bands, uint64_t tag,
+                         uint64_t *const *members, size_t *counts);
+
 #endif

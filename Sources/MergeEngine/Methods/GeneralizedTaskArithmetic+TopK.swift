@@ -14,9 +14,11 @@ extension GTA {
     /// which is what the level-2 pass and the tie counts need. Requests whose exact bucket falls outside their
     /// band (or whose band overflows) get the level-2 pass as before (small tensors always do); the result is the
     /// same either way. `bandMinimum` is a parameter so tests can run both routes on one input.
+    /// `directLevel` (AVX2 where the CPU has it) runs the level-1 pass straight from BF16 inputs
+    /// (`MaskedMerge.level1`); nil widens every block into scratch first (tests compare them).
     static func selectTopK(
         n: Int, base: TensorSource, models: [TensorSource], requests: [(model: Int, k: Int)],
-        bandMinimum: Int = GTA.bandMinimum
+        bandMinimum: Int = GTA.bandMinimum, directLevel: Int? = MaskedMerge.level
     ) -> [MagnitudeTopK] {
         let sources = [base] + models
         let wanted = Array(Set(requests.map(\.model))).sorted()
@@ -44,6 +46,12 @@ extension GTA {
                 bandComplete.withUnsafeMutableBufferPointer { cb in
                     let M = UncheckedSendable(mb)
                     let C = UncheckedSendable(cb)
+                    if let level = directLevel, sources.allSatisfy({ $0.dtype == .BF16 }) {
+                        level1Direct(
+                            n: n, sources: sources, wanted: wanted, requests: requests, bands: bands.map { $0?.band },
+                            caps: caps, level: level, histograms: H.value, members: M.value, complete: C.value)
+                        return
+                    }
                     BlockStream.run(count: n, sources: sources) { w, blk, r, b in
                         for i in wanted {
                             subtractInPlace(b[1 + i], b[0], r.count)
@@ -197,6 +205,46 @@ extension GTA {
                 sel.equalBefore = before
             }
             return sel
+        }
+    }
+
+    /// The level-1 pass of `selectTopK` from BF16 inputs without widening (`MaskedMerge.level1`): the same
+    /// per-worker histograms, band members and completeness flags as the widened loop, for the same blocks. A band
+    /// is complete when all its members fit its cap; a model's third banded request (none today) is marked
+    /// incomplete and takes the level-2 pass.
+    static func level1Direct(
+        n: Int, sources: [TensorSource], wanted: [Int], requests: [(model: Int, k: Int)],
+        bands: [ClosedRange<UInt32>?], caps: [Int], level: Int, histograms: UnsafeMutablePointer<UInt32>,
+        members: UnsafeMutableBufferPointer<[UInt64]>, complete: UnsafeMutableBufferPointer<Bool>
+    ) {
+        let nq = requests.count
+        let m = sources.count - 1
+        let l1 = MagnitudeTopK.level1Buckets
+        let byModel = (0..<m).map { i in (0..<nq).filter { requests[$0].model == i && bands[$0] != nil } }
+        let out = UncheckedSendable((histograms, members, complete))
+        // Four Float scratch blocks per worker hold two blocks of UInt64 members.
+        BlockStream.run(count: n, sources: [], extra: 4) { w, blk, r, scratch in
+            let (histograms, members, complete) = out.value
+            let slots = [
+                UnsafeMutableRawPointer(scratch[0]).bindMemory(to: UInt64.self, capacity: BlockStream.blockSize),
+                UnsafeMutableRawPointer(scratch[2]).bindMemory(to: UInt64.self, capacity: BlockStream.blockSize),
+            ]
+            for i in wanted {
+                var live = byModel[i].filter { complete[w * nq + $0] }
+                for qi in live.dropFirst(2) { complete[w * nq + qi] = false }
+                live = Array(live.prefix(2))
+                let got = MaskedMerge.level1(
+                    base: sources[0], x: sources[1 + i], r, into: histograms + (w * m + i) * l1,
+                    bands: live.compactMap { bands[$0] }, tag: UInt64(blk) << 32, members: slots, level: level)
+                for (q, qi) in live.enumerated() {
+                    let slot = w * nq + qi
+                    if members[slot].count + got[q] > caps[qi] {
+                        complete[slot] = false
+                    } else {
+                        members[slot].append(contentsOf: UnsafeBufferPointer(start: slots[q], count: got[q]))
+                    }
+                }
+            }
         }
     }
 

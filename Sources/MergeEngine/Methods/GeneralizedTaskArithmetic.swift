@@ -37,7 +37,11 @@ enum GTA {
         case bytes(UnsafeMutableBufferPointer<UInt8>)
     }
 
-    static func merge(_ variant: Variant, _ c: StreamingMergeContext, into sink: TensorSink) throws(MergeError) {
+    /// - Parameter maskedLevel: the level of the fused masked merge pass (`MaskedMerge`); nil takes the block path
+    ///   (tests compare them).
+    static func merge(
+        _ variant: Variant, _ c: StreamingMergeContext, into sink: TensorSink, maskedLevel: Int? = MaskedMerge.level
+    ) throws(MergeError) {
         guard let base = c.base else {
             throw MergeError(.invalidInputs, "tensor '\(c.tensorName)': this merge method needs a base model.")
         }
@@ -174,6 +178,22 @@ enum GTA {
             FusedStream.weightedDeltaSum(
                 base: base.source, models: models.map(\.source), weights: weights, divide: normalize ? weightSum : 1,
                 lambda: lambda, into: sink)
+        {
+            return
+        }
+        // Magnitude masks (TIES, breadcrumbs): one fused pass from the mapped BF16 inputs when the dtypes allow.
+        let maskedBands = maskList.map { mask -> MaskedMerge.Band?? in
+            switch mask {
+            case .keepAll: .some(nil)
+            case .band(let keep, let drop): .some(MaskedMerge.Band(keep: keep, drop: drop))
+            case .random, .bytes: nil
+            }
+        }
+        if let level = maskedLevel, maskedBands.allSatisfy({ $0 != nil }),
+            MaskedMerge.bf16(
+                base: base.source, models: models.map(\.source), bands: maskedBands.map { $0 ?? nil }, scales: scales,
+                weights: weights, consensus: consensus, normalize: normalize, divide: normalize ? weightSum : 1,
+                lambda: lambda, into: sink, level: level)
         {
             return
         }
