@@ -52,6 +52,21 @@ public enum NuSlerpMerge: MergeMethod {
         let total = w0 + w1
         let t = abs(total) < 1e-6 ? 0.5 : w1 / total
         let n = c.elementCount
+        let shape = c.shape.isEmpty ? [1] : c.shape
+        if c.bool("nuslerp_flatten") || shape.count == 1 {
+            // The whole tensor is one vector: one pass for the task vectors' Gram matrix, one for the output,
+            // no copies.
+            let g = VectorMath.gram([models[0].values, models[1].values], minus: c.base?.values)
+            let (ca, cb) = coefficients(t: t, g[0], g[3], g[1])
+            if let base = c.base {
+                // ca·(v₀ − b) + cb·(v₁ − b) + b
+                VectorMath.linearCombination(
+                    [ca, cb, 1 - ca - cb], [models[0].values, models[1].values, base.values], into: out)
+            } else {
+                VectorMath.linearCombination([ca, cb], [models[0].values, models[1].values], into: out)
+            }
+            return
+        }
         var v0 = [Float](models[0].values)
         var v1 = [Float](models[1].values)
         if let base = c.base {
@@ -60,16 +75,12 @@ public enum NuSlerpMerge: MergeMethod {
                 v1[i] -= base.values[i]
             }
         }
-        // Vectors: the whole tensor, rows (last axis), or slices along axis 0 (row-wise), as mergekit transposes.
-        let shape = c.shape.isEmpty ? [1] : c.shape
-        let flatten = c.bool("nuslerp_flatten")
+        // Vectors: rows (last axis), or slices along axis 0 (row-wise), as mergekit transposes.
         let alongFirst = c.bool("nuslerp_row_wise") && shape.count > 1
         let length: Int
         let stride: Int
         let vectors: Int
-        if flatten || shape.count == 1 {
-            (length, stride, vectors) = (n, 1, 1)
-        } else if alongFirst {
+        if alongFirst {
             (length, stride, vectors) = (shape[0], n / max(1, shape[0]), n / max(1, shape[0]))
         } else {
             (length, stride, vectors) = (shape[shape.count - 1], 1, n / max(1, shape[shape.count - 1]))
@@ -84,19 +95,24 @@ public enum NuSlerpMerge: MergeMethod {
                 d1 += b * b
                 d01 += a * b
             }
-            let n0 = max(d0.squareRoot(), 1e-7)
-            let n1 = max(d1.squareRoot(), 1e-7)
-            let cos = min(1, max(-1, d01 / (n0 * n1)))
-            let colinear = (1 - cos * cos) <= 1e-16
-            let theta = acos(colinear ? 0 : cos)
-            let s = sin(theta)
-            let ca = colinear ? Float(1 - t) : Float(sin((1 - t) * theta) / s)
-            let cb = colinear ? Float(t) : Float(sin(t * theta) / s)
+            let (ca, cb) = coefficients(t: t, d0, d1, d01)
             for k in 0..<length {
                 let i = start + k * stride
                 out[i] = ca * v0[i] + cb * v1[i] + (c.base?.values[i] ?? 0)
             }
         }
+    }
+
+    /// mergekit's `nuslerp` coefficients from the squared norms and the dot of the two vectors: norms floored at
+    /// 1e-7, linear interpolation when (nearly) colinear.
+    static func coefficients(t: Double, _ d0: Double, _ d1: Double, _ d01: Double) -> (Float, Float) {
+        let n0 = max(d0.squareRoot(), 1e-7)
+        let n1 = max(d1.squareRoot(), 1e-7)
+        let cos = min(1, max(-1, d01 / (n0 * n1)))
+        let colinear = (1 - cos * cos) <= 1e-16
+        let theta = acos(colinear ? 0 : cos)
+        let s = sin(theta)
+        return colinear ? (Float(1 - t), Float(t)) : (Float(sin((1 - t) * theta) / s), Float(sin(t * theta) / s))
     }
 }
 
@@ -187,30 +203,47 @@ public enum KarcherMerge: MergeMethod {
         }
         let alphaSum = valid.reduce(0.0) { $0 + alphas[$1] }
         let a = valid.map { alphas[$0] / alphaSum }
-        let units: [[Double]] = valid.map { k in xs[k].values.map { Double($0) / norms[k] } }
-        var mean = [Double](repeating: 0, count: n)
-        for (j, u) in units.enumerated() { for i in 0..<n { mean[i] += a[j] * u[i] } }
-        let mn = mean.reduce(0) { $0 + $1 * $1 }.squareRoot()
-        if mn < tol { mean = units[0] } else { for i in 0..<n { mean[i] /= mn } }
-        for _ in 0..<maxIter {
-            var tangent = [Double](repeating: 0, count: n)
-            for (j, u) in units.enumerated() {
-                var dot = 0.0
-                for i in 0..<n { dot += mean[i] * u[i] }
-                dot = min(1, max(-1, dot))
-                let theta = acos(dot)
-                if theta < tol { continue }
-                let f = a[j] * theta / sin(theta)
-                for i in 0..<n { tangent[i] += f * (u[i] - dot * mean[i]) }
+        // The unit vectors xₖ/‖xₖ‖ are never materialised: every pass scales the inputs on the fly, and the mean
+        // lives in `out`, so memory is one tensor of scratch (the tangent) whatever the model count.
+        let x = valid.map { xs[$0].values }
+        let inv = valid.map { 1 / norms[$0] }
+        let mean = UnsafeBufferPointer(out)
+        let mn = VectorMath.linearCombination(zip(a, inv).map { Float($0 * $1) }, x, into: out).squareRoot()
+        if mn < tol {
+            VectorMath.linearCombination([Float(inv[0])], [x[0]], into: out)
+        } else {
+            VectorMath.linearCombination([Float(1 / mn)], [mean], into: out)
+        }
+        var tangent = [Float](repeating: 0, count: n)
+        tangent.withUnsafeMutableBufferPointer { t in
+            for _ in 0..<maxIter {
+                let dots = VectorMath.dots(mean, x)
+                // tangent = Σ fⱼ·(uⱼ − cosθⱼ·mean), uⱼ = xⱼ/‖xⱼ‖, fⱼ = aⱼ·θⱼ/sin θⱼ.
+                var coefficients: [Float] = []
+                var vectors: [UnsafeBufferPointer<Float>] = []
+                var meanCoefficient = 0.0
+                for j in x.indices {
+                    let dot = min(1, max(-1, dots[j] * inv[j]))
+                    let theta = acos(dot)
+                    if theta < tol { continue }
+                    let f = a[j] * theta / sin(theta)
+                    coefficients.append(Float(f * inv[j]))
+                    vectors.append(x[j])
+                    meanCoefficient -= f * dot
+                }
+                guard !vectors.isEmpty else { break }
+                let tn = VectorMath.linearCombination(
+                    coefficients + [Float(meanCoefficient)], vectors + [mean], into: t
+                ).squareRoot()
+                if tn < tol { break }
+                let un = VectorMath.linearCombination(
+                    [Float(cos(tn)), Float(sin(tn) / tn)], [mean, UnsafeBufferPointer(t)], into: out
+                ).squareRoot()
+                if un > tol { VectorMath.linearCombination([Float(1 / un)], [mean], into: out) }
             }
-            let tn = tangent.reduce(0) { $0 + $1 * $1 }.squareRoot()
-            if tn < tol { break }
-            for i in 0..<n { mean[i] = cos(tn) * mean[i] + sin(tn) * (tangent[i] / tn) }
-            let un = mean.reduce(0) { $0 + $1 * $1 }.squareRoot()
-            if un > tol { for i in 0..<n { mean[i] /= un } }
         }
         var scale = 0.0
         for k in xs.indices { scale += alphas[k] * norms[k] }
-        for i in 0..<n { out[i] = Float(scale * mean[i]) }
+        VectorMath.linearCombination([Float(scale)], [mean], into: out)
     }
 }
