@@ -31,7 +31,9 @@ extension BertEncoder {
         let widest = spans.map(\.rows.count).max() ?? 0
         return try withWorkspace { workspace in
             workspace.reserve(tokens: tokenIDs.count, hidden: h, intermediate: config.intermediateSize)
-            let fused = weights.layout == .tileFused
+            // One group gains nothing from fusing (its layer is written once either way), and the per-group layout
+            // runs the ordinary kernels, so a one-mix batch stays bit for bit the in-place switch's result.
+            let fused = weights.layout == .tileFused && spans.count > 1
             let scratchCount = fused ? tileFusedScratchCount(groups: spans.count) : layerElementCount
             if workspace.layerScratch.count < scratchCount {
                 workspace.layerScratch = [Float](repeating: 0, count: scratchCount)
