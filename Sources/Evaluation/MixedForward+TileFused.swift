@@ -17,11 +17,12 @@ import TensorKernels
 /// which amortizes the write and is faster than re-reading its rows per tile. Attention and the LayerNorms run per
 /// group as in the other layout, with the group's switched vectors.
 extension BertEncoder {
-    /// Values of a switched tile: 192 KB, which with a group's rows and OpenBLAS's packed copies stays in the 1 MB
-    /// L2 of this machine's cores (measured against 64-512 KB in docs/bench-mixed.md).
+    /// Values of a switched tile: 512 KB, which with a group's rows stays in the 1 MB L2 of this machine's cores;
+    /// 96 KB-2 MB measured (docs/bench-mixed.md): fewer, larger tiles mean fewer products per group.
     static let fusedTileFloats: Int = environmentInt("TSWITCH_MIXED_TILE_KB").map { $0 * 256 } ?? 512 * 256
 
-    /// Groups with at least this many rows switch the whole tensor and run one product (docs/bench-mixed.md).
+    /// Groups with at least this many rows switch the whole tensor and run one OpenBLAS product: their rows would
+    /// be re-read per tile (128-token batches of 8 groups, 512 rows each, take this path; not tuned further).
     static let wholeTensorRows: Int = environmentInt("TSWITCH_MIXED_WHOLE_ROWS") ?? 256
 
     /// Whether tile products run on the AVX-512 dot-product kernel (`ts_small_gemm_nt_avx512`), which reads the
