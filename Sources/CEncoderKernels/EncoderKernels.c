@@ -339,6 +339,50 @@ TS_AVX512_API void ts_attention_avx512(
                           ldo, s, inv);
 }
 
+/// Dot products of up to 4 rows of a with up to 4 rows of w (k floats, a multiple of 16), 16-lane partial sums
+/// reduced at the end; MR × NR are compile-time constants at each call so the accumulators stay in registers.
+#define TS_DOT_BLOCK(MR, NR)                                                                                          \
+    TS_AVX512 void ts_dot_block_##MR##x##NR(const float *a, long lda, const float *w, long ldw, float *c, long ldc, \
+                                            long k, int accumulate) {                                             \
+        __m512 acc[MR][NR];                                                                                       \
+        for (int r = 0; r < MR; r++)                                                                              \
+            for (int q = 0; q < NR; q++) acc[r][q] = _mm512_setzero_ps();                                         \
+        for (long p = 0; p < k; p += 16) {                                                                        \
+            __m512 wv[NR];                                                                                        \
+            for (int q = 0; q < NR; q++) wv[q] = _mm512_loadu_ps(w + q * ldw + p);                                \
+            for (int r = 0; r < MR; r++) {                                                                        \
+                __m512 av = _mm512_loadu_ps(a + r * lda + p);                                                     \
+                for (int q = 0; q < NR; q++) acc[r][q] = _mm512_fmadd_ps(av, wv[q], acc[r][q]);                   \
+            }                                                                                                     \
+        }                                                                                                         \
+        for (int r = 0; r < MR; r++)                                                                              \
+            for (int q = 0; q < NR; q++) {                                                                        \
+                float v = _mm512_reduce_add_ps(acc[r][q]);                                                        \
+                c[r * ldc + q] = accumulate ? c[r * ldc + q] + v : v;                                             \
+            }                                                                                                     \
+    }
+TS_DOT_BLOCK(4, 4)
+TS_DOT_BLOCK(1, 4)
+TS_DOT_BLOCK(4, 1)
+TS_DOT_BLOCK(1, 1)
+
+TS_AVX512_API void ts_small_gemm_nt_avx512(const float *a, long lda, const float *w, long ldw, float *c, long ldc,
+                                           long m, long n, long k, int accumulate) {
+    long n4 = n / 4 * 4, m4 = m / 4 * 4;
+    for (long j = 0; j < n4; j += 4) {
+        for (long i = 0; i < m4; i += 4)
+            ts_dot_block_4x4(a + i * lda, lda, w + j * ldw, ldw, c + i * ldc + j, ldc, k, accumulate);
+        for (long i = m4; i < m; i++)
+            ts_dot_block_1x4(a + i * lda, lda, w + j * ldw, ldw, c + i * ldc + j, ldc, k, accumulate);
+    }
+    for (long j = n4; j < n; j++) {
+        for (long i = 0; i < m4; i += 4)
+            ts_dot_block_4x1(a + i * lda, lda, w + j * ldw, ldw, c + i * ldc + j, ldc, k, accumulate);
+        for (long i = m4; i < m; i++)
+            ts_dot_block_1x1(a + i * lda, lda, w + j * ldw, ldw, c + i * ldc + j, ldc, k, accumulate);
+    }
+}
+
 #else
 int ts_encoder_has_avx512(void) { return 0; }
 void ts_gelu_avx512(float *x, long n) { (void)x; (void)n; }
@@ -358,5 +402,9 @@ void ts_attention_avx512(
     long ldo, float *scratch) {
     (void)q; (void)ld; (void)n; (void)heads; (void)d; (void)hidden; (void)scale; (void)bias; (void)out; (void)ldo;
     (void)scratch;
+}
+void ts_small_gemm_nt_avx512(const float *a, long lda, const float *w, long ldw, float *c, long ldc, long m, long n,
+                             long k, int accumulate) {
+    (void)a; (void)lda; (void)w; (void)ldw; (void)c; (void)ldc; (void)m; (void)n; (void)k; (void)accumulate;
 }
 #endif

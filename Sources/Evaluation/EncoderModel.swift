@@ -44,6 +44,36 @@ public protocol GroupWeights {
     func materialize(_ name: String, group: Int, into out: UnsafeMutableBufferPointer<Float>)
     /// Writes rows `rows` of the `rows × width` table `name` as `group` sees them, one after another into `out`.
     func gatherRows(_ name: String, group: Int, rows: [Int], width: Int, into out: UnsafeMutableBufferPointer<Float>)
+    /// Tensor `name` as `group` sees it, to be written tile by tile; nil when the group leaves it unchanged.
+    func tiles(_ name: String, group: Int) -> WeightTiles?
+    /// How the encoder lays out the pass (`MixedLayout`).
+    var layout: MixedLayout { get }
+}
+
+/// How a mixed forward pass switches a group's weights (docs/bench-mixed.md has the measurements).
+public enum MixedLayout: Sendable {
+    /// Per layer and group, the whole layer as the group sees it written into scratch, then the group's rows
+    /// through the ordinary products: one pass over the layer per group whatever its row count.
+    case layerPerGroup
+    /// All groups in lockstep through each linear layer, tile of output rows by tile: each group's tile switched
+    /// into a small cache-resident scratch and multiplied by its rows at once, so the base is read once per layer
+    /// and no switched layer leaves the cache; groups with many rows still get their whole tensor and one product.
+    case tileFused
+}
+
+/// One tensor as one group sees it, written on demand tile by tile (a range of its flat elements).
+public struct WeightTiles: Sendable {
+    /// Number of elements of the tensor.
+    public let count: Int
+    let writeTile: @Sendable (Range<Int>, UnsafeMutablePointer<Float>) -> Void
+
+    public init(count: Int, write: @escaping @Sendable (Range<Int>, UnsafeMutablePointer<Float>) -> Void) {
+        self.count = count
+        self.writeTile = write
+    }
+
+    /// Writes elements `elements` as the group sees them into `out` (`elements.count` values).
+    func write(_ elements: Range<Int>, into out: UnsafeMutablePointer<Float>) { writeTile(elements, out) }
 }
 
 /// An encoder that runs a batch in which each sequence sees its own group's weights, in one forward pass.

@@ -1,10 +1,12 @@
 /// The forward pass of a mixed batch: every sequence runs on its own group's weights (a weighted set of switch
 /// packs per group), all groups in one pass over the layers.
 ///
-/// Sequences are packed group by group, so each group's tokens are one block of rows. Layer by layer, each group's
-/// weights for that layer are written into scratch of one layer (`GroupWeights.materialize`: base copied and
-/// switched tile by tile) and the group's rows run through the same kernels as a plain batch; a group that leaves
-/// a layer unchanged reads the encoder's own weights. Embedding rows are switched only where a token looks them up.
+/// Sequences are packed group by group, so each group's tokens are one block of rows. In the tile-fused layout
+/// (`MixedForward+TileFused.swift`, the default) all groups go through each linear layer tile by tile, each tile
+/// switched per group in cache just before its product. In the per-group layout (`MixedLayout.layerPerGroup`),
+/// layer by layer, each group's weights for that layer are written into scratch of one layer
+/// (`GroupWeights.materialize`: base copied and switched tile by tile) and the group's rows run through the same
+/// kernels as a plain batch. Either way a group that leaves a tensor unchanged reads the encoder's own weights. Embedding rows are switched only where a token looks them up.
 /// The base is never modified, and memory beyond a plain batch is one layer plus the looked-up rows.
 ///
 /// Measured against the alternatives in docs/bench-mixed.md.
@@ -29,15 +31,25 @@ extension BertEncoder {
         let widest = spans.map(\.rows.count).max() ?? 0
         return try withWorkspace { workspace in
             workspace.reserve(tokens: tokenIDs.count, hidden: h, intermediate: config.intermediateSize)
-            if workspace.layerScratch.count < layerElementCount {
-                workspace.layerScratch = [Float](repeating: 0, count: layerElementCount)
+            // One group gains nothing from fusing (its layer is written once either way), and the per-group layout
+            // runs the ordinary kernels, so a one-mix batch stays bit for bit the in-place switch's result.
+            let fused = weights.layout == .tileFused && spans.count > 1
+            let scratchCount = fused ? tileFusedScratchCount(groups: spans.count) : layerElementCount
+            if workspace.layerScratch.count < scratchCount {
+                workspace.layerScratch = [Float](repeating: 0, count: scratchCount)
             }
             if workspace.rowScratch.count < 2 * widest * h + h {
                 workspace.rowScratch = [Float](repeating: 0, count: 2 * widest * h + h)
             }
-            forwardMixed(
-                tokenIDs: tokenIDs, positions: positions, starts: starts, lengths: lengths, spans: spans,
-                weights: weights, workspace: &workspace)
+            if fused {
+                forwardTileFused(
+                    tokenIDs: tokenIDs, positions: positions, starts: starts, lengths: lengths, spans: spans,
+                    weights: weights, workspace: &workspace)
+            } else {
+                forwardMixed(
+                    tokenIDs: tokenIDs, positions: positions, starts: starts, lengths: lengths, spans: spans,
+                    weights: weights, workspace: &workspace)
+            }
             return try workspace.x.withUnsafeBufferPointer { hidden in
                 let rows = UnsafeBufferPointer(rebasing: hidden[0..<(tokenIDs.count * h)])
                 return try body(HiddenStates(values: rows, starts: starts, lengths: lengths, hiddenSize: h))
@@ -104,7 +116,7 @@ extension BertEncoder {
     }
 
     /// Rows `r` of a row-major matrix `width` wide.
-    private func rebased(_ all: UnsafeMutableBufferPointer<Float>, _ r: Range<Int>, _ width: Int)
+    func rebased(_ all: UnsafeMutableBufferPointer<Float>, _ r: Range<Int>, _ width: Int)
         -> UnsafeMutableBufferPointer<Float>
     {
         UnsafeMutableBufferPointer(rebasing: all[(r.lowerBound * width)..<(r.upperBound * width)])
@@ -112,7 +124,7 @@ extension BertEncoder {
 
     /// Word + position + token-type embeddings of one group's rows, switched as the group sees them, then the
     /// embedding LayerNorm with the group's gain and bias: the same sums as a plain batch.
-    private func embed(
+    func embed(
         _ span: Span, tokenIDs: [Int], positions: [Int], weights: any GroupWeights,
         x: UnsafeMutableBufferPointer<Float>,
         rowScratch: UnsafeMutableBufferPointer<Float>, layerScratch: UnsafeMutableBufferPointer<Float>
@@ -150,7 +162,7 @@ extension BertEncoder {
 
     /// A tensor as `group` sees it: the encoder's own when the group leaves it unchanged, else switched into the
     /// next free part of `scratch`.
-    private func vector(
+    func vector(
         _ name: String, own: EncoderWeight, group: Int, weights: any GroupWeights,
         scratch: UnsafeMutableBufferPointer<Float>, offset: inout Int
     ) -> EncoderWeight {

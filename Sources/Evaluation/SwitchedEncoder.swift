@@ -112,7 +112,9 @@ public final class SwitchedEncoder: Sendable {
                     "\(model.source): the \(loader.family.modelType) encoder does not run mixed batches.")
             }
             return SentenceEncoder(tokenizer: tokenizer, encoder: encoder).embed(
-                texts, groups: groups, weights: SwitchedGroupWeights(switches: switches, loader: loader),
+                texts, groups: groups,
+                weights: SwitchedGroupWeights(
+                    switches: switches, loader: loader, layout: batching == .mixedLayer ? .layerPerGroup : .tileFused),
                 maxLength: maxLength, batchSize: batchSize, normalize: normalize, progress: progress)
         }
     }
@@ -196,7 +198,10 @@ public final class SwitchedEncoder: Sendable {
     /// mix), or regrouped by mix with the whole model switched per group (the earlier way; kept as the benchmark's
     /// peer).
     public enum MixedBatching: String, Sendable, CaseIterable {
+        /// One pass, tile-fused switching (`MixedLayout.tileFused`).
         case mixed
+        /// One pass, the whole layer written per group (`MixedLayout.layerPerGroup`; the earlier mixed path).
+        case mixedLayer = "mixed-layer"
         case regroup
     }
 
@@ -258,6 +263,7 @@ public final class SwitchedEncoder: Sendable {
 private struct SwitchedGroupWeights: GroupWeights {
     let switches: MixedSwitches
     let loader: EncoderLoader
+    let layout: MixedLayout
 
     func switches(_ name: String, group: Int) -> Bool { switches.switches(loader.checkpointName(name), mix: group) }
 
@@ -272,5 +278,10 @@ private struct SwitchedGroupWeights: GroupWeights {
 
     func gatherRows(_ name: String, group: Int, rows: [Int], width: Int, into out: UnsafeMutableBufferPointer<Float>) {
         switches.gatherRows(loader.checkpointName(name), mix: group, rows: rows, width: width, into: out)
+    }
+
+    func tiles(_ name: String, group: Int) -> WeightTiles? {
+        guard let mix = switches.tensorMix(loader.checkpointName(name), mix: group) else { return nil }
+        return WeightTiles(count: mix.count) { mix.write($0, into: $1) }
     }
 }

@@ -112,6 +112,52 @@ public struct MixedSwitches: @unchecked Sendable {
         return true
     }
 
+    /// One tensor as one mix sees it, resolved once so that writing it tile by tile looks nothing up: what the
+    /// tile-fused mixed forward pass switches a weight tile with, just before its product reads it.
+    public struct TensorMix: @unchecked Sendable {
+        // @unchecked: `base` is read-only and valid for the lending `withMixes` body, like `MixedSwitches`.
+        let base: UnsafeBufferPointer<Float>
+        let adds: [AddList]
+
+        /// Number of elements of the tensor.
+        public var count: Int { base.count }
+
+        /// Writes elements `elements` of the tensor as the mix sees it into `out` (`elements.count` values): the
+        /// base copied, then each list's entries in the range added, list after list, with the same `SwitchKernel`
+        /// adds in the same order as `materialize`, so the values agree bit for bit. Single-threaded (the caller
+        /// splits tiles across cores).
+        public func write(_ elements: Range<Int>, into out: UnsafeMutablePointer<Float>) {
+            precondition(elements.lowerBound >= 0 && elements.upperBound <= base.count, "tile outside the tensor")
+            guard !elements.isEmpty else { return }
+            let lo = elements.lowerBound
+            out.update(from: base.start + lo, count: elements.count)
+            for list in adds {
+                list.indices.withUnsafeBufferPointer { indices in
+                    let from = SwitchKernel.lowerBound(indices, UInt32(clamping: lo))
+                    if list.values.isEmpty {
+                        SwitchKernel.add(
+                            list.c, at: indices, to: out, origin: lo, from: from, below: elements.upperBound)
+                    } else {
+                        list.values.withUnsafeBufferPointer { values in
+                            _ = SwitchKernel.add(
+                                list.c, at: indices, times: values, to: out, origin: lo, from: from,
+                                below: elements.upperBound)
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Tensor `name` as `mix` sees it, for writing tile by tile; nil when the model has no such tensor or the mix
+    /// leaves it unchanged (its rows then read the base).
+    public func tensorMix(_ name: String, mix: Int) -> TensorMix? {
+        guard let t = index[name], let adds = lists[mix][t], adds.contains(where: { !$0.indices.isEmpty }) else {
+            return nil
+        }
+        return TensorMix(base: base[t], adds: adds.filter { !$0.indices.isEmpty })
+    }
+
     /// Writes rows `rows` of a `rows × width` tensor (an embedding table) as `mix` sees them, one after another
     /// into `out`: only the rows a batch looks up are switched, each list searched for the row's span.
     ///

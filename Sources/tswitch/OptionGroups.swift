@@ -74,7 +74,7 @@ struct RoutingOptions: ParsableArguments {
 
     @Option(
         help:
-            "Auto-Switch per example: mixed (each text on its own mix in one batch) or regroup (the test set split by mix, the whole model switched per group; the earlier way, kept for comparison)."
+            "Auto-Switch per example: mixed (each text on its own mix in one batch, weights switched tile by tile), mixed-layer (the same, each group's whole layer written to scratch; the earlier mixed path) or regroup (the test set split by mix, the whole model switched per group; the earliest way). Kept for comparison."
     )
     var mixedBatching: SwitchedEncoder.MixedBatching = .mixed
 

@@ -80,6 +80,53 @@ struct MixedBatchTests {
         print("mixed batch vs alone: worst relative error \(worst) over \(texts.count) texts")
     }
 
+    @Test(
+        "tile-fused batches (groups of one text and of many, the base, both kinds, negative weights) equal each text alone and the per-group layout"
+    )
+    func tileFusedEqualsAlone() throws {
+        let packs = try Self.shippedPacks()
+        let short = try Self.texts()
+        // Sixteen long texts (64 tokens each, over `wholeTensorRows` rows together) share one mix, so one group
+        // takes the whole-tensor path while the one-text groups take the tiles.
+        let long = short.prefix(16).map { [$0, $0, $0, $0].joined(separator: " ") }
+        let texts = short + long
+        var shared = [Double](repeating: 0, count: packs.count)
+        shared[3] = 0.8
+        shared[8 + 5] = -0.4
+        shared[1] = 0.3
+        let mixes =
+            Self.randomMixes(count: short.count, packs: packs.count, seed: 11)
+            + Array(repeating: shared, count: long.count)
+        #expect(long.count * 64 >= BertEncoder.wholeTensorRows)
+        let switched = try SwitchedEncoder(basePath: EvalFixture.modelFolder.path)
+        let h = switched.config.hiddenSize
+        let fused = try switched.embed(texts, packs: packs, mixes: mixes, maxLength: 64, batchSize: texts.count)
+        let layer = try switched.embed(
+            texts, packs: packs, mixes: mixes, maxLength: 64, batchSize: texts.count, batching: .mixedLayer)
+        var worst = 0.0
+        var identical = 0
+        for (i, text) in texts.enumerated() {
+            let mix = mixes[i].enumerated().filter { $0.element != 0 }.map { (packs[$0.offset], Float($0.element)) }
+            let alone = try switched.withEncoder(mix) { $0.embed([text], maxLength: 64) }
+            let row = Array(fused[(i * h)..<((i + 1) * h)])
+            let e = BertEncoderTests.worstRelativeError(row, alone, hidden: h)
+            #expect(e < Self.bound, "text \(i) mix \(mixes[i])")
+            #expect(
+                BertEncoderTests.worstRelativeError(row, Array(layer[(i * h)..<((i + 1) * h)]), hidden: h)
+                    < Self.bound, "text \(i) against the per-group layout")
+            worst = max(worst, e)
+            if row == alone { identical += 1 }
+        }
+        // The mixes matter: most switched texts move far past the bound from the base.
+        let base = try switched.embed(texts, packs: [], maxLength: 64, batchSize: texts.count)
+        let moved = (0..<texts.count).filter { i in
+            BertEncoderTests.worstRelativeError(
+                Array(fused[(i * h)..<((i + 1) * h)]), Array(base[(i * h)..<((i + 1) * h)]), hidden: h) > 1e-3
+        }
+        #expect(moved.count >= texts.count / 2)
+        print("tile-fused vs alone: worst relative error \(worst), \(identical) of \(texts.count) bit-identical")
+    }
+
     @Test("routing per example in mixed batches gives the regrouping's features and weights")
     func routedMatchesRegrouping() throws {
         let packs = Array(try Self.shippedPacks().prefix(8))

@@ -221,8 +221,11 @@ struct ServingTests {
             verbs, packs: [ServeFixture.pack("wn-verb")], maxLength: 128, batchSize: 64)
         let langExpected = try ServeFixture.encoder.embed(
             langs, packs: [ServeFixture.pack("lang-id")], maxLength: 128, batchSize: 64)
-        #expect(mixed[0] == verbExpected)
-        #expect(mixed[1] == langExpected)
+        // A batch holding both tasks runs tile-fused products (other row blocking and summation order than a
+        // one-task batch): equal within the mixed path's stated bound, 1e-5 relative (docs/bench-mixed.md).
+        #expect(mixed[0].count == verbExpected.count && mixed[1].count == langExpected.count)
+        #expect(PretrainedModel.worstRelativeError(mixed[0], verbExpected, hidden: 384) < 1e-5)
+        #expect(PretrainedModel.worstRelativeError(mixed[1], langExpected, hidden: 384) < 1e-5)
     }
 
     @Test("models, health, ready and metrics answer; metrics count requests, failures, batches, tasks and packs")

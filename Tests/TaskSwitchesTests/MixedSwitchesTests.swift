@@ -90,6 +90,45 @@ struct MixedSwitchesTests {
         #expect(model.active.map(\.task) == ["b"])
     }
 
+    @Test("tiles written by tensorMix equal the in-place switch bit for bit, at any tile boundary")
+    func tilesMatchInPlace() throws {
+        let model = Self.model(seed: 8)
+        let a = Self.pack("a", seed: 9, density: 0.3, values: false)
+        let c = Self.pack("c", seed: 10, density: 0.02, values: true)
+        let mixes: [[(pack: SwitchPack, weight: Float)]] = [[], [(a, 1)], [(c, 0.75), (a, -0.5)]]
+        let want = try mixes.map { mix in try model.withActivated(mix) { Self.bits($0) } }
+        var g = SplitMix64(seed: 11)
+        // Tile ranges: the whole tensor, an aligned row block, odd spans, one element, the last elements.
+        let n = 512 * 384
+        var ranges = [0..<n, 384..<(384 * 40), 1..<2, (n - 5)..<n, 0..<1]
+        for _ in 0..<20 {
+            let lo = Int(g.next() % UInt64(n))
+            ranges.append(lo..<min(n, lo + 1 + Int(g.next() % 30_000)))
+        }
+        let got = try model.withMixes(mixes) { switches in
+            (0..<mixes.count).map { m -> (Bool, [[UInt32]]) in
+                guard let mix = switches.tensorMix("m.weight", mix: m) else { return (false, []) }
+                #expect(mix.count == n)
+                return (
+                    true,
+                    ranges.map { r in
+                        var out = [Float](repeating: .nan, count: r.count)
+                        out.withUnsafeMutableBufferPointer { mix.write(r, into: $0.baseAddress!) }
+                        return out.map(\.bitPattern)
+                    }
+                )
+            }
+        }
+        #expect(!got[0].0, "the base alone switches nothing")
+        for m in 1..<mixes.count {
+            #expect(got[m].0)
+            for (k, r) in ranges.enumerated() {
+                #expect(got[m].1[k] == Array(want[m][0][r]), "mix \(m) range \(r)")
+            }
+            #expect(got[m].1[0] != want[0][0], "mix \(m) changes the tensor")
+        }
+    }
+
     @Test("a pack for another base is refused before the body runs")
     func refusesOtherBase() throws {
         let model = Self.model(seed: 1)

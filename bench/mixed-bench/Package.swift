@@ -5,7 +5,7 @@ import PackageDescription
 let package = Package(
     name: "MixedBench",
     platforms: [.macOS(.v15)],
-    dependencies: [.package(path: "../..")],
+    dependencies: [.package(name: "main", path: "../..")],
     targets: [
         .executableTarget(
             name: "MixedBench",

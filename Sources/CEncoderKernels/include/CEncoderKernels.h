@@ -29,4 +29,10 @@ void ts_attention_avx512(
     const float *q, long ld, long n, long heads, long d, long hidden, float scale, const float *bias, float *out,
     long ldo, float *scratch);
 
+/// c[i, j] = Σₚ a[i, p]·w[j, p] (plus c's own value when accumulate) for i < m, j < n: a product of a few rows by
+/// a row-major weight tile read in place (no packed copy), 4 × 4 dot products at a time. k a multiple of 16;
+/// row strides lda, ldw, ldc in floats.
+void ts_small_gemm_nt_avx512(const float *a, long lda, const float *w, long ldw, float *c, long ldc, long m, long n,
+                             long k, int accumulate);
+
 #endif

@@ -1,13 +1,14 @@
 // Mixed-task batches against the base and against regrouping (issue 13), in one process, one run:
 //   (a) the base model; (b) one pack switched in place per batch; (c) the 8 tasks mixed, one hard switch per
 //   example; (d) soft per-example mixes (Auto-Switch, 10 neighbours); (e) 32 distinct packs in one batch;
-// each of (c)-(e) also by regrouping (the batch split by mix, the whole model switched per group: the peer).
+// each of (c)-(e) in the tile-fused layout (the default), the earlier per-group layer layout (mixed-layer) and
+// by regrouping (the batch split by mix, the whole model switched per group: the peer).
 // Two workloads: batches of --batch texts of exactly --seq-len tokens, and the real task texts.
 // Configurations alternate within each repetition; medians of --repeat runs. Also prints the bytes of weights and
 // packs a batch touches and the memory-bandwidth floor they imply (a copy measured in the same run).
 //
 // Usage: swift run -c release --package-path bench/mixed-bench MixedBench [--batch 32] [--seq-len 128]
-//        [--batches 8] [--repeat 5] [--real-texts 256]
+//        [--batches 8] [--repeat 5] [--real-texts 256] [--only NAME;NAME…] [--workload fixed|real]
 import CheckpointIO
 import Evaluation
 import Foundation
@@ -130,16 +131,25 @@ func configs(soft: [[Double]]) -> [Config] {
         Config(name: "(b) one pack in place") { t in
             try perBatch(t) { b, _ in _ = try switched.withEncoder([(packs8[0], 1)]) { $0.embed(b, maxLength: seqLen, batchSize: batch) } }
         },
-        Config(name: "(c) 8 tasks, hard, mixed") { t in
+        Config(name: "(c) 8 tasks, hard, mixed (tile-fused)") { t in
             try perBatch(t) { b, r in _ = try switched.embed(b, packs: packs8, mixes: hard8(r), maxLength: seqLen, batchSize: batch) }
         },
+        Config(name: "(c) 8 tasks, hard, mixed-layer (old)") { t in
+            try perBatch(t) { b, r in _ = try switched.embed(b, packs: packs8, mixes: hard8(r), maxLength: seqLen, batchSize: batch, batching: .mixedLayer) }
+        },
         Config(name: "(c) 8 tasks, hard, regroup") { t in try perBatch(t) { b, r in try regroup(b, packs8, hard8(r)) } },
-        Config(name: "(d) soft k=10, mixed") { t in
+        Config(name: "(d) soft k=10, mixed (tile-fused)") { t in
             try perBatch(t) { b, r in _ = try switched.embed(b, packs: packs8, mixes: Array(soft[r]), maxLength: seqLen, batchSize: batch) }
         },
+        Config(name: "(d) soft k=10, mixed-layer (old)") { t in
+            try perBatch(t) { b, r in _ = try switched.embed(b, packs: packs8, mixes: Array(soft[r]), maxLength: seqLen, batchSize: batch, batching: .mixedLayer) }
+        },
         Config(name: "(d) soft k=10, regroup") { t in try perBatch(t) { b, r in try regroup(b, packs8, Array(soft[r])) } },
-        Config(name: "(e) 32 packs, mixed") { t in
+        Config(name: "(e) 32 packs, mixed (tile-fused)") { t in
             try perBatch(t) { b, r in _ = try switched.embed(b, packs: packs32, mixes: hard32(r), maxLength: seqLen, batchSize: batch) }
+        },
+        Config(name: "(e) 32 packs, mixed-layer (old)") { t in
+            try perBatch(t) { b, r in _ = try switched.embed(b, packs: packs32, mixes: hard32(r), maxLength: seqLen, batchSize: batch, batching: .mixedLayer) }
         },
         Config(name: "(e) 32 packs, regroup") { t in try perBatch(t) { b, r in try regroup(b, packs32, hard32(r)) } },
     ]
@@ -176,6 +186,19 @@ func mixedBytes(_ packs: [SwitchPack], groups: [[Int]]) -> Double {
     return total
 }
 
+/// Bytes the tile-fused layout moves from memory: the base layers once, and every group's pack entries (its
+/// switched tiles stay in L2, and activations are left out as above).
+func fusedBytes(_ packs: [SwitchPack], groups: [[Int]]) -> Double {
+    let layerTensors = switched.model.specs.filter { $0.name.contains("encoder.layer.") }
+    var total = Double(layerTensors.reduce(0) { $0 + $1.elementCount } * 4)
+    for g in groups {
+        total += Double(g.reduce(0) { acc, p in
+            acc + packs[p].tensors.filter { $0.name.contains("encoder.layer.") }.reduce(0) { $0 + $1.keptCount }
+        } * 4)
+    }
+    return total
+}
+
 log("measuring copy bandwidth")
 let bw = bandwidth()
 let load = { () -> Double in
@@ -184,9 +207,13 @@ let load = { () -> Double in
     return l[0]
 }
 print("mixed-bench: batch \(batch), \(seqLen)-token texts (\(fixedTexts.count)) and \(realTexts.count) real task texts (max 128 tokens); \(repeats) runs, medians; copy bandwidth \(String(format: "%.1f", bw / 1e9)) GB/s; load before \(String(format: "%.2f", load()))")
-for (workload, texts) in [("fixed \(seqLen) tokens", fixedTexts), ("real task texts", realTexts)] {
+let workloadOption = CommandLine.arguments.firstIndex(of: "--workload").map { CommandLine.arguments[$0 + 1] }
+for (workload, texts) in [("fixed \(seqLen) tokens", fixedTexts), ("real task texts", realTexts)]
+where workloadOption.map({ workload.hasPrefix($0) }) ?? true {
     let soft = try softMixes(texts)
-    let cs = configs(soft: soft)
+    // --only a;b;…: just the configurations whose names contain one of the strings, (a) always kept (for tuning).
+    let only = CommandLine.arguments.firstIndex(of: "--only").map { CommandLine.arguments[$0 + 1].split(separator: ";").map(String.init) }
+    let cs = configs(soft: soft).enumerated().filter { k, c in k == 0 || only.map { o in o.contains { c.name.contains($0) } } ?? true }.map(\.element)
     for c in cs { try c.run(Array(texts.prefix(batch))) }  // warm-up
     var times = [[Double]](repeating: [], count: cs.count)
     for r in 0..<repeats {
@@ -210,6 +237,9 @@ for (workload, texts) in [("fixed \(seqLen) tokens", fixedTexts), ("real task te
     let b8 = mixedBytes(packs8, groups: (0..<8).map { [$0] })
     let b32 = mixedBytes(packs32, groups: (0..<min(32, batch)).map { [$0] })
     let bA = mixedBytes(packs8, groups: [[]])
+    let f8 = fusedBytes(packs8, groups: (0..<8).map { [$0] })
+    let f32 = fusedBytes(packs32, groups: (0..<min(32, batch)).map { [$0] })
+    print("tile-fused, from memory per batch: (c) \(String(format: "%.0f", f8 / 1e6)) MB → floor \(String(format: "%.1f", f8 / bw * 1000)) ms; (e) \(String(format: "%.0f", f32 / 1e6)) MB → \(String(format: "%.1f", f32 / bw * 1000)) ms")
     print("weights and packs touched per batch: (a) \(String(format: "%.0f", bA / 1e6)) MB → floor \(String(format: "%.1f", bA / bw * 1000)) ms; (c) \(String(format: "%.0f", b8 / 1e6)) MB → \(String(format: "%.1f", b8 / bw * 1000)) ms; (e) \(String(format: "%.0f", b32 / 1e6)) MB → \(String(format: "%.1f", b32 / bw * 1000)) ms")
 }
 print("load after \(String(format: "%.2f", load()))")
