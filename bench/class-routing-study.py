@@ -13,14 +13,11 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 spec = importlib.util.spec_from_file_location("routing_study", os.path.join(ROOT, "bench/routing-study.py"))
 rs = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(rs)
-TASK_ORDER = ["code-lang", "deb-section", "fortune", "lang-id", "man-section", "unicode-cat", "wn-noun", "wn-verb",
-              "code-lang-b", "deb-lang", "emoji-group", "fortune-c", "lang-id-b", "man-pkg",
-              "perl-module", "py-module", "unicode-script", "wn-animal", "wn-domain", "wn-noun-b"]
+TASK_ORDER = rs.TASK_ORDER
 
 
 def features(texts, cache):
-    layers = rs.base_layers(texts, 48, cache)[:, 3:7]          # [N, 4, D]
-    return rs.unit(layers).reshape(len(texts), -1)
+    return rs.layers_3_6(texts, cache)
 
 
 def main():

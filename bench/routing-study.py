@@ -40,6 +40,9 @@ LAMBDA = 0.03                        # LDARouter.defaultShrinkage
 PRETRAINED, INDIVIDUAL = 48.5, 78.3
 TASK_KNOWN = {"0.5": 77.3, "0.7": 75.7}
 CONFS = ["maxprob", "margin", "entropy", "maxcos"]
+# The 20 tasks of ../shared/tasks in the order bench/reproduce --tasks 8|14|20 takes them (the first 8 are TASKS).
+TASK_ORDER = TASKS + ["code-lang-b", "deb-lang", "emoji-group", "fortune-c", "lang-id-b", "man-pkg",
+                      "perl-module", "py-module", "unicode-script", "wn-animal", "wn-domain", "wn-noun-b"]
 
 
 def read_jsonl(path):
@@ -86,6 +89,12 @@ def base_layers(texts, maxlen, cache):
             out[idx] = pooled.numpy()
     np.save(path, out)
     return out
+
+
+def layers_3_6(texts, cache, maxlen=48):
+    """[N, 4·D]: layers 3-6 mean-pooled, each at unit length, concatenated (the shipped layer router's features,
+    without its 1/√4 scale)."""
+    return unit(base_layers(texts, maxlen, cache)[:, 3:7]).reshape(len(texts), -1).astype(np.float32)
 
 
 def switched(texts, task, pack, tswitch, cache):

@@ -6,6 +6,7 @@
 // the Swift code: acc = 0; acc += (x_i - b) * w_i in input order; acc /= divide; acc *= lambda; b + acc.
 
 #include "CMergeKernels.h"
+#include "BF16Rounding.h"
 
 #include <stdint.h>
 #include <string.h>
@@ -79,17 +80,6 @@ TSW_AVX512 static void fused_512(const uint8_t *base, const uint8_t *const *mode
     if (w < end) step_512(base, models, weights, m, divide, lambda, out, w, (__mmask16)((1u << (end - w)) - 1));
 }
 
-TSW_AVX2 static inline __m256i round_top_256(__m256 x) {
-    const __m256i f = _mm256_castps_si256(x);
-    const __m256i rounded = _mm256_add_epi32(
-        _mm256_add_epi32(f, _mm256_set1_epi32(0x7FFF)), _mm256_and_si256(_mm256_srli_epi32(f, 16), _mm256_set1_epi32(1)));
-    const __m256i nan = _mm256_or_si256(_mm256_and_si256(f, _mm256_set1_epi32((int)0x80000000u)),
-                                        _mm256_set1_epi32(0x7FC00000));
-    const __m256i magnitude = _mm256_and_si256(f, _mm256_set1_epi32(0x7FFFFFFF));
-    const __m256i isNaN = _mm256_cmpgt_epi32(magnitude, _mm256_set1_epi32(0x7F800000));
-    return _mm256_blendv_epi8(rounded, nan, isNaN);
-}
-
 TSW_AVX2 static void fused_256(const uint8_t *base, const uint8_t *const *models, const float *weights, int m,
                                float divide, float lambda, uint8_t *out, size_t lo, size_t hi) {
     const __m256i high = _mm256_set1_epi32((int)0xFFFF0000u);
@@ -127,8 +117,8 @@ TSW_AVX2 static void fused_256(const uint8_t *base, const uint8_t *const *models
             a0 = _mm256_add_ps(b0, a0);
             a1 = _mm256_add_ps(b1, a1);
         }
-        const __m256i words = _mm256_or_si256(_mm256_srli_epi32(round_top_256(a0), 16),
-                                              _mm256_and_si256(round_top_256(a1), high));
+        const __m256i words = _mm256_or_si256(_mm256_srli_epi32(tsw_round_top_256(a0), 16),
+                                              _mm256_and_si256(tsw_round_top_256(a1), high));
         _mm256_storeu_si256((__m256i *)(out + 4 * w), words);
     }
 }

@@ -9,6 +9,7 @@
 // mixed /= div == 0 ? 1 : div) or the plain sum (/ divide), * lambda, b + result, integer round-to-nearest-even.
 
 #include "CMergeKernels.h"
+#include "BF16Rounding.h"
 
 #include <stdint.h>
 #include <string.h>
@@ -88,17 +89,6 @@ static void merge_scalar(const uint16_t *base, const tswitch_masked_model *model
 
 #define TSW_AVX2 __attribute__((target("avx2")))
 
-TSW_AVX2 static inline __m256i round_top(__m256 x) {
-    const __m256i f = _mm256_castps_si256(x);
-    const __m256i rounded = _mm256_add_epi32(
-        _mm256_add_epi32(f, _mm256_set1_epi32(0x7FFF)), _mm256_and_si256(_mm256_srli_epi32(f, 16), _mm256_set1_epi32(1)));
-    const __m256i nan = _mm256_or_si256(_mm256_and_si256(f, _mm256_set1_epi32((int)0x80000000u)),
-                                        _mm256_set1_epi32(0x7FC00000));
-    const __m256i magnitude = _mm256_and_si256(f, _mm256_set1_epi32(0x7FFFFFFF));
-    const __m256i isNaN = _mm256_cmpgt_epi32(magnitude, _mm256_set1_epi32(0x7F800000));
-    return _mm256_blendv_epi8(rounded, nan, isNaN);
-}
-
 /// All-ones lanes where |d| (bits `a`) is kept by a threshold and tie limit; `idx` are the lanes' offsets.
 TSW_AVX2 static inline __m256i kept_256(__m256i a, int32_t threshold, int32_t limit, __m256i idx) {
     const __m256i t = _mm256_set1_epi32(threshold);
@@ -170,7 +160,7 @@ TSW_AVX2 static void merge_256(const uint16_t *base, const tswitch_masked_model 
         const __m256 r0 = half_256(b0, x0, models, m, consensus, normalize, divide, lambda, idx0);
         const __m256 r1 = half_256(b1, x1, models, m, consensus, normalize, divide, lambda, idx1);
         const __m256i words =
-            _mm256_or_si256(_mm256_srli_epi32(round_top(r0), 16), _mm256_and_si256(round_top(r1), high));
+            _mm256_or_si256(_mm256_srli_epi32(tsw_round_top_256(r0), 16), _mm256_and_si256(tsw_round_top_256(r1), high));
         _mm256_storeu_si256((__m256i *)(out + j), words);
     }
     for (; j < hi; j++) merge_one(base, models, m, consensus, normalize, divide, lambda, out, j, (int32_t)(j - lo));

@@ -67,85 +67,68 @@ extension BertEncoder {
         let vectorCount = groupVectorCount
         let vectorsEnd = spans.count * vectorCount
         let wholeEnd = vectorsEnd + largestLayerMatrix
-        let local = spans.map { span in
-            (
-                starts: span.sequences.map { starts[$0] - span.rows.lowerBound },
-                lengths: span.sequences.map { lengths[$0] }
-            )
-        }
-        workspace.x.withUnsafeMutableBufferPointer { xAll in
-            workspace.qkv.withUnsafeMutableBufferPointer { qAll in
-                workspace.ctx.withUnsafeMutableBufferPointer { cAll in
-                    workspace.mid.withUnsafeMutableBufferPointer { mAll in
-                        workspace.layerScratch.withUnsafeMutableBufferPointer { scratch in
-                            workspace.rowScratch.withUnsafeMutableBufferPointer { rowScratch in
-                                for span in spans {
-                                    embed(
-                                        span, tokenIDs: tokenIDs, positions: positions, weights: weights,
-                                        x: xAll, rowScratch: rowScratch, layerScratch: scratch)
-                                }
-                                let whole = UnsafeMutableBufferPointer(rebasing: scratch[vectorsEnd..<wholeEnd])
-                                let tiles = UnsafeMutableBufferPointer(rebasing: scratch[wholeEnd...])
-                                func linear(
-                                    _ names: [String], _ own: EncoderWeight, _ a: UnsafeMutableBufferPointer<Float>,
-                                    inner: Int, out: Int, _ c: UnsafeMutableBufferPointer<Float>, accumulate: Bool
-                                ) {
-                                    fusedLinear(
-                                        names, own: own, spans: spans, weights: weights, input: a.start, inner: inner,
-                                        out: out, into: c.start, accumulate: accumulate, whole: whole,
-                                        tileScratch: tiles)
-                                }
-                                for (i, own) in layers.enumerated() {
-                                    let names = LayerNames(layer: i)
-                                    let p = names.prefix
-                                    let vectors = spans.enumerated().map { s, span in
-                                        groupVectors(
-                                            names, own: own, group: span.group, weights: weights,
-                                            scratch: UnsafeMutableBufferPointer(
-                                                rebasing: scratch[(s * vectorCount)..<((s + 1) * vectorCount)]))
-                                    }
-                                    linear(
-                                        names.parts.map { $0 + ".weight" }, own.qkvWeight, xAll, inner: h,
-                                        out: 3 * h, qAll, accumulate: false)
-                                    for (s, span) in spans.enumerated() {
-                                        let r = span.rows
-                                        vectors[s].qkvBias.withUnsafeBufferPointer { bias in
-                                            EncoderKernels.attention(
-                                                qkv: qAll.start + r.lowerBound * 3 * h, bias: bias.start,
-                                                ctx: cAll.start + r.lowerBound * h, starts: local[s].starts,
-                                                lengths: local[s].lengths, heads: heads, headSize: d, scale: scale)
-                                        }
-                                    }
-                                    linear(
-                                        [p + "attention.output.dense.weight"], own.attentionOutWeight, cAll,
-                                        inner: h, out: h, xAll, accumulate: true)
-                                    for (s, span) in spans.enumerated() {
-                                        let v = vectors[s]
-                                        normalize(
-                                            rebased(xAll, span.rows, h), rows: span.rows.count,
-                                            v.attentionNormWeight, v.attentionNormBias, v.attentionOutBias, eps: eps)
-                                    }
-                                    linear(
-                                        [p + "intermediate.dense.weight"], own.intermediateWeight, xAll, inner: h,
-                                        out: inter, mAll, accumulate: false)
-                                    for (s, span) in spans.enumerated() {
-                                        vectors[s].intermediateBias.withUnsafeBufferPointer {
-                                            EncoderKernels.gelu(rebased(mAll, span.rows, inter), bias: $0)
-                                        }
-                                    }
-                                    linear(
-                                        [p + "output.dense.weight"], own.outputWeight, mAll, inner: inter, out: h,
-                                        xAll, accumulate: true)
-                                    for (s, span) in spans.enumerated() {
-                                        let v = vectors[s]
-                                        normalize(
-                                            rebased(xAll, span.rows, h), rows: span.rows.count, v.outputNormWeight,
-                                            v.outputNormBias, v.outputBias, eps: eps)
-                                    }
-                                }
-                            }
-                        }
+        withEmbeddedGroups(
+            tokenIDs: tokenIDs, positions: positions, starts: starts, lengths: lengths, spans: spans, weights: weights,
+            workspace: &workspace
+        ) { b in
+            let (xAll, qAll, cAll, mAll, scratch) = (b.x, b.qkv, b.ctx, b.mid, b.scratch)
+            let whole = UnsafeMutableBufferPointer(rebasing: scratch[vectorsEnd..<wholeEnd])
+            let tiles = UnsafeMutableBufferPointer(rebasing: scratch[wholeEnd...])
+            func linear(
+                _ names: [String], _ own: EncoderWeight, _ a: UnsafeMutableBufferPointer<Float>,
+                inner: Int, out: Int, _ c: UnsafeMutableBufferPointer<Float>, accumulate: Bool
+            ) {
+                fusedLinear(
+                    names, own: own, spans: spans, weights: weights, input: a.start, inner: inner,
+                    out: out, into: c.start, accumulate: accumulate, whole: whole,
+                    tileScratch: tiles)
+            }
+            for (i, own) in layers.enumerated() {
+                let names = LayerNames(layer: i)
+                let p = names.prefix
+                let vectors = spans.enumerated().map { s, span in
+                    groupVectors(
+                        names, own: own, group: span.group, weights: weights,
+                        scratch: UnsafeMutableBufferPointer(
+                            rebasing: scratch[(s * vectorCount)..<((s + 1) * vectorCount)]))
+                }
+                linear(
+                    names.parts.map { $0 + ".weight" }, own.qkvWeight, xAll, inner: h,
+                    out: 3 * h, qAll, accumulate: false)
+                for (s, span) in spans.enumerated() {
+                    let r = span.rows
+                    vectors[s].qkvBias.withUnsafeBufferPointer { bias in
+                        EncoderKernels.attention(
+                            qkv: qAll.start + r.lowerBound * 3 * h, bias: bias.start,
+                            ctx: cAll.start + r.lowerBound * h, starts: b.local[s].starts,
+                            lengths: b.local[s].lengths, heads: heads, headSize: d, scale: scale)
                     }
+                }
+                linear(
+                    [p + "attention.output.dense.weight"], own.attentionOutWeight, cAll,
+                    inner: h, out: h, xAll, accumulate: true)
+                for (s, span) in spans.enumerated() {
+                    let v = vectors[s]
+                    normalize(
+                        rebased(xAll, span.rows, h), rows: span.rows.count,
+                        v.attentionNormWeight, v.attentionNormBias, v.attentionOutBias, eps: eps)
+                }
+                linear(
+                    [p + "intermediate.dense.weight"], own.intermediateWeight, xAll, inner: h,
+                    out: inter, mAll, accumulate: false)
+                for (s, span) in spans.enumerated() {
+                    vectors[s].intermediateBias.withUnsafeBufferPointer {
+                        EncoderKernels.gelu(rebased(mAll, span.rows, inter), bias: $0)
+                    }
+                }
+                linear(
+                    [p + "output.dense.weight"], own.outputWeight, mAll, inner: inter, out: h,
+                    xAll, accumulate: true)
+                for (s, span) in spans.enumerated() {
+                    let v = vectors[s]
+                    normalize(
+                        rebased(xAll, span.rows, h), rows: span.rows.count, v.outputNormWeight,
+                        v.outputNormBias, v.outputBias, eps: eps)
                 }
             }
         }

@@ -77,36 +77,63 @@ extension BertEncoder {
     ) {
         let h = config.hiddenSize
         let inter = config.intermediateSize
-        let t = tokenIDs.count
         let eps = config.layerNormEps
-        guard t > 0 else { return }
-        workspace.x.withUnsafeMutableBufferPointer { xAll in
-            workspace.qkv.withUnsafeMutableBufferPointer { qAll in
-                workspace.ctx.withUnsafeMutableBufferPointer { cAll in
-                    workspace.mid.withUnsafeMutableBufferPointer { mAll in
+        guard !tokenIDs.isEmpty else { return }
+        withEmbeddedGroups(
+            tokenIDs: tokenIDs, positions: positions, starts: starts, lengths: lengths, spans: spans, weights: weights,
+            workspace: &workspace
+        ) { b in
+            for (i, own) in layers.enumerated() {
+                let names = LayerNames(layer: i)
+                for (s, span) in spans.enumerated() {
+                    let r = span.rows
+                    let layer = groupLayer(names, own: own, group: span.group, weights: weights, scratch: b.scratch)
+                    runLayer(
+                        layer ?? own, x: rebased(b.x, r, h), qkv: rebased(b.qkv, r, 3 * h),
+                        ctx: rebased(b.ctx, r, h), mid: rebased(b.mid, r, inter), tokens: r.count,
+                        starts: b.local[s].starts, lengths: b.local[s].lengths, heads: config.headCount,
+                        headSize: config.headSize, scale: 1 / Float(config.headSize).squareRoot(), eps: eps)
+                }
+            }
+        }
+    }
+
+    /// The workspace buffers a mixed pass works in, borrowed for one pass.
+    struct MixedBuffers {
+        let x: UnsafeMutableBufferPointer<Float>
+        let qkv: UnsafeMutableBufferPointer<Float>
+        let ctx: UnsafeMutableBufferPointer<Float>
+        let mid: UnsafeMutableBufferPointer<Float>
+        /// Scratch of one layer (`layerScratch`), for tensors as a group sees them.
+        let scratch: UnsafeMutableBufferPointer<Float>
+        /// Per span, its sequences' starts (relative to the span's first row) and lengths, for attention.
+        let local: [(starts: [Int], lengths: [Int])]
+    }
+
+    /// Borrows the workspace's buffers, writes every group's embedded rows into `x` (switched as the group sees
+    /// the embeddings), then runs `body` over the layers: what both mixed layouts start with.
+    func withEmbeddedGroups(
+        tokenIDs: [Int], positions: [Int], starts: [Int], lengths: [Int], spans: [Span], weights: any GroupWeights,
+        workspace: inout Workspace, _ body: (MixedBuffers) -> Void
+    ) {
+        let local = spans.map { span in
+            (
+                starts: span.sequences.map { starts[$0] - span.rows.lowerBound },
+                lengths: span.sequences.map { lengths[$0] }
+            )
+        }
+        workspace.x.withUnsafeMutableBufferPointer { x in
+            workspace.qkv.withUnsafeMutableBufferPointer { qkv in
+                workspace.ctx.withUnsafeMutableBufferPointer { ctx in
+                    workspace.mid.withUnsafeMutableBufferPointer { mid in
                         workspace.layerScratch.withUnsafeMutableBufferPointer { scratch in
                             workspace.rowScratch.withUnsafeMutableBufferPointer { rowScratch in
                                 for span in spans {
                                     embed(
-                                        span, tokenIDs: tokenIDs, positions: positions, weights: weights,
-                                        x: xAll, rowScratch: rowScratch, layerScratch: scratch)
+                                        span, tokenIDs: tokenIDs, positions: positions, weights: weights, x: x,
+                                        rowScratch: rowScratch, layerScratch: scratch)
                                 }
-                                for (i, own) in layers.enumerated() {
-                                    let names = LayerNames(layer: i)
-                                    for span in spans {
-                                        let r = span.rows
-                                        let layer = groupLayer(
-                                            names, own: own, group: span.group, weights: weights, scratch: scratch)
-                                        let localStarts = span.sequences.map { starts[$0] - r.lowerBound }
-                                        let localLengths = span.sequences.map { lengths[$0] }
-                                        runLayer(
-                                            layer ?? own, x: rebased(xAll, r, h), qkv: rebased(qAll, r, 3 * h),
-                                            ctx: rebased(cAll, r, h), mid: rebased(mAll, r, inter), tokens: r.count,
-                                            starts: localStarts, lengths: localLengths, heads: config.headCount,
-                                            headSize: config.headSize, scale: 1 / Float(config.headSize).squareRoot(),
-                                            eps: eps)
-                                    }
-                                }
+                                body(MixedBuffers(x: x, qkv: qkv, ctx: ctx, mid: mid, scratch: scratch, local: local))
                             }
                         }
                     }

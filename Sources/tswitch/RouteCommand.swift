@@ -131,12 +131,13 @@ struct RouteCommand: ParsableCommand {
     /// The base layers an LDA build reads: as given (`final`: none); else, when every input is a JSONL of texts,
     /// every layer after the embeddings (1 … L of the base); else what the features files say they hold
     /// (`tswitch embed --layers` records it; none: sentence embeddings).
-    private func lDALayers() throws -> [Int] {
+    private func lDALayers(_ files: [String: QuerySet]) throws -> [Int] {
         if let layers { return layers }
         if allTexts, let base { return Array(1...max(1, try EncoderLoader(path: base).config.layerCount)) }
         var said: [Int]?
-        for pair in try inputs.map(Parse.taskFile) where !pair.path.hasSuffix(".jsonl") || base == nil {
-            let own = try QuerySet(path: pair.path, requireLabels: false).layers ?? []
+        for pair in try inputs.map(Parse.taskFile) {
+            guard let file = files[pair.path] else { continue }
+            let own = file.layers ?? []
             if let said, said != own {
                 throw ValidationError(
                     "\(pair.path) holds features of \(Self.describe(own)), an earlier input of \(Self.describe(said)); give features of one kind (tswitch embed --layers)."
@@ -152,14 +153,22 @@ struct RouteCommand: ParsableCommand {
         layers.isEmpty ? "the sentence embedding" : "layers \(layers.map(String.init).joined(separator: ","))"
     }
 
-    /// Each TASK=FILE input as features: a features file as stored, or a JSONL's first `perTask` texts embedded
-    /// with the base model (on `layers`; empty: the final embedding).
-    private func parts(layers: [Int]) throws -> [(task: String, features: QuerySet)] {
+    /// The TASK=FILE inputs that are features files (not JSONL texts the base embeds), read once, by path.
+    private func featureFiles() throws -> [String: QuerySet] {
+        var files: [String: QuerySet] = [:]
+        for pair in try inputs.map(Parse.taskFile) where !pair.path.hasSuffix(".jsonl") || base == nil {
+            if files[pair.path] == nil { files[pair.path] = try QuerySet(path: pair.path, requireLabels: false) }
+        }
+        return files
+    }
+
+    /// Each TASK=FILE input as features: a features file as read by `featureFiles`, or a JSONL's first `perTask`
+    /// texts embedded with the base model (on `layers`; empty: the final embedding).
+    private func parts(layers: [Int], files: [String: QuerySet]) throws -> [(task: String, features: QuerySet)] {
         var encoder: SentenceEncoder?
         var parts: [(task: String, features: QuerySet)] = []
         for pair in try inputs.map(Parse.taskFile) {
-            guard pair.path.hasSuffix(".jsonl"), let base else {
-                let f = try QuerySet(path: pair.path, requireLabels: false)
+            if let f = files[pair.path] {
                 if let own = f.layers, own != layers {
                     throw ValidationError(
                         "\(pair.path) holds features of \(Self.describe(own)); the router is built on \(Self.describe(layers))."
@@ -168,6 +177,8 @@ struct RouteCommand: ParsableCommand {
                 parts.append((pair.task, f))
                 continue
             }
+            // Without a base every input is a features file (`featureFiles`), so only JSONL texts reach here.
+            guard let base else { preconditionFailure("a JSONL input without --base passed validation") }
             let texts = try TextDataset.read(path: pair.path).prefix(perTask).map(\.text)
             let e = try encoder ?? SentenceEncoder(path: base)
             encoder = e
@@ -189,7 +200,7 @@ struct RouteCommand: ParsableCommand {
 
     /// Stacks per-task feature files into one labelled file.
     private func buildSet(_ out: String) throws {
-        let set = try QuerySet.combine(try parts(layers: []))
+        let set = try QuerySet.combine(try parts(layers: [], files: try featureFiles()))
         try set.write(to: out)
         print(
             "\(out): \(set.count) labelled examples of \(set.dimension) features, tasks \(set.tasks.joined(separator: ", "))"
@@ -199,10 +210,12 @@ struct RouteCommand: ParsableCommand {
     /// Fits and writes an LDA router file.
     private func buildLDA(_ out: String) throws {
         let fp = try base.map { try BaseFingerprint(model: try ModelFolder(path: $0)) }
-        let layers = try lDALayers()
+        let files = try featureFiles()
+        let layers = try lDALayers(files)
         let lambda = fitShrinkage(layered: !layers.isEmpty)
         let router = try LDARouter.fit(
-            try QuerySet.combine(try parts(layers: layers)), shrinkage: lambda, baseFingerprint: fp, layers: layers)
+            try QuerySet.combine(try parts(layers: layers, files: files)), shrinkage: lambda, baseFingerprint: fp,
+            layers: layers)
         let size = try RouterFile.write(router, to: out)
         print(
             "\(out): LDA router, \(router.tasks.count) tasks, \(router.dimension) features\(router.layers.isEmpty ? " (final embedding)" : " (layers \(router.layers.map(String.init).joined(separator: ",")))"), λ = \(lambda), \(size) bytes"

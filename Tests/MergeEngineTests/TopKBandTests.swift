@@ -11,28 +11,8 @@ import Testing
 struct TopKBandTests {
     static let n = 16 * BlockStream.blockSize * 2 + 12_345  // 32 full blocks and a partial one
 
-    /// BF16 bits of base and three fine-tunes. Half the base entries are exactly 0, so there the task vector is a
-    /// BF16 value itself and each magnitude occurs hundreds of times; elsewhere it is an ordinary f32 difference.
-    static func inputs() -> [[UInt16]] {
-        var g = SplitMix64(seed: 15)
-        func bf16(_ x: Float) -> UInt16 { UInt16(x.bitPattern >> 16) }  // truncation: any BF16 value will do
-        func normal() -> Float {
-            let u = max(g.nextUnit(), 1e-12)
-            return Float((-2 * log(u)).squareRoot() * cos(2 * Double.pi * g.nextUnit()))
-        }
-        let base = (0..<n).map { j in j % 2 == 0 ? 0 : bf16(0.02 * normal()) }
-        var out = [base]
-        for m in 0..<3 {
-            out.append(
-                (0..<n).map { j in
-                    let b = Float(bitPattern: UInt32(base[j]) << 16)
-                    // Model 2 leaves a third of its entries untouched (d = 0 exactly).
-                    if m == 2, j % 3 == 0 { return base[j] }
-                    return bf16(b + 0.002 * normal())
-                })
-        }
-        return out
-    }
+    /// BF16 bits of base and three fine-tunes, ties at every magnitude (`MaskedMergeTests.inputs`, seed 15).
+    static func inputs() -> [[UInt16]] { MaskedMergeTests.inputs(n, seed: 15) }
 
     /// The top-k of |x − base| by a stable sort: largest |d| bits first, ties in index order.
     static func reference(_ base: [UInt16], _ x: [UInt16], k: Int) -> [Bool] {
