@@ -10,7 +10,8 @@ from gguf.quants import dequantize
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 GGUF = ROOT / "Tests/CheckpointIOTests/Fixtures/gguf"
-FILES = ["quants.gguf", "v2.gguf", "align64.gguf", "empty.gguf", "tiny_llama.gguf", "tiny_qwen2.gguf"]
+FILES = ["quants.gguf", "v2.gguf", "align64.gguf", "empty.gguf", "tiny_llama.gguf", "tiny_qwen2.gguf",
+         "tiny_llama_spm.gguf", "tiny_llama3_rope.gguf"]
 
 
 def flatten(v):
@@ -42,7 +43,7 @@ def test_inspect_json_matches_gguf_reader(tswitch, name):
             assert flatten(kv["value"]) == want, kv["key"]
         else:
             assert kv["value"] == want, kv["key"]
-    if name not in ("empty.gguf", "tiny_llama.gguf", "tiny_qwen2.gguf"):
+    if not name.startswith(("empty", "tiny_")):
         nested = next(kv for kv in header["key_values"] if kv["key"] == "test.array.nested")
         assert nested["value"] == [[1, 2], [3]]
     # Tensors: name, ggml type, row-major shape (the reader's `shape` is ggml's ne, innermost first), bytes, offset.
@@ -249,6 +250,99 @@ def noisy_twin(src: pathlib.Path, dst: pathlib.Path, seed: int):
     for f in src.iterdir():
         if f.suffix != ".safetensors":
             (dst / f.name).write_bytes(f.read_bytes())
+
+
+def fixture_script():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("make_gguf_fixtures", ROOT / "scripts/fixtures/make_gguf_fixtures.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def with_rope_scaling(config, **scaling):
+    """transformers' GGUF loader drops a llama file's rope scaling; the reference adds it back by hand."""
+    config.rope_parameters = {"rope_theta": config.rope_parameters["rope_theta"], **scaling}
+    return config
+
+
+def test_convert_sentencepiece_llama_matches_transformers(tswitch, torch_one_thread, tmp_path):
+    """A Llama 2 / Mistral-style file (tokenizer.ggml.model = llama: scores, byte fallback, no merges; linear rope
+    scaling): tokenizer.json as transformers' GGUF tokenizer builds it, the same ids and decodes, and the logits of
+    the rope scaling the file states."""
+    torch = torch_one_thread
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    path = GGUF / "tiny_llama_spm.gguf"
+    tswitch("convert", path, tmp_path / "hf")
+    ref_tok = AutoTokenizer.from_pretrained(GGUF, gguf_file=path.name)
+    our_tok = AutoTokenizer.from_pretrained(tmp_path / "hf")
+    want, got = json.loads(ref_tok.backend_tokenizer.to_str()), json.loads(our_tok.backend_tokenizer.to_str())
+    for part in ["model", "pre_tokenizer", "normalizer", "decoder", "post_processor", "added_tokens"]:
+        assert got[part] == want[part], part
+    assert len(got["model"]["merges"]) > 100  # derived from the scores: the file has none
+    texts = ["The quick brown fox jumps over the lazy dog.", "Hello world, the theme then", "  two  spaces\n\n\ttab",
+             "naïve café ünïcödé", "日本語 🙂 unseen ☃", "<|im_start|>user hi<tool>x</s>", "[INST] It's 3.14 [/INST]", ""]
+    for text in texts:
+        ids = our_tok(text).input_ids
+        assert ids == ref_tok(text).input_ids, text
+        assert our_tok.decode(ids) == ref_tok.decode(ids), text
+    assert our_tok("a", "b").input_ids == ref_tok("a", "b").input_ids
+    assert our_tok("x").input_ids[0] == 1  # BOS by default for a SentencePiece file without add_bos_token
+    assert any(our_tok.convert_ids_to_tokens(i).startswith("<0x") for i in our_tok("☃").input_ids)  # byte fallback
+    assert (our_tok.bos_token, our_tok.eos_token, our_tok.unk_token) == (ref_tok.bos_token, ref_tok.eos_token,
+                                                                          ref_tok.unk_token)
+    # add_bos_token = false, add_eos_token = true: EOS appended, no BOS, as transformers does.
+    variant = tmp_path / "eos.gguf"
+    fixture_script().write_tiny_llama_spm(variant, add_bos=False, add_eos=True)
+    tswitch("convert", variant, tmp_path / "hf-eos")
+    ref_eos = AutoTokenizer.from_pretrained(tmp_path, gguf_file=variant.name)
+    our_eos = AutoTokenizer.from_pretrained(tmp_path / "hf-eos")
+    for args in [("Hello world",), ("a", "b"), ("",)]:
+        assert our_eos(*args).input_ids == ref_eos(*args).input_ids, args
+    assert our_eos("Hello").input_ids[-1] == 2 and our_eos("Hello").input_ids[0] != 1
+
+    config = json.loads((tmp_path / "hf/config.json").read_text())
+    assert config["rope_scaling"] == {"rope_type": "linear", "factor": 4}
+    ref_config = with_rope_scaling(AutoConfig.from_pretrained(GGUF, gguf_file=path.name), rope_type="linear", factor=4.0)
+    ref = AutoModelForCausalLM.from_pretrained(GGUF, gguf_file=path.name, config=ref_config, dtype=torch.float32).eval()
+    plain = AutoModelForCausalLM.from_pretrained(GGUF, gguf_file=path.name, dtype=torch.float32).eval()
+    ours = AutoModelForCausalLM.from_pretrained(tmp_path / "hf", dtype=torch.float32).eval()
+    ids = torch.tensor([our_tok("The quick brown fox jumps over the lazy dog. Hello world").input_ids])
+    with torch.no_grad():
+        a, b, c = ref(ids).logits, ours(ids).logits, plain(ids).logits
+    assert torch.allclose(a, b, rtol=1e-4, atol=1e-4 * a.abs().max().item())
+    assert not torch.allclose(c, b, rtol=1e-3, atol=1e-3 * a.abs().max().item())  # the scaling matters
+
+
+def test_convert_llama3_rope_frequencies_become_rope_scaling(tswitch, torch_one_thread, tmp_path):
+    """Llama 3.1/3.2 files carry their rope scaling as the rope_freqs.weight tensor: convert writes the llama3
+    rope_scaling whose frequencies equal the file's divisors, drops the tensor, and runs as that config does."""
+    torch = torch_one_thread
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    path = GGUF / "tiny_llama3_rope.gguf"
+    tswitch("convert", path, tmp_path / "hf")
+    config = json.loads((tmp_path / "hf/config.json").read_text())
+    assert config["rope_scaling"] == {"rope_type": "llama3", "factor": 32, "low_freq_factor": 1,
+                                      "high_freq_factor": 4, "original_max_position_embeddings": 8192}
+    ours = AutoModelForCausalLM.from_pretrained(tmp_path / "hf", dtype=torch.float32).eval()
+    assert not any("rope_freqs" in name for name in ours.state_dict())
+    # The frequencies transformers computes from that config are the plain ones divided by the file's divisors.
+    divisors = next(t for t in GGUFReader(str(path)).tensors if t.name == "rope_freqs.weight").data
+    plain = 1.0 / (500000.0 ** (np.arange(0, 16, 2, dtype=np.float64) / 16))
+    inv_freq = ours.model.rotary_emb.inv_freq.double().numpy()
+    np.testing.assert_allclose(inv_freq, plain / divisors.astype(np.float64), rtol=1e-5)
+    assert divisors.min() == 1 and divisors.max() == 32 and ((divisors > 1) & (divisors < 32)).any()
+    ref_config = with_rope_scaling(AutoConfig.from_pretrained(GGUF, gguf_file=path.name), rope_type="llama3",
+                                   factor=32.0, low_freq_factor=1.0, high_freq_factor=4.0,
+                                   original_max_position_embeddings=8192)
+    ref = AutoModelForCausalLM.from_pretrained(GGUF, gguf_file=path.name, config=ref_config, dtype=torch.float32).eval()
+    ids = torch.tensor([[1, 5, 9, 3, 15, 2, 7, 7, 11]])
+    with torch.no_grad():
+        a, b = ref(ids).logits, ours(ids).logits
+    assert torch.allclose(a, b, rtol=1e-4, atol=1e-4 * a.abs().max().item())
 
 
 def test_merge_real_smollm2_gguf_equals_merge_of_its_conversion(tswitch, torch_one_thread, tmp_path):

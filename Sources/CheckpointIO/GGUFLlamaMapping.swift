@@ -36,8 +36,10 @@ public struct GGUFLlamaMapping: Sendable {
     /// A JSON value of `config.json` (Sendable, unlike `Any`).
     public enum ConfigValue: Sendable, Equatable {
         case int(Int), double(Double), bool(Bool), string(String), strings([String])
+        case object([String: ConfigValue])
         var json: Any {
             switch self {
+            case .object(let v): v.mapValues(\.json)
             case .int(let v): v
             case .double(let v): v
             case .bool(let v): v
@@ -104,13 +106,14 @@ public struct GGUFLlamaMapping: Sendable {
         let tokens = h.value("tokenizer.ggml.tokens")?.arrayValue?.count
         let embedRows = file.info("token_embd.weight")?.shape.first
         let vocab = try int("\(a).vocab_size", default: tokens ?? embedRows ?? 0)
+        let ropeTheta = try double("\(a).rope.freq_base", default: 10_000)
         var config: [String: ConfigValue] = [
             "architectures": .strings([arch.hfClass]), "model_type": .string(a),
             "hidden_size": .int(hidden), "intermediate_size": .int(try int("\(a).feed_forward_length")),
             "num_hidden_layers": .int(layers), "num_attention_heads": .int(heads), "num_key_value_heads": .int(kvHeads),
             "max_position_embeddings": .int(try int("\(a).context_length", default: arch.defaultContext)),
             "rms_norm_eps": .double(try double("\(a).attention.layer_norm_rms_epsilon", default: arch.defaultEpsilon)),
-            "rope_theta": .double(try double("\(a).rope.freq_base", default: 10_000)),
+            "rope_theta": .double(ropeTheta),
             "vocab_size": .int(vocab), "hidden_act": .string("silu"),
             "tie_word_embeddings": .bool(file.info("output.weight") == nil),
         ]
@@ -129,11 +132,30 @@ public struct GGUFLlamaMapping: Sendable {
         ] {
             if let id = h.value(key)?.intValue { config[name] = .int(id) }
         }
-        if let scaling = h.value("\(a).rope.scaling.type")?.stringValue, scaling != "none" {
-            throw CheckpointError(
-                .invalidMetadata,
-                "\(path): metadata key '\(a).rope.scaling.type' is '\(scaling)'; rope scaling is not converted yet.")
+        var scaling = try GGUFRopeScaling.fromMetadata(h, architecture: a, path: path)
+        // Llama 3's scaling lives in a tensor; Hugging Face computes it from the config instead.
+        let ropeFrequencies = "rope_freqs.weight"
+        if arch == .llama, let info = file.info(ropeFrequencies) {
+            guard scaling == nil else {
+                throw CheckpointError(
+                    .invalidMetadata,
+                    "\(path): both metadata key '\(a).rope.scaling.type' and tensor '\(ropeFrequencies)' scale the rope; expected one."
+                )
+            }
+            guard info.type.isDequantizable, info.shape.count == 1 else {
+                throw CheckpointError(
+                    .invalidShape,
+                    "\(path): tensor '\(ropeFrequencies)' is \(info.type.name) of shape \(info.shapeDescription); expected a 1-D float tensor."
+                )
+            }
+            let view = try file.tensor(ropeFrequencies)
+            defer { view.release() }
+            var divisors = [Float](repeating: 0, count: info.shape[0])
+            try divisors.withUnsafeMutableBufferPointer { (b) throws(CheckpointError) in try view.copyFloats(into: b) }
+            scaling = try GGUFRopeScaling.fromFrequencyDivisors(
+                divisors, theta: ropeTheta, headDim: headDim, path: path)
         }
+        if let scaling { config["rope_scaling"] = .object(scaling) }
         self.config = config
 
         // Qwen2ForCausalLM always has q/k/v biases; a file without one would load with it left at its init.
@@ -149,7 +171,7 @@ public struct GGUFLlamaMapping: Sendable {
             }
         }
         var tensors: [Tensor] = []
-        for t in file.tensors {
+        for t in file.tensors where !(arch == .llama && t.name == ropeFrequencies) {
             guard
                 let (hf, permuted) = Self.hfName(
                     t.name, heads: heads, kvHeads: kvHeads, layers: layers, architecture: arch)

@@ -1,109 +1,52 @@
 import Foundation
 
-/// `tokenizer.json` and `tokenizer_config.json` rebuilt from a GGUF file's byte-level BPE vocabulary
-/// (`tokenizer.ggml.model = gpt2`: SmolLM, Llama 3, GPT-2-style files), the way `transformers` builds its
-/// tokenizer from the same metadata, so both give the same token ids.
+/// `tokenizer.json` and `tokenizer_config.json` rebuilt from a GGUF file's vocabulary the way `transformers` builds
+/// its tokenizer from the same metadata, so both give the same token ids: byte-level BPE (`tokenizer.ggml.model =
+/// gpt2`: SmolLM, Llama 3, Qwen2) and SentencePiece BPE (`llama`: Llama 2, Mistral, whose files carry scores and
+/// byte-fallback tokens but usually no merges).
 ///
-/// Control tokens (type 3) become special added tokens, user-defined ones (type 4) plain added tokens; tokens not
-/// spelled in the byte alphabet are respelled byte by byte; `tokenizer.ggml.pre` picks the split regex of the
-/// Llama 3 family or of Qwen2 (one digit per piece), GPT-2's byte-level split otherwise. SentencePiece vocabularies (`llama`) are not
-/// rebuilt yet.
+/// Control tokens (type 3) become special added tokens, user-defined ones (type 4) plain added tokens. Byte-level
+/// tokens not spelled in the byte alphabet are respelled byte by byte; `tokenizer.ggml.pre` picks the split regex
+/// of the Llama 3 family or of Qwen2 (one digit per piece), GPT-2's byte-level split otherwise.
 public enum GGUFTokenizerFiles {
     /// File name → contents, or nil with the reason when the vocabulary is of a kind not rebuilt.
     public static func build(_ h: GGUFHeader, file: String) throws(CheckpointError) -> (
         files: [String: Data], skipped: String?
     ) {
         let model = h.value("tokenizer.ggml.model")?.stringValue ?? "(none)"
-        guard model == "gpt2" else {
-            return ([:], "tokenizer.ggml.model is '\(model)'; only byte-level BPE ('gpt2') vocabularies are rebuilt")
+        guard model == "gpt2" || model == "llama" else {
+            return (
+                [:],
+                "tokenizer.ggml.model is '\(model)'; only byte-level BPE ('gpt2') and SentencePiece BPE ('llama') vocabularies are rebuilt"
+            )
         }
-        guard let tokenValues = h.value("tokenizer.ggml.tokens")?.arrayValue,
-            let mergeValues = h.value("tokenizer.ggml.merges")?.arrayValue
-        else {
-            throw CheckpointError(
-                .invalidMetadata,
-                "\(file): a 'gpt2' vocabulary needs 'tokenizer.ggml.tokens' and 'tokenizer.ggml.merges' string arrays.")
-        }
-        var tokens: [String] = []
-        tokens.reserveCapacity(tokenValues.count)
-        for (i, v) in tokenValues.enumerated() {
-            guard let s = v.stringValue else {
-                throw CheckpointError(
-                    .invalidMetadata, "\(file): metadata key 'tokenizer.ggml.tokens' has a non-string element \(i).")
-            }
-            tokens.append(s)
-        }
+        let tokens = try strings(h, "tokenizer.ggml.tokens", file: file)
         let types = h.value("tokenizer.ggml.token_type")?.arrayValue?.map { $0.intValue ?? 1 } ?? []
-        let alphabet = Set(byteAlphabet)
-        var vocab: [String: Int] = [:]
-        vocab.reserveCapacity(tokens.count)
-        for (i, t) in tokens.enumerated() {
-            vocab[t.unicodeScalars.allSatisfy { alphabet.contains($0) } ? t : respell(t)] = i
-        }
-        var merges: [[String]] = []
-        merges.reserveCapacity(mergeValues.count)
-        for (i, m) in mergeValues.enumerated() {
-            guard let s = m.stringValue else {
-                throw CheckpointError(
-                    .invalidMetadata, "\(file): metadata key 'tokenizer.ggml.merges' has a non-string element \(i).")
-            }
-            merges.append(s.split(separator: " ", omittingEmptySubsequences: false).map(String.init))
-        }
-        var added: [[String: Any]] = []
-        for (i, t) in tokens.enumerated() where i < types.count && (types[i] == 3 || types[i] == 4) {
-            // llama.cpp mislabel
-            if types[i] == 3, !t.unicodeScalars.allSatisfy({ alphabet.contains($0) }) { continue }
-            added.append([
-                "id": i, "content": t, "single_word": false, "lstrip": false, "rstrip": false, "normalized": false,
-                "special": types[i] == 3,
-            ])
-        }
         func token(_ key: String) -> String? {
             guard let id = h.value("tokenizer.ggml.\(key)")?.intValue, tokens.indices.contains(id) else { return nil }
             return tokens[id]
         }
-        let addBOS = h.value("tokenizer.ggml.add_bos_token") == .bool(true)
-        var single: [[String: Any]] = [["Sequence": ["id": "A", "type_id": 0]]]
-        var pair: [[String: Any]] = [
-            ["Sequence": ["id": "A", "type_id": 0]], ["Sequence": ["id": "B", "type_id": 1]],
-        ]
-        var specials: [String: Any] = [:]
-        if addBOS, let bos = token("bos_token_id"), let id = vocab[bos] {
-            single.insert(["SpecialToken": ["id": bos, "type_id": 0]], at: 0)
-            pair.insert(["SpecialToken": ["id": bos, "type_id": 0]], at: 0)
-            pair.insert(["SpecialToken": ["id": bos, "type_id": 1]], at: 2)
-            specials[bos] = ["id": bos, "ids": [id], "tokens": [bos]]
-        }
-        let byteLevel: [String: Any] = [
-            "type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": true,
-        ]
-        var pre: [String: Any] = byteLevel
-        if let p = h.value("tokenizer.ggml.pre")?.stringValue, let split = splits[p] {
-            pre = [
-                "type": "Sequence",
-                "pretokenizers": [
-                    ["type": "Split", "pattern": ["Regex": split], "behavior": "Isolated", "invert": false],
-                    ["type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": false],
-                ],
-            ]
-        }
+        // llama.cpp adds BOS to a SentencePiece vocabulary whose file does not say otherwise; transformers follows.
+        let addBOS = h.value("tokenizer.ggml.add_bos_token")?.boolValue ?? (model == "llama")
+        let addEOS = h.value("tokenizer.ggml.add_eos_token") == .bool(true)
+        let built =
+            model == "gpt2"
+            ? try byteLevel(h, tokens: tokens, types: types, file: file)
+            : try sentencePiece(
+                h, tokens: tokens, types: types, file: file,
+                specials: ["bos", "eos", "unknown"].compactMap {
+                    h.value("tokenizer.ggml.\($0)_token_id")?.intValue
+                })
         let tokenizer: [String: Any] = [
-            "version": "1.0", "truncation": NSNull(), "padding": NSNull(), "added_tokens": added,
-            "normalizer": NSNull(),
-            "pre_tokenizer": pre,
-            "post_processor": [
-                "type": "TemplateProcessing", "single": single, "pair": pair, "special_tokens": specials,
-            ],
-            "decoder": ["type": "ByteLevel", "add_prefix_space": true, "trim_offsets": true, "use_regex": true],
-            "model": [
-                "type": "BPE", "dropout": NSNull(), "unk_token": NSNull(), "continuing_subword_prefix": "",
-                "end_of_word_suffix": "", "fuse_unk": false, "byte_fallback": false, "ignore_merges": false,
-                "vocab": vocab, "merges": merges,
-            ] as [String: Any],
+            "version": "1.0", "truncation": NSNull(), "padding": NSNull(), "added_tokens": built.added,
+            "normalizer": NSNull(), "pre_tokenizer": built.pre,
+            "post_processor": postProcessor(
+                bos: addBOS ? token("bos_token_id") : nil, eos: addEOS ? token("eos_token_id") : nil, vocab: built.vocab
+            ),
+            "decoder": built.decoder, "model": built.model,
         ]
         var config: [String: Any] = [
-            "tokenizer_class": "PreTrainedTokenizerFast", "add_bos_token": addBOS,
-            "add_eos_token": h.value("tokenizer.ggml.add_eos_token") == .bool(true),
+            "tokenizer_class": "PreTrainedTokenizerFast", "add_bos_token": addBOS, "add_eos_token": addEOS,
         ]
         for (name, key) in [
             ("bos_token", "bos_token_id"), ("eos_token", "eos_token_id"), ("unk_token", "unknown_token_id"),
@@ -130,6 +73,98 @@ public enum GGUFTokenizerFiles {
             throw CheckpointError(.io, "\(file): cannot encode the tokenizer files: \(error.localizedDescription).")
         }
         return (files, nil)
+    }
+
+    /// The parts of `tokenizer.json` that depend on the kind of vocabulary.
+    struct Parts {
+        var vocab: [String: Int]
+        var model: [String: Any]
+        var added: [[String: Any]]
+        var pre: [String: Any]
+        var decoder: [String: Any]
+    }
+
+    static func byteLevel(_ h: GGUFHeader, tokens: [String], types: [Int], file: String) throws(CheckpointError)
+        -> Parts
+    {
+        guard h.value("tokenizer.ggml.merges")?.arrayValue != nil else {
+            throw CheckpointError(
+                .invalidMetadata,
+                "\(file): a 'gpt2' vocabulary needs 'tokenizer.ggml.tokens' and 'tokenizer.ggml.merges' string arrays.")
+        }
+        let alphabet = Set(byteAlphabet)
+        var vocab: [String: Int] = [:]
+        vocab.reserveCapacity(tokens.count)
+        for (i, t) in tokens.enumerated() {
+            vocab[t.unicodeScalars.allSatisfy { alphabet.contains($0) } ? t : respell(t)] = i
+        }
+        let merges = try strings(h, "tokenizer.ggml.merges", file: file).map {
+            $0.split(separator: " ", omittingEmptySubsequences: false).map(String.init)
+        }
+        var added: [[String: Any]] = []
+        for (i, t) in tokens.enumerated() where i < types.count && (types[i] == 3 || types[i] == 4) {
+            // A control token outside the byte alphabet is a llama.cpp mislabel (transformers skips it too).
+            if types[i] == 3, !t.unicodeScalars.allSatisfy({ alphabet.contains($0) }) { continue }
+            added.append(addedToken(i, t, special: types[i] == 3))
+        }
+        var pre: [String: Any] = [
+            "type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": true,
+        ]
+        if let p = h.value("tokenizer.ggml.pre")?.stringValue, let split = splits[p] {
+            pre = [
+                "type": "Sequence",
+                "pretokenizers": [
+                    ["type": "Split", "pattern": ["Regex": split], "behavior": "Isolated", "invert": false],
+                    ["type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": false],
+                ],
+            ]
+        }
+        let model: [String: Any] = [
+            "type": "BPE", "dropout": NSNull(), "unk_token": NSNull(), "continuing_subword_prefix": "",
+            "end_of_word_suffix": "", "fuse_unk": false, "byte_fallback": false, "ignore_merges": false,
+            "vocab": vocab, "merges": merges,
+        ]
+        return Parts(
+            vocab: vocab, model: model, added: added, pre: pre,
+            decoder: ["type": "ByteLevel", "add_prefix_space": true, "trim_offsets": true, "use_regex": true])
+    }
+
+    /// `[BOS] $A [EOS]` (and the pair form) with the tokens the file asks to add.
+    static func postProcessor(bos: String?, eos: String?, vocab: [String: Int]) -> [String: Any] {
+        var specials: [String: Any] = [:]
+        func special(_ t: String?, typeID: Int) -> [[String: Any]] {
+            guard let t, let id = vocab[t] else { return [] }
+            specials[t] = ["id": t, "ids": [id], "tokens": [t]]
+            return [["SpecialToken": ["id": t, "type_id": typeID]]]
+        }
+        let single: [[String: Any]] =
+            special(bos, typeID: 0) + [["Sequence": ["id": "A", "type_id": 0]]] + special(eos, typeID: 0)
+        let pair: [[String: Any]] =
+            single + special(bos, typeID: 1) + [["Sequence": ["id": "B", "type_id": 1]]] + special(eos, typeID: 1)
+        return ["type": "TemplateProcessing", "single": single, "pair": pair, "special_tokens": specials]
+    }
+
+    static func addedToken(_ id: Int, _ content: String, special: Bool) -> [String: Any] {
+        [
+            "id": id, "content": content, "single_word": false, "lstrip": false, "rstrip": false,
+            "normalized": false, "special": special,
+        ]
+    }
+
+    /// A metadata string array, element by element.
+    static func strings(_ h: GGUFHeader, _ key: String, file: String) throws(CheckpointError) -> [String] {
+        guard let values = h.value(key)?.arrayValue else {
+            throw CheckpointError(.invalidMetadata, "\(file): metadata key '\(key)' is missing or not an array.")
+        }
+        var out: [String] = []
+        out.reserveCapacity(values.count)
+        for (i, v) in values.enumerated() {
+            guard let s = v.stringValue else {
+                throw CheckpointError(.invalidMetadata, "\(file): metadata key '\(key)' has a non-string element \(i).")
+            }
+            out.append(s)
+        }
+        return out
     }
 
     /// GPT-2's `bytes_to_unicode`: printable bytes stand for themselves, the others for U+0100 onwards.

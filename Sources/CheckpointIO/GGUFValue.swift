@@ -72,6 +72,11 @@ public indirect enum GGUFValue: Sendable, Equatable {
         }
     }
 
+    public var boolValue: Bool? {
+        if case .bool(let b) = self { return b }
+        return nil
+    }
+
     public var stringValue: String? {
         if case .string(let s) = self { return s }
         return nil

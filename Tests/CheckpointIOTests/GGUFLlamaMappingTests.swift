@@ -173,3 +173,129 @@ struct GGUFQwen2MappingTests {
         #expect(e?.message.contains(renamed.path) == true, "\(e?.message ?? "accepted")")
     }
 }
+
+/// SentencePiece vocabularies (`tokenizer.ggml.model = llama`), against transformers' rules worked by hand and the
+/// fixture `tiny_llama_spm.gguf` (interop/test_gguf.py compares the whole tokenizer with transformers').
+@Suite("GGUF SentencePiece tokenizer")
+struct GGUFSentencePieceTests {
+    static let path = Fixture.path("gguf/tiny_llama_spm.gguf")
+
+    @Test("Merges derived from scores: higher score first, then longer left and right pieces, ties in vocabulary order")
+    func derivedMerges() {
+        // "abc" (score -1) splits as a+bc and ab+c (ordered by the pieces' ids: a=0 < ab=3); "ab" and "bc" share
+        // score -2 and keep vocabulary order; "ca" has no split in the vocabulary beyond c+a, scored -3.
+        let tokens = ["a", "b", "c", "ab", "bc", "abc", "ca"]
+        let scores: [Float] = [0, 0, 0, -2, -2, -1, -3]
+        let vocab = Dictionary(uniqueKeysWithValues: tokens.enumerated().map { ($1, $0) })
+        let merges = GGUFTokenizerFiles.derivedMerges(tokens: tokens, scores: scores, vocab: vocab)
+        // Same score -1: left length 2 (ab+c) before left length 1 (a+bc).
+        #expect(merges == [["ab", "c"], ["a", "bc"], ["a", "b"], ["b", "c"], ["c", "a"]])
+        // Lengths count code points: "é" (one scalar) + "x" ranks with other one-scalar lefts.
+        let accented = ["é", "x", "éx", "xé"]
+        let v2 = Dictionary(uniqueKeysWithValues: accented.enumerated().map { ($1, $0) })
+        #expect(
+            GGUFTokenizerFiles.derivedMerges(tokens: accented, scores: [0, 0, -1, -1], vocab: v2) == [
+                ["é", "x"], ["x", "é"],
+            ])
+    }
+
+    @Test("The fixture's tokenizer: BPE with byte fallback, Metaspace on the first word, BOS, specials by id")
+    func fixture() throws {
+        let h = try GGUFFile(path: Self.path).header
+        let built = try GGUFTokenizerFiles.build(h, file: Self.path)
+        #expect(built.skipped == nil)
+        let tokenizerData = try #require(built.files["tokenizer.json"])
+        let configData = try #require(built.files["tokenizer_config.json"])
+        let json = try #require(try JSONSerialization.jsonObject(with: tokenizerData) as? [String: Any])
+        let model = try #require(json["model"] as? [String: Any])
+        #expect(model["byte_fallback"] as? Bool == true && model["fuse_unk"] as? Bool == true)
+        let vocab = try #require(model["vocab"] as? [String: Int])
+        #expect(vocab["<0x41>"] == 3 + 0x41 && vocab["<unk>"] == 0 && vocab.count == 440)
+        let merges = try #require(model["merges"] as? [[String]])
+        // Every merge joins two vocabulary pieces into a vocabulary token (none is in the file).
+        #expect(merges.count > 100 && merges.allSatisfy { $0.count == 2 && vocab[$0[0] + $0[1]] != nil })
+        let pre = try #require(json["pre_tokenizer"] as? [String: Any])
+        #expect(pre["type"] as? String == "Metaspace" && pre["prepend_scheme"] as? String == "first")
+        let added = try #require(json["added_tokens"] as? [[String: Any]])
+        #expect(added.map { $0["id"] as? Int } == [0, 1, 2, 438, 439])
+        #expect(added.map { $0["special"] as? Bool } == [true, true, true, true, false])
+        let post = try #require(json["post_processor"] as? [String: Any])
+        let single = try #require(post["single"] as? [[String: Any]])
+        #expect(single.count == 2 && (single[0]["SpecialToken"] as? [String: Any])?["id"] as? String == "<s>")
+        let config = try #require(try JSONSerialization.jsonObject(with: configData) as? [String: Any])
+        #expect(config["add_bos_token"] as? Bool == true && config["unk_token"] as? String == "<unk>")
+    }
+}
+
+/// Rope scaling from metadata (`linear`) and from Llama 3's `rope_freqs.weight` divisors.
+@Suite("GGUF rope scaling")
+struct GGUFRopeScalingTests {
+    @Test("Llama 3.2's divisors (head 64, theta 500000, factor 32) read back as its rope_scaling")
+    func llama3() throws {
+        let want = GGUFRopeScaling.llama3Divisors(
+            theta: 500_000, headDim: 64, factor: 32, low: 1, high: 4, original: 8192)
+        #expect(want.first == 1 && want.last == 32 && want.contains { $0 > 1 && $0 < 32 })
+        let s = try GGUFRopeScaling.fromFrequencyDivisors(
+            want.map { Float($0) }, theta: 500_000, headDim: 64, path: "f")
+        #expect(s?["rope_type"] == .string("llama3") && s?["factor"] == .double(32))
+        #expect(s?["original_max_position_embeddings"] == .int(8192) && s?["high_freq_factor"] == .double(4))
+        #expect(try GGUFRopeScaling.fromFrequencyDivisors([1, 1, 1, 1], theta: 10_000, headDim: 8, path: "f") == nil)
+        // Divisors that Llama 3's rule does not give, or of the wrong count, are refused by name.
+        var off = want.map { Float($0) }
+        off[want.firstIndex { $0 > 1 && $0 < 32 } ?? 0] *= 1.01
+        let e = checkpointError {
+            _ = try GGUFRopeScaling.fromFrequencyDivisors(off, theta: 500_000, headDim: 64, path: "f")
+        }
+        #expect(e?.code == .invalidMetadata && e?.message.contains("'rope_freqs.weight'") == true)
+        let n = checkpointError {
+            _ = try GGUFRopeScaling.fromFrequencyDivisors([1, 2], theta: 500_000, headDim: 64, path: "f")
+        }
+        #expect(n?.code == .invalidShape && n?.message.contains("expected 32") == true)
+    }
+
+    @Test("The fixtures: rope_freqs.weight becomes llama3 rope_scaling and no tensor; linear scaling its factor")
+    func fixtures() throws {
+        let m = try GGUFLlamaMapping(file: GGUFFile(path: Fixture.path("gguf/tiny_llama3_rope.gguf")))
+        guard case .object(let s)? = m.config["rope_scaling"] else {
+            Issue.record("no rope_scaling")
+            return
+        }
+        #expect(s["rope_type"] == .string("llama3") && s["factor"] == .double(32))
+        #expect(!m.tensors.contains { $0.ggufName == "rope_freqs.weight" } && m.tensors.count == 12)
+        let spm = try GGUFLlamaMapping(file: GGUFFile(path: Fixture.path("gguf/tiny_llama_spm.gguf")))
+        #expect(spm.config["rope_scaling"] == .object(["rope_type": .string("linear"), "factor": .double(4)]))
+        #expect(
+            try GGUFLlamaMapping(file: GGUFFile(path: Fixture.path("gguf/tiny_llama.gguf"))).config["rope_scaling"]
+                == nil)
+    }
+
+    @Test("Other scaling types are refused, naming the key and the type")
+    func refusals() throws {
+        func string(_ s: String) -> [UInt8] {
+            withUnsafeBytes(of: UInt64(s.utf8.count).littleEndian, Array.init) + Array(s.utf8)
+        }
+        let u32: [(String, UInt32)] = [
+            ("llama.block_count", 1), ("llama.embedding_length", 8), ("llama.attention.head_count", 2),
+            ("llama.feed_forward_length", 16),
+        ]
+        let strings = [("general.architecture", "llama"), ("llama.rope.scaling.type", "yarn")]
+        var bytes = Array("GGUF".utf8) + withUnsafeBytes(of: UInt32(3).littleEndian, Array.init)
+        bytes += withUnsafeBytes(of: UInt64(0), Array.init)
+        bytes += withUnsafeBytes(of: UInt64(u32.count + strings.count).littleEndian, Array.init)
+        for (k, v) in strings {
+            bytes += string(k) + withUnsafeBytes(of: UInt32(8).littleEndian, Array.init) + string(v)
+        }
+        for (k, v) in u32 {
+            bytes += string(k) + withUnsafeBytes(of: UInt32(4).littleEndian, Array.init)
+            bytes += withUnsafeBytes(of: v.littleEndian, Array.init)
+        }
+        bytes += [UInt8](repeating: 0, count: (32 - bytes.count % 32) % 32)
+        let dir = try temporaryFolder()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let file = dir.appendingPathComponent("yarn.gguf")
+        try Data(bytes).write(to: file)
+        let e = checkpointError { _ = try GGUFLlamaMapping(file: GGUFFile(path: file.path)) }
+        #expect(e?.code == .invalidMetadata, "\(e?.message ?? "accepted")")
+        #expect(e?.message.contains("'llama.rope.scaling.type' is 'yarn'") == true)
+    }
+}

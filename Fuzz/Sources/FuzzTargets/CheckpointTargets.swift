@@ -29,7 +29,8 @@ func fuzzSafeTensorsHeader(_ bytes: UnsafeRawBufferPointer) {
 }
 
 /// A whole GGUF file. Accepted headers are re-checked for the layout the reader relies on (aligned tensors, each
-/// where the previous one ends, spans of whole blocks inside the buffer), and small tensors are dequantized.
+/// where the previous one ends, spans of whole blocks inside the buffer), small tensors are dequantized, and the
+/// tokenizer files are rebuilt from the metadata (refused or built, never a crash).
 func fuzzGGUF(_ bytes: UnsafeRawBufferPointer) {
     do {
         let h = try GGUFHeader.parse(bytes, file: "fuzz")
@@ -52,6 +53,7 @@ func fuzzGGUF(_ bytes: UnsafeRawBufferPointer) {
                 UnsafeRawBufferPointer(rebasing: bytes[start..<(start + t.byteCount)]), type: t.type, into: out)
             out.deallocate()
         }
+        _ = try? GGUFTokenizerFiles.build(h, file: "fuzz")
     } catch {}
 }
 
