@@ -164,3 +164,30 @@ def test_layer_feature_router_served_as_tswitch_route_routes(tswitch, tmp_path, 
     finally:
         proc.terminate()
         assert proc.wait(timeout=60) == 0
+
+
+def test_default_router_is_the_best_measured_one_in_the_folder(tswitch, tmp_path, torch_one_thread):
+    """With router-layers.tsr and router.tsr both in --packs and no --router, the server routes `auto` with the
+    layer router (the best measured per example), as `tswitch route packs/router-layers.tsr` routes transformers'
+    layer 3-6 features of the same texts."""
+    from layer_features import layer_features, routed
+
+    packs = tmp_path / "packs"
+    packs.mkdir()
+    for t in TASKS:
+        shutil.copy(ROOT / "packs" / f"{t}.tsw", packs)
+    for name in ["router.tsr", "router-layers.tsr", "queries.safetensors"]:
+        shutil.copy(ROOT / "packs" / name, packs)
+    texts = texts_of("wn-verb", 3) + texts_of("lang-id", 3) + texts_of("unicode-cat", 3) + texts_of("wn-noun", 2)
+    features = layer_features(torch_one_thread, texts, (3, 4, 5, 6), MAX_LENGTH)
+    expected = routed(tswitch, ROOT / "packs" / "router-layers.tsr", features, tmp_path / "f.safetensors")
+    url, proc = start_serve(tswitch_path(), packs, "--max-length", MAX_LENGTH, "--truncate")
+    try:
+        ready = proc.stdout.readline()
+        assert "auto via" in ready and ready.rstrip().rstrip(")").endswith("router-layers.tsr"), ready
+        r = httpx.post(url + "/v1/embeddings", json={"model": "auto", "input": texts}, timeout=120)
+        assert r.status_code == 200, r.text
+        assert [d["task"] for d in r.json()["data"]] == [t if t in TASKS else "base" for t in expected]
+    finally:
+        proc.terminate()
+        assert proc.wait(timeout=60) == 0

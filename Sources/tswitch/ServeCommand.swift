@@ -12,8 +12,8 @@ struct ServeCommand: ParsableCommand {
             "Serve every task of a folder of packs over HTTP from one resident base (embeddings, classification).",
         discussion: """
             Loads BASE and every *.tsw of --packs (each checked: checksums, base fingerprint, a trial switch), the \
-            router for "auto" (--router: an LDA router file .tsr or a k-NN query set; default router.tsr, else \
-            queries.safetensors, in --packs when present), runs a warm-up batch, then \
+            router for "auto" (--router: an LDA router file .tsr or a k-NN query set; default the best measured \
+            one in --packs: router-layers.tsr, else router.tsr, else queries.safetensors), runs a warm-up batch, then \
             prints 'ready on http://HOST:PORT'. Endpoints: POST /v1/embeddings (OpenAI's shape; model = a task, \
             "base" or "auto"), POST /v1/classify, GET /v1/models, /health, /ready, /metrics (Prometheus), and with \
             the admin token PUT/DELETE /v1/packs/{task}. SIGTERM or SIGINT: stop accepting, answer what is in \
@@ -28,7 +28,7 @@ struct ServeCommand: ParsableCommand {
 
     @Option(
         help:
-            "Router for \"auto\": an LDA router file (.tsr, `tswitch route --build`) or a labelled k-NN query set (.safetensors). Default: router.tsr, else queries.safetensors, in --packs when present."
+            "Router for \"auto\": an LDA router file (.tsr, `tswitch route --build`) or a labelled k-NN query set (.safetensors). Default, in --packs when present: router-layers.tsr (the best measured per example), else router.tsr, else queries.safetensors."
     )
     var router: String?
 
@@ -86,7 +86,9 @@ struct ServeCommand: ParsableCommand {
         config.adminToken = adminToken ?? ProcessInfo.processInfo.environment["TSWITCH_ADMIN_TOKEN"]
         let routerPath =
             router
-            ?? ["router.tsr", "queries.safetensors"].map { URL(fileURLWithPath: packs).appendingPathComponent($0).path }
+            ?? ["router-layers.tsr", "router.tsr", "queries.safetensors"].map {
+                URL(fileURLWithPath: packs).appendingPathComponent($0).path
+            }
             .first { FileManager.default.fileExists(atPath: $0) }
         let settings = config
 
