@@ -52,18 +52,10 @@ struct GGUFLlamaMappingTests {
         #expect(e?.message.contains(path) == true)
 
         // A GGUF of another architecture: header, one string key-value, padding.
-        func string(_ s: String) -> [UInt8] {
-            withUnsafeBytes(of: UInt64(s.utf8.count).littleEndian, Array.init) + Array(s.utf8)
-        }
-        var bytes = Array("GGUF".utf8) + withUnsafeBytes(of: UInt32(3).littleEndian, Array.init)
-        bytes += withUnsafeBytes(of: UInt64(0), Array.init) + withUnsafeBytes(of: UInt64(1).littleEndian, Array.init)
-        bytes +=
-            string("general.architecture") + withUnsafeBytes(of: UInt32(8).littleEndian, Array.init) + string("gpt2")
-        bytes += [UInt8](repeating: 0, count: (32 - bytes.count % 32) % 32)
         let dir = try temporaryFolder()
         defer { try? FileManager.default.removeItem(at: dir) }
         let other = dir.appendingPathComponent("gpt2.gguf")
-        try Data(bytes).write(to: other)
+        try metadataOnlyGGUF(strings: [("general.architecture", "gpt2")]).write(to: other)
         let a = checkpointError { _ = try GGUFLlamaMapping(file: GGUFFile(path: other.path)) }
         #expect(a?.code == .notAModel && a?.message.contains("'gpt2'") == true, "\(a?.message ?? "accepted")")
     }
@@ -227,6 +219,31 @@ struct GGUFSentencePieceTests {
     }
 }
 
+extension GGUFSentencePieceTests {
+    @Test("Vocabularies it cannot rebuild faithfully are typed errors naming the key or the tokens")
+    func refusals() throws {
+        func header(_ tokens: [String]) throws -> GGUFHeader {
+            let data = metadataOnlyGGUF(
+                strings: [("general.architecture", "llama"), ("tokenizer.ggml.model", "llama")],
+                stringArrays: [("tokenizer.ggml.tokens", tokens)])
+            return try data.withUnsafeBytes { try GGUFHeader.parse($0, file: "v.gguf") }
+        }
+        // No merges and no scores to derive them from.
+        let noScores = checkpointError { _ = try GGUFTokenizerFiles.build(header(["a", "b", "ab"]), file: "v.gguf") }
+        #expect(noScores?.code == .invalidMetadata && noScores?.message.contains("'tokenizer.ggml.scores'") == true)
+        // "é" precomposed and decomposed: one text to Swift, two tokens to transformers.
+        let forms = checkpointError {
+            _ = try GGUFTokenizerFiles.build(header(["\u{E9}", "e\u{301}"]), file: "v.gguf")
+        }
+        #expect(forms?.code == .invalidMetadata && forms?.message.contains("tokens 0 and 1") == true)
+        // Another kind of vocabulary writes nothing and says why.
+        let t5 = try metadataOnlyGGUF(strings: [("tokenizer.ggml.model", "t5")]).withUnsafeBytes {
+            try GGUFHeader.parse($0, file: "t5.gguf")
+        }
+        #expect(try GGUFTokenizerFiles.build(t5, file: "t5.gguf").skipped?.contains("'t5'") == true)
+    }
+}
+
 /// Rope scaling from metadata (`linear`) and from Llama 3's `rope_freqs.weight` divisors.
 @Suite("GGUF rope scaling")
 struct GGUFRopeScalingTests {
@@ -271,31 +288,39 @@ struct GGUFRopeScalingTests {
 
     @Test("Other scaling types are refused, naming the key and the type")
     func refusals() throws {
-        func string(_ s: String) -> [UInt8] {
-            withUnsafeBytes(of: UInt64(s.utf8.count).littleEndian, Array.init) + Array(s.utf8)
-        }
         let u32: [(String, UInt32)] = [
             ("llama.block_count", 1), ("llama.embedding_length", 8), ("llama.attention.head_count", 2),
             ("llama.feed_forward_length", 16),
         ]
-        let strings = [("general.architecture", "llama"), ("llama.rope.scaling.type", "yarn")]
-        var bytes = Array("GGUF".utf8) + withUnsafeBytes(of: UInt32(3).littleEndian, Array.init)
-        bytes += withUnsafeBytes(of: UInt64(0), Array.init)
-        bytes += withUnsafeBytes(of: UInt64(u32.count + strings.count).littleEndian, Array.init)
-        for (k, v) in strings {
-            bytes += string(k) + withUnsafeBytes(of: UInt32(8).littleEndian, Array.init) + string(v)
-        }
-        for (k, v) in u32 {
-            bytes += string(k) + withUnsafeBytes(of: UInt32(4).littleEndian, Array.init)
-            bytes += withUnsafeBytes(of: v.littleEndian, Array.init)
-        }
-        bytes += [UInt8](repeating: 0, count: (32 - bytes.count % 32) % 32)
         let dir = try temporaryFolder()
         defer { try? FileManager.default.removeItem(at: dir) }
         let file = dir.appendingPathComponent("yarn.gguf")
-        try Data(bytes).write(to: file)
+        try metadataOnlyGGUF(
+            strings: [("general.architecture", "llama"), ("llama.rope.scaling.type", "yarn")], u32: u32
+        ).write(to: file)
         let e = checkpointError { _ = try GGUFLlamaMapping(file: GGUFFile(path: file.path)) }
         #expect(e?.code == .invalidMetadata, "\(e?.message ?? "accepted")")
         #expect(e?.message.contains("'llama.rope.scaling.type' is 'yarn'") == true)
     }
+}
+
+/// A GGUF v3 file of string, u32 and string-array key-values only (no tensors), as llama.cpp lays one out.
+func metadataOnlyGGUF(
+    strings: [(String, String)], u32: [(String, UInt32)] = [], stringArrays: [(String, [String])] = []
+) -> Data {
+    func string(_ s: String) -> [UInt8] {
+        withUnsafeBytes(of: UInt64(s.utf8.count).littleEndian, Array.init) + Array(s.utf8)
+    }
+    func le(_ v: UInt32) -> [UInt8] { withUnsafeBytes(of: v.littleEndian, Array.init) }
+    var bytes = Array("GGUF".utf8) + le(3)
+    bytes += withUnsafeBytes(of: UInt64(0), Array.init)
+    bytes += withUnsafeBytes(of: UInt64(u32.count + strings.count + stringArrays.count).littleEndian, Array.init)
+    for (k, v) in strings { bytes += string(k) + le(8) + string(v) }
+    for (k, values) in stringArrays {
+        bytes += string(k) + le(9) + le(8) + withUnsafeBytes(of: UInt64(values.count).littleEndian, Array.init)
+        for v in values { bytes += string(v) }
+    }
+    for (k, v) in u32 { bytes += string(k) + le(4) + withUnsafeBytes(of: v.littleEndian, Array.init) }
+    bytes += [UInt8](repeating: 0, count: (32 - bytes.count % 32) % 32)
+    return Data(bytes)
 }
