@@ -44,7 +44,7 @@ let package = Package(
         // mergekit-compatible configs and merge methods, streamed tensor by tensor.
         .target(
             name: "MergeEngine",
-            dependencies: ["CheckpointIO", "TensorKernels", .product(name: "Yams", package: "Yams")]),
+            dependencies: ["CheckpointIO", "TensorKernels", "COpenBLAS", .product(name: "Yams", package: "Yams")]),
         // T-Switch packs, hot switching of a resident base, Auto-Switch routing.
         .target(name: "TaskSwitches", dependencies: ["CheckpointIO", "TensorKernels", "CZstd"]),
         // The encoder's AVX-512 attention, GELU and LayerNorm, chosen at run time (Swift fallback in Evaluation).

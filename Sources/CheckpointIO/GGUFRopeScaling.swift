@@ -8,7 +8,7 @@ import Foundation
 /// frequency factors and original context, the factor from the low-frequency end) and accepted only when the
 /// divisors they give equal the file's. `transformers`' own GGUF loader reads neither and loads such a model
 /// with plain rope.
-enum GGUFRopeScaling {
+public enum GGUFRopeScaling {
     typealias ConfigValue = GGUFLlamaMapping.ConfigValue
 
     /// `rope_scaling` for `<arch>.rope.scaling.*`, nil for none.
@@ -37,7 +37,7 @@ enum GGUFRopeScaling {
 
     /// The divisor of each rotary frequency under `llama3` scaling, as `transformers` computes it
     /// (`_compute_llama3_parameters`; llama.cpp's converter writes the same values).
-    static func llama3Divisors(
+    public static func llama3Divisors(
         theta: Double, headDim: Int, factor: Double, low: Double, high: Double, original: Int
     ) -> [Double] {
         let lowWavelength = Double(original) / low

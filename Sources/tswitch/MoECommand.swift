@@ -10,8 +10,8 @@ struct MoECommand: ParsableCommand {
         abstract: "Build a Mixtral or Qwen2-MoE checkpoint from dense models (mergekit-moe's YAML).",
         discussion: """
             CONFIG is mergekit-moe's YAML: base_model, experts (source_model, positive_prompts, negative_prompts, \
-            residual_scale), gate_mode (cheap_embed, random, uniform_random; 'hidden' needs a decoder forward pass \
-            and is refused), dtype, experts_per_token, shared_experts, architecture. The base model gives \
+            residual_scale), gate_mode (hidden, hidden_avg: the base's hidden states for the prompts, from a \
+            float32 forward pass of a llama, mistral or qwen2 base; cheap_embed, random, uniform_random), dtype, experts_per_token, shared_experts, architecture. The base model gives \
             attention, norms, embeddings and head; each expert's MLP becomes expert i of every layer. OUT becomes a \
             Hugging Face model folder (shards + index, config.json, the base's tokenizer), written atomically. \
             See docs/merge.md.

@@ -208,10 +208,12 @@ public enum MoEBuilder {
             return MoERouter.random(layers: layers, gates: gates.count, hidden: hidden, seed: options.seed)
         case .uniformRandom:
             return MoERouter.uniformRandom(layers: layers, gates: gates.count, hidden: hidden, seed: options.seed)
-        case .hidden:
-            throw MergeError(
-                .unsupported,
-                "\(config.file): gate_mode 'hidden' needs a decoder forward pass, which TaskSwitch does not run.")
+        case .hidden, .hiddenAverage:
+            let tokenizer = try promptTokenizer(config, base: base, options: options)
+            return try MoERouter.hiddenStates(
+                gates: gates, layers: layers, base: base, tokenizer: tokenizer,
+                bos: MoERouter.bosToken(folder: base.directory),
+                reduction: config.gateMode == .hidden ? .lastToken : .mean, file: config.file)
         case .cheapEmbed:
             let name = "model.embed_tokens.weight"
             let embedding = try checkpoint { () throws(CheckpointError) in try base.tensor(name) }
@@ -220,23 +222,31 @@ public enum MoEBuilder {
                     .shapeMismatch,
                     "\(base.path): tensor '\(name)' has shape \(embedding.shape); expected [vocab, \(hidden)].")
             }
-            guard let load = options.loadTokenizer else {
-                throw MergeError(
-                    .invalidInputs,
-                    "\(config.file): gate_mode cheap_embed needs the base model's tokenizer, and none was given.")
-            }
-            let tokenizer: PromptTokenizer
-            do {
-                tokenizer = try load(base.directory)
-            } catch {
-                throw MergeError(
-                    .invalidInputs, "\(base.path): cannot build the tokenizer for cheap_embed prompts: \(error)",
-                    cause: error)
-            }
+            let tokenizer = try promptTokenizer(config, base: base, options: options)
             defer { embedding.release() }
             return try MoERouter.cheapEmbed(
                 gates: gates, layers: layers, embedding: embedding, tokenizer: tokenizer,
                 bos: MoERouter.bosToken(folder: base.directory), file: config.file)
+        }
+    }
+
+    /// The base's tokenizer for the prompts of `cheap_embed` and `hidden`.
+    static func promptTokenizer(
+        _ config: MoEConfig, base: ModelFolder, options: MoEOptions
+    ) throws(MergeError) -> PromptTokenizer {
+        guard let load = options.loadTokenizer else {
+            throw MergeError(
+                .invalidInputs,
+                "\(config.file): gate_mode \(config.gateMode.rawValue) needs the base model's tokenizer, and none was given."
+            )
+        }
+        do {
+            return try load(base.directory)
+        } catch {
+            throw MergeError(
+                .invalidInputs,
+                "\(base.path): cannot build the tokenizer for \(config.gateMode.rawValue) prompts: \(error)",
+                cause: error)
         }
     }
 

@@ -63,8 +63,11 @@ public struct MoEExpert: Sendable, Equatable {
 
 /// How router rows are initialised (mergekit/moe/router.py `get_gate_params`).
 public enum MoEGateMode: String, Sendable, CaseIterable {
-    /// Hidden states of the base model for each expert's prompts, per layer (needs a decoder forward pass).
+    /// Hidden states of the base model for each expert's prompts, per layer: each prompt's last token
+    /// (`hidden_last` is the same).
     case hidden
+    /// The same, each prompt's mean over its tokens.
+    case hiddenAverage = "hidden_avg"
     /// The normalised sum of the prompts' token embeddings, the same row for every layer.
     case cheapEmbed = "cheap_embed"
     /// Standard normal rows (`torch.randn`).
@@ -73,5 +76,5 @@ public enum MoEGateMode: String, Sendable, CaseIterable {
     case uniformRandom = "uniform_random"
 
     /// Whether rows come from prompts (and experts must carry them).
-    public var usesPrompts: Bool { self == .hidden || self == .cheapEmbed }
+    public var usesPrompts: Bool { self == .hidden || self == .hiddenAverage || self == .cheapEmbed }
 }

@@ -59,7 +59,7 @@ public enum MoEConfigParser {
                 config.sharedExperts = try experts(value, file: file, key: key)
             case "gate_mode":
                 let s = try MergeConfigParser.string(value, file: file, key: key)
-                if ["hidden_avg", "hidden_last"].contains(s) {
+                if s == "hidden_last" {  // mergekit: anything but hidden_avg takes the last token
                     config.gateMode = .hidden
                     continue
                 }
@@ -192,12 +192,6 @@ public enum MoEConfigParser {
             throw fail(
                 .invalidConfig, expertsLine,
                 "'experts' lists \(c.experts.count) experts, fewer than experts_per_token (\(c.expertsPerToken)).")
-        }
-        if c.gateMode == .hidden {
-            throw fail(
-                .unsupported, expertsLine,
-                "gate_mode 'hidden' needs the base model's hidden states for every prompt from a decoder forward pass, which TaskSwitch does not run; use cheap_embed, random or uniform_random (or build the routers with mergekit-moe)."
-            )
         }
         // mergekit exempts only 'random' from the prompt checks (uniform_random included); like mergekit, a single
         // expert counts as "all the same".

@@ -89,6 +89,52 @@ enum MoERouter {
         return out
     }
 
+    /// `hidden` / `hidden_avg`: for each gate and layer, the mean over its positive prompts (`bos + prompt`) of the
+    /// base's hidden state entering that layer (last token, or mean over tokens), minus the same for the negative
+    /// prompts, normalised (`get_hidden_states`, in float32; see `DecoderHiddenStates`).
+    static func hiddenStates(
+        gates: [MoEExpert], layers: Int, base: ModelFolder, tokenizer: PromptTokenizer, bos: String,
+        reduction: DecoderHiddenStates.Reduction, file: String
+    ) throws(MergeError) -> [Float] {
+        let config = try checkpoint { () throws(CheckpointError) in try base.config() } ?? [:]
+        let shape = try DecoderHiddenStates.shape(config: config, file: base.path)
+        guard shape.layers == layers else {
+            throw MergeError(
+                .shapeMismatch, "\(base.path): config.json has \(shape.layers) layers; the MoE has \(layers).")
+        }
+        // Every prompt of every gate in one pass, so each layer's weights are read once.
+        var prompts: [[Int32]] = []
+        var groups: [(positive: Range<Int>, negative: Range<Int>)] = []
+        for e in gates {
+            let p = prompts.count
+            prompts += e.positivePrompts.map { tokenizer.encode(bos + $0) }
+            let n = prompts.count
+            prompts += e.negativePrompts.map { tokenizer.encode(bos + $0) }
+            groups.append((p..<n, n..<prompts.count))
+        }
+        let states = try DecoderHiddenStates.compute(
+            base: base, shape: shape, prompts: prompts, reduction: reduction)
+        let h = shape.hidden
+        func mean(_ rows: ArraySlice<[Float]>) -> [Float] {
+            var total = [Float](repeating: 0, count: h)
+            for r in rows { for k in 0..<h { total[k] += r[k] } }
+            return total.map { $0 / Float(rows.count) }
+        }
+        var out: [Float] = []
+        out.reserveCapacity(layers * gates.count * h)
+        for layer in 0..<layers {
+            for g in groups {
+                var v = mean(states[layer][g.positive])
+                if !g.negative.isEmpty {
+                    let n = mean(states[layer][g.negative])
+                    for k in 0..<h { v[k] -= n[k] }
+                }
+                out += normalized(v)
+            }
+        }
+        return out
+    }
+
     /// `v / max(‖v‖₂, 1e-8)`.
     static func normalized(_ v: [Float]) -> [Float] {
         var ss: Double = 0
