@@ -11,9 +11,11 @@ import json
 import pathlib
 import shutil
 
+import numpy as np
 import pytest
 
-FIX = pathlib.Path(__file__).resolve().parents[1] / "Tests" / "MergeEngineTests" / "Fixtures" / "moe"
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+FIX = ROOT / "Tests" / "MergeEngineTests" / "Fixtures" / "moe"
 NAMES = sorted(p.stem for p in FIX.glob("*.yml"))
 # Loaded-config keys that record the writer, not the model.
 CONFIG_IGNORED = {"transformers_version", "_name_or_path"}
@@ -208,3 +210,71 @@ def test_hidden_routers_match_float32_reference(name, built, torch_one_thread):
         got = ours[f"model.layers.{layer}.block_sparse_moe.gate.weight"].float()
         assert torch.allclose(got, want[layer], atol=2e-5, rtol=1e-4), (
             f"{name}: layer {layer} router differs from the float32 reference by {(got - want[layer]).abs().max()}")
+
+
+def test_sentencepiece_base_routers_match_float32_reference(tswitch, torch_one_thread, tmp_path):
+    """A Llama 2 / Mistral-style base (SentencePiece vocabulary with byte fallback, Metaspace; linear rope scaling):
+    the GGUF fixture converted, two experts made from it with seeded noise on their MLPs. cheap_embed and hidden
+    routers equal mergekit's formulas computed with transformers' tokenizer and model in float32 (so the prompts'
+    token ids are transformers' too)."""
+    torch = torch_one_thread
+    from safetensors.numpy import load_file as load_np, save_file as save_np
+    from safetensors.torch import load_file
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    base = tmp_path / "base"
+    tswitch("convert", ROOT / "Tests/CheckpointIOTests/Fixtures/gguf/tiny_llama_spm.gguf", base)
+    rng = np.random.default_rng(5)
+    for name in ["story", "code"]:
+        shutil.copytree(base, tmp_path / name)
+        weights = load_np(str(base / "model.safetensors"))
+        for k, v in weights.items():
+            if ".mlp." in k:
+                weights[k] = (v + rng.standard_normal(v.shape).astype(np.float32) * 0.05).astype(np.float32)
+        save_np(weights, str(tmp_path / name / "model.safetensors"), metadata={"format": "pt"})
+    experts = [("story", ["once upon a time there was a dragon", "the king and queen"], []),
+               ("code", ["def add(a, b): return a + b"], ["naïve café ☃"])]
+    tok = AutoTokenizer.from_pretrained(base)
+    model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32).eval()
+    embed = model.model.embed_tokens.weight.detach()
+
+    def ids(p):
+        return tok([tok.bos_token + p], add_special_tokens=False, return_tensors="pt")
+
+    def cheap(prompts):
+        v = sum(embed[ids(p)["input_ids"][0]].sum(0) for p in prompts)
+        return v / v.norm().clamp(min=1e-8)
+
+    def hidden(prompts):
+        rows = []
+        for p in prompts:
+            with torch.no_grad():
+                rows.append(torch.stack(model(**ids(p), output_hidden_states=True).hidden_states[:-1])[:, 0, -1])
+        return torch.stack(rows).mean(0)
+
+    layers = model.config.num_hidden_layers
+    for mode in ["cheap_embed", "hidden"]:
+        lines = [f"base_model: {base}", f"gate_mode: {mode}", "experts:"]
+        for name, pos, neg in experts:
+            lines += [f"  - source_model: {tmp_path / name}", f"    positive_prompts: {json.dumps(pos)}"]
+            if neg:
+                lines.append(f"    negative_prompts: {json.dumps(neg)}")
+        cfg = tmp_path / f"{mode}.yml"
+        cfg.write_text("\n".join(lines) + "\n")
+        tswitch("moe", cfg, tmp_path / f"out-{mode}")
+        ours = load_file(tmp_path / f"out-{mode}" / "model.safetensors")
+        gates = []
+        for _, pos, neg in experts:
+            if mode == "cheap_embed":
+                v = cheap(pos) - cheap(neg) if neg else cheap(pos)
+                gates.append(v.expand(layers, -1))
+            else:
+                v = hidden(pos) - hidden(neg) if neg else hidden(pos)
+                gates.append(v / v.norm(dim=-1, keepdim=True).clamp(min=1e-8))
+        want = torch.stack(gates).permute(1, 0, 2)
+        if mode == "cheap_embed":
+            want = want / want.norm(dim=-1, keepdim=True)
+        for layer in range(layers):
+            got = ours[f"model.layers.{layer}.block_sparse_moe.gate.weight"].float()
+            assert torch.allclose(got, want[layer], atol=2e-5, rtol=1e-4), (
+                f"{mode}: layer {layer} router differs from the float32 reference by {(got - want[layer]).abs().max()}")

@@ -32,9 +32,7 @@ extension ByteLevelBPETokenizer {
         if let d = model["dropout"] as? NSNumber, d.doubleValue > 0 {
             throw unsupported("BPE dropout \(d) is not supported (it makes tokenization random).")
         }
-        if model["byte_fallback"] as? Bool == true {
-            throw unsupported("BPE option 'byte_fallback' is not supported.")
-        }
+        let byteFallback = model["byte_fallback"] as? Bool == true
         var vocab: [[UInt8]: Int32] = [:]
         var maxID: Int32 = -1
         for (token, id) in parsed.vocab {
@@ -123,8 +121,10 @@ extension ByteLevelBPETokenizer {
         }
         self.normalizer = try normalizer(root["normalizer"] ?? NSNull(), "normalizer")
 
-        // Pre-tokenizer: one ByteLevel, alone or in a Sequence after `Split` steps (Llama 3's and Qwen2's).
+        // Pre-tokenizer: one ByteLevel, alone or in a Sequence after `Split` steps (Llama 3's and Qwen2's); or, for
+        // SentencePiece-style vocabularies, one Metaspace or none.
         var byteLevel: [String: Any]?
+        var metaspace: Metaspace?
         var splits: [SplitPattern] = []
         func preTokenizer(_ value: Any, _ path: String) throws(EvaluationError) {
             guard let p = value as? [String: Any], let type = p["type"] as? String else {
@@ -136,6 +136,22 @@ extension ByteLevelBPETokenizer {
                     throw unsupported("\(path): a second ByteLevel pre-tokenizer is not supported.")
                 }
                 byteLevel = p
+            case "Metaspace":
+                guard metaspace == nil, byteLevel == nil, splits.isEmpty else {
+                    throw unsupported("\(path): Metaspace combined with other pre-tokenizers is not supported.")
+                }
+                guard let r = p["replacement"] as? String, r.unicodeScalars.count == 1,
+                    let scalar = r.unicodeScalars.first
+                else { throw invalid("\(path).replacement is not one character.") }
+                let scheme: Metaspace.Prepend
+                switch p["prepend_scheme"] as? String {
+                case "always": scheme = .always
+                case "first": scheme = .first
+                case "never": scheme = .never
+                case nil: scheme = (p["add_prefix_space"] as? Bool ?? true) ? .always : .never
+                case let other?: throw unsupported("\(path).prepend_scheme '\(other)' is not supported.")
+                }
+                metaspace = Metaspace(replacement: scalar, prepend: scheme, split: p["split"] as? Bool ?? true)
             case "Split":
                 guard byteLevel == nil else {
                     throw unsupported("\(path): a Split pre-tokenizer after the ByteLevel one is not supported.")
@@ -148,20 +164,35 @@ extension ByteLevelBPETokenizer {
                 for (i, item) in list.enumerated() { try preTokenizer(item, "\(path).pretokenizers[\(i)]") }
             default:
                 throw unsupported(
-                    "pre-tokenizer type '\(type)' (\(path)) is not supported; this tokenizer implements ByteLevel and Split."
+                    "pre-tokenizer type '\(type)' (\(path)) is not supported; this tokenizer implements ByteLevel, Split and Metaspace."
                 )
             }
         }
-        guard let pre = root["pre_tokenizer"], !(pre is NSNull) else {
-            throw unsupported("no pre_tokenizer; a byte-level BPE tokenizer needs the ByteLevel pre-tokenizer.")
+        if let pre = root["pre_tokenizer"], !(pre is NSNull) { try preTokenizer(pre, "pre_tokenizer") }
+        if let byteLevel {
+            guard !byteFallback else {
+                throw unsupported("BPE option 'byte_fallback' with a ByteLevel pre-tokenizer is not supported.")
+            }
+            symbols = .bytes
+            addPrefixSpace = byteLevel["add_prefix_space"] as? Bool ?? true
+            useRegex = byteLevel["use_regex"] as? Bool ?? true
+        } else {
+            // SentencePiece-style: characters as symbols, words from Metaspace or from the normalizer's `▁`.
+            guard splits.isEmpty else {
+                throw unsupported(
+                    "pre_tokenizer has Split steps but no ByteLevel step; that pipeline is not supported.")
+            }
+            guard byteFallback || metaspace != nil || self.normalizer != nil else {
+                throw unsupported(
+                    "no ByteLevel pre-tokenizer, no Metaspace, no byte fallback: neither a byte-level nor a SentencePiece-style BPE."
+                )
+            }
+            symbols = .characters(byteFallback: byteFallback)
+            addPrefixSpace = false
+            useRegex = false
         }
-        try preTokenizer(pre, "pre_tokenizer")
-        guard let byteLevel else {
-            throw unsupported("pre_tokenizer has no ByteLevel step; a byte-level BPE tokenizer needs one.")
-        }
+        self.metaspace = metaspace
         self.splits = splits
-        addPrefixSpace = byteLevel["add_prefix_space"] as? Bool ?? true
-        useRegex = byteLevel["use_regex"] as? Bool ?? true
 
         // Post-processor.
         func special(_ value: Any?, _ path: String) throws(EvaluationError) -> Int32 {
@@ -242,6 +273,7 @@ extension ByteLevelBPETokenizer {
         self.merges = merges
         self.added = added
         byteIDs = Self.byteCharacters.map { vocab[Array(String($0).utf8)] }
+        byteFallbackIDs = (0..<256).map { vocab[Array(String(format: "<0x%02X>", $0).utf8)] }
         vocabularySize = Int(maxID) + 1
     }
 }

@@ -69,8 +69,23 @@ extension ByteLevelBPETokenizer {
         }
     }
 
-    /// The pre-tokenizer: the `Split` steps' pieces, each through the ByteLevel step.
-    func preTokenize(_ text: String) -> [[UInt8]] {
+    /// The pre-tokenizer: the `Split` steps' pieces, each through the ByteLevel step; for character symbols the
+    /// Metaspace words (or the whole segment when there is no pre-tokenizer). `atStart`: the segment begins the
+    /// text (Metaspace's `first` scheme marks only that one).
+    func preTokenize(_ text: String, atStart: Bool) -> [[UInt8]] {
+        if symbols != .bytes {
+            guard !text.isEmpty else { return [] }
+            guard let m = metaspace else { return [Array(text.utf8)] }
+            var s = Array(text.unicodeScalars).map { $0 == " " ? m.replacement : $0 }
+            let prepend = m.prepend == .always || (m.prepend == .first && atStart)
+            if prepend && s.first != m.replacement { s.insert(m.replacement, at: 0) }
+            var words: [[Unicode.Scalar]] = []
+            for c in s {
+                if words.isEmpty || (m.split && c == m.replacement) { words.append([]) }
+                words[words.count - 1].append(c)
+            }
+            return words.map { Array(String(String.UnicodeScalarView($0)).utf8) }
+        }
         guard !splits.isEmpty else { return byteLevelWords(text) }
         var pieces = [text]
         for split in splits { pieces = pieces.flatMap(split.pieces) }

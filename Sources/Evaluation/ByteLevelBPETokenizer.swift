@@ -11,6 +11,12 @@ import Foundation
 /// one printable character); apply the `BPE` model's merges by rank; add the post-processor's special tokens
 /// (`RobertaProcessing`, `BertProcessing`, `TemplateProcessing`, `ByteLevel`, Sequence).
 ///
+/// The same BPE also runs SentencePiece-style vocabularies (Llama 2, Mistral, TinyLlama, and what `tswitch convert`
+/// writes for a GGUF `llama` vocabulary): no ByteLevel step, a word's characters as the initial symbols with
+/// `<0xXX>` byte fallback for characters outside the vocabulary, words marked by a `Metaspace` pre-tokenizer
+/// (`▁` for spaces, prepended to the first word or to every segment) or by the older normalizer
+/// `Prepend("▁") + Replace(" ", "▁")`.
+///
 /// A component type or option this file does not implement is a thrown `.unsupportedTokenizer` naming the file and
 /// the type, never a trap: a tokenizer that silently ran a different pipeline would give wrong ids.
 ///
@@ -41,7 +47,28 @@ public struct ByteLevelBPETokenizer: TextTokenizer {
         var id: Int32
     }
 
+    /// How a word becomes its initial symbols.
+    enum Symbols: Sendable, Equatable {
+        /// Its UTF-8 bytes as GPT-2's byte-level characters.
+        case bytes
+        /// Its characters, those outside the vocabulary as their UTF-8 bytes' `<0xXX>` tokens when `byteFallback`.
+        case characters(byteFallback: Bool)
+    }
+
+    /// The `Metaspace` pre-tokenizer: spaces become `replacement`, which also marks the start of a word.
+    struct Metaspace: Sendable, Equatable {
+        enum Prepend: Sendable { case always, first, never }
+        var replacement: Unicode.Scalar
+        var prepend: Prepend
+        /// Split into words, each starting at a replacement (`MergedWithNext`).
+        var split: Bool
+    }
+
     let normalizer: Normalizer?
+    let symbols: Symbols
+    let metaspace: Metaspace?
+    /// The id of each byte's `<0xXX>` token (character symbols with byte fallback).
+    let byteFallbackIDs: [Int32?]
     /// `Split` pre-tokenizer steps before the ByteLevel one (Llama 3, Qwen2), applied in order.
     let splits: [SplitPattern]
     let addPrefixSpace: Bool
@@ -92,12 +119,12 @@ public struct ByteLevelBPETokenizer: TextTokenizer {
         var out: [Int32] = []
         // Fusing unknown tokens can shorten what came before, so it needs every id.
         let limit = fuseUnk ? Int.max : limit
-        segments: for segment in splitAdded(Array(text.unicodeScalars)) {
+        segments: for (index, segment) in splitAdded(Array(text.unicodeScalars)).enumerated() {
             switch segment {
             case .token(let id): out.append(id)
             case .text(let scalars):
                 let normalized = normalize(String(String.UnicodeScalarView(scalars)))
-                for word in preTokenize(normalized) {
+                for word in preTokenize(normalized, atStart: index == 0) {
                     if out.count >= limit { break segments }
                     out += bpe(word)
                 }
@@ -118,18 +145,10 @@ public struct ByteLevelBPETokenizer: TextTokenizer {
     /// (leftmost first among equal ranks) until no pair has a merge, as the tokenizers library's `merge_all` does.
     func bpe(_ word: [UInt8]) -> [Int32] {
         if ignoreMerges {
-            let chars = String(word.map { Self.byteCharacters[Int($0)] })
-            if let id = vocab[Array(chars.utf8)] { return [id] }
+            let key = self.symbols == .bytes ? Array(String(word.map { Self.byteCharacters[Int($0)] }).utf8) : word
+            if let id = vocab[key] { return [id] }
         }
-        var symbols: [Int32] = []
-        symbols.reserveCapacity(word.count)
-        for b in word {
-            if let id = byteIDs[Int(b)] {
-                symbols.append(id)
-            } else if let unk = unkID {
-                symbols.append(unk)
-            }
-        }
+        var symbols = initialSymbols(word)
         while symbols.count > 1 {
             var best: (rank: Int, at: Int, id: Int32)?
             for k in 0..<(symbols.count - 1) {
@@ -140,6 +159,37 @@ public struct ByteLevelBPETokenizer: TextTokenizer {
             guard let best else { break }
             symbols[best.at] = best.id
             symbols.remove(at: best.at + 1)
+        }
+        return symbols
+    }
+
+    /// A word's symbols before any merge (`word` is its UTF-8).
+    func initialSymbols(_ word: [UInt8]) -> [Int32] {
+        var symbols: [Int32] = []
+        symbols.reserveCapacity(word.count)
+        switch self.symbols {
+        case .bytes:
+            for b in word {
+                if let id = byteIDs[Int(b)] {
+                    symbols.append(id)
+                } else if let unk = unkID {
+                    symbols.append(unk)
+                }
+            }
+        case .characters(let byteFallback):
+            for c in String(decoding: word, as: UTF8.self).unicodeScalars {
+                var utf8: [UInt8] = []
+                UTF8.encode(c) { utf8.append($0) }
+                if let id = vocab[utf8] {
+                    symbols.append(id)
+                } else if byteFallback, case let ids = utf8.compactMap({ byteFallbackIDs[Int($0)] }),
+                    ids.count == utf8.count
+                {
+                    symbols += ids
+                } else if let unk = unkID {
+                    symbols.append(unk)
+                }
+            }
         }
         return symbols
     }

@@ -116,7 +116,19 @@ struct RobertaEncoderTests {
     func unknownComponents() {
         let cases: [(String, (inout [String: Any]) -> Void, String)] = [
             ("normalizer", { $0["normalizer"] = ["type": "Precompiled"] }, "normalizer type 'Precompiled'"),
-            ("pre-tokenizer", { $0["pre_tokenizer"] = ["type": "Metaspace"] }, "pre-tokenizer type 'Metaspace'"),
+            ("pre-tokenizer", { $0["pre_tokenizer"] = ["type": "Whitespace"] }, "pre-tokenizer type 'Whitespace'"),
+            (
+                "metaspace with byte level",
+                {
+                    $0["pre_tokenizer"] = [
+                        "type": "Sequence",
+                        "pretokenizers": [
+                            ["type": "ByteLevel", "add_prefix_space": false],
+                            ["type": "Metaspace", "replacement": "\u{2581}", "prepend_scheme": "first"],
+                        ],
+                    ]
+                }, "pre_tokenizer.pretokenizers[1]: Metaspace combined with other pre-tokenizers"
+            ),
             (
                 "split behavior",
                 {
