@@ -22,6 +22,7 @@ let package = Package(
                 .product(name: "CheckpointIO", package: main),
                 .product(name: "TaskSwitches", package: main),
                 .product(name: "MergeEngine", package: main),
+                .product(name: "Evaluation", package: main),
             ],
             path: "Sources/FuzzTargets"),
     ],

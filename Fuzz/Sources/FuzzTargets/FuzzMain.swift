@@ -5,7 +5,7 @@ import CFuzzDriver
 #endif
 
 /// One libFuzzer binary for every parser of untrusted input; `TSWITCH_FUZZ_TARGET` picks the target
-/// (`safetensors`, `gguf`, `index`, `pack`, `router`, `yaml`; `selftest` crashes on purpose). Every target must return a value or throw its module's typed error:
+/// (`safetensors`, `gguf`, `index`, `pack`, `router`, `yaml`, `tokenizer`; `selftest` crashes on purpose). Every target must return a value or throw its module's typed error:
 /// a crash, trap, sanitizer report, timeout or out-of-memory is a finding. `scripts/fuzz` builds and runs it.
 @main
 enum FuzzMain {
@@ -32,6 +32,7 @@ enum FuzzMain {
                 case .pack: fuzzPack(bytes)
                 case .router: fuzzRouter(bytes)
                 case .yaml: fuzzYAML(bytes)
+                case .tokenizer: fuzzTokenizer(bytes)
                 case .selftest:
                     // `scripts/fuzz --selftest`: proves that a finding makes the run fail and leaves an artifact.
                     if size >= 5, bytes[0] == UInt8(ascii: "C"), bytes[4] == UInt8(ascii: "H") {
@@ -44,5 +45,5 @@ enum FuzzMain {
 }
 
 enum FuzzTarget: String, CaseIterable {
-    case safetensors, gguf, index, pack, router, yaml, selftest
+    case safetensors, gguf, index, pack, router, yaml, tokenizer, selftest
 }
