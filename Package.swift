@@ -106,7 +106,9 @@ let package = Package(
             dependencies: ["Analysis", "Evaluation", "TaskSwitches", "TensorKernels", "CheckpointIO", "TestSupport"]),
         .testTarget(
             name: "EvaluationTests",
-            dependencies: ["Evaluation", "TaskSwitches", "TensorKernels", "CheckpointIO", "TestSupport"],
+            dependencies: [
+                "Evaluation", "CEncoderKernels", "TaskSwitches", "TensorKernels", "CheckpointIO", "TestSupport",
+            ],
             resources: [.copy("Fixtures")]),
     ],
     swiftLanguageModes: [.v6]

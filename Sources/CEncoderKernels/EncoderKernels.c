@@ -361,10 +361,54 @@ TS_AVX512_API void ts_attention_avx512(
                 c[r * ldc + q] = accumulate ? c[r * ldc + q] + v : v;                                             \
             }                                                                                                     \
     }
-TS_DOT_BLOCK(4, 4)
 TS_DOT_BLOCK(1, 4)
 TS_DOT_BLOCK(4, 1)
 TS_DOT_BLOCK(1, 1)
+
+/// Four sums of 16 lanes at once: lane group L (4 floats) of the result holds partial sums of x[L], so two levels
+/// of 128/256-bit shuffles replace four separate reductions.
+TS_AVX512 __m512 ts_sum4_lanes(__m512 a, __m512 b, __m512 c, __m512 d) {
+    __m512 ab = _mm512_add_ps(_mm512_shuffle_f32x4(a, b, _MM_SHUFFLE(1, 0, 1, 0)),
+                              _mm512_shuffle_f32x4(a, b, _MM_SHUFFLE(3, 2, 3, 2)));
+    __m512 cd = _mm512_add_ps(_mm512_shuffle_f32x4(c, d, _MM_SHUFFLE(1, 0, 1, 0)),
+                              _mm512_shuffle_f32x4(c, d, _MM_SHUFFLE(3, 2, 3, 2)));
+    return _mm512_add_ps(_mm512_shuffle_f32x4(ab, cd, _MM_SHUFFLE(2, 0, 2, 0)),
+                         _mm512_shuffle_f32x4(ab, cd, _MM_SHUFFLE(3, 1, 3, 1)));
+}
+
+/// The 4 × 4 dot block with its 16 sums reduced together (a shuffle tree, 30 instructions instead of 16 separate
+/// reductions of ~8 each): at k = 384, two thirds of a layer's products, the reductions were a quarter of the work.
+TS_AVX512 void ts_dot_block_4x4(const float *a, long lda, const float *w, long ldw, float *c, long ldc, long k,
+                                int accumulate) {
+    __m512 acc[4][4];
+    for (int r = 0; r < 4; r++)
+        for (int q = 0; q < 4; q++) acc[r][q] = _mm512_setzero_ps();
+    for (long p = 0; p < k; p += 16) {
+        __m512 wv[4];
+        for (int q = 0; q < 4; q++) wv[q] = _mm512_loadu_ps(w + q * ldw + p);
+        for (int r = 0; r < 4; r++) {
+            __m512 av = _mm512_loadu_ps(a + r * lda + p);
+            for (int q = 0; q < 4; q++) acc[r][q] = _mm512_fmadd_ps(av, wv[q], acc[r][q]);
+        }
+    }
+    // x[q]: lane group r holds row r's partial sums for column q.
+    __m512 x[4];
+    for (int q = 0; q < 4; q++) x[q] = ts_sum4_lanes(acc[0][q], acc[1][q], acc[2][q], acc[3][q]);
+    // Within each lane group: element q becomes the full sum of x[q]'s 4 floats, so lane group r = row r's 4 results.
+    __m512 x01 = _mm512_add_ps(_mm512_shuffle_ps(x[0], x[1], _MM_SHUFFLE(1, 0, 1, 0)),
+                               _mm512_shuffle_ps(x[0], x[1], _MM_SHUFFLE(3, 2, 3, 2)));
+    __m512 x23 = _mm512_add_ps(_mm512_shuffle_ps(x[2], x[3], _MM_SHUFFLE(1, 0, 1, 0)),
+                               _mm512_shuffle_ps(x[2], x[3], _MM_SHUFFLE(3, 2, 3, 2)));
+    __m512 sums = _mm512_add_ps(_mm512_shuffle_ps(x01, x23, _MM_SHUFFLE(2, 0, 2, 0)),
+                                _mm512_shuffle_ps(x01, x23, _MM_SHUFFLE(3, 1, 3, 1)));
+    __m128 rows[4] = {_mm512_extractf32x4_ps(sums, 0), _mm512_extractf32x4_ps(sums, 1),
+                      _mm512_extractf32x4_ps(sums, 2), _mm512_extractf32x4_ps(sums, 3)};
+    for (int r = 0; r < 4; r++) {
+        __m128 v = rows[r];
+        if (accumulate) v = _mm_add_ps(v, _mm_loadu_ps(c + r * ldc));
+        _mm_storeu_ps(c + r * ldc, v);
+    }
+}
 
 TS_AVX512_API void ts_small_gemm_nt_avx512(const float *a, long lda, const float *w, long ldw, float *c, long ldc,
                                            long m, long n, long k, int accumulate) {

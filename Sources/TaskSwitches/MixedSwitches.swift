@@ -22,6 +22,9 @@ public struct MixedSwitches: @unchecked Sendable {
         let indices: [UInt32]
         let values: [Float]
         let c: Float
+        /// The switch the list comes from and the list's position in its `masks`.
+        let source: TensorSwitch
+        let list: Int
     }
 
     let base: [UnsafeBufferPointer<Float>]
@@ -45,10 +48,11 @@ public struct MixedSwitches: @unchecked Sendable {
                     switch sw.payload {
                     case .signs(let positive, let negative):
                         return [
-                            AddList(indices: positive, values: [], c: c), AddList(indices: negative, values: [], c: -c),
+                            AddList(indices: positive, values: [], c: c, source: sw, list: 0),
+                            AddList(indices: negative, values: [], c: -c, source: sw, list: 1),
                         ]
                     case .values(let indices, let kept):
-                        return [AddList(indices: indices, values: kept.values, c: c)]
+                        return [AddList(indices: indices, values: kept.values, c: c, source: sw, list: 0)]
                     }
                 }
             }
@@ -118,17 +122,41 @@ public struct MixedSwitches: @unchecked Sendable {
         // @unchecked: `base` is read-only and valid for the lending `withMixes` body, like `MixedSwitches`.
         let base: UnsafeBufferPointer<Float>
         let adds: [AddList]
+        /// The lists' switches as bit masks, one per list, when this CPU runs the masked pass (AVX-512).
+        let masks: [SwitchMasks]?
 
         /// Number of elements of the tensor.
         public var count: Int { base.count }
 
         /// Writes elements `elements` of the tensor as the mix sees it into `out` (`elements.count` values): the
-        /// base copied, then each list's entries in the range added, list after list, with the same `SwitchKernel`
-        /// adds in the same order as `materialize`, so the values agree bit for bit. Single-threaded (the caller
-        /// splits tiles across cores).
+        /// base copied, then each list's entries in the range added, list after list, with the same IEEE adds in
+        /// the same order as `materialize`, so the values agree bit for bit. Single-threaded (the caller splits
+        /// tiles across cores).
+        ///
+        /// With masks, the 16-aligned part of the range is switched in one vector pass (`SwitchKernel.writeMasked`:
+        /// per 16 elements one load, a masked add per list, one store) and only the ragged ends by the lists.
         public func write(_ elements: Range<Int>, into out: UnsafeMutablePointer<Float>) {
             precondition(elements.lowerBound >= 0 && elements.upperBound <= base.count, "tile outside the tensor")
             guard !elements.isEmpty else { return }
+            let lo = (elements.lowerBound + 15) & ~15
+            let hi = elements.upperBound & ~15
+            guard let masks, lo < hi else { return writeLists(elements, into: out) }
+            if lo > elements.lowerBound { writeLists(elements.lowerBound..<lo, into: out) }
+            let lists = zip(adds, masks).map { add, m in
+                SwitchKernel.MaskedList(
+                    masks: m, list: add.list, c: add.c,
+                    valueStart: add.values.isEmpty
+                        ? 0 : add.indices.withUnsafeBufferPointer { SwitchKernel.lowerBound($0, UInt32(lo)) })
+            }
+            SwitchKernel.writeMasked(
+                base: base.start, start: lo, count: hi - lo, lists: lists, into: out + (lo - elements.lowerBound))
+            if hi < elements.upperBound {
+                writeLists(hi..<elements.upperBound, into: out + (hi - elements.lowerBound))
+            }
+        }
+
+        /// `write` by the index lists: the base copied, each list's entries in the range added.
+        func writeLists(_ elements: Range<Int>, into out: UnsafeMutablePointer<Float>) {
             let lo = elements.lowerBound
             out.update(from: base.start + lo, count: elements.count)
             for list in adds {
@@ -155,7 +183,10 @@ public struct MixedSwitches: @unchecked Sendable {
         guard let t = index[name], let adds = lists[mix][t], adds.contains(where: { !$0.indices.isEmpty }) else {
             return nil
         }
-        return TensorMix(base: base[t], adds: adds.filter { !$0.indices.isEmpty })
+        let kept = adds.filter { !$0.indices.isEmpty }
+        // Masks need 16-element blocks and at most 64 lists per pass; a mix beyond that keeps the lists.
+        let masked = SwitchMasks.available && kept.count <= 64 && base[t].count >= 16
+        return TensorMix(base: base[t], adds: kept, masks: masked ? kept.map(\.source.masks) : nil)
     }
 
     /// Writes rows `rows` of a `rows × width` tensor (an embedding table) as `mix` sees them, one after another

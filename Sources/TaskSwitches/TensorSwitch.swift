@@ -1,5 +1,6 @@
 import CheckpointIO
 import Foundation
+import Synchronization
 import TensorKernels
 
 /// The switch of one tensor: kept entries (mask S_A) split by sign (S_P), and the scale λ.
@@ -15,6 +16,8 @@ public struct TensorSwitch: Sendable, Equatable {
     public let lambda: Float
     /// What the switch adds where: the one description every apply path reads (`SwitchApplier.add`).
     public let payload: Payload
+    /// The payload as bit masks, built on first mixed use and shared by every copy of this switch.
+    let maskCache = MaskCache()
 
     /// The two kinds of switch.
     public enum Payload: Sendable, Equatable {
@@ -75,6 +78,19 @@ public struct TensorSwitch: Sendable, Equatable {
         }
     }
 
+    /// The lists as bit masks (`SwitchMasks`, in `MixedSwitches`' list order: positive then negative, or the
+    /// random mask's indices with their values), built on the first call and kept with the switch.
+    public var masks: SwitchMasks {
+        maskCache.masks {
+            switch payload {
+            case .signs(let p, let n):
+                SwitchMasks(lists: [(p, nil), (n, nil)], count: elementCount)
+            case .values(let i, let v):
+                SwitchMasks(lists: [(i, v.values)], count: elementCount)
+            }
+        }
+    }
+
     public var elementCount: Int { shape.reduce(1, *) }
     public var keptCount: Int {
         switch payload {
@@ -89,4 +105,22 @@ public struct TensorSwitch: Sendable, Equatable {
         guard let last = shape.last, last > 0 else { return (elementCount > 0 ? 1 : 0, max(1, elementCount)) }
         return (elementCount / last, last)
     }
+}
+
+/// Where a switch keeps its bit masks once built: a cache, not part of the switch's value, so two switches with
+/// the same lists are equal whether or not either has built them.
+final class MaskCache: Sendable, Equatable {
+    private let state = Mutex<SwitchMasks?>(nil)
+
+    /// The masks, built by `make` on the first call (under the lock, so concurrent first callers build once).
+    func masks(_ make: () -> SwitchMasks) -> SwitchMasks {
+        state.withLock { cached in
+            if let m = cached { return m }
+            let m = make()
+            cached = m
+            return m
+        }
+    }
+
+    static func == (_: MaskCache, _: MaskCache) -> Bool { true }
 }

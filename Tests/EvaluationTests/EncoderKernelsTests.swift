@@ -1,3 +1,4 @@
+import CEncoderKernels
 import CheckpointIO
 import Foundation
 import Testing
@@ -83,6 +84,48 @@ struct EncoderKernelsTests {
                         "d \(d), \(picked.count) sequences, fused \(fused): worst absolute error \(worst), largest |V| \(vMax)"
                     )
                 }
+            }
+        }
+    }
+
+    @Test(
+        "the AVX-512 small product of the tile-fused layout equals a·Wᵀ in Double within 1e-5 relative, ragged rows and columns, strided, accumulating or not",
+        .enabled(if: EncoderKernels.hasAVX512, "this CPU has no AVX-512: the small-product kernel was not tested")
+    )
+    func smallGEMM() {
+        for (m, n, k) in [(1, 1, 16), (4, 4, 16), (5, 7, 48), (21, 13, 384), (3, 9, 1536), (8, 17, 32)] {
+            let (lda, ldw, ldc) = (k + 16, k + 32, n + 3)
+            let a = Self.values(m * lda, seed: UInt64(m * 1000 + k))
+            let w = Self.values(n * ldw, seed: UInt64(n * 1000 + k + 1))
+            let c0 = Self.values(m * ldc, seed: UInt64(m + n + k))
+            for accumulate in [false, true] {
+                var c = c0
+                a.withUnsafeBufferPointer { ap in
+                    w.withUnsafeBufferPointer { wp in
+                        c.withUnsafeMutableBufferPointer {
+                            ts_small_gemm_nt_avx512(
+                                ap.baseAddress, lda, wp.baseAddress, ldw, $0.baseAddress, ldc, m, n, k,
+                                accumulate ? 1 : 0)
+                        }
+                    }
+                }
+                var worst = 0.0
+                for i in 0..<(m * ldc) {
+                    let (r, j) = (i / ldc, i % ldc)
+                    guard j < n else {
+                        #expect(c[i] == c0[i], "padding column \(j) of row \(r) written")
+                        continue
+                    }
+                    var want = accumulate ? Double(c0[i]) : 0
+                    var scale = abs(want)
+                    for p in 0..<k {
+                        let t = Double(a[r * lda + p]) * Double(w[j * ldw + p])
+                        want += t
+                        scale += abs(t)
+                    }
+                    worst = max(worst, abs(Double(c[i]) - want) / scale)
+                }
+                #expect(worst < 1e-5, "m \(m), n \(n), k \(k), accumulate \(accumulate): worst \(worst)")
             }
         }
     }

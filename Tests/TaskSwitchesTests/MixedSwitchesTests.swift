@@ -129,6 +129,42 @@ struct MixedSwitchesTests {
         }
     }
 
+    @Test(
+        "the masked pass (AVX-512) writes every tile as the index lists do, bit for bit: 1 to 9 packs of both kinds, dense and sparse, ragged ends, the bias"
+    )
+    func maskedMatchesLists() throws {
+        let model = Self.model(seed: 21)
+        let packs = (0..<9).map { k in
+            Self.pack("p\(k)", seed: 30 + UInt64(k), density: [0.3, 0.05, 0.7, 0.01][k % 4], values: k % 3 == 2)
+        }
+        let mixes: [[(pack: SwitchPack, weight: Float)]] = [
+            [(packs[0], 1)], [(packs[2], 0.5)], [(packs[2], 1), (packs[5], -0.75)],
+            packs.enumerated().map { k, p in (p, Float(k) * 0.25 - 0.9) },
+        ]
+        var g = SplitMix64(seed: 22)
+        let n = 512 * 384
+        var ranges = [0..<n, 0..<16, 16..<48, 7..<9, 15..<17, 3..<40, (n - 17)..<n]
+        for _ in 0..<30 {
+            let lo = Int(g.next() % UInt64(n))
+            ranges.append(lo..<min(n, lo + 1 + Int(g.next() % 50_000)))
+        }
+        try model.withMixes(mixes) { switches in
+            for m in mixes.indices {
+                for name in ["m.weight", "m.bias"] {
+                    let mix = try #require(switches.tensorMix(name, mix: m))
+                    #expect((mix.masks != nil) == SwitchMasks.available, "masks are used exactly where AVX-512 runs")
+                    for r in ranges where r.upperBound <= mix.count {
+                        var fast = [Float](repeating: .nan, count: r.count)
+                        var lists = fast
+                        fast.withUnsafeMutableBufferPointer { mix.write(r, into: $0.baseAddress!) }
+                        lists.withUnsafeMutableBufferPointer { mix.writeLists(r, into: $0.baseAddress!) }
+                        #expect(fast.map(\.bitPattern) == lists.map(\.bitPattern), "mix \(m), \(name), range \(r)")
+                    }
+                }
+            }
+        }
+    }
+
     @Test("a pack for another base is refused before the body runs")
     func refusesOtherBase() throws {
         let model = Self.model(seed: 1)

@@ -57,4 +57,23 @@ void tswitch_level1_bf16(int level, const void *base, const void *x, size_t lo, 
                          const uint32_t *lowest, const uint32_t *highest, int bands, uint64_t tag,
                          uint64_t *const *members, size_t *counts);
 
+// Switching a tile from bit masks (MaskedSwitch.c): out = base with each list added in order, where bit j of mask
+// word b marks element 16b + j: + c, or + c * (the list's next stored value) for a random-mask list. The same IEEE
+// operations in the same order as the index-list loop (`SwitchKernel.add`), so the bits are identical.
+
+/// The most lists one call takes.
+#define TSWITCH_MASK_MAX_LISTS 64
+
+/// One index list of a switched tensor as a bit mask: `mask` addresses the word of the call's first element,
+/// `values` (NULL for a sign list) the list's first stored value at or after it.
+typedef struct tswitch_mask_list {
+    const uint16_t *mask;
+    const float *values;
+    float c;
+} tswitch_mask_list;
+
+/// `count` (a multiple of 16) elements of a tile: base copied into out, then the n (<= the maximum) lists added.
+/// AVX-512 only: call it when `tswitch_fused_level()` is 2.
+void tswitch_switch_tile_avx512(const float *base, float *out, size_t count, const tswitch_mask_list *lists, int n);
+
 #endif
