@@ -22,13 +22,14 @@ package final class FileOutput {
     private var writeBackFrom = 0
     static let writeBackChunk = 64 << 20
 
-    /// Whether the bytes go to the disk with `O_DIRECT`, through `staging`, instead of through the page cache.
-    /// Buffered, every output byte needs a fresh page-cache page, and on this project's VM a fresh page costs
-    /// far more than the copy into it (0.1-2 GB/s for a new file against 1.5-1.9 GB/s direct, docs/bench-merge.md);
-    /// direct, the staging buffer is reused, and the final fsync has nothing left to wait for.
+    /// Whether the bytes go to the disk with `O_DIRECT` (through `staging`) instead of through the page cache: for a
+    /// durable file asked for with `direct`. Durable bytes must reach the disk anyway; buffered, each also needs a
+    /// fresh page-cache page first, which on this project's VM costs more than the copy into it (docs/bench-merge.md),
+    /// and the final fsync waits for all of the write-back. Not durable, the page cache is faster (the caller does
+    /// not wait for the disk), so such a file leaves the staging path at its first write after `durable` is cleared.
     package private(set) var direct = false
-    /// The output's bytes not yet written: everything before them went out in whole `stagingBytes` writes, so
-    /// every direct write starts at an aligned offset.
+    /// The bytes not yet written while direct output is possible: everything before them went out in whole
+    /// `stagingBytes` writes, so every direct write starts at an aligned offset. nil once buffered.
     private var staging: UnsafeMutableRawBufferPointer?
     private var staged = 0
     private var directRefused = false
@@ -43,7 +44,8 @@ package final class FileOutput {
     #endif
     static let stagingBytes = 8 << 20
 
-    /// - Parameter direct: write with `O_DIRECT` where the file system takes it (else buffered, silently).
+    /// - Parameter direct: while `durable`, write with `O_DIRECT` where the file system takes it (else buffered,
+    ///   silently; `TSWITCH_DIRECT_IO=0` forces buffered).
     package init(target: String, direct: Bool = false) throws(CheckpointError) {
         self.target = target
         let url = URL(fileURLWithPath: target)
@@ -56,15 +58,10 @@ package final class FileOutput {
         guard fd >= 0 else {
             throw CheckpointError(.io, "\(target): cannot create \(temporary): \(String(cString: strerror(errno))).")
         }
-        #if os(Linux)
-            if direct, Self.oDirect != 0, ProcessInfo.processInfo.environment["TSWITCH_DIRECT_IO"] != "0" {
-                let flags = fcntl(fd, F_GETFL)
-                if flags >= 0, fcntl(fd, F_SETFL, flags | Self.oDirect) == 0 {
-                    self.direct = true
-                    staging = .allocate(byteCount: Self.stagingBytes, alignment: Self.directBlock)
-                }
-            }
-        #endif
+        if direct, Self.oDirect != 0, ProcessInfo.processInfo.environment["TSWITCH_DIRECT_IO"] != "0" {
+            // O_DIRECT itself is set at the first full staging buffer, once the caller has chosen `durable`.
+            staging = .allocate(byteCount: Self.stagingBytes, alignment: Self.directBlock)
+        }
     }
 
     deinit {
@@ -75,7 +72,8 @@ package final class FileOutput {
 
     /// Appends bytes, retrying short writes; a full disk is an error naming the target.
     package func write(_ bytes: UnsafeRawBufferPointer) throws(CheckpointError) {
-        if direct, let staging {
+        if staging != nil, !durable, !direct { try leaveStaging() }
+        if let staging {
             // Copied into the aligned staging buffer, written out whenever it is full.
             var from = 0
             while from < bytes.count {
@@ -104,9 +102,28 @@ package final class FileOutput {
     /// the padding off).
     private func flushStaging() throws(CheckpointError) {
         guard let staging, staged > 0 else { return }
+        #if os(Linux)
+            if !direct, !directRefused {
+                let flags = fcntl(fd, F_GETFL)
+                if flags >= 0, fcntl(fd, F_SETFL, flags | Self.oDirect) == 0 {
+                    direct = true
+                } else {
+                    directRefused = true
+                }
+            }
+        #endif
         let padded = (staged + Self.directBlock - 1) / Self.directBlock * Self.directBlock
         if padded > staged, let p = staging.baseAddress { memset(p + staged, 0, padded - staged) }
         try writeAll(UnsafeRawBufferPointer(rebasing: staging[0..<padded]), counting: false)
+        staged = 0
+    }
+
+    /// Writes what is staged as it is (buffered) and drops the staging buffer: the rest of the file is buffered.
+    private func leaveStaging() throws(CheckpointError) {
+        guard let staging else { return }
+        try writeAll(UnsafeRawBufferPointer(rebasing: staging[0..<staged]), counting: false)
+        staging.deallocate()
+        self.staging = nil
         staged = 0
     }
 
@@ -124,6 +141,7 @@ package final class FileOutput {
                     if e == EINVAL, direct, !directRefused, fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~Self.oDirect) == 0
                     {
                         directRefused = true
+                        direct = false
                         continue
                     }
                 #endif
@@ -151,7 +169,8 @@ package final class FileOutput {
 
     /// Flushes to disk and renames over the target.
     package func commit() throws(CheckpointError) {
-        if direct {
+        if staging != nil, !durable, !direct { try leaveStaging() }
+        if staging != nil {
             try flushStaging()
             guard ftruncate(fd, off_t(written)) == 0 else {
                 throw CheckpointError(
