@@ -8,9 +8,6 @@ public final class SafeTensorsWriter {
     private var next = 0
     private var scratch: UnsafeMutableRawBufferPointer?
 
-    /// Files with at least this many tensor bytes are written with `O_DIRECT` (see `FileOutput.direct`).
-    package static let directMinimum = 16 << 20
-
     /// Conversion chunk for `write(floats:)`: 4 M elements keeps the buffer at 8-16 MB.
     static let chunkElements = 1 << 22
 
@@ -21,9 +18,7 @@ public final class SafeTensorsWriter {
         }
         self.path = path
         self.specs = tensors
-        // Large files go to the disk directly (FileOutput.direct); small ones through the page cache.
-        let bytes = tensors.reduce(0) { $0 + $1.byteCount }
-        output = try FileOutput(target: path, direct: bytes >= Self.directMinimum)
+        output = try FileOutput(target: path)
         try output.write(SafeTensorsHeader.encode(tensors, metadata: metadata))
     }
 

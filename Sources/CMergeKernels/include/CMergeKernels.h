@@ -52,9 +52,8 @@ void tswitch_masked_merge_bf16(int level, const void *base, const tswitch_masked
 /// [lo, hi) of the BF16 task vector x - base, without widening into scratch: adds each |d|'s bucket (f32 bits of
 /// |d| >> 16) to `histogram`, `copies` (1-16) consecutive tables of 32768 counters whose sum is the histogram (the
 /// AVX2 loop spreads neighbouring elements over them; the scalar loop uses the first), and, for each of `bands`
-/// (0-2) bands lowest[q]...highest[q] of
-/// buckets, writes `tag | bits` of every member to members[q] (room for hi - lo entries), their number to
-/// counts[q]. `level` 1 is AVX2, 0 the scalar loop; the histogram and the member sets are the same at both.
+/// (0-2) bands lowest[q]...highest[q] of buckets, writes `tag | bits` of every member to members[q] (room for
+/// hi - lo entries), their number to counts[q]. `level` 1 is AVX2, 0 the scalar loop; the histogram and the member sets are the same at both.
 void tswitch_level1_bf16(int level, const void *base, const void *x, size_t lo, size_t hi, uint32_t *histogram,
                          int copies, const uint32_t *lowest, const uint32_t *highest, int bands, uint64_t tag,
                          uint64_t *const *members, size_t *counts);
