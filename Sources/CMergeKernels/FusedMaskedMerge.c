@@ -189,6 +189,8 @@ void tswitch_masked_merge_bf16(int level, const void *base, const tswitch_masked
 
 // ---- The level-1 magnitude histogram of TIES' top-k straight from BF16 (see CMergeKernels.h). ----
 
+#define TSW_L1_BUCKETS 32768
+
 static inline void level1_one(uint32_t a, uint32_t *hist, const uint32_t *lowest, const uint32_t *width, int bands,
                               uint64_t tag, uint64_t *const *members, size_t *counts) {
     const uint32_t bucket = a >> 16;
@@ -209,8 +211,10 @@ static void level1_scalar(const uint16_t *base, const uint16_t *x, size_t lo, si
 #if defined(__x86_64__) && defined(__clang__)
 
 TSW_AVX2 static void level1_256(const uint16_t *base, const uint16_t *x, size_t lo, size_t hi, uint32_t *hist,
-                                const uint32_t *lowest, const uint32_t *width, int bands, uint64_t tag,
+                                int copies, const uint32_t *lowest, const uint32_t *width, int bands, uint64_t tag,
                                 uint64_t *const *members, size_t *counts) {
+    uint32_t table[16];
+    for (int l = 0; l < 16; l++) table[l] = (uint32_t)(l % copies) * TSW_L1_BUCKETS;
     const __m256i high = _mm256_set1_epi32((int)0xFFFF0000u);
     const __m256i absMask = _mm256_set1_epi32(0x7FFFFFFF);
     // Unsigned "bucket - lowest <= width" as a signed compare after flipping the top bit.
@@ -233,7 +237,9 @@ TSW_AVX2 static void level1_256(const uint16_t *base, const uint16_t *x, size_t 
         const __m256i a1 = _mm256_and_si256(_mm256_castps_si256(d1), absMask);
         _mm256_storeu_si256((__m256i *)a, a0);
         _mm256_storeu_si256((__m256i *)(a + 8), a1);
-        for (int l = 0; l < 16; l++) hist[a[l] >> 16] += 1;
+        // Lane l counts into table l % copies: neighbouring elements mostly share a bucket, and with one table
+        // each increment waited for the previous one's store.
+        for (int l = 0; l < 16; l++) hist[table[l] + (a[l] >> 16)] += 1;
         for (int q = 0; q < bands; q++) {
             const __m256i k0 = _mm256_srli_epi32(a0, 16), k1 = _mm256_srli_epi32(a1, 16);
             const __m256i out0 = _mm256_cmpgt_epi32(_mm256_xor_si256(_mm256_sub_epi32(k0, low[q]), flip), wid[q]);
@@ -253,9 +259,9 @@ TSW_AVX2 static void level1_256(const uint16_t *base, const uint16_t *x, size_t 
 #endif
 
 void tswitch_level1_bf16(int level, const void *base, const void *x, size_t lo, size_t hi, uint32_t *histogram,
-                         const uint32_t *lowest, const uint32_t *highest, int bands, uint64_t tag,
+                         int copies, const uint32_t *lowest, const uint32_t *highest, int bands, uint64_t tag,
                          uint64_t *const *members, size_t *counts) {
-    if (bands < 0 || bands > 2) __builtin_trap();
+    if (bands < 0 || bands > 2 || copies < 1 || copies > 16) __builtin_trap();
     uint32_t width[2] = {0, 0};
     for (int q = 0; q < bands; q++) {
         width[q] = highest[q] - lowest[q];
@@ -263,7 +269,7 @@ void tswitch_level1_bf16(int level, const void *base, const void *x, size_t lo, 
     }
 #if defined(__x86_64__) && defined(__clang__)
     if (level >= 1) {
-        level1_256(base, x, lo, hi, histogram, lowest, width, bands, tag, members, counts);
+        level1_256(base, x, lo, hi, histogram, copies, lowest, width, bands, tag, members, counts);
         return;
     }
 #endif

@@ -78,17 +78,24 @@ public enum MaskedMerge {
         return true
     }
 
+    /// How many level-1 tables `level1` spreads its counts over by default: with one, neighbouring elements (which
+    /// mostly share a bucket) made each increment wait for the previous one's store.
+    public static let level1Copies = 4
+
     /// The level-1 pass of a magnitude top-k over elements `r` of the BF16 task vector x − base, without widening
-    /// into scratch (C, `tswitch_level1_bf16`): adds every |d|'s level-1 bucket to `histogram`
-    /// (`MagnitudeTopK.level1Buckets` counters), as `MagnitudeTopK.accumulateLevel1` does, and writes
-    /// `tag | bits` of the entries of each of up to two bucket bands into `members[q]` (room for `r.count`), as
-    /// `collectBand` does. Returns how many each band got.
+    /// into scratch (C, `tswitch_level1_bf16`): adds every |d|'s level-1 bucket to `histogram`, as
+    /// `MagnitudeTopK.accumulateLevel1` does, and writes `tag | bits` of the entries of each of up to two bucket
+    /// bands into `members[q]` (room for `r.count`), as `collectBand` does. Returns how many each band got.
+    /// `histogram` is `copies` consecutive tables of `MagnitudeTopK.level1Buckets` counters; the histogram is
+    /// their sum (`foldLevel1`).
     public static func level1(
         base: TensorSource, x: TensorSource, _ r: Range<Int>, into histogram: UnsafeMutablePointer<UInt32>,
-        bands: [ClosedRange<UInt32>], tag: UInt64, members: [UnsafeMutablePointer<UInt64>], level: Int
+        copies: Int = 1, bands: [ClosedRange<UInt32>], tag: UInt64, members: [UnsafeMutablePointer<UInt64>],
+        level: Int
     ) -> [Int] {
         precondition(base.dtype == .BF16 && x.dtype == .BF16 && r.upperBound <= min(base.count, x.count))
         precondition(bands.count <= 2 && members.count >= bands.count, "at most two bands, each with a buffer")
+        precondition((1...16).contains(copies), "1-16 level-1 tables")
         guard let b = base.bytes.baseAddress, let xp = x.bytes.baseAddress, !r.isEmpty else {
             return Array(repeating: 0, count: bands.count)
         }
@@ -98,10 +105,21 @@ public enum MaskedMerge {
         let slots = members.map { Optional($0) } + [nil, nil]
         counts.withUnsafeMutableBufferPointer { c in
             tswitch_level1_bf16(
-                Int32(level), b, xp, r.lowerBound, r.upperBound, histogram, lowest, highest, Int32(bands.count), tag,
-                slots, c.baseAddress)
+                Int32(level), b, xp, r.lowerBound, r.upperBound, histogram, Int32(copies), lowest, highest,
+                Int32(bands.count), tag, slots, c.baseAddress)
         }
         return Array(counts.prefix(bands.count))
+    }
+
+    /// Adds the `copies` tables at `tables` (as `level1` fills them) into `histogram`.
+    public static func foldLevel1(
+        _ tables: UnsafePointer<UInt32>, copies: Int, into histogram: UnsafeMutablePointer<UInt32>
+    ) {
+        let l1 = MagnitudeTopK.level1Buckets
+        for c in 0..<copies {
+            let t = tables + c * l1
+            for j in 0..<l1 { histogram[j] &+= t[j] }
+        }
     }
 
     /// A selection as the kernel's (threshold, tie limit) for one block, with `MagnitudeTopK.mask`'s semantics:

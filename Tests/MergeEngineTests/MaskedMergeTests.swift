@@ -171,15 +171,27 @@ struct Level1DirectTests {
                 }
                 #expect(refMembers.allSatisfy { !$0.isEmpty } || r.count < 100)
                 for level in MaskedMergeTests.levels {
-                    var hist = [UInt32](repeating: 0, count: l1)
-                    let buf = (0..<2).map { _ in UnsafeMutablePointer<UInt64>.allocate(capacity: max(1, r.count)) }
-                    defer { buf.forEach { $0.deallocate() } }
-                    let got = MaskedMerge.level1(
-                        base: s[0], x: s[2], r, into: &hist, bands: bands, tag: 9 << 32, members: buf, level: level)
-                    #expect(hist == refHist, "range \(r) level \(level)")
-                    for q in 0..<2 {
-                        let members = Array(UnsafeBufferPointer(start: buf[q], count: got[q]))
-                        #expect(members.sorted() == refMembers[q].sorted(), "range \(r) level \(level) band \(q)")
+                    for copies in [1, 3, MaskedMerge.level1Copies] {
+                        var tables = [UInt32](repeating: 0, count: copies * l1)
+                        let buf = (0..<2).map { _ in UnsafeMutablePointer<UInt64>.allocate(capacity: max(1, r.count)) }
+                        defer { buf.forEach { $0.deallocate() } }
+                        let got = MaskedMerge.level1(
+                            base: s[0], x: s[2], r, into: &tables, copies: copies, bands: bands, tag: 9 << 32,
+                            members: buf, level: level)
+                        var hist = [UInt32](repeating: 0, count: l1)
+                        MaskedMerge.foldLevel1(tables, copies: copies, into: &hist)
+                        #expect(hist == refHist, "range \(r) level \(level) copies \(copies)")
+                        if copies > 1, level >= 1, r.count >= 64 {
+                            // The counts really are spread: every table got some.
+                            #expect(
+                                (0..<copies).allSatisfy { c in tables[(c * l1)..<((c + 1) * l1)].contains { $0 > 0 } })
+                        }
+                        for q in 0..<2 {
+                            let members = Array(UnsafeBufferPointer(start: buf[q], count: got[q]))
+                            #expect(
+                                members.sorted() == refMembers[q].sorted(),
+                                "range \(r) level \(level) copies \(copies) band \(q)")
+                        }
                     }
                 }
             }

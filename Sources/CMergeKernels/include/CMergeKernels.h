@@ -50,11 +50,12 @@ void tswitch_masked_merge_bf16(int level, const void *base, const tswitch_masked
 
 /// The level-1 pass of a magnitude top-k (`MagnitudeTopK.accumulateLevel1` and `collectBand`) over elements
 /// [lo, hi) of the BF16 task vector x - base, without widening into scratch: adds each |d|'s bucket (f32 bits of
-/// |d| >> 16) to `histogram` (32768 counters) and, for each of `bands` (0-2) bands lowest[q]...highest[q] of
-/// buckets, writes `tag | bits` of every member to members[q] (room for hi - lo entries), their number to
-/// counts[q]. `level` 1 is AVX2, 0 the scalar loop; the histogram and the member sets are the same at both.
+/// |d| >> 16) to `histogram`, `copies` (1-16) consecutive tables of 32768 counters whose sum is the histogram (the
+/// AVX2 loop spreads neighbouring elements over them; the scalar loop uses the first), and, for each of `bands`
+/// (0-2) bands lowest[q]...highest[q] of buckets, writes `tag | bits` of every member to members[q] (room for
+/// hi - lo entries), their number to counts[q]. `level` 1 is AVX2, 0 the scalar loop; the histogram and the member sets are the same at both.
 void tswitch_level1_bf16(int level, const void *base, const void *x, size_t lo, size_t hi, uint32_t *histogram,
-                         const uint32_t *lowest, const uint32_t *highest, int bands, uint64_t tag,
+                         int copies, const uint32_t *lowest, const uint32_t *highest, int bands, uint64_t tag,
                          uint64_t *const *members, size_t *counts);
 
 // Switching a tile from bit masks (MaskedSwitch.c): out = base with each list added in order, where bit j of mask

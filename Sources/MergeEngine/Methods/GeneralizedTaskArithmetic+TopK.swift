@@ -221,10 +221,21 @@ extension GTA {
         let m = sources.count - 1
         let l1 = MagnitudeTopK.level1Buckets
         let byModel = (0..<m).map { i in (0..<nq).filter { requests[$0].model == i && bands[$0] != nil } }
-        let out = UncheckedSendable((histograms, members, complete))
+        let workers = BlockStream.workerCount(n)
+        let copies = MaskedMerge.level1Copies
+        // Per worker and model, `copies` tables the kernel spreads its increments over, summed afterwards.
+        let tables = UnsafeMutablePointer<UInt32>.allocate(capacity: workers * m * copies * l1)
+        tables.initialize(repeating: 0, count: workers * m * copies * l1)
+        defer {
+            for t in 0..<(workers * m) {
+                MaskedMerge.foldLevel1(tables + t * copies * l1, copies: copies, into: histograms + t * l1)
+            }
+            tables.deallocate()
+        }
+        let out = UncheckedSendable((histograms, members, complete, tables))
         // Four Float scratch blocks per worker hold two blocks of UInt64 members.
         BlockStream.run(count: n, sources: [], extra: 4) { w, blk, r, scratch in
-            let (histograms, members, complete) = out.value
+            let (_, members, complete, tables) = out.value
             let slots = [
                 UnsafeMutableRawPointer(scratch[0]).bindMemory(to: UInt64.self, capacity: BlockStream.blockSize),
                 UnsafeMutableRawPointer(scratch[2]).bindMemory(to: UInt64.self, capacity: BlockStream.blockSize),
@@ -234,7 +245,7 @@ extension GTA {
                 for qi in live.dropFirst(2) { complete[w * nq + qi] = false }
                 live = Array(live.prefix(2))
                 let got = MaskedMerge.level1(
-                    base: sources[0], x: sources[1 + i], r, into: histograms + (w * m + i) * l1,
+                    base: sources[0], x: sources[1 + i], r, into: tables + (w * m + i) * copies * l1, copies: copies,
                     bands: live.compactMap { bands[$0] }, tag: UInt64(blk) << 32, members: slots, level: level)
                 for (q, qi) in live.enumerated() {
                     let slot = w * nq + qi
