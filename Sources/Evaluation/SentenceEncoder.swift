@@ -41,7 +41,11 @@ public struct SentenceEncoder: Sendable {
     }
 
     /// Sentence embeddings of a mixed batch: text `i` on the weights of group `groups[i]` as `weights` lends
-    /// them (see `MixedEncoderModel`), batched exactly as `embed` batches, whatever the groups.
+    /// them (see `MixedEncoderModel`), in input order.
+    ///
+    /// Texts are batched group by group (`batchOrder`): a mixed batch's cost grows with the groups it holds, and a
+    /// batch of one group runs as an in-place switch would, so texts sharing a mix go together. Tokens are packed
+    /// without padding, so lengths need not be sorted across groups; within a group they are.
     ///
     /// - Precondition: the encoder runs mixed batches (`MixedEncoderModel`; both families do).
     public func embed(
@@ -52,8 +56,9 @@ public struct SentenceEncoder: Sendable {
         guard let mixed = encoder as? any MixedEncoderModel else {
             preconditionFailure("\(type(of: encoder)) does not run mixed batches")
         }
-        return embedBatches(texts, maxLength: maxLength, batchSize: batchSize, normalize: normalize, progress: progress)
-        {
+        return embedBatches(
+            texts, maxLength: maxLength, batchSize: batchSize, normalize: normalize, groups: groups, progress: progress
+        ) {
             batch, rows, pool in mixed.withHiddenStates(batch, groups: rows.map { groups[$0] }, weights: weights, pool)
         }
     }
@@ -136,10 +141,18 @@ public struct SentenceEncoder: Sendable {
         for i in out.indices { out[i] *= scale }
     }
 
-    /// Tokenizes, sorts by length, batches and pools; `run` runs one batch (with the texts' positions in `texts`)
-    /// and returns `width` values per text (`hiddenSize` by default).
+    /// The order texts are batched in: by token count (`lengths`), or with `groups` by group and then by token
+    /// count; ties by position, so the order is the same on every run.
+    static func batchOrder(lengths: [Int], groups: [Int]? = nil) -> [Int] {
+        guard let groups else { return lengths.indices.sorted { (lengths[$0], $0) < (lengths[$1], $1) } }
+        precondition(groups.count == lengths.count, "one group per text")
+        return lengths.indices.sorted { (groups[$0], lengths[$0], $0) < (groups[$1], lengths[$1], $1) }
+    }
+
+    /// Tokenizes, orders (`batchOrder`), batches and pools; `run` runs one batch (with the texts' positions in
+    /// `texts`) and returns `width` values per text (`hiddenSize` by default).
     private func embedBatches(
-        _ texts: [String], maxLength: Int, batchSize: Int, normalize: Bool, width: Int? = nil,
+        _ texts: [String], maxLength: Int, batchSize: Int, normalize: Bool, width: Int? = nil, groups: [Int]? = nil,
         progress: ((Int) -> Void)?, run: (TokenBatch, [Int], (HiddenStates) -> [Float]) -> [Float]
     ) -> [Float] {
         precondition(batchSize > 0)
@@ -147,7 +160,7 @@ public struct SentenceEncoder: Sendable {
         let pooling = MeanPooling(normalize: normalize)
         let h = width ?? hiddenSize
         let sequences = texts.map { tokenizer.encode($0, maxLength: maxLength) }
-        let order = sequences.indices.sorted { (sequences[$0].count, $0) < (sequences[$1].count, $1) }
+        let order = Self.batchOrder(lengths: sequences.map(\.count), groups: groups)
         var out = [Float](repeating: 0, count: texts.count * h)
         var done = 0
         while done < order.count {
