@@ -124,6 +124,20 @@ public struct MixedSwitches: @unchecked Sendable {
         let adds: [AddList]
         /// The lists' switches as bit masks, one per list, when this CPU runs the masked pass (AVX-512).
         let masks: [SwitchMasks]?
+        /// The masked pass's lists, built once when no list stores values (sign lists start nowhere in particular);
+        /// with stored values each tile finds where its values start.
+        let signLists: [SwitchKernel.MaskedList]?
+
+        init(base: UnsafeBufferPointer<Float>, adds: [AddList], masks: [SwitchMasks]?) {
+            self.base = base
+            self.adds = adds
+            self.masks = masks
+            signLists = masks.flatMap { masks in
+                adds.allSatisfy(\.values.isEmpty)
+                    ? zip(adds, masks).map { SwitchKernel.MaskedList(masks: $1, list: $0.list, c: $0.c, valueStart: 0) }
+                    : nil
+            }
+        }
 
         /// Number of elements of the tensor.
         public var count: Int { base.count }
@@ -142,12 +156,14 @@ public struct MixedSwitches: @unchecked Sendable {
             let hi = elements.upperBound & ~15
             guard let masks, lo < hi else { return writeLists(elements, into: out) }
             if lo > elements.lowerBound { writeLists(elements.lowerBound..<lo, into: out) }
-            let lists = zip(adds, masks).map { add, m in
-                SwitchKernel.MaskedList(
-                    masks: m, list: add.list, c: add.c,
-                    valueStart: add.values.isEmpty
-                        ? 0 : add.indices.withUnsafeBufferPointer { SwitchKernel.lowerBound($0, UInt32(lo)) })
-            }
+            let lists =
+                signLists
+                ?? zip(adds, masks).map { add, m in
+                    SwitchKernel.MaskedList(
+                        masks: m, list: add.list, c: add.c,
+                        valueStart: add.values.isEmpty
+                            ? 0 : add.indices.withUnsafeBufferPointer { SwitchKernel.lowerBound($0, UInt32(lo)) })
+                }
             SwitchKernel.writeMasked(
                 base: base.start, start: lo, count: hi - lo, lists: lists, into: out + (lo - elements.lowerBound))
             if hi < elements.upperBound {

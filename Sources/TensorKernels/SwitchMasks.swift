@@ -88,14 +88,17 @@ extension SwitchKernel {
         precondition(SwitchMasks.available, "the masked switch needs AVX-512")
         precondition(start % 16 == 0 && count % 16 == 0, "masked tiles start and end at multiples of 16")
         precondition(lists.count <= Int(TSWITCH_MASK_MAX_LISTS), "more than 64 lists in one masked switch")
-        let c = lists.map { l in
-            precondition(start + count <= l.masks.count, "tile outside the tensor")
-            return tswitch_mask_list(
-                mask: UnsafePointer(l.masks.words.start + l.list * l.masks.wordsPerList + start / 16),
-                values: l.masks.values[l.list].map { UnsafePointer($0.start + l.valueStart) }, c: l.c)
-        }
-        c.withUnsafeBufferPointer {
-            tswitch_switch_tile_avx512(base + start, out, count, $0.baseAddress, Int32($0.count))
+        // On the stack: this runs per tile and group, where a heap array per call showed in the profile.
+        withUnsafeTemporaryAllocation(of: tswitch_mask_list.self, capacity: max(1, lists.count)) { c in
+            for (i, l) in lists.enumerated() {
+                precondition(start + count <= l.masks.count, "tile outside the tensor")
+                c.initializeElement(
+                    at: i,
+                    to: tswitch_mask_list(
+                        mask: UnsafePointer(l.masks.words.start + l.list * l.masks.wordsPerList + start / 16),
+                        values: l.masks.values[l.list].map { UnsafePointer($0.start + l.valueStart) }, c: l.c))
+            }
+            tswitch_switch_tile_avx512(base + start, out, count, c.baseAddress, Int32(lists.count))
         }
     }
 }
