@@ -103,7 +103,7 @@ struct MaskedMergeTests {
         }
     }
 
-    static var levels: [Int] { MaskedMerge.level == nil ? [0] : [0, 1] }
+    static var levels: [Int] { (0...(MaskedMerge.level ?? 0)).map { $0 } }
 
     @Test("TIES, breadcrumbs and breadcrumbs_ties at every level and length", arguments: cases)
     func matchesBlockPath(_ c: Case) throws {
@@ -210,11 +210,11 @@ struct Level1DirectTests {
             for minimum in [1 << 20, n + 1] {  // the band route and the level-2 route
                 let reference = GTA.selectTopK(
                     n: n, base: s[0], models: Array(s[1...]), requests: requests, bandMinimum: minimum,
-                    directLevel: nil)
+                    directLevel: nil, bandLevel: nil)
                 for level in MaskedMergeTests.levels {
                     let direct = GTA.selectTopK(
                         n: n, base: s[0], models: Array(s[1...]), requests: requests, bandMinimum: minimum,
-                        directLevel: level)
+                        directLevel: level, bandLevel: nil)
                     for (a, b) in zip(direct, reference) {
                         #expect(
                             a.k == b.k && a.thresholdBits == b.thresholdBits && a.greater == b.greater

@@ -9,6 +9,143 @@ extension GTA {
 
     /// Finds every requested top-k of |xᵢ − base|, exactly (ties at the threshold kept in index order).
     ///
+    /// Large BF16 tensors take the band route when `bandLevel` is set (AVX2 or AVX-512): a sample (one block in
+    /// `sampleStride`) estimates a band of level-1 buckets around each threshold, and one pass counts the entries
+    /// above each band and collects its members (`selectInBands`), no histogram. A request whose band misses its
+    /// threshold, overflows, or has no band takes the histogram route below; the result is the same either way.
+    static func selectTopK(
+        n: Int, base: TensorSource, models: [TensorSource], requests: [(model: Int, k: Int)],
+        bandMinimum: Int = GTA.bandMinimum, directLevel: Int? = MaskedMerge.level,
+        bandLevel: Int? = MaskedMerge.bandLevel
+    ) -> [MagnitudeTopK] {
+        let sources = [base] + models
+        guard let level = bandLevel, n >= bandMinimum, BlockStream.blockCount(n) >= sampleStride,
+            sources.allSatisfy({ $0.dtype == .BF16 })
+        else {
+            return selectTopKHistogram(
+                n: n, base: base, models: models, requests: requests, bandMinimum: bandMinimum,
+                directLevel: directLevel)
+        }
+        let wanted = Array(Set(requests.map(\.model))).sorted()
+        let bands = estimateBands(n: n, sources: sources, wanted: wanted, requests: requests)
+        var result = selectInBands(n: n, sources: sources, requests: requests, bands: bands, level: level)
+        let missed = (0..<requests.count).filter { result[$0] == nil }
+        if !missed.isEmpty {
+            // The sampled bands would miss again: the full histogram and the level-2 pass.
+            let rest = selectTopKHistogram(
+                n: n, base: base, models: models, requests: missed.map { requests[$0] }, bandMinimum: .max,
+                directLevel: directLevel)
+            for (j, qi) in missed.enumerated() { result[qi] = rest[j] }
+        }
+        return result.map { $0 ?? .none }
+    }
+
+    /// Each banded request's exact top-k from one pass that counts the entries above its band and collects the
+    /// band's members (`MaskedMerge.bandCount`, BF16 sources); nil where the band does not hold the k-th largest
+    /// (fewer than k entries above its lower edge, or k or more above its upper edge), where its members overflow
+    /// the cap, where it has no band, or for a model's third banded request. Counting above the band and locating
+    /// within it finds the same bucket as the full level-1 histogram, so the selection is the histogram route's.
+    static func selectInBands(
+        n: Int, sources: [TensorSource], requests: [(model: Int, k: Int)],
+        bands: [(band: ClosedRange<UInt32>, expected: Int)?], level: Int
+    ) -> [MagnitudeTopK?] {
+        let nq = requests.count
+        let m = sources.count - 1
+        let workers = BlockStream.workerCount(n)
+        let blocks = BlockStream.blockCount(n)
+        let byModel = (0..<m).map { i in Array((0..<nq).filter { requests[$0].model == i && bands[$0] != nil }.prefix(2)) }
+        let caps = bands.map { b in b.map { 3 * $0.expected / max(1, workers) + (1 << 16) } ?? 0 }
+        var members = [[UInt64]](repeating: [], count: workers * nq)
+        for (slot, _) in members.enumerated() {
+            if let b = bands[slot % nq] { members[slot].reserveCapacity(min(caps[slot % nq], b.expected / workers * 5 / 4)) }
+        }
+        var complete = [Bool](repeating: true, count: workers * nq)
+        var above = [Int](repeating: 0, count: workers * nq)
+        members.withUnsafeMutableBufferPointer { mb in
+            complete.withUnsafeMutableBufferPointer { cb in
+                above.withUnsafeMutableBufferPointer { ab in
+                    let out = UncheckedSendable((mb, cb, ab))
+                    // Four Float scratch blocks per worker hold two blocks of UInt64 members.
+                    BlockStream.run(count: n, sources: [], extra: 4) { w, blk, r, scratch in
+                        let (members, complete, above) = out.value
+                        let slots = [
+                            UnsafeMutableRawPointer(scratch[0]).bindMemory(
+                                to: UInt64.self, capacity: BlockStream.blockSize),
+                            UnsafeMutableRawPointer(scratch[2]).bindMemory(
+                                to: UInt64.self, capacity: BlockStream.blockSize),
+                        ]
+                        for i in 0..<m where !byModel[i].isEmpty {
+                            let live = byModel[i]
+                            let got = MaskedMerge.bandCount(
+                                base: sources[0], x: sources[1 + i], r, bands: live.compactMap { bands[$0]?.band },
+                                tag: UInt64(blk) << 32, members: slots, level: level)
+                            for (q, qi) in live.enumerated() {
+                                let slot = w * nq + qi
+                                above[slot] += got[q].above
+                                guard complete[slot] else { continue }
+                                if members[slot].count + got[q].members > caps[qi] {
+                                    complete[slot] = false
+                                    members[slot] = []
+                                } else {
+                                    members[slot].append(
+                                        contentsOf: UnsafeBufferPointer(start: slots[q], count: got[q].members))
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        var result = [MagnitudeTopK?](repeating: nil, count: nq)
+        for i in 0..<m {
+            for qi in byModel[i] {
+                guard let band = bands[qi]?.band, (0..<workers).allSatisfy({ complete[$0 * nq + qi] }) else { continue }
+                let k = requests[qi].k
+                var count1 = [Int](repeating: 0, count: Int(band.upperBound - band.lowerBound) + 1)
+                var aboveBand = 0
+                for w in 0..<workers {
+                    aboveBand += above[w * nq + qi]
+                    for e in members[w * nq + qi] { count1[Int(((e >> 16) & 0x7FFF) - UInt64(band.lowerBound))] += 1 }
+                }
+                // The bucket holding the k-th largest, scanning down from the band's top as `locate` does.
+                var above1 = aboveBand
+                var bucket1: Int? = nil
+                for b in stride(from: count1.count - 1, through: 0, by: -1) {
+                    if above1 + count1[b] >= k {
+                        bucket1 = Int(band.lowerBound) + b
+                        break
+                    }
+                    above1 += count1[b]
+                }
+                guard aboveBand < k, let bucket = bucket1 else { continue }
+                let b1 = UInt64(bucket)
+                var hist2 = [Int](repeating: 0, count: MagnitudeTopK.level2Buckets)
+                for w in 0..<workers {
+                    for e in members[w * nq + qi] where (e >> 16) & 0x7FFF == b1 { hist2[Int(e & 0xFFFF)] += 1 }
+                }
+                var sel = MagnitudeTopK.resolve(k: k, level1: [], level2: hist2, bucket1: bucket, above1: above1)
+                if sel.needsTieBreak {
+                    var counts = [Int](repeating: 0, count: blocks)
+                    let t = UInt64(sel.thresholdBits)
+                    for w in 0..<workers {
+                        for e in members[w * nq + qi] where e & 0xFFFF_FFFF == t { counts[Int(e >> 32)] += 1 }
+                    }
+                    var before = [Int](repeating: 0, count: blocks)
+                    var acc = 0
+                    for blk in 0..<blocks {
+                        before[blk] = acc
+                        acc += counts[blk]
+                    }
+                    sel.equalBefore = before
+                }
+                result[qi] = sel
+            }
+        }
+        return result
+    }
+
+    /// The histogram route of `selectTopK` (every dtype; the fallback of the band route).
+    ///
     /// Large tensors take two passes over the inputs: a sample (one block in `sampleStride`) estimates a band of
     /// level-1 buckets around each threshold; the level-1 pass then also collects every entry inside that band,
     /// which is what the level-2 pass and the tie counts need. Requests whose exact bucket falls outside their
@@ -16,7 +153,7 @@ extension GTA {
     /// same either way. `bandMinimum` is a parameter so tests can run both routes on one input.
     /// `directLevel` (AVX2 where the CPU has it) runs the level-1 pass straight from BF16 inputs
     /// (`MaskedMerge.level1`); nil widens every block into scratch first (tests compare them).
-    static func selectTopK(
+    static func selectTopKHistogram(
         n: Int, base: TensorSource, models: [TensorSource], requests: [(model: Int, k: Int)],
         bandMinimum: Int = GTA.bandMinimum, directLevel: Int? = MaskedMerge.level
     ) -> [MagnitudeTopK] {
@@ -272,17 +409,27 @@ extension GTA {
         var sampled = 0
         let scratch = UnsafeMutablePointer<Float>.allocate(capacity: 2 * bs)
         defer { scratch.deallocate() }
+        // BF16 inputs are counted without widening (the C level-1 loop; the same histogram).
+        let direct = MaskedMerge.level != nil && sources.allSatisfy { $0.dtype == .BF16 }
         hist.withUnsafeMutableBufferPointer { h in
             guard let hp = h.baseAddress else { return }
             for blk in stride(from: sampleStride / 2, to: BlockStream.blockCount(n), by: sampleStride) {
                 let r = (blk * bs)..<min(n, (blk + 1) * bs)
+                sampled += r.count
+                if direct {
+                    for i in wanted {
+                        _ = MaskedMerge.level1(
+                            base: sources[0], x: sources[1 + i], r, into: hp + i * l1, bands: [], tag: 0, members: [],
+                            level: 1)
+                    }
+                    continue
+                }
                 sources[0].read(r, into: scratch)
                 for i in wanted {
                     sources[1 + i].read(r, into: scratch + bs)
                     subtractInPlace(scratch + bs, scratch, r.count)
                     MagnitudeTopK.accumulateLevel1(scratch + bs, count: r.count, into: hp + i * l1)
                 }
-                sampled += r.count
             }
         }
         guard sampled > 0 else { return Array(repeating: nil, count: requests.count) }
