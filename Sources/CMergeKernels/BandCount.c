@@ -90,9 +90,9 @@ TSW_AVX2 static void band_256(const uint16_t *base, const uint16_t *x, size_t lo
     band_scalar(base, x, j, hi, e, bands, tag, members, counts, above);
 }
 
-/// 32 elements a step; members leave through an in-register compress and a full-width store (the store to memory
-/// form is slow on some cores), which is safe because a step's stores end at most 8 entries past the entries
-/// written, and the buffer has room for one per element.
+/// 32 elements a step; members leave through an in-register compress and two full-width stores of 8 (the store
+/// to memory form is slow on some cores). Safe: before a half of 16 elements at most j - lo + 16 entries are
+/// written, its stores end 16 further on, at most at j + 32 - lo <= hi - lo, the buffer's room.
 TSW_AVX512 static void band_512(const uint16_t *base, const uint16_t *x, size_t lo, size_t hi, const band_edges *e,
                                 int bands, uint64_t tag, uint64_t *const *members, size_t *counts, uint64_t *above) {
     const __m512i high = _mm512_set1_epi32((int)0xFFFF0000u);
@@ -119,20 +119,17 @@ TSW_AVX512 static void band_512(const uint16_t *base, const uint16_t *x, size_t 
             up[q] += (uint64_t)__builtin_popcount(up0) + (uint64_t)__builtin_popcount(up1);
             const __mmask16 in0 = _mm512_mask_cmpgt_epi32_mask((__mmask16)~up0, a0, below[q]);
             const __mmask16 in1 = _mm512_mask_cmpgt_epi32_mask((__mmask16)~up1, a1, below[q]);
-            if ((in0 | in1) == 0) continue;
+            // Branch-free: a few percent of the entries are members, so "any member in these 16" is a coin flip.
             const __m512i halves[2] = {a0, a1};
             const __mmask16 ins[2] = {in0, in1};
             for (int h = 0; h < 2; h++) {
-                if (ins[h] == 0) continue;
                 const __m512i packed = _mm512_maskz_compress_epi32(ins[h], halves[h]);
-                const int got = __builtin_popcount(ins[h]);
                 uint64_t *dst = members[q] + counts[q];
                 _mm512_storeu_si512((void *)dst,
                                     _mm512_or_si512(tags, _mm512_cvtepu32_epi64(_mm512_castsi512_si256(packed))));
-                if (got > 8)
-                    _mm512_storeu_si512((void *)(dst + 8),
-                                        _mm512_or_si512(tags, _mm512_cvtepu32_epi64(_mm512_extracti64x4_epi64(packed, 1))));
-                counts[q] += (size_t)got;
+                _mm512_storeu_si512((void *)(dst + 8),
+                                    _mm512_or_si512(tags, _mm512_cvtepu32_epi64(_mm512_extracti64x4_epi64(packed, 1))));
+                counts[q] += (size_t)__builtin_popcount(ins[h]);
             }
         }
     }
@@ -142,9 +139,14 @@ TSW_AVX512 static void band_512(const uint16_t *base, const uint16_t *x, size_t 
 
 #endif
 
+/// Adds the bucket of each of this call's members (hot in cache) to the band's histogram.
+static void count_buckets(const uint64_t *members, size_t count, uint32_t lowest, uint32_t *histogram) {
+    for (size_t i = 0; i < count; i++) histogram[((uint32_t)members[i] >> 16) - lowest] += 1;
+}
+
 void tswitch_band_count_bf16(int level, const void *base, const void *x, size_t lo, size_t hi,
                              const uint32_t *lowest, const uint32_t *highest, int bands, uint64_t tag,
-                             uint64_t *const *members, size_t *counts, uint64_t *above) {
+                             uint64_t *const *members, size_t *counts, uint64_t *above, uint32_t *const *histograms) {
     if (bands < 1 || bands > 2) __builtin_trap();
     band_edges e[2];
     for (int q = 0; q < bands; q++) {
@@ -157,13 +159,14 @@ void tswitch_band_count_bf16(int level, const void *base, const void *x, size_t 
 #if defined(__x86_64__) && defined(__clang__)
     if (level >= 2) {
         band_512(base, x, lo, hi, e, bands, tag, members, counts, above);
-        return;
-    }
-    if (level >= 1) {
+    } else if (level >= 1) {
         band_256(base, x, lo, hi, e, bands, tag, members, counts, above);
-        return;
-    }
+    } else
 #endif
-    (void)level;
-    band_scalar(base, x, lo, hi, e, bands, tag, members, counts, above);
+    {
+        (void)level;
+        band_scalar(base, x, lo, hi, e, bands, tag, members, counts, above);
+    }
+    for (int q = 0; q < bands; q++)
+        if (histograms && histograms[q]) count_buckets(members[q], counts[q], lowest[q], histograms[q]);
 }

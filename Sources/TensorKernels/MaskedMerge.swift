@@ -119,9 +119,10 @@ public enum MaskedMerge {
     /// of its members written into `members[q]` (room for `r.count`). Cheaper than `level1`: no histogram, whose
     /// scalar increment per element was the cost of the level-1 pass; the threshold's bucket comes from the members.
     /// - Parameter level: 2 AVX-512, 1 AVX2, 0 the scalar C loop (all give the same result).
+    /// With `histograms`, also adds each member's bucket − band.lowerBound to `histograms[q]` (band width counters).
     public static func bandCount(
         base: TensorSource, x: TensorSource, _ r: Range<Int>, bands: [ClosedRange<UInt32>], tag: UInt64,
-        members: [UnsafeMutablePointer<UInt64>], level: Int
+        members: [UnsafeMutablePointer<UInt64>], histograms: [UnsafeMutablePointer<UInt32>]? = nil, level: Int
     ) -> [(members: Int, above: Int)] {
         precondition(base.dtype == .BF16 && x.dtype == .BF16 && r.upperBound <= min(base.count, x.count))
         precondition((1...2).contains(bands.count) && members.count >= bands.count, "one or two bands, each with a buffer")
@@ -134,12 +135,14 @@ public enum MaskedMerge {
         let highest = bands.map(\.upperBound) + [0]
         var counts = [Int](repeating: 0, count: 2)
         var above = [UInt64](repeating: 0, count: 2)
+        precondition(histograms.map { $0.count >= bands.count } ?? true, "one histogram per band")
         let slots = members.map { Optional($0) } + [nil]
+        let tables: [UnsafeMutablePointer<UInt32>?] = (histograms?.map { Optional($0) } ?? []) + [nil, nil]
         counts.withUnsafeMutableBufferPointer { c in
             above.withUnsafeMutableBufferPointer { a in
                 tswitch_band_count_bf16(
                     Int32(level), b, xp, r.lowerBound, r.upperBound, lowest, highest, Int32(bands.count), tag, slots,
-                    c.baseAddress, a.baseAddress)
+                    c.baseAddress, a.baseAddress, tables)
             }
         }
         return (0..<bands.count).map { (counts[$0], Int(above[$0])) }

@@ -55,14 +55,26 @@ struct BandCountTests {
                         for level in Self.levels {
                             let buf = (0..<2).map { _ in UnsafeMutablePointer<UInt64>.allocate(capacity: max(1, r.count)) }
                             defer { buf.forEach { $0.deallocate() } }
+                            let tables = bands.map { b in
+                                let t = UnsafeMutablePointer<UInt32>.allocate(capacity: b.count)
+                                t.initialize(repeating: 1, count: b.count)  // the kernel adds to what is there
+                                return t
+                            }
+                            defer { tables.forEach { $0.deallocate() } }
                             let got = MaskedMerge.bandCount(
-                                base: s[0], x: s[model], r, bands: bands, tag: 5 << 32, members: buf, level: level)
+                                base: s[0], x: s[model], r, bands: bands, tag: 5 << 32, members: buf,
+                                histograms: tables, level: level)
                             for q in 0..<bands.count {
                                 let members = Array(UnsafeBufferPointer(start: buf[q], count: got[q].members))
                                 #expect(got[q].above == refAbove[q], "range \(r) level \(level) band \(bands[q])")
                                 #expect(
                                     members.sorted() == refMembers[q].sorted(),
                                     "range \(r) level \(level) band \(bands[q])")
+                                var refHist = [UInt32](repeating: 1, count: bands[q].count)
+                                for e in refMembers[q] { refHist[Int(UInt32(e & 0xFFFF_FFFF) >> 16 - bands[q].lowerBound)] += 1 }
+                                #expect(
+                                    Array(UnsafeBufferPointer(start: tables[q], count: bands[q].count)) == refHist,
+                                    "range \(r) level \(level) band \(bands[q]) histogram")
                             }
                         }
                     }

@@ -51,45 +51,51 @@ extension GTA {
     ) -> [MagnitudeTopK?] {
         let nq = requests.count
         let m = sources.count - 1
+        let bs = BlockStream.blockSize
         let workers = BlockStream.workerCount(n)
         let blocks = BlockStream.blockCount(n)
         let byModel = (0..<m).map { i in Array((0..<nq).filter { requests[$0].model == i && bands[$0] != nil }.prefix(2)) }
-        let caps = bands.map { b in b.map { 3 * $0.expected / max(1, workers) + (1 << 16) } ?? 0 }
-        var members = [[UInt64]](repeating: [], count: workers * nq)
-        for (slot, _) in members.enumerated() {
-            if let b = bands[slot % nq] { members[slot].reserveCapacity(min(caps[slot % nq], b.expected / workers * 5 / 4)) }
+        // Per worker and request, a buffer the kernel appends members to (its pages are touched only as filled);
+        // full when fewer than a block's room is left, then that request is not settled.
+        let caps = bands.map { b in b.map { 3 * $0.expected / max(1, workers) + (1 << 16) + bs } ?? 0 }
+        let buffers = (0..<(workers * nq)).map { slot in
+            UnsafeMutablePointer<UInt64>.allocate(capacity: max(1, caps[slot % nq]))
         }
+        // Per worker and request, the band's own histogram (the kernel counts each block's members while hot).
+        let widths = bands.map { b in b.map { Int($0.band.upperBound - $0.band.lowerBound) + 1 } ?? 1 }
+        let tables = (0..<(workers * nq)).map { slot in
+            let t = UnsafeMutablePointer<UInt32>.allocate(capacity: widths[slot % nq])
+            t.initialize(repeating: 0, count: widths[slot % nq])
+            return t
+        }
+        defer {
+            buffers.forEach { $0.deallocate() }
+            tables.forEach { $0.deallocate() }
+        }
+        var filled = [Int](repeating: 0, count: workers * nq)
         var complete = [Bool](repeating: true, count: workers * nq)
         var above = [Int](repeating: 0, count: workers * nq)
-        members.withUnsafeMutableBufferPointer { mb in
+        filled.withUnsafeMutableBufferPointer { fb in
             complete.withUnsafeMutableBufferPointer { cb in
                 above.withUnsafeMutableBufferPointer { ab in
-                    let out = UncheckedSendable((mb, cb, ab))
-                    // Four Float scratch blocks per worker hold two blocks of UInt64 members.
-                    BlockStream.run(count: n, sources: [], extra: 4) { w, blk, r, scratch in
-                        let (members, complete, above) = out.value
-                        let slots = [
-                            UnsafeMutableRawPointer(scratch[0]).bindMemory(
-                                to: UInt64.self, capacity: BlockStream.blockSize),
-                            UnsafeMutableRawPointer(scratch[2]).bindMemory(
-                                to: UInt64.self, capacity: BlockStream.blockSize),
-                        ]
+                    let out = UncheckedSendable((fb, cb, ab, buffers, tables))
+                    BlockStream.run(count: n, sources: [], extra: 0) { w, blk, r, _ in
+                        let (filled, complete, above, buffers, tables) = out.value
                         for i in 0..<m where !byModel[i].isEmpty {
                             let live = byModel[i]
+                            for qi in live where caps[qi] - filled[w * nq + qi] < r.count {
+                                complete[w * nq + qi] = false
+                                filled[w * nq + qi] = 0
+                            }
                             let got = MaskedMerge.bandCount(
                                 base: sources[0], x: sources[1 + i], r, bands: live.compactMap { bands[$0]?.band },
-                                tag: UInt64(blk) << 32, members: slots, level: level)
+                                tag: UInt64(blk) << 32,
+                                members: live.map { buffers[w * nq + $0] + filled[w * nq + $0] },
+                                histograms: live.map { tables[w * nq + $0] }, level: level)
                             for (q, qi) in live.enumerated() {
                                 let slot = w * nq + qi
                                 above[slot] += got[q].above
-                                guard complete[slot] else { continue }
-                                if members[slot].count + got[q].members > caps[qi] {
-                                    complete[slot] = false
-                                    members[slot] = []
-                                } else {
-                                    members[slot].append(
-                                        contentsOf: UnsafeBufferPointer(start: slots[q], count: got[q].members))
-                                }
+                                if complete[slot] { filled[slot] += got[q].members }
                             }
                         }
                     }
@@ -100,12 +106,13 @@ extension GTA {
         for i in 0..<m {
             for qi in byModel[i] {
                 guard let band = bands[qi]?.band, (0..<workers).allSatisfy({ complete[$0 * nq + qi] }) else { continue }
+                let slots = (0..<workers).map { UnsafeBufferPointer(start: buffers[$0 * nq + qi], count: filled[$0 * nq + qi]) }
                 let k = requests[qi].k
-                var count1 = [Int](repeating: 0, count: Int(band.upperBound - band.lowerBound) + 1)
+                var count1 = [Int](repeating: 0, count: widths[qi])
                 var aboveBand = 0
                 for w in 0..<workers {
                     aboveBand += above[w * nq + qi]
-                    for e in members[w * nq + qi] { count1[Int(((e >> 16) & 0x7FFF) - UInt64(band.lowerBound))] += 1 }
+                    for b in 0..<widths[qi] { count1[b] += Int(tables[w * nq + qi][b]) }
                 }
                 // The bucket holding the k-th largest, scanning down from the band's top as `locate` does.
                 var above1 = aboveBand
@@ -119,16 +126,24 @@ extension GTA {
                 }
                 guard aboveBand < k, let bucket = bucket1 else { continue }
                 let b1 = UInt64(bucket)
+                // One scan of the members: the threshold bucket's level-2 histogram, and its members kept for the ties.
                 var hist2 = [Int](repeating: 0, count: MagnitudeTopK.level2Buckets)
-                for w in 0..<workers {
-                    for e in members[w * nq + qi] where (e >> 16) & 0x7FFF == b1 { hist2[Int(e & 0xFFFF)] += 1 }
+                var inBucket: [UInt64] = []
+                inBucket.reserveCapacity(count1[bucket - Int(band.lowerBound)])
+                hist2.withUnsafeMutableBufferPointer { h in
+                    for slot in slots {
+                        for e in slot where (e >> 16) & 0x7FFF == b1 {
+                            h[Int(e & 0xFFFF)] += 1
+                            inBucket.append(e)
+                        }
+                    }
                 }
                 var sel = MagnitudeTopK.resolve(k: k, level1: [], level2: hist2, bucket1: bucket, above1: above1)
                 if sel.needsTieBreak {
                     var counts = [Int](repeating: 0, count: blocks)
                     let t = UInt64(sel.thresholdBits)
-                    for w in 0..<workers {
-                        for e in members[w * nq + qi] where e & 0xFFFF_FFFF == t { counts[Int(e >> 32)] += 1 }
+                    counts.withUnsafeMutableBufferPointer { c in
+                        for e in inBucket where e & 0xFFFF_FFFF == t { c[Int(e >> 32)] += 1 }
                     }
                     var before = [Int](repeating: 0, count: blocks)
                     var acc = 0
