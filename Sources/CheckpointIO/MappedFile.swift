@@ -110,14 +110,6 @@ public final class MappedFile: @unchecked Sendable {
     /// Tells the kernel a range will be read soon (sequential read-ahead).
     public func willNeed(_ range: Range<Int>) { advise(range, MADV_WILLNEED) }
 
-    /// Maps a range's (cached) pages into the page tables in one call (`MADV_POPULATE_READ`, Linux 5.14; a no-op
-    /// where unsupported) instead of one fault per 64 KB on first touch.
-    public func populate(_ range: Range<Int>) {
-        #if os(Linux)
-            if !isAnonymous { advise(range, 22) }  // MADV_POPULATE_READ
-        #endif
-    }
-
     /// Drops a range's pages from this process's resident set once it has been consumed, so streaming a model
     /// through the mapping keeps RSS at the size of the tensors in flight. The page cache keeps the data.
     public func release(_ range: Range<Int>) {

@@ -40,7 +40,4 @@ public struct TensorView: @unchecked Sendable {
 
     /// Drops the tensor's pages from the resident set after use (see `MappedFile.release`).
     public func release() { mapping.release(fileRange) }
-
-    /// Maps the tensor's pages in ahead of several passes over them (`MappedFile.populate`).
-    public func populate() { mapping.populate(fileRange) }
 }

@@ -198,7 +198,6 @@ public enum MergeEngine {
                 }
             } else if let streaming, views.allSatisfy({ $0.dtype.isConvertibleFloat }) {
                 defer { for v in views { v.release() } }
-                if getenv("TSWITCH_POPULATE") != nil { for v in views { v.populate() } }
                 if outBuffers.isEmpty {
                     outBuffers = [outputBuffer(bytes: maxOutputBytes), outputBuffer(bytes: maxOutputBytes)]
                 }

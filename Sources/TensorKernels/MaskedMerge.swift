@@ -125,7 +125,8 @@ public enum MaskedMerge {
         members: [UnsafeMutablePointer<UInt64>], histograms: [UnsafeMutablePointer<UInt32>]? = nil, level: Int
     ) -> [(members: Int, above: Int)] {
         precondition(base.dtype == .BF16 && x.dtype == .BF16 && r.upperBound <= min(base.count, x.count))
-        precondition((1...2).contains(bands.count) && members.count >= bands.count, "one or two bands, each with a buffer")
+        precondition(
+            (1...2).contains(bands.count) && members.count >= bands.count, "one or two bands, each with a buffer")
         precondition(bands.allSatisfy { $0.upperBound < UInt32(MagnitudeTopK.level1Buckets) }, "bucket out of range")
         precondition(level <= FusedStream.vectorLevel, "vector level not supported by this CPU")
         guard let b = base.bytes.baseAddress, let xp = x.bytes.baseAddress, !r.isEmpty else {

@@ -53,7 +53,9 @@ struct BandCountTests {
                             }
                         }
                         for level in Self.levels {
-                            let buf = (0..<2).map { _ in UnsafeMutablePointer<UInt64>.allocate(capacity: max(1, r.count)) }
+                            let buf = (0..<2).map { _ in
+                                UnsafeMutablePointer<UInt64>.allocate(capacity: max(1, r.count))
+                            }
                             defer { buf.forEach { $0.deallocate() } }
                             let tables = bands.map { b in
                                 let t = UnsafeMutablePointer<UInt32>.allocate(capacity: b.count)
@@ -71,7 +73,9 @@ struct BandCountTests {
                                     members.sorted() == refMembers[q].sorted(),
                                     "range \(r) level \(level) band \(bands[q])")
                                 var refHist = [UInt32](repeating: 1, count: bands[q].count)
-                                for e in refMembers[q] { refHist[Int(UInt32(e & 0xFFFF_FFFF) >> 16 - bands[q].lowerBound)] += 1 }
+                                for e in refMembers[q] {
+                                    refHist[Int(UInt32(e & 0xFFFF_FFFF) >> 16 - bands[q].lowerBound)] += 1
+                                }
                                 #expect(
                                     Array(UnsafeBufferPointer(start: tables[q], count: bands[q].count)) == refHist,
                                     "range \(r) level \(level) band \(bands[q]) histogram")

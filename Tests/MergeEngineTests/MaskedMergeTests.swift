@@ -207,7 +207,7 @@ struct Level1DirectTests {
             (2, n - Int(0.2 * Double(n))), (1, Int(0.01 * Double(n))), (0, Int(0.9 * Double(n))),
         ]
         data.withBF16Sources { s in
-            for minimum in [1 << 20, n + 1] {  // the band route and the level-2 route
+            for minimum in [GTA.bandMinimum, n + 1] {  // the band route and the level-2 route
                 let reference = GTA.selectTopK(
                     n: n, base: s[0], models: Array(s[1...]), requests: requests, bandMinimum: minimum,
                     directLevel: nil, bandLevel: nil)

@@ -3,7 +3,7 @@ import TensorKernels
 
 extension GTA {
     /// Tensors of at least this many elements estimate each threshold's level-1 bucket from a sample first.
-    static let bandMinimum = 1 << 20
+    static let bandMinimum = 1 << 18
     /// One block in this many is sampled for the estimate.
     static let sampleStride = 16
 
@@ -54,7 +54,9 @@ extension GTA {
         let bs = BlockStream.blockSize
         let workers = BlockStream.workerCount(n)
         let blocks = BlockStream.blockCount(n)
-        let byModel = (0..<m).map { i in Array((0..<nq).filter { requests[$0].model == i && bands[$0] != nil }.prefix(2)) }
+        let byModel = (0..<m).map { i in
+            Array((0..<nq).filter { requests[$0].model == i && bands[$0] != nil }.prefix(2))
+        }
         // Per worker and request, a buffer the kernel appends members to (its pages are touched only as filled);
         // full when fewer than a block's room is left, then that request is not settled.
         let caps = bands.map { b in b.map { 3 * $0.expected / max(1, workers) + (1 << 16) + bs } ?? 0 }
@@ -106,7 +108,9 @@ extension GTA {
         for i in 0..<m {
             for qi in byModel[i] {
                 guard let band = bands[qi]?.band, (0..<workers).allSatisfy({ complete[$0 * nq + qi] }) else { continue }
-                let slots = (0..<workers).map { UnsafeBufferPointer(start: buffers[$0 * nq + qi], count: filled[$0 * nq + qi]) }
+                let slots = (0..<workers).map {
+                    UnsafeBufferPointer(start: buffers[$0 * nq + qi], count: filled[$0 * nq + qi])
+                }
                 let k = requests[qi].k
                 var count1 = [Int](repeating: 0, count: widths[qi])
                 var aboveBand = 0
