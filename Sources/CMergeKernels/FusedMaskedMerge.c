@@ -98,7 +98,7 @@ TSW_AVX2 static inline __m256i kept_256(__m256i a, int32_t threshold, int32_t li
 }
 
 /// One half (even or odd elements) of a 16-element step: v_i and their sum, then the combined result.
-TSW_AVX2 static inline __m256 half_256(__m256 b, const __m256 *x, const tswitch_masked_model *models, int m,
+TSW_AVX2 static inline __attribute__((always_inline)) __m256 half_256(__m256 b, const __m256 *x, const tswitch_masked_model *models, int m,
                                        int consensus, int normalize, float divide, float lambda, __m256i idx) {
     __m256 v[TSWITCH_MASKED_MAX_MODELS];
     const __m256 zero = _mm256_setzero_ps();
@@ -140,7 +140,7 @@ TSW_AVX2 static inline __m256 half_256(__m256 b, const __m256 *x, const tswitch_
     return _mm256_add_ps(b, r);
 }
 
-TSW_AVX2 static void merge_256(const uint16_t *base, const tswitch_masked_model *models, int m, int consensus,
+TSW_AVX2 static inline __attribute__((always_inline)) void merge_256(const uint16_t *base, const tswitch_masked_model *models, int m, int consensus,
                                int normalize, float divide, float lambda, uint16_t *out, size_t lo, size_t hi) {
     const __m256i high = _mm256_set1_epi32((int)0xFFFF0000u);
     const __m256i lanes = _mm256_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14);
@@ -178,7 +178,7 @@ TSW_AVX512 static inline __mmask16 kept_512(__m512i a, int32_t threshold, int32_
 
 /// `half_256` for 16 lanes: the same operations in the same order (a dropped entry is multiplied by 0.0, a
 /// disagreeing one adds +0.0).
-TSW_AVX512 static inline __m512 half_512(__m512 b, const __m512 *x, const tswitch_masked_model *models, int m,
+TSW_AVX512 static inline __attribute__((always_inline)) __m512 half_512(__m512 b, const __m512 *x, const tswitch_masked_model *models, int m,
                                          int consensus, int normalize, float divide, float lambda, __m512i idx) {
     __m512 v[TSWITCH_MASKED_MAX_MODELS];
     const __m512 zero = _mm512_setzero_ps();
@@ -221,7 +221,7 @@ TSW_AVX512 static inline __m512 half_512(__m512 b, const __m512 *x, const tswitc
 }
 
 /// `merge_256` 32 elements a step.
-TSW_AVX512 static void merge_512(const uint16_t *base, const tswitch_masked_model *models, int m, int consensus,
+TSW_AVX512 static inline __attribute__((always_inline)) void merge_512(const uint16_t *base, const tswitch_masked_model *models, int m, int consensus,
                                  int normalize, float divide, float lambda, uint16_t *out, size_t lo, size_t hi) {
     const __m512i high = _mm512_set1_epi32((int)0xFFFF0000u);
     const __m512i lanes = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
@@ -247,13 +247,32 @@ TSW_AVX512 static void merge_512(const uint16_t *base, const tswitch_masked_mode
     for (; j < hi; j++) merge_one(base, models, m, consensus, normalize, divide, lambda, out, j, (int32_t)(j - lo));
 }
 
+// The loops inlined with the model count a constant for the usual 2 and 3 models (unrolled, the per-model values
+// kept in registers), and once more for any count.
+#define TSW_MERGE_VARIANT(name, body, attr, count)                                                                  \
+    attr static void name(const uint16_t *base, const tswitch_masked_model *models, int m, int consensus,          \
+                          int normalize, float divide, float lambda, uint16_t *out, size_t lo, size_t hi) {        \
+        (void)m;                                                                                                  \
+        body(base, models, count, consensus, normalize, divide, lambda, out, lo, hi);                             \
+    }
+TSW_MERGE_VARIANT(merge_512_2, merge_512, TSW_AVX512, 2)
+TSW_MERGE_VARIANT(merge_512_3, merge_512, TSW_AVX512, 3)
+TSW_MERGE_VARIANT(merge_512_any, merge_512, TSW_AVX512, m)
+TSW_MERGE_VARIANT(merge_256_2, merge_256, TSW_AVX2, 2)
+TSW_MERGE_VARIANT(merge_256_3, merge_256, TSW_AVX2, 3)
+TSW_MERGE_VARIANT(merge_256_any, merge_256, TSW_AVX2, m)
+
 void tswitch_masked_merge_bf16(int level, const void *base, const tswitch_masked_model *models, int m, int consensus,
                                int normalize, float divide, float lambda, void *out, size_t lo, size_t hi) {
     if (m < 0 || m > TSWITCH_MASKED_MAX_MODELS) __builtin_trap();
     if (level >= 2) {
-        merge_512(base, models, m, consensus, normalize, divide, lambda, out, lo, hi);
+        (m == 3   ? merge_512_3
+         : m == 2 ? merge_512_2
+                  : merge_512_any)(base, models, m, consensus, normalize, divide, lambda, out, lo, hi);
     } else if (level >= 1) {
-        merge_256(base, models, m, consensus, normalize, divide, lambda, out, lo, hi);
+        (m == 3   ? merge_256_3
+         : m == 2 ? merge_256_2
+                  : merge_256_any)(base, models, m, consensus, normalize, divide, lambda, out, lo, hi);
     } else {
         merge_scalar(base, models, m, consensus, normalize, divide, lambda, out, lo, hi);
     }

@@ -118,6 +118,21 @@ struct MaskedMergeTests {
         }
     }
 
+    @Test("one and two fine-tunes (the kernel's general and two-model loops)", arguments: cases)
+    func fewerModels(_ c: Case) throws {
+        let n = 3 * BlockStream.blockSize + 7
+        let data = Self.inputs(n, seed: 31)
+        for models in [1, 2] {
+            let subset = Array(data.prefix(1 + models))
+            let reference = try Self.merge(c, subset, level: nil)
+            for level in Self.levels {
+                let fused = try Self.merge(c, subset, level: level)
+                let diff = (0..<n).first { fused[$0] != reference[$0] }
+                #expect(diff == nil, "\(c) \(models) models level \(level): first difference at \(diff ?? -1)")
+            }
+        }
+    }
+
     @Test("the inputs put ties at the thresholds, so the per-block tie limit is exercised")
     func tiesAreExercised() {
         let n = Self.lengths[Self.lengths.count - 1]
