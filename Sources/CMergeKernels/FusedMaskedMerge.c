@@ -98,7 +98,7 @@ TSW_AVX2 static inline __m256i kept_256(__m256i a, int32_t threshold, int32_t li
 }
 
 /// One half (even or odd elements) of a 16-element step: v_i and their sum, then the combined result.
-TSW_AVX2 static inline __m256 half_256(__m256 b, const __m256 *x, const tswitch_masked_model *models, int m,
+TSW_AVX2 static inline __attribute__((always_inline)) __m256 half_256(__m256 b, const __m256 *x, const tswitch_masked_model *models, int m,
                                        int consensus, int normalize, float divide, float lambda, __m256i idx) {
     __m256 v[TSWITCH_MASKED_MAX_MODELS];
     const __m256 zero = _mm256_setzero_ps();
@@ -140,7 +140,7 @@ TSW_AVX2 static inline __m256 half_256(__m256 b, const __m256 *x, const tswitch_
     return _mm256_add_ps(b, r);
 }
 
-TSW_AVX2 static void merge_256(const uint16_t *base, const tswitch_masked_model *models, int m, int consensus,
+TSW_AVX2 static inline __attribute__((always_inline)) void merge_256(const uint16_t *base, const tswitch_masked_model *models, int m, int consensus,
                                int normalize, float divide, float lambda, uint16_t *out, size_t lo, size_t hi) {
     const __m256i high = _mm256_set1_epi32((int)0xFFFF0000u);
     const __m256i lanes = _mm256_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14);
@@ -166,11 +166,113 @@ TSW_AVX2 static void merge_256(const uint16_t *base, const tswitch_masked_model 
     for (; j < hi; j++) merge_one(base, models, m, consensus, normalize, divide, lambda, out, j, (int32_t)(j - lo));
 }
 
+#define TSW_AVX512 __attribute__((target("avx512f,avx512bw")))
+
+/// `kept_256` for 16 lanes, as a mask.
+TSW_AVX512 static inline __mmask16 kept_512(__m512i a, int32_t threshold, int32_t limit, __m512i idx) {
+    const __m512i t = _mm512_set1_epi32(threshold);
+    const __mmask16 gt = _mm512_cmpgt_epi32_mask(a, t);
+    const __mmask16 tie = _mm512_mask_cmpgt_epi32_mask(_mm512_cmpeq_epi32_mask(a, t), _mm512_set1_epi32(limit), idx);
+    return gt | tie;
+}
+
+/// `half_256` for 16 lanes: the same operations in the same order (a dropped entry is multiplied by 0.0, a
+/// disagreeing one adds +0.0).
+TSW_AVX512 static inline __attribute__((always_inline)) __m512 half_512(__m512 b, const __m512 *x, const tswitch_masked_model *models, int m,
+                                         int consensus, int normalize, float divide, float lambda, __m512i idx) {
+    __m512 v[TSWITCH_MASKED_MAX_MODELS];
+    const __m512 zero = _mm512_setzero_ps();
+    const __m512 one = _mm512_set1_ps(1.0f);
+    const __m512i absMask = _mm512_set1_epi32(0x7FFFFFFF);
+    __m512 sum = zero;
+    for (int i = 0; i < m; i++) {
+        const tswitch_masked_model *p = &models[i];
+        const __m512 d = _mm512_sub_ps(x[i], b);
+        const __m512 w = _mm512_set1_ps(p->weight);
+        if (p->masked) {
+            const __m512i a = _mm512_and_si512(_mm512_castps_si512(d), absMask);
+            __mmask16 keep = kept_512(a, p->keep_bits, p->keep_limit, idx);
+            if (p->has_drop) keep &= (__mmask16)~kept_512(a, p->drop_bits, p->drop_limit, idx);
+            const __m512 mk = _mm512_maskz_mov_ps(keep, one);
+            v[i] = _mm512_mul_ps(_mm512_mul_ps(_mm512_mul_ps(d, mk), _mm512_set1_ps(p->scale)), w);
+        } else {
+            v[i] = _mm512_mul_ps(d, w);
+        }
+        sum = _mm512_add_ps(sum, v[i]);
+    }
+    __m512 r;
+    if (consensus) {
+        const __mmask16 positive = _mm512_cmp_ps_mask(sum, zero, _CMP_GE_OQ);
+        __m512 mixed = zero, div = zero;
+        for (int i = 0; i < m; i++) {
+            const __mmask16 agree = (__mmask16)((positive & _mm512_cmp_ps_mask(v[i], zero, _CMP_GT_OQ)) |
+                                                (~positive & _mm512_cmp_ps_mask(v[i], zero, _CMP_LT_OQ)));
+            mixed = _mm512_add_ps(mixed, _mm512_maskz_mov_ps(agree, v[i]));
+            div = _mm512_add_ps(div, _mm512_maskz_mov_ps(agree, _mm512_set1_ps(models[i].weight)));
+        }
+        if (normalize) mixed = _mm512_div_ps(mixed, _mm512_mask_blend_ps(_mm512_cmp_ps_mask(div, zero, _CMP_EQ_OQ), div, one));
+        r = mixed;
+    } else {
+        r = sum;
+        if (divide != 1) r = _mm512_div_ps(r, _mm512_set1_ps(divide));
+    }
+    if (lambda != 1) r = _mm512_mul_ps(r, _mm512_set1_ps(lambda));
+    return _mm512_add_ps(b, r);
+}
+
+/// `merge_256` 32 elements a step.
+TSW_AVX512 static inline __attribute__((always_inline)) void merge_512(const uint16_t *base, const tswitch_masked_model *models, int m, int consensus,
+                                 int normalize, float divide, float lambda, uint16_t *out, size_t lo, size_t hi) {
+    const __m512i high = _mm512_set1_epi32((int)0xFFFF0000u);
+    const __m512i lanes = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+    __m512 x0[TSWITCH_MASKED_MAX_MODELS], x1[TSWITCH_MASKED_MAX_MODELS];
+    size_t j = lo;
+    for (; j + 32 <= hi; j += 32) {
+        const __m512i wb = _mm512_loadu_si512((const void *)(base + j));
+        const __m512 b0 = _mm512_castsi512_ps(_mm512_slli_epi32(wb, 16));
+        const __m512 b1 = _mm512_castsi512_ps(_mm512_and_si512(wb, high));
+        for (int i = 0; i < m; i++) {
+            const __m512i wx = _mm512_loadu_si512((const void *)((const uint16_t *)models[i].x + j));
+            x0[i] = _mm512_castsi512_ps(_mm512_slli_epi32(wx, 16));
+            x1[i] = _mm512_castsi512_ps(_mm512_and_si512(wx, high));
+        }
+        const __m512i idx0 = _mm512_add_epi32(_mm512_set1_epi32((int32_t)(j - lo)), lanes);
+        const __m512i idx1 = _mm512_add_epi32(idx0, _mm512_set1_epi32(1));
+        const __m512 r0 = half_512(b0, x0, models, m, consensus, normalize, divide, lambda, idx0);
+        const __m512 r1 = half_512(b1, x1, models, m, consensus, normalize, divide, lambda, idx1);
+        const __m512i words =
+            _mm512_or_si512(_mm512_srli_epi32(tsw_round_top_512(r0), 16), _mm512_and_si512(tsw_round_top_512(r1), high));
+        _mm512_storeu_si512((void *)(out + j), words);
+    }
+    for (; j < hi; j++) merge_one(base, models, m, consensus, normalize, divide, lambda, out, j, (int32_t)(j - lo));
+}
+
+// The loops inlined with the model count a constant for the usual 2 and 3 models (unrolled, the per-model values
+// kept in registers), and once more for any count.
+#define TSW_MERGE_VARIANT(name, body, attr, count)                                                                  \
+    attr static void name(const uint16_t *base, const tswitch_masked_model *models, int m, int consensus,          \
+                          int normalize, float divide, float lambda, uint16_t *out, size_t lo, size_t hi) {        \
+        (void)m;                                                                                                  \
+        body(base, models, count, consensus, normalize, divide, lambda, out, lo, hi);                             \
+    }
+TSW_MERGE_VARIANT(merge_512_2, merge_512, TSW_AVX512, 2)
+TSW_MERGE_VARIANT(merge_512_3, merge_512, TSW_AVX512, 3)
+TSW_MERGE_VARIANT(merge_512_any, merge_512, TSW_AVX512, m)
+TSW_MERGE_VARIANT(merge_256_2, merge_256, TSW_AVX2, 2)
+TSW_MERGE_VARIANT(merge_256_3, merge_256, TSW_AVX2, 3)
+TSW_MERGE_VARIANT(merge_256_any, merge_256, TSW_AVX2, m)
+
 void tswitch_masked_merge_bf16(int level, const void *base, const tswitch_masked_model *models, int m, int consensus,
                                int normalize, float divide, float lambda, void *out, size_t lo, size_t hi) {
     if (m < 0 || m > TSWITCH_MASKED_MAX_MODELS) __builtin_trap();
-    if (level >= 1) {
-        merge_256(base, models, m, consensus, normalize, divide, lambda, out, lo, hi);
+    if (level >= 2) {
+        (m == 3   ? merge_512_3
+         : m == 2 ? merge_512_2
+                  : merge_512_any)(base, models, m, consensus, normalize, divide, lambda, out, lo, hi);
+    } else if (level >= 1) {
+        (m == 3   ? merge_256_3
+         : m == 2 ? merge_256_2
+                  : merge_256_any)(base, models, m, consensus, normalize, divide, lambda, out, lo, hi);
     } else {
         merge_scalar(base, models, m, consensus, normalize, divide, lambda, out, lo, hi);
     }

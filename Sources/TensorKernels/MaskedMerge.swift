@@ -25,16 +25,16 @@ public enum MaskedMerge {
     /// The most models the kernel takes (its per-element values live on the stack).
     public static let maxModels = Int(TSWITCH_MASKED_MAX_MODELS)
 
-    /// The kernel's level on this CPU: 1 (AVX2), or nil where only the block path runs (no AVX2, or
-    /// `TSWITCH_FUSED_LEVEL=0`, as for `FusedStream`).
-    public static let level: Int? = FusedStream.vectorLevel >= 1 ? 1 : nil
+    /// The kernel's level on this CPU: 2 (AVX-512), 1 (AVX2), or nil where only the block path runs (no AVX2, or
+    /// `TSWITCH_FUSED_LEVEL=0`, as for `FusedStream`). `level1` runs AVX2 at any level from 1.
+    public static let level: Int? = FusedStream.vectorLevel >= 1 ? FusedStream.vectorLevel : nil
 
     /// out = base + λ · combine(vᵢ), vᵢ = ((dᵢ · maskᵢ) · scaleᵢ) · wᵢ (dᵢ · wᵢ where `bands[i]` is nil); combine is
     /// TIES' sign election and disjoint mean (`consensus`, divided by the agreeing weights when `normalize`) or
     /// Σ vᵢ / `divide`. Returns false (and writes nothing) unless every input and the output are BF16 and there are
     /// 1-`maxModels` models; the caller then takes the block path.
     ///
-    /// - Parameter level: 1 AVX2 (needs `level` non-nil), 0 the kernel's scalar C loop (tests compare both).
+    /// - Parameter level: 2 AVX-512, 1 AVX2 (at most `level`), 0 the kernel's scalar C loop (tests compare them).
     public static func bf16(
         base: TensorSource, models: [TensorSource], bands: [Band?], scales: [Float], weights: [Float],
         consensus: Bool, normalize: Bool, divide: Float, lambda: Float, into sink: TensorSink, level: Int
@@ -109,6 +109,44 @@ public enum MaskedMerge {
                 Int32(bands.count), tag, slots, c.baseAddress)
         }
         return Array(counts.prefix(bands.count))
+    }
+
+    /// The level of `bandCount` on this CPU: 2 AVX-512, 1 AVX2, or nil (no AVX2, or `TSWITCH_FUSED_LEVEL=0`).
+    public static let bandLevel: Int? = FusedStream.vectorLevel >= 1 ? FusedStream.vectorLevel : nil
+
+    /// The band pass of a magnitude top-k over elements `r` of the BF16 task vector x − base (C,
+    /// `tswitch_band_count_bf16`): for each of one or two bucket bands, how many |d| lie above it, and `tag | bits`
+    /// of its members written into `members[q]` (room for `r.count`). Cheaper than `level1`: no histogram, whose
+    /// scalar increment per element was the cost of the level-1 pass; the threshold's bucket comes from the members.
+    /// - Parameter level: 2 AVX-512, 1 AVX2, 0 the scalar C loop (all give the same result).
+    /// With `histograms`, also adds each member's bucket − band.lowerBound to `histograms[q]` (band width counters).
+    public static func bandCount(
+        base: TensorSource, x: TensorSource, _ r: Range<Int>, bands: [ClosedRange<UInt32>], tag: UInt64,
+        members: [UnsafeMutablePointer<UInt64>], histograms: [UnsafeMutablePointer<UInt32>]? = nil, level: Int
+    ) -> [(members: Int, above: Int)] {
+        precondition(base.dtype == .BF16 && x.dtype == .BF16 && r.upperBound <= min(base.count, x.count))
+        precondition(
+            (1...2).contains(bands.count) && members.count >= bands.count, "one or two bands, each with a buffer")
+        precondition(bands.allSatisfy { $0.upperBound < UInt32(MagnitudeTopK.level1Buckets) }, "bucket out of range")
+        precondition(level <= FusedStream.vectorLevel, "vector level not supported by this CPU")
+        guard let b = base.bytes.baseAddress, let xp = x.bytes.baseAddress, !r.isEmpty else {
+            return Array(repeating: (0, 0), count: bands.count)
+        }
+        let lowest = bands.map(\.lowerBound) + [0]
+        let highest = bands.map(\.upperBound) + [0]
+        var counts = [Int](repeating: 0, count: 2)
+        var above = [UInt64](repeating: 0, count: 2)
+        precondition(histograms.map { $0.count >= bands.count } ?? true, "one histogram per band")
+        let slots = members.map { Optional($0) } + [nil]
+        let tables: [UnsafeMutablePointer<UInt32>?] = (histograms?.map { Optional($0) } ?? []) + [nil, nil]
+        counts.withUnsafeMutableBufferPointer { c in
+            above.withUnsafeMutableBufferPointer { a in
+                tswitch_band_count_bf16(
+                    Int32(level), b, xp, r.lowerBound, r.upperBound, lowest, highest, Int32(bands.count), tag, slots,
+                    c.baseAddress, a.baseAddress, tables)
+            }
+        }
+        return (0..<bands.count).map { (counts[$0], Int(above[$0])) }
     }
 
     /// Adds the `copies` tables at `tables` (as `level1` fills them) into `histogram`.

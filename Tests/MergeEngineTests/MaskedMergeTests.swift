@@ -103,7 +103,7 @@ struct MaskedMergeTests {
         }
     }
 
-    static var levels: [Int] { MaskedMerge.level == nil ? [0] : [0, 1] }
+    static var levels: [Int] { (0...(MaskedMerge.level ?? 0)).map { $0 } }
 
     @Test("TIES, breadcrumbs and breadcrumbs_ties at every level and length", arguments: cases)
     func matchesBlockPath(_ c: Case) throws {
@@ -114,6 +114,21 @@ struct MaskedMergeTests {
                 let fused = try Self.merge(c, data, level: level)
                 let diff = (0..<n).first { fused[$0] != reference[$0] }
                 #expect(diff == nil, "\(c) n=\(n) level \(level): first difference at \(diff ?? -1)")
+            }
+        }
+    }
+
+    @Test("one and two fine-tunes (the kernel's general and two-model loops)", arguments: cases)
+    func fewerModels(_ c: Case) throws {
+        let n = 3 * BlockStream.blockSize + 7
+        let data = Self.inputs(n, seed: 31)
+        for models in [1, 2] {
+            let subset = Array(data.prefix(1 + models))
+            let reference = try Self.merge(c, subset, level: nil)
+            for level in Self.levels {
+                let fused = try Self.merge(c, subset, level: level)
+                let diff = (0..<n).first { fused[$0] != reference[$0] }
+                #expect(diff == nil, "\(c) \(models) models level \(level): first difference at \(diff ?? -1)")
             }
         }
     }
@@ -207,14 +222,14 @@ struct Level1DirectTests {
             (2, n - Int(0.2 * Double(n))), (1, Int(0.01 * Double(n))), (0, Int(0.9 * Double(n))),
         ]
         data.withBF16Sources { s in
-            for minimum in [1 << 20, n + 1] {  // the band route and the level-2 route
+            for minimum in [GTA.bandMinimum, n + 1] {  // the band route and the level-2 route
                 let reference = GTA.selectTopK(
                     n: n, base: s[0], models: Array(s[1...]), requests: requests, bandMinimum: minimum,
-                    directLevel: nil)
+                    directLevel: nil, bandLevel: nil)
                 for level in MaskedMergeTests.levels {
                     let direct = GTA.selectTopK(
                         n: n, base: s[0], models: Array(s[1...]), requests: requests, bandMinimum: minimum,
-                        directLevel: level)
+                        directLevel: level, bandLevel: nil)
                     for (a, b) in zip(direct, reference) {
                         #expect(
                             a.k == b.k && a.thresholdBits == b.thresholdBits && a.greater == b.greater

@@ -60,7 +60,13 @@ struct TopKBandTests {
         let viaPass = GTA.selectTopK(
             n: n, base: sources[0], models: Array(sources[1...]), requests: requests, bandMinimum: .max)
         let viaBand = GTA.selectTopK(
-            n: n, base: sources[0], models: Array(sources[1...]), requests: requests, bandMinimum: 0)
+            n: n, base: sources[0], models: Array(sources[1...]), requests: requests, bandMinimum: 0, bandLevel: nil)
+        // The band-count route (no level-1 histogram) at every level this CPU has.
+        let viaCount = BandCountTests.levels.map { level in
+            GTA.selectTopK(
+                n: n, base: sources[0], models: Array(sources[1...]), requests: requests, bandMinimum: 0,
+                bandLevel: level)
+        }
         let bands = GTA.estimateBands(n: n, sources: sources, wanted: [0, 1, 2], requests: requests)
         for (qi, q) in requests.enumerated() {
             let a = viaPass[qi]
@@ -77,6 +83,13 @@ struct TopKBandTests {
             #expect(a.needsTieBreak, "request \(qi): no tie at the threshold")
             #expect(a.thresholdBits == b.thresholdBits && a.greater == b.greater && a.quota == b.quota)
             #expect(a.equal == b.equal && a.equalBefore == b.equalBefore)
+            for (li, counted) in viaCount.enumerated() {
+                let c = counted[qi]
+                #expect(
+                    a.thresholdBits == c.thresholdBits && a.greater == c.greater && a.quota == c.quota
+                        && a.equal == c.equal && a.equalBefore == c.equalBefore,
+                    "request \(qi), band-count level \(BandCountTests.levels[li])")
+            }
             let expected = Self.reference(data[0], data[1 + q.model], k: q.k)
             #expect(Self.kept(b, base: sources[0], x: sources[1 + q.model]) == expected, "request \(qi)")
             #expect(Self.kept(a, base: sources[0], x: sources[1 + q.model]) == expected, "request \(qi)")

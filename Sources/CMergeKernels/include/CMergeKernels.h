@@ -43,8 +43,8 @@ typedef struct tswitch_masked_model {
     int32_t drop_limit;
 } tswitch_masked_model;
 
-/// Elements [lo, hi) of the masked merge at `level` (1 AVX2, at most `tswitch_fused_level()`; 0 the scalar C
-/// loop). `base`, every `x` and `out` are BF16 and address element 0 (unaligned is fine); 0 <= m <= the maximum.
+/// Elements [lo, hi) of the masked merge at `level` (2 AVX-512, 1 AVX2, at most `tswitch_fused_level()`; 0 the
+/// scalar C loop). `base`, every `x` and `out` are BF16 and address element 0 (unaligned is fine); 0 <= m <= the maximum.
 void tswitch_masked_merge_bf16(int level, const void *base, const tswitch_masked_model *models, int m, int consensus,
                                int normalize, float divide, float lambda, void *out, size_t lo, size_t hi);
 
@@ -57,6 +57,17 @@ void tswitch_masked_merge_bf16(int level, const void *base, const tswitch_masked
 void tswitch_level1_bf16(int level, const void *base, const void *x, size_t lo, size_t hi, uint32_t *histogram,
                          int copies, const uint32_t *lowest, const uint32_t *highest, int bands, uint64_t tag,
                          uint64_t *const *members, size_t *counts);
+
+/// The band pass of a magnitude top-k whose threshold bucket was estimated from a sample (BandCount.c): over
+/// elements [lo, hi) of the BF16 task vector x - base, for each of `bands` (1-2) bands lowest[q]...highest[q] of
+/// level-1 buckets (f32 bits of |d| >> 16, at most 0x7FFF), counts the entries above the band into above[q] and
+/// writes `tag | bits` of every member to members[q] (room for hi - lo entries), their number to counts[q], and,
+/// where `histograms` and histograms[q] are non-NULL, adds each member's bucket - lowest[q] to histograms[q]
+/// (highest - lowest + 1 counters). No full histogram: the exact bucket comes from the band's. `level` 2 is
+/// AVX-512 (F + BW), 1 AVX2, 0 the scalar loop; all give the same counts and member sets (members in any order).
+void tswitch_band_count_bf16(int level, const void *base, const void *x, size_t lo, size_t hi,
+                             const uint32_t *lowest, const uint32_t *highest, int bands, uint64_t tag,
+                             uint64_t *const *members, size_t *counts, uint64_t *above, uint32_t *const *histograms);
 
 // Switching a tile from bit masks (MaskedSwitch.c): out = base with each list added in order, where bit j of mask
 // word b marks element 16b + j: + c, or + c * (the list's next stored value) for a random-mask list. The same IEEE

@@ -3,11 +3,167 @@ import TensorKernels
 
 extension GTA {
     /// Tensors of at least this many elements estimate each threshold's level-1 bucket from a sample first.
-    static let bandMinimum = 1 << 20
+    static let bandMinimum = 1 << 18
     /// One block in this many is sampled for the estimate.
     static let sampleStride = 16
 
     /// Finds every requested top-k of |xᵢ − base|, exactly (ties at the threshold kept in index order).
+    ///
+    /// Large BF16 tensors take the band route when `bandLevel` is set (AVX2 or AVX-512): a sample (one block in
+    /// `sampleStride`) estimates a band of level-1 buckets around each threshold, and one pass counts the entries
+    /// above each band and collects its members (`selectInBands`), no histogram. A request whose band misses its
+    /// threshold, overflows, or has no band takes the histogram route below; the result is the same either way.
+    static func selectTopK(
+        n: Int, base: TensorSource, models: [TensorSource], requests: [(model: Int, k: Int)],
+        bandMinimum: Int = GTA.bandMinimum, directLevel: Int? = MaskedMerge.level,
+        bandLevel: Int? = MaskedMerge.bandLevel
+    ) -> [MagnitudeTopK] {
+        let sources = [base] + models
+        guard let level = bandLevel, n >= bandMinimum, BlockStream.blockCount(n) >= sampleStride,
+            sources.allSatisfy({ $0.dtype == .BF16 })
+        else {
+            return selectTopKHistogram(
+                n: n, base: base, models: models, requests: requests, bandMinimum: bandMinimum,
+                directLevel: directLevel)
+        }
+        let wanted = Array(Set(requests.map(\.model))).sorted()
+        let bands = estimateBands(n: n, sources: sources, wanted: wanted, requests: requests)
+        var result = selectInBands(n: n, sources: sources, requests: requests, bands: bands, level: level)
+        let missed = (0..<requests.count).filter { result[$0] == nil }
+        if !missed.isEmpty {
+            // The sampled bands would miss again: the full histogram and the level-2 pass.
+            let rest = selectTopKHistogram(
+                n: n, base: base, models: models, requests: missed.map { requests[$0] }, bandMinimum: .max,
+                directLevel: directLevel)
+            for (j, qi) in missed.enumerated() { result[qi] = rest[j] }
+        }
+        return result.map { $0 ?? .none }
+    }
+
+    /// Each banded request's exact top-k from one pass that counts the entries above its band and collects the
+    /// band's members (`MaskedMerge.bandCount`, BF16 sources); nil where the band does not hold the k-th largest
+    /// (fewer than k entries above its lower edge, or k or more above its upper edge), where its members overflow
+    /// the cap, where it has no band, or for a model's third banded request. Counting above the band and locating
+    /// within it finds the same bucket as the full level-1 histogram, so the selection is the histogram route's.
+    static func selectInBands(
+        n: Int, sources: [TensorSource], requests: [(model: Int, k: Int)],
+        bands: [(band: ClosedRange<UInt32>, expected: Int)?], level: Int
+    ) -> [MagnitudeTopK?] {
+        let nq = requests.count
+        let m = sources.count - 1
+        let bs = BlockStream.blockSize
+        let workers = BlockStream.workerCount(n)
+        let blocks = BlockStream.blockCount(n)
+        let byModel = (0..<m).map { i in
+            Array((0..<nq).filter { requests[$0].model == i && bands[$0] != nil }.prefix(2))
+        }
+        // Per worker and request, a buffer the kernel appends members to (its pages are touched only as filled);
+        // full when fewer than a block's room is left, then that request is not settled.
+        let caps = bands.map { b in b.map { 3 * $0.expected / max(1, workers) + (1 << 16) + bs } ?? 0 }
+        let buffers = (0..<(workers * nq)).map { slot in
+            UnsafeMutablePointer<UInt64>.allocate(capacity: max(1, caps[slot % nq]))
+        }
+        // Per worker and request, the band's own histogram (the kernel counts each block's members while hot).
+        let widths = bands.map { b in b.map { Int($0.band.upperBound - $0.band.lowerBound) + 1 } ?? 1 }
+        let tables = (0..<(workers * nq)).map { slot in
+            let t = UnsafeMutablePointer<UInt32>.allocate(capacity: widths[slot % nq])
+            t.initialize(repeating: 0, count: widths[slot % nq])
+            return t
+        }
+        defer {
+            buffers.forEach { $0.deallocate() }
+            tables.forEach { $0.deallocate() }
+        }
+        var filled = [Int](repeating: 0, count: workers * nq)
+        var complete = [Bool](repeating: true, count: workers * nq)
+        var above = [Int](repeating: 0, count: workers * nq)
+        filled.withUnsafeMutableBufferPointer { fb in
+            complete.withUnsafeMutableBufferPointer { cb in
+                above.withUnsafeMutableBufferPointer { ab in
+                    let out = UncheckedSendable((fb, cb, ab, buffers, tables))
+                    BlockStream.run(count: n, sources: [], extra: 0) { w, blk, r, _ in
+                        let (filled, complete, above, buffers, tables) = out.value
+                        for i in 0..<m where !byModel[i].isEmpty {
+                            let live = byModel[i]
+                            for qi in live where caps[qi] - filled[w * nq + qi] < r.count {
+                                complete[w * nq + qi] = false
+                                filled[w * nq + qi] = 0
+                            }
+                            let got = MaskedMerge.bandCount(
+                                base: sources[0], x: sources[1 + i], r, bands: live.compactMap { bands[$0]?.band },
+                                tag: UInt64(blk) << 32,
+                                members: live.map { buffers[w * nq + $0] + filled[w * nq + $0] },
+                                histograms: live.map { tables[w * nq + $0] }, level: level)
+                            for (q, qi) in live.enumerated() {
+                                let slot = w * nq + qi
+                                above[slot] += got[q].above
+                                if complete[slot] { filled[slot] += got[q].members }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        var result = [MagnitudeTopK?](repeating: nil, count: nq)
+        for i in 0..<m {
+            for qi in byModel[i] {
+                guard let band = bands[qi]?.band, (0..<workers).allSatisfy({ complete[$0 * nq + qi] }) else { continue }
+                let slots = (0..<workers).map {
+                    UnsafeBufferPointer(start: buffers[$0 * nq + qi], count: filled[$0 * nq + qi])
+                }
+                let k = requests[qi].k
+                var count1 = [Int](repeating: 0, count: widths[qi])
+                var aboveBand = 0
+                for w in 0..<workers {
+                    aboveBand += above[w * nq + qi]
+                    for b in 0..<widths[qi] { count1[b] += Int(tables[w * nq + qi][b]) }
+                }
+                // The bucket holding the k-th largest, scanning down from the band's top as `locate` does.
+                var above1 = aboveBand
+                var bucket1: Int? = nil
+                for b in stride(from: count1.count - 1, through: 0, by: -1) {
+                    if above1 + count1[b] >= k {
+                        bucket1 = Int(band.lowerBound) + b
+                        break
+                    }
+                    above1 += count1[b]
+                }
+                guard aboveBand < k, let bucket = bucket1 else { continue }
+                let b1 = UInt64(bucket)
+                // One scan of the members: the threshold bucket's level-2 histogram, and its members kept for the ties.
+                var hist2 = [Int](repeating: 0, count: MagnitudeTopK.level2Buckets)
+                var inBucket: [UInt64] = []
+                inBucket.reserveCapacity(count1[bucket - Int(band.lowerBound)])
+                hist2.withUnsafeMutableBufferPointer { h in
+                    for slot in slots {
+                        for e in slot where (e >> 16) & 0x7FFF == b1 {
+                            h[Int(e & 0xFFFF)] += 1
+                            inBucket.append(e)
+                        }
+                    }
+                }
+                var sel = MagnitudeTopK.resolve(k: k, level1: [], level2: hist2, bucket1: bucket, above1: above1)
+                if sel.needsTieBreak {
+                    var counts = [Int](repeating: 0, count: blocks)
+                    let t = UInt64(sel.thresholdBits)
+                    counts.withUnsafeMutableBufferPointer { c in
+                        for e in inBucket where e & 0xFFFF_FFFF == t { c[Int(e >> 32)] += 1 }
+                    }
+                    var before = [Int](repeating: 0, count: blocks)
+                    var acc = 0
+                    for blk in 0..<blocks {
+                        before[blk] = acc
+                        acc += counts[blk]
+                    }
+                    sel.equalBefore = before
+                }
+                result[qi] = sel
+            }
+        }
+        return result
+    }
+
+    /// The histogram route of `selectTopK` (every dtype; the fallback of the band route).
     ///
     /// Large tensors take two passes over the inputs: a sample (one block in `sampleStride`) estimates a band of
     /// level-1 buckets around each threshold; the level-1 pass then also collects every entry inside that band,
@@ -16,7 +172,7 @@ extension GTA {
     /// same either way. `bandMinimum` is a parameter so tests can run both routes on one input.
     /// `directLevel` (AVX2 where the CPU has it) runs the level-1 pass straight from BF16 inputs
     /// (`MaskedMerge.level1`); nil widens every block into scratch first (tests compare them).
-    static func selectTopK(
+    static func selectTopKHistogram(
         n: Int, base: TensorSource, models: [TensorSource], requests: [(model: Int, k: Int)],
         bandMinimum: Int = GTA.bandMinimum, directLevel: Int? = MaskedMerge.level
     ) -> [MagnitudeTopK] {
@@ -272,17 +428,27 @@ extension GTA {
         var sampled = 0
         let scratch = UnsafeMutablePointer<Float>.allocate(capacity: 2 * bs)
         defer { scratch.deallocate() }
+        // BF16 inputs are counted without widening (the C level-1 loop; the same histogram).
+        let direct = MaskedMerge.level != nil && sources.allSatisfy { $0.dtype == .BF16 }
         hist.withUnsafeMutableBufferPointer { h in
             guard let hp = h.baseAddress else { return }
             for blk in stride(from: sampleStride / 2, to: BlockStream.blockCount(n), by: sampleStride) {
                 let r = (blk * bs)..<min(n, (blk + 1) * bs)
+                sampled += r.count
+                if direct {
+                    for i in wanted {
+                        _ = MaskedMerge.level1(
+                            base: sources[0], x: sources[1 + i], r, into: hp + i * l1, bands: [], tag: 0, members: [],
+                            level: 1)
+                    }
+                    continue
+                }
                 sources[0].read(r, into: scratch)
                 for i in wanted {
                     sources[1 + i].read(r, into: scratch + bs)
                     subtractInPlace(scratch + bs, scratch, r.count)
                     MagnitudeTopK.accumulateLevel1(scratch + bs, count: r.count, into: hp + i * l1)
                 }
-                sampled += r.count
             }
         }
         guard sampled > 0 else { return Array(repeating: nil, count: requests.count) }
