@@ -44,13 +44,13 @@ static void band_scalar(const uint16_t *base, const uint16_t *x, size_t lo, size
 #if defined(__x86_64__) && defined(__clang__)
 #include <immintrin.h>
 
+#include "BF16Rounding.h"
+
 #define TSW_AVX2 __attribute__((target("avx2")))
 #define TSW_AVX512 __attribute__((target("avx512f,avx512bw")))
 
 TSW_AVX2 static void band_256(const uint16_t *base, const uint16_t *x, size_t lo, size_t hi, const band_edges *e,
                               int bands, uint64_t tag, uint64_t *const *members, size_t *counts, uint64_t *above) {
-    const __m256i high = _mm256_set1_epi32((int)0xFFFF0000u);
-    const __m256i absMask = _mm256_set1_epi32(0x7FFFFFFF);
     __m256i top[2], below[2], acc[2];
     for (int q = 0; q < bands; q++) {
         top[q] = _mm256_set1_epi32(e[q].top);
@@ -60,14 +60,8 @@ TSW_AVX2 static void band_256(const uint16_t *base, const uint16_t *x, size_t lo
     uint32_t a[16];
     size_t j = lo;
     for (; j + 16 <= hi; j += 16) {
-        const __m256i wb = _mm256_loadu_si256((const __m256i *)(base + j));
-        const __m256i wx = _mm256_loadu_si256((const __m256i *)(x + j));
-        const __m256 d0 = _mm256_sub_ps(_mm256_castsi256_ps(_mm256_slli_epi32(wx, 16)),
-                                        _mm256_castsi256_ps(_mm256_slli_epi32(wb, 16)));
-        const __m256 d1 = _mm256_sub_ps(_mm256_castsi256_ps(_mm256_and_si256(wx, high)),
-                                        _mm256_castsi256_ps(_mm256_and_si256(wb, high)));
-        const __m256i a0 = _mm256_and_si256(_mm256_castps_si256(d0), absMask);
-        const __m256i a1 = _mm256_and_si256(_mm256_castps_si256(d1), absMask);
+        __m256i a0, a1;
+        tsw_abs_delta_256(base + j, x + j, &a0, &a1);
         for (int q = 0; q < bands; q++) {
             const __m256i up0 = _mm256_cmpgt_epi32(a0, top[q]), up1 = _mm256_cmpgt_epi32(a1, top[q]);
             acc[q] = _mm256_sub_epi32(_mm256_sub_epi32(acc[q], up0), up1);
@@ -95,8 +89,6 @@ TSW_AVX2 static void band_256(const uint16_t *base, const uint16_t *x, size_t lo
 /// written, its stores end 16 further on, at most at j + 32 - lo <= hi - lo, the buffer's room.
 TSW_AVX512 static void band_512(const uint16_t *base, const uint16_t *x, size_t lo, size_t hi, const band_edges *e,
                                 int bands, uint64_t tag, uint64_t *const *members, size_t *counts, uint64_t *above) {
-    const __m512i high = _mm512_set1_epi32((int)0xFFFF0000u);
-    const __m512i absMask = _mm512_set1_epi32(0x7FFFFFFF);
     const __m512i tags = _mm512_set1_epi64((long long)tag);
     __m512i top[2], below[2];
     uint64_t up[2] = {0, 0};
@@ -106,14 +98,8 @@ TSW_AVX512 static void band_512(const uint16_t *base, const uint16_t *x, size_t 
     }
     size_t j = lo;
     for (; j + 32 <= hi; j += 32) {
-        const __m512i wb = _mm512_loadu_si512((const void *)(base + j));
-        const __m512i wx = _mm512_loadu_si512((const void *)(x + j));
-        const __m512 d0 = _mm512_sub_ps(_mm512_castsi512_ps(_mm512_slli_epi32(wx, 16)),
-                                        _mm512_castsi512_ps(_mm512_slli_epi32(wb, 16)));
-        const __m512 d1 = _mm512_sub_ps(_mm512_castsi512_ps(_mm512_and_si512(wx, high)),
-                                        _mm512_castsi512_ps(_mm512_and_si512(wb, high)));
-        const __m512i a0 = _mm512_and_si512(_mm512_castps_si512(d0), absMask);
-        const __m512i a1 = _mm512_and_si512(_mm512_castps_si512(d1), absMask);
+        __m512i a0, a1;
+        tsw_abs_delta_512(base + j, x + j, &a0, &a1);
         for (int q = 0; q < bands; q++) {
             const __mmask16 up0 = _mm512_cmpgt_epi32_mask(a0, top[q]), up1 = _mm512_cmpgt_epi32_mask(a1, top[q]);
             up[q] += (uint64_t)__builtin_popcount(up0) + (uint64_t)__builtin_popcount(up1);

@@ -317,8 +317,6 @@ TSW_AVX2 static void level1_256(const uint16_t *base, const uint16_t *x, size_t 
                                 uint64_t *const *members, size_t *counts) {
     uint32_t table[16];
     for (int l = 0; l < 16; l++) table[l] = (uint32_t)(l % copies) * TSW_L1_BUCKETS;
-    const __m256i high = _mm256_set1_epi32((int)0xFFFF0000u);
-    const __m256i absMask = _mm256_set1_epi32(0x7FFFFFFF);
     // Unsigned "bucket - lowest <= width" as a signed compare after flipping the top bit.
     const __m256i flip = _mm256_set1_epi32((int)0x80000000u);
     __m256i low[2], wid[2];
@@ -329,14 +327,8 @@ TSW_AVX2 static void level1_256(const uint16_t *base, const uint16_t *x, size_t 
     uint32_t a[16];
     size_t j = lo;
     for (; j + 16 <= hi; j += 16) {
-        const __m256i wb = _mm256_loadu_si256((const __m256i *)(base + j));
-        const __m256i wx = _mm256_loadu_si256((const __m256i *)(x + j));
-        const __m256 d0 = _mm256_sub_ps(_mm256_castsi256_ps(_mm256_slli_epi32(wx, 16)),
-                                        _mm256_castsi256_ps(_mm256_slli_epi32(wb, 16)));
-        const __m256 d1 = _mm256_sub_ps(_mm256_castsi256_ps(_mm256_and_si256(wx, high)),
-                                        _mm256_castsi256_ps(_mm256_and_si256(wb, high)));
-        const __m256i a0 = _mm256_and_si256(_mm256_castps_si256(d0), absMask);
-        const __m256i a1 = _mm256_and_si256(_mm256_castps_si256(d1), absMask);
+        __m256i a0, a1;
+        tsw_abs_delta_256(base + j, x + j, &a0, &a1);
         _mm256_storeu_si256((__m256i *)a, a0);
         _mm256_storeu_si256((__m256i *)(a + 8), a1);
         // Lane l counts into table l % copies: neighbouring elements mostly share a bucket, and with one table

@@ -149,13 +149,7 @@ extension GTA {
                     counts.withUnsafeMutableBufferPointer { c in
                         for e in inBucket where e & 0xFFFF_FFFF == t { c[Int(e >> 32)] += 1 }
                     }
-                    var before = [Int](repeating: 0, count: blocks)
-                    var acc = 0
-                    for blk in 0..<blocks {
-                        before[blk] = acc
-                        acc += counts[blk]
-                    }
-                    sel.equalBefore = before
+                    sel.equalBefore = Self.countsBefore(counts)
                 }
                 result[qi] = sel
             }
@@ -352,15 +346,19 @@ extension GTA {
         return (0..<nq).map { qi in
             var sel = result[qi] ?? .none
             if let counts = tieCounts[qi] {
-                var before = [Int](repeating: 0, count: blocks)
-                var acc = 0
-                for blk in 0..<blocks {
-                    before[blk] = acc
-                    acc += counts[blk]
-                }
-                sel.equalBefore = before
+                sel.equalBefore = Self.countsBefore(counts)
             }
             return sel
+        }
+    }
+
+    /// Per block, the threshold-equal entries in the blocks before it (`MagnitudeTopK.equalBefore`) from the
+    /// blocks' own counts: an exclusive prefix sum.
+    static func countsBefore(_ counts: [Int]) -> [Int] {
+        var acc = 0
+        return counts.map { c in
+            defer { acc += c }
+            return acc
         }
     }
 
