@@ -28,9 +28,14 @@ struct DropSweepTests {
         try PretrainedModel.fineTune(into: dir, changing: [bias, matrix]) { _, i in delta(i) }
     }
 
+    static let fixtureFolder = FileManager.default.temporaryDirectory.appendingPathComponent(
+        "drop-sweep-\(UUID().uuidString)")
+
     /// One shared synthetic fine-tune for the tests of this suite.
     static let fixture: (sweep: DropSweep, vector: DropSweep.TaskVector, dir: URL) = {
-        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("drop-sweep-\(UUID().uuidString)")
+        let dir = fixtureFolder
+        // The suite's tests share this fine-tune until the process ends; then it goes (88 MB).
+        atexit { try? FileManager.default.removeItem(at: DropSweepTests.fixtureFolder) }
         do {
             try fineTune(into: dir)
             let sweep = try DropSweep(basePath: PretrainedModel.folder.path)

@@ -10,7 +10,14 @@ import Testing
 /// (scripts/fixtures/make_gguf_fixtures.py) pair each llama GGUF with the safetensors file of its tensors as
 /// `gguf` dequantizes them and numpy un-permutes Q/K, so a GGUF input must merge and pack exactly as its twin.
 @Suite("GGUF inputs to merge and pack")
-struct GGUFInputTests {
+final class GGUFInputTests {
+    /// The merges' folders of one test, removed when it ends (Swift Testing makes an instance per test).
+    let scratch: URL
+
+    init() throws { scratch = try temporaryFolder("GGUFInputTests") }
+
+    deinit { try? FileManager.default.removeItem(at: scratch) }
+
     /// The GGUF fixtures live with CheckpointIO's tests (one script, one folder).
     static let gguf = TestPaths.repository.appendingPathComponent("Tests/CheckpointIOTests/Fixtures/gguf")
 
@@ -32,8 +39,9 @@ struct GGUFInputTests {
         return out
     }
 
-    static func merge(_ yaml: String, streaming: Bool = true) throws -> URL {
-        let dir = try temporaryFolder()
+    func merge(_ yaml: String, streaming: Bool = true) throws -> URL {
+        let dir = scratch.appendingPathComponent(UUID().uuidString)
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
         let config = dir.appendingPathComponent("merge.yml")
         try Data(yaml.utf8).write(to: config)
         var options = MergeOptions()
@@ -84,10 +92,10 @@ struct GGUFInputTests {
             if method == "linear" { s += "  - model: \(base)\n    parameters: {weight: 0.7}\n" }
             return s
         }
-        let twins = try Self.merge(yaml(Self.baseTwin, Self.tunedTwin), streaming: streaming)
+        let twins = try merge(yaml(Self.baseTwin, Self.tunedTwin), streaming: streaming)
         // Both inputs GGUF, then one of each kind.
         for (b, m) in [(Self.base, Self.tuned), (Self.baseTwin, Self.tuned), (Self.base, Self.tunedTwin)] {
-            let out = try Self.merge(yaml(b, m), streaming: streaming)
+            let out = try merge(yaml(b, m), streaming: streaming)
             try Self.expectSameTensors(out, twins)
         }
         // The merge really moved the weights: the result is neither input.
@@ -114,9 +122,9 @@ struct GGUFInputTests {
         func linear(_ first: String) -> String {
             "merge_method: linear\nmodels:\n  - model: \(first)\n    parameters: {weight: 0.3}\n  - model: \(copy)\n    parameters: {weight: 0.7}\n"
         }
-        try Self.expectSameTensors(try Self.merge(linear(qwen)), try Self.merge(linear(twin)))
+        try Self.expectSameTensors(try merge(linear(qwen)), try merge(linear(twin)))
         // config.json and the tokenizer files of a merge over the GGUF base are the ones convert writes.
-        let out = try Self.merge(
+        let out = try merge(
             "merge_method: task_arithmetic\nbase_model: \(qwen)\nmodels:\n  - model: \(copy)\n    parameters: {weight: 0.5}\n"
         )
         let mapping = try GGUFLlamaMapping(file: GGUFFile(path: qwen))
@@ -130,7 +138,7 @@ struct GGUFInputTests {
     func configFromMetadata() throws {
         let yaml =
             "merge_method: task_arithmetic\nbase_model: \(Self.base)\ndtype: bfloat16\nmodels:\n  - model: \(Self.tunedTwin)\n    parameters: {weight: 1}\n"
-        let out = try Self.merge(yaml)
+        let out = try merge(yaml)
         let data = try Data(contentsOf: out.appendingPathComponent("config.json"))
         let got = try #require(try JSONSerialization.jsonObject(with: data) as? [String: Any])
         // The bytes `convert --dtype bf16` writes for this file.
@@ -242,7 +250,7 @@ struct GGUFInputTests {
 
     func mergeFailure(_ yaml: String) -> MergeError? {
         do {
-            _ = try Self.merge(yaml)
+            _ = try merge(yaml)
             return nil
         } catch let e as MergeError {
             return e
