@@ -31,7 +31,7 @@ let package = Package(
         .systemLibrary(name: "CZstd", providers: [.apt(["libzstd-dev"])]),
 
         // Safetensors files and Hugging Face model folders: parse, validate, map, convert, write.
-        .target(name: "CheckpointIO", dependencies: ["CCheckpointKernels", "CMappedFileGuard"]),
+        .target(name: "CheckpointIO", dependencies: ["CCheckpointKernels", "CGlibcExtensions", "CMappedFileGuard"]),
         // Non-temporal-store conversion (Swift cannot spell a streaming store).
         .target(name: "CCheckpointKernels"),
         // The merge's fused AVX-512/AVX2 task-arithmetic loop, chosen at run time (Swift compiles for baseline x86-64
@@ -39,6 +39,8 @@ let package = Package(
         .target(name: "CMergeKernels"),
         // SIGBUS handler and identity checks for memory-mapped inputs changed while read (a signal handler is C).
         .target(name: "CMappedFileGuard"),
+        // fallocate and mallopt, GNU extensions the Swift Glibc module leaves out.
+        .target(name: "CGlibcExtensions"),
         // SIMD and multi-core loops over tensors: elementwise ops, selection, statistics, truncated SVD (LAPACK).
         .target(name: "TensorKernels", dependencies: ["CheckpointIO", "CMergeKernels", "COpenBLAS"]),
         // mergekit-compatible configs and merge methods, streamed tensor by tensor.

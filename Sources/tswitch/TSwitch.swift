@@ -24,8 +24,10 @@ struct TSwitch: ParsableCommand {
             ServeCommand.self,
         ])
 
-    /// ArgumentParser's `main()`, with the flag hint added to a library error (`FlagHint`).
+    /// ArgumentParser's `main()`, with the flag hint added to a library error (`FlagHint`), under the allocator
+    /// policy of `MemoryPolicy`.
     static func main() {
+        MemoryPolicy.keepFreedHeap()
         do {
             var command = try parseAsRoot()
             try command.run()

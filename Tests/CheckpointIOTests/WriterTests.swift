@@ -105,6 +105,38 @@ struct WriterTests {
         #expect(checkpointError { try ints.write("i", floats: [1]) }?.code == .unsupportedDType)
     }
 
+    @Test("The output's blocks are reserved up front: too large for the disk fails at once, naming the file")
+    func reservesBlocks() throws {
+        let dir = try temporaryFolder()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let path = dir.appendingPathComponent("big.safetensors").path
+        // 2^57 bytes: more than any test machine's disk (ENOSPC) or its file system's largest file (EFBIG).
+        let huge = [TensorSpec(name: "w", dtype: .F16, shape: [1 << 56])]
+        #expect {
+            _ = try SafeTensorsWriter(path: path, tensors: huge)
+        } throws: { error in
+            let e = error as? CheckpointError
+            return e?.code == .io && e?.message.contains(path) == true && e?.message.contains("cannot reserve") == true
+                && e?.message.contains("the disk is full") == true
+        }
+        #expect(!FileManager.default.fileExists(atPath: path))
+        #expect(hiddenEntries(dir).isEmpty, "the temporary file is gone")
+        // A file that fits gets its blocks before a byte is written, and its size still grows only as written.
+        let specs = [TensorSpec(name: "w", dtype: .F32, shape: [1 << 20])]
+        let w = try SafeTensorsWriter(path: path, tensors: specs)
+        let temporary = dir.appendingPathComponent(try #require(hiddenEntries(dir).first)).path
+        var st = stat()
+        #expect(stat(temporary, &st) == 0)
+        #expect(Int(st.st_blocks) * 512 >= 4 << 20 && Int(st.st_size) < 4 << 20)
+        try w.write("w", floats: [Float](repeating: 1, count: 1 << 20))
+        try w.finish()
+        // Exactly the 8-byte length, the header and the data: no reserved tail counted in the size.
+        let header = try FileHandle(forReadingFrom: URL(fileURLWithPath: path)).read(upToCount: 8) ?? Data()
+        let headerLength = header.withUnsafeBytes { Int($0.loadUnaligned(as: UInt64.self).littleEndian) }
+        #expect(stat(path, &st) == 0 && Int(st.st_size) == 8 + headerLength + (4 << 20))
+        #expect(try SafeTensorsFile(path: path).tensor("w").floats() == [Float](repeating: 1, count: 1 << 20))
+    }
+
     @Test("An abandoned writer leaves nothing at the target and no temporary file")
     func abandonedFile() throws {
         let dir = try temporaryFolder()

@@ -104,54 +104,63 @@ extension GTA {
                 }
             }
         }
+        // Request qi's exact selection from its band, or nil where the band does not settle it.
+        func settle(_ qi: Int) -> MagnitudeTopK? {
+            guard let band = bands[qi]?.band, (0..<workers).allSatisfy({ complete[$0 * nq + qi] }) else { return nil }
+            let slots = (0..<workers).map {
+                UnsafeBufferPointer(start: buffers[$0 * nq + qi], count: filled[$0 * nq + qi])
+            }
+            let k = requests[qi].k
+            var count1 = [Int](repeating: 0, count: widths[qi])
+            var aboveBand = 0
+            for w in 0..<workers {
+                aboveBand += above[w * nq + qi]
+                for b in 0..<widths[qi] { count1[b] += Int(tables[w * nq + qi][b]) }
+            }
+            // The bucket holding the k-th largest, scanning down from the band's top as `locate` does.
+            var above1 = aboveBand
+            var bucket1: Int? = nil
+            for b in stride(from: count1.count - 1, through: 0, by: -1) {
+                if above1 + count1[b] >= k {
+                    bucket1 = Int(band.lowerBound) + b
+                    break
+                }
+                above1 += count1[b]
+            }
+            guard aboveBand < k, let bucket = bucket1 else { return nil }
+            let b1 = UInt64(bucket)
+            // One scan of the members: the threshold bucket's level-2 histogram, and its members kept for the ties.
+            var hist2 = [Int](repeating: 0, count: MagnitudeTopK.level2Buckets)
+            var inBucket: [UInt64] = []
+            inBucket.reserveCapacity(count1[bucket - Int(band.lowerBound)])
+            hist2.withUnsafeMutableBufferPointer { h in
+                for slot in slots {
+                    for e in slot where (e >> 16) & 0x7FFF == b1 {
+                        h[Int(e & 0xFFFF)] += 1
+                        inBucket.append(e)
+                    }
+                }
+            }
+            var sel = MagnitudeTopK.resolve(k: k, level1: [], level2: hist2, bucket1: bucket, above1: above1)
+            if sel.needsTieBreak {
+                var counts = [Int](repeating: 0, count: blocks)
+                let t = UInt64(sel.thresholdBits)
+                counts.withUnsafeMutableBufferPointer { c in
+                    for e in inBucket where e & 0xFFFF_FFFF == t { c[Int(e >> 32)] += 1 }
+                }
+                sel.equalBefore = Self.countsBefore(counts)
+            }
+            return sel
+        }
+        // The requests' members are scanned on all cores, one request per chunk (each writes its own result slot).
+        let settled = (0..<m).flatMap { byModel[$0] }
         var result = [MagnitudeTopK?](repeating: nil, count: nq)
-        for i in 0..<m {
-            for qi in byModel[i] {
-                guard let band = bands[qi]?.band, (0..<workers).allSatisfy({ complete[$0 * nq + qi] }) else { continue }
-                let slots = (0..<workers).map {
-                    UnsafeBufferPointer(start: buffers[$0 * nq + qi], count: filled[$0 * nq + qi])
+        result.withUnsafeMutableBufferPointer { rb in
+            let out = UncheckedSendable(rb)
+            Parallel.forEachChunk(settled.count, minChunk: 1) { chunk in
+                for qi in settled[chunk] {
+                    out.value[qi] = settle(qi)
                 }
-                let k = requests[qi].k
-                var count1 = [Int](repeating: 0, count: widths[qi])
-                var aboveBand = 0
-                for w in 0..<workers {
-                    aboveBand += above[w * nq + qi]
-                    for b in 0..<widths[qi] { count1[b] += Int(tables[w * nq + qi][b]) }
-                }
-                // The bucket holding the k-th largest, scanning down from the band's top as `locate` does.
-                var above1 = aboveBand
-                var bucket1: Int? = nil
-                for b in stride(from: count1.count - 1, through: 0, by: -1) {
-                    if above1 + count1[b] >= k {
-                        bucket1 = Int(band.lowerBound) + b
-                        break
-                    }
-                    above1 += count1[b]
-                }
-                guard aboveBand < k, let bucket = bucket1 else { continue }
-                let b1 = UInt64(bucket)
-                // One scan of the members: the threshold bucket's level-2 histogram, and its members kept for the ties.
-                var hist2 = [Int](repeating: 0, count: MagnitudeTopK.level2Buckets)
-                var inBucket: [UInt64] = []
-                inBucket.reserveCapacity(count1[bucket - Int(band.lowerBound)])
-                hist2.withUnsafeMutableBufferPointer { h in
-                    for slot in slots {
-                        for e in slot where (e >> 16) & 0x7FFF == b1 {
-                            h[Int(e & 0xFFFF)] += 1
-                            inBucket.append(e)
-                        }
-                    }
-                }
-                var sel = MagnitudeTopK.resolve(k: k, level1: [], level2: hist2, bucket1: bucket, above1: above1)
-                if sel.needsTieBreak {
-                    var counts = [Int](repeating: 0, count: blocks)
-                    let t = UInt64(sel.thresholdBits)
-                    counts.withUnsafeMutableBufferPointer { c in
-                        for e in inBucket where e & 0xFFFF_FFFF == t { c[Int(e >> 32)] += 1 }
-                    }
-                    sel.equalBefore = Self.countsBefore(counts)
-                }
-                result[qi] = sel
             }
         }
         return result
@@ -428,19 +437,27 @@ extension GTA {
         defer { scratch.deallocate() }
         // BF16 inputs are counted without widening (the C level-1 loop; the same histogram).
         let direct = MaskedMerge.level != nil && sources.allSatisfy { $0.dtype == .BF16 }
+        let sample = stride(from: sampleStride / 2, to: BlockStream.blockCount(n), by: sampleStride).map {
+            ($0 * bs)..<min(n, ($0 + 1) * bs)
+        }
         hist.withUnsafeMutableBufferPointer { h in
             guard let hp = h.baseAddress else { return }
-            for blk in stride(from: sampleStride / 2, to: BlockStream.blockCount(n), by: sampleStride) {
-                let r = (blk * bs)..<min(n, (blk + 1) * bs)
-                sampled += r.count
-                if direct {
-                    for i in wanted {
-                        _ = MaskedMerge.level1(
-                            base: sources[0], x: sources[1 + i], r, into: hp + i * l1, bands: [], tag: 0, members: [],
-                            level: 1)
+            if direct {
+                // One model's histogram per chunk, on all cores: this runs before the pass and would hold it up.
+                sampled = sample.reduce(0) { $0 + $1.count }
+                Parallel.forEachChunk(wanted.count, minChunk: 1) { chunk in
+                    for i in wanted[chunk] {
+                        for r in sample {
+                            _ = MaskedMerge.level1(
+                                base: sources[0], x: sources[1 + i], r, into: hp + i * l1, bands: [], tag: 0,
+                                members: [], level: 1)
+                        }
                     }
-                    continue
                 }
+                return
+            }
+            for r in sample {
+                sampled += r.count
                 sources[0].read(r, into: scratch)
                 for i in wanted {
                     sources[1 + i].read(r, into: scratch + bs)
