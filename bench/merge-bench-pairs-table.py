@@ -10,8 +10,11 @@ for line in log:
     if m and cur: cur["bw"] = float(m[1]); continue
     if line.startswith("{") and cur:
         d = json.loads(line); cur[d["method"]] = d["tswitch_nofsync_s"]; cur["floor"] = d["floor_s"]
+        if "pc_floor_s" in d: cur.setdefault("pc", {})[d["method"]] = d["pc_floor_s"]
     m = re.match(r"== after .*load average: ([\d.]+)", line)
     if m and cur: cur["after"] = m[1]
+pcs = [r["pc"][m] for r in rows for m in r.get("pc", {})]
+if pcs: print(f"page-cache floor (max of mmap-read and fresh-file write, per method and run): {min(pcs):.3f}-{max(pcs):.3f} s")
 print("| pair (UTC), load before/after | build | memcpy | floor | TIES | ÷ floor | breadcrumbs | ÷ floor | task arithmetic | ÷ floor |")
 print("|---|---|---|---|---|---|---|---|---|---|")
 for r in rows:
@@ -25,7 +28,8 @@ for b in ["old", "new"]:
     out = [f"{b}: n={len(rs)}"]
     for m in ["ties", "breadcrumbs", "task_arithmetic"]:
         med = statistics.median(r[m] for r in rs); medr = statistics.median(r[m] / r["floor"] for r in rs)
-        out.append(f"{m} median {med:.2f} s ({medr:.1f}× floor)")
+        pc = [r[m] / r["pc"][m] for r in rs if m in r.get("pc", {})]
+        out.append(f"{m} median {med:.2f} s ({medr:.1f}× floor" + (f", {statistics.median(pc):.1f}× page-cache floor)" if pc else ")"))
     print("; ".join(out))
 pairs = {}
 for r in rows:
