@@ -146,6 +146,13 @@ struct RouteCommand: ParsableCommand {
             if let layers, !layers.isEmpty {
                 guard buildKind == .lda else { throw ValidationError("--layers is for LDA routers (--kind lda).") }
             }
+            if lexicalAlpha != nil || lexicalWeight != nil || lexicalPower != nil {
+                guard allTexts, !noLexical, buildKind == .lda else {
+                    throw ValidationError(
+                        "--lexical-alpha, --lexical-weight and --lexical-power need an LDA build from JSONL texts without --no-lexical."
+                    )
+                }
+            }
             if let a = lexicalAlpha, !(a > 0) { throw ValidationError("--lexical-alpha must be > 0; got \(a).") }
             if let w = lexicalWeight, !(w >= 0) { throw ValidationError("--lexical-weight must be ≥ 0; got \(w).") }
             if let p = lexicalPower, !(p >= 0 && p <= 4) {
