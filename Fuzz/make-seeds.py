@@ -4,7 +4,8 @@
 Packs come from `tswitch pack` on tiny base/fine-tune pairs (numpy + safetensors); routers from `tswitch route --build
 --kind lda` on tiny random per-task features (format version 1) and, on layer features (version 2, META.layers), on
 short texts embedded by the tiny RoBERTa of Tests/EvaluationTests/Fixtures (hidden size 32: one layer keeps the seed
-under the fuzzer's 16 KB input limit, the Cholesky factor being D² floats); YAML seeds are the mergekit configs of the merge fixtures. Run after a format change: TSWITCH_BIN=.build/debug/tswitch Fuzz/make-seeds.py
+under the fuzzer's 16 KB input limit, the Cholesky factor being D² floats), once more with lexical evidence (version 3,
+the LEXI section); YAML seeds are the mergekit configs of the merge fixtures. Run after a format change: TSWITCH_BIN=.build/debug/tswitch Fuzz/make-seeds.py
 """
 import json
 import os
@@ -54,7 +55,7 @@ def router(work, name, tasks, dimension, rows):
     subprocess.run([BIN, "route", *pairs, "--build", out, "--kind", "lda"], check=True, capture_output=True)
 
 
-def layered_router(work, name, tasks, rows, layers):
+def layered_router(work, name, tasks, rows, layers, extra=()):
     """An LDA router on base layers `layers` of the tiny RoBERTa, fitted on `rows` made-up texts per task."""
     rng = np.random.default_rng(tasks * 7 + rows)
     words = [["alpha", "beta", "gamma", "delta"], ["one", "two", "three", "four"], ["red", "green", "blue", "grey"]]
@@ -67,8 +68,8 @@ def layered_router(work, name, tasks, rows, layers):
     out = OUT / "router" / f"{name}.tsr"
     out.unlink(missing_ok=True)
     base = ROOT / "Tests" / "EvaluationTests" / "Fixtures" / "roberta-tiny"
-    subprocess.run([BIN, "route", *pairs, "--build", out, "--kind", "lda", "--base", base, "--layers", layers],
-                   check=True, capture_output=True)
+    subprocess.run([BIN, "route", *pairs, "--build", out, "--kind", "lda", "--base", base, "--layers", layers,
+                    *extra], check=True, capture_output=True)
 
 
 def main():
@@ -92,7 +93,10 @@ def main():
         router(work, "lda-3x8", 3, 8, 12)
         router(work, "lda-2x4", 2, 4, 6)
         router(work, "lda-5x16", 5, 16, 20)
-        layered_router(work, "lda-layers-2", 3, 12, "2")
+        layered_router(work, "lda-layers-2", 3, 12, "2", extra=["--no-lexical"])
+        # Version 3: the same with lexical evidence (LEXI section, META.lexical), knobs fixed so it is always kept.
+        layered_router(work, "lda-lexical-2", 3, 12, "2",
+                       extra=["--lexical-alpha", "0.1", "--lexical-weight", "4", "--lexical-power", "1"])
     for f in sorted((ROOT / "Tests" / "MergeEngineTests" / "Fixtures").glob("*.yml")):
         shutil.copy(f, OUT / "yaml" / f.name)
     for f in sorted([*(OUT / "pack").iterdir(), *(OUT / "router").iterdir()]):

@@ -91,7 +91,7 @@ def test_layer_feature_router_routes_as_transformers_features(tswitch, tmp_path,
         train.append(f"{t}={tr}")
     router = tmp_path / "r.tsr"
     built = tswitch("route", "--build", router, "--base", model_path(), "--layers", "3,6", "--shrinkage", "0.3",
-                    *train).stdout
+                    "--no-lexical", *train).stdout
     assert "768 features (layers 3,6)" in built
     assert router.read_bytes()[8] == 2  # version 2: readers without layer features refuse it
     packs = [str(ROOT / "packs" / f"{t}.tsw") for t in TASKS]
@@ -169,7 +169,7 @@ def test_embed_layers_writes_what_a_layer_router_reads(tswitch, tmp_path, torch_
         pairs_features.append(f"{t}={feats}")
     from_texts, from_features = tmp_path / "t.tsr", tmp_path / "f.tsr"
     tswitch("route", "--build", from_texts, "--base", model_path(), "--layers", "3,6", "--shrinkage", "0.3",
-            *pairs_texts)
+            "--no-lexical", *pairs_texts)
     built = tswitch("route", "--build", from_features, "--base", model_path(), "--shrinkage", "0.3",
                     *pairs_features).stdout
     assert "768 features (layers 3,6)" in built

@@ -142,7 +142,7 @@ def test_layer_feature_router_served_as_tswitch_route_routes(tswitch, tmp_path, 
         train.append(f"{t}={f}")
     router = tmp_path / "r.tsr"
     built = tswitch("route", "--build", router, "--base", model_path(), "--layers", "3,6", "--shrinkage", "0.3",
-                    *train).stdout
+                    "--no-lexical", *train).stdout
     assert "768 features (layers 3,6)" in built
     texts = texts_of("wn-verb", 3) + texts_of("lang-id", 3) + texts_of("unicode-cat", 3) + texts_of("wn-noun", 2)
     features = layer_features(torch_one_thread, texts, (3, 6), MAX_LENGTH)
@@ -161,6 +161,37 @@ def test_layer_feature_router_served_as_tswitch_route_routes(tswitch, tmp_path, 
         for d, s in zip(served, texts):
             alone = httpx.post(url + "/v1/embeddings", json={"model": d["task"], "input": [s]}, timeout=120)
             assert np.max(np.abs(np.array(d["embedding"]) - np.array(alone.json()["data"][0]["embedding"]))) <= 1e-5
+    finally:
+        proc.terminate()
+        assert proc.wait(timeout=60) == 0
+
+
+def test_lexical_router_served_as_tswitch_route_routes_texts(tswitch, tmp_path):
+    """A router with lexical evidence (version 3): the server routes each `auto` text where `tswitch route ROUTER
+    --base BASE TEXTS.jsonl` sends it, the texts' n-grams included."""
+    train = []
+    for t in TASKS:
+        f = tmp_path / f"{t}-train.jsonl"
+        f.write_text("\n".join((ROOT / "data/tasks" / t / "train.jsonl").read_text(encoding="utf-8")
+                               .splitlines()[:40]) + "\n", encoding="utf-8")
+        train.append(f"{t}={f}")
+    router = tmp_path / "r.tsr"
+    tswitch("route", "--build", router, "--base", model_path(), "--lexical-weight", "8", *train)
+    assert router.read_bytes()[8] == 3
+    texts = texts_of("wn-verb", 3) + texts_of("lang-id", 3) + texts_of("unicode-cat", 3) + texts_of("wn-noun", 2)
+    src = tmp_path / "texts.jsonl"
+    src.write_text("".join(json.dumps({"text": s}) + "\n" for s in texts), encoding="utf-8")
+    report = json.loads(tswitch("route", router, "--base", model_path(), src, "--json").stdout)
+    assert report["lexical"] is True
+    packs = tmp_path / "packs"
+    packs.mkdir()
+    for t in TASKS[:2]:  # the other tasks not loaded: their texts get the base
+        shutil.copy(ROOT / "packs" / f"{t}.tsw", packs)
+    url, proc = start_serve(tswitch_path(), packs, "--router", router, "--max-length", MAX_LENGTH, "--truncate")
+    try:
+        r = httpx.post(url + "/v1/embeddings", json={"model": "auto", "input": texts}, timeout=120)
+        assert r.status_code == 200, r.text
+        assert [d["task"] for d in r.json()["data"]] == [t if t in TASKS[:2] else "base" for t in report["routes"]]
     finally:
         proc.terminate()
         assert proc.wait(timeout=60) == 0

@@ -61,6 +61,13 @@ public struct SingleEvaluationReport: Codable, Sendable, Equatable {
     public var model: String
     public var head: String
     public var data: String
+    /// With Auto-Switch: whether the router added lexical evidence from the texts.
+    public var routingLexical: Bool?
+
+    enum CodingKeys: String, CodingKey {
+        case accuracy, correct, n, model, head, data
+        case routingLexical = "routing_lexical"
+    }
 
     public init(score: TaskScore, model: String, head: String, data: String) {
         accuracy = score.accuracy
@@ -86,12 +93,15 @@ public struct TaskEvaluationReport: Codable, Sendable, Equatable {
     /// With Auto-Switch: the mean over tasks of each task's routing accuracy and task-agnostic accuracy.
     public var routingAccuracy: Double?
     public var taskAgnosticAccuracy: Double?
+    /// With Auto-Switch: whether the router added lexical evidence from the texts (an LDA router file with it).
+    public var routingLexical: Bool?
 
     enum CodingKeys: String, CodingKey {
         case accuracy, n, tasks, model, head, data
         case meanAccuracy = "mean_accuracy"
         case routingAccuracy = "routing_accuracy"
         case taskAgnosticAccuracy = "task_agnostic_accuracy"
+        case routingLexical = "routing_lexical"
     }
 
     /// `scores` in task order; the mean is over tasks, not texts.

@@ -108,7 +108,9 @@ public final class EvaluationRun {
         }
         let score = try evaluate(
             source, headPath: headPath, dataPath: dataPath, label: label, ownTask: nil, progress: progress)
-        return SingleEvaluationReport(score: score, model: modelPath, head: headPath, data: dataPath)
+        var report = SingleEvaluationReport(score: score, model: modelPath, head: headPath, data: dataPath)
+        report.routingLexical = router.map { $0.usesTexts }
+        return report
     }
 
     /// Every task of `dataFolder` (see `TaskDiscovery`) with its head in `headFolder`. With packs, each task gets
@@ -147,7 +149,9 @@ public final class EvaluationRun {
             rows.append((task.name, score))
             scored(task.name, score)
         }
-        return TaskEvaluationReport(scores: rows, model: modelPath, head: headFolder, data: dataFolder)
+        var report = TaskEvaluationReport(scores: rows, model: modelPath, head: headFolder, data: dataFolder)
+        report.routingLexical = router.map { $0.usesTexts }
+        return report
     }
 
     /// - Parameter ownTask: the test set's task, when known: routed evaluations then score the routing too.

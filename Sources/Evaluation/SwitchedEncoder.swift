@@ -244,9 +244,10 @@ public final class SwitchedEncoder: Sendable {
             try $0.routerFeatures(
                 texts, layers: layers, normalize: router.wantsUnitFeatures, maxLength: maxLength, batchSize: batchSize)
         }
+        // A router with lexical evidence reads the texts too (full texts: the n-grams are not truncated).
         let shares = try router.weights(
             QuerySet(features: base, count: texts.count, dimension: width, labels: nil, tasks: []),
-            mode: mode, batchSize: routeBatch)
+            texts: router.usesTexts ? texts : nil, mode: mode, batchSize: routeBatch)
         // Task order of the query set -> pack order.
         let weights: [[Double]] = shares.map { row in
             var w = [Double](repeating: 0, count: packs.count)

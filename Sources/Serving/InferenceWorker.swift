@@ -128,14 +128,14 @@ final class InferenceWorker: @unchecked Sendable {
         do {
             // One base pass on the kept encoder (`withEncoder` would build one): the embeddings, and the router's
             // features (the embeddings at unit length, or the router's layers pooled in the same pass).
+            let texts = members.map { inputs[$0.input].texts[$0.text] }
             let (embedding, routed) = try encoder.baseFeatures(
-                members.map { inputs[$0.input].texts[$0.text] }, for: router, maxLength: config.maxLength,
-                batchSize: config.forwardBatch)
+                texts, for: router, maxLength: config.maxLength, batchSize: config.forwardBatch)
             base = embedding
             weights = try router.weights(
                 QuerySet(
                     features: routed, count: members.count, dimension: router.featureDimension, labels: nil, tasks: []),
-                mode: .perExample, batchSize: 1)
+                texts: router.usesTexts ? texts : nil, mode: .perExample, batchSize: 1)
         } catch {
             throw ServingError(.internalError, status: .internalServerError, "Routing failed: \(error)")
         }

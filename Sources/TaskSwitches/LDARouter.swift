@@ -33,6 +33,8 @@ public struct LDARouter: Sendable, Equatable {
     /// 1-6 of MiniLM route 97.5 % of the 8 tasks' test texts (the tune-slice best, `route --build`'s default from
     /// texts), 3-6 97.1 %, the final embedding alone 91.5 %.
     public let layers: [Int]
+    /// Lexical evidence added to the LDA score when the caller has the texts (`LexicalModel`); nil: LDA only.
+    public let lexical: LexicalModel?
     /// `choleskyFactor` and `weights` widened once, for the batched double-precision solves of `scores`.
     let factor64: [Double]
     let weights64: [Double]
@@ -47,14 +49,17 @@ public struct LDARouter: Sendable, Equatable {
 
     public init(
         tasks: [String], dimension: Int, centre: [Float], weights: [Float], bias: [Float], choleskyFactor: [Float],
-        shrinkage: Double, oodThreshold: Float, baseFingerprint: BaseFingerprint?, layers: [Int] = []
+        shrinkage: Double, oodThreshold: Float, baseFingerprint: BaseFingerprint?, layers: [Int] = [],
+        lexical: LexicalModel? = nil
     ) {
         precondition(
             centre.count == dimension && weights.count == tasks.count * dimension && bias.count == tasks.count
                 && choleskyFactor.count == dimension * dimension)
         precondition(
             Self.validLayers(layers, dimension: dimension), "layers ascending, distinct, ≥ 0, dividing the dimension")
+        precondition(lexical.map { $0.tables.count == tasks.count } ?? true, "one lexical table per task")
         self.layers = layers
+        self.lexical = lexical
         self.choleskyFactor = choleskyFactor
         self.tasks = tasks
         self.dimension = dimension
@@ -79,6 +84,16 @@ public struct LDARouter: Sendable, Equatable {
         _ set: QuerySet, shrinkage: Double = defaultShrinkage, baseFingerprint: BaseFingerprint? = nil,
         holdOutEvery: Int = 5, layers: [Int] = []
     ) throws(SwitchError) -> LDARouter {
+        try fitHeldOut(
+            set, shrinkage: shrinkage, baseFingerprint: baseFingerprint, holdOutEvery: holdOutEvery, layers: layers
+        ).router
+    }
+
+    /// `fit`, also returning the held-out rows (indices into `set`) and the first fit's scores on them, which
+    /// lexical tuning reuses (empty when nothing was held out).
+    static func fitHeldOut(
+        _ set: QuerySet, shrinkage: Double, baseFingerprint: BaseFingerprint?, holdOutEvery: Int, layers: [Int]
+    ) throws(SwitchError) -> (router: LDARouter, heldRows: [Int], heldScores: [[Float]]) {
         guard validLayers(layers, dimension: set.dimension) else {
             throw SwitchError(
                 .invalidArgument,
@@ -87,14 +102,16 @@ public struct LDARouter: Sendable, Equatable {
         }
         let all = try fitAll(set, shrinkage: shrinkage, baseFingerprint: baseFingerprint, layers: layers)
         guard holdOutEvery >= 2, let labels = set.labels, set.count >= holdOutEvery * 2 * set.tasks.count else {
-            return all
+            return (all, [], [])
         }
         var keep: [Float] = []
         var keepLabels: [Int] = []
         var held: [Float] = []
+        var heldRows: [Int] = []
         for i in 0..<set.count {
             if i % holdOutEvery == holdOutEvery - 1 {
                 held += set.row(i)
+                heldRows.append(i)
             } else {
                 keep += set.row(i)
                 keepLabels.append(labels[i])
@@ -104,13 +121,14 @@ public struct LDARouter: Sendable, Equatable {
         let part = try fitAll(
             QuerySet(features: keep, count: keepLabels.count, dimension: d, labels: keepLabels, tasks: set.tasks),
             shrinkage: shrinkage, baseFingerprint: baseFingerprint, layers: layers)
-        let best = try part.scores(
-            QuerySet(features: held, count: held.count / d, dimension: d, labels: nil, tasks: [])
-        ).map { $0.max() ?? 0 }.sorted()
-        return LDARouter(
+        let heldScores = try part.scores(
+            QuerySet(features: held, count: held.count / d, dimension: d, labels: nil, tasks: []))
+        let best = heldScores.map { $0.max() ?? 0 }.sorted()
+        let router = LDARouter(
             tasks: all.tasks, dimension: d, centre: all.centre, weights: all.weights, bias: all.bias,
             choleskyFactor: all.choleskyFactor, shrinkage: shrinkage, oodThreshold: percentile(best, oodPercentile),
             baseFingerprint: baseFingerprint, layers: layers)
+        return (router, heldRows, heldScores)
     }
 
     /// Layer indices written `3-6`, `1,3,6` or both (`1,3-6`): ascending, each once, 0 … 1024; `final` is none
@@ -300,17 +318,35 @@ public struct LDARouter: Sendable, Equatable {
         return out
     }
 
-    /// Task per example, nil when the input is out of distribution (its best score is below the threshold).
-    public func route(_ features: QuerySet) throws(SwitchError) -> [Int?] {
-        try scores(features).map { s in
+    /// Task per example, nil when the input is out of distribution (its best LDA score is below the threshold).
+    /// With `texts` (one per row) and a lexical model, the task is the argmax of LDA score + lexical evidence; the
+    /// OOD check stays on the LDA score alone (the NB has no notion of "far from every task").
+    public func route(_ features: QuerySet, texts: [String]? = nil) throws(SwitchError) -> [Int?] {
+        let lda = try scores(features)
+        let evidence = try lexicalEvidence(texts, count: features.count)
+        return lda.enumerated().map { i, s in
             let best = AutoSwitchRouter.argmax(s.map(Double.init))
-            return s[best] < oodThreshold ? nil : best
+            if s[best] < oodThreshold { return nil }
+            guard let e = evidence?[i] else { return best }
+            return AutoSwitchRouter.argmax(zip(s, e).map { Double($0) + $1 })
         }
     }
 
+    /// Per text, what the lexical model adds to each task's score (w · NB / n^p); nil without texts or model.
+    ///
+    /// - Throws: `.invalidArgument` when the texts are not one per feature row.
+    public func lexicalEvidence(_ texts: [String]?, count: Int) throws(SwitchError) -> [[Double]]? {
+        guard let lexical, let texts else { return nil }
+        guard texts.count == count else {
+            throw SwitchError(
+                .invalidArgument, "\(texts.count) texts were given for \(count) feature rows; give one text per row.")
+        }
+        return texts.map(lexical.evidence)
+    }
+
     /// One-hot switch weights per example (all zero for an out-of-distribution input: the base model).
-    public func weights(_ features: QuerySet) throws(SwitchError) -> [[Double]] {
-        try route(features).map { r in (0..<tasks.count).map { $0 == r ? 1 : 0 } }
+    public func weights(_ features: QuerySet, texts: [String]? = nil) throws(SwitchError) -> [[Double]] {
+        try route(features, texts: texts).map { r in (0..<tasks.count).map { $0 == r ? 1 : 0 } }
     }
 
     /// Refuses a router fitted on another base model's features.

@@ -14,6 +14,23 @@ public protocol TaskRouter: Sendable {
     /// Per example, one weight per task (all zero: the base model); in the batch modes the examples of each run of
     /// `batchSize` share their mean (or its argmax).
     func weights(_ features: QuerySet, mode: AutoSwitchRouter.Mode, batchSize: Int) throws(SwitchError) -> [[Double]]
+    /// Whether the router also reads the texts themselves (an LDA router file with lexical evidence).
+    var usesTexts: Bool { get }
+    /// `weights(_:mode:batchSize:)` with each row's text, for routers that read them (`usesTexts`); nil texts: the
+    /// features alone.
+    func weights(_ features: QuerySet, texts: [String]?, mode: AutoSwitchRouter.Mode, batchSize: Int)
+        throws(SwitchError) -> [[Double]]
+}
+
+extension TaskRouter {
+    /// Features only, unless a router says otherwise.
+    public var usesTexts: Bool { false }
+
+    public func weights(_ features: QuerySet, texts: [String]?, mode: AutoSwitchRouter.Mode, batchSize: Int)
+        throws(SwitchError) -> [[Double]]
+    {
+        try weights(features, mode: mode, batchSize: batchSize)
+    }
 }
 
 extension AutoSwitchRouter: TaskRouter {
@@ -31,11 +48,19 @@ extension LDARouter: TaskRouter {
     /// JSONL inputs so), the space `docs/routing.md` measured.
     public var wantsUnitFeatures: Bool { true }
     public var featureLayers: [Int] { layers }
+    public var usesTexts: Bool { lexical != nil }
 
     /// One-hot per example (see `weights(_:)`), aggregated over batches as the k-NN router's shares are.
     public func weights(_ features: QuerySet, mode: AutoSwitchRouter.Mode, batchSize: Int) throws(SwitchError)
         -> [[Double]]
     {
         AutoSwitchRouter.aggregate(try weights(features), mode: mode, batchSize: batchSize)
+    }
+
+    /// The same with lexical evidence from `texts` (when the file has a lexical model).
+    public func weights(_ features: QuerySet, texts: [String]?, mode: AutoSwitchRouter.Mode, batchSize: Int)
+        throws(SwitchError) -> [[Double]]
+    {
+        AutoSwitchRouter.aggregate(try weights(features, texts: texts), mode: mode, batchSize: batchSize)
     }
 }

@@ -52,9 +52,22 @@ struct EvaluationReportTests {
 
     @Test("a one-file report prints accuracy, correct, data, head, model and n")
     func singleReportJSON() throws {
-        let report = SingleEvaluationReport(
+        var report = SingleEvaluationReport(
             score: TaskScore(accuracy: 1, correct: 3, n: 3), model: "m", head: "h", data: "d")
         #expect(try ReportJSON.text(report) == #"{"accuracy":1,"correct":3,"data":"d","head":"h","model":"m","n":3}"#)
+        report.routingLexical = false
+        #expect(try ReportJSON.text(report).hasSuffix(#""n":3,"routing_lexical":false}"#))
+    }
+
+    @Test("with routing, whether lexical evidence was used is in the report under routing_lexical; absent without")
+    func lexicalFlag() throws {
+        var report = TaskEvaluationReport(
+            scores: [("a", TaskScore(accuracy: 1, correct: 1, n: 1))], model: "m", head: "h", data: "d")
+        #expect(try !ReportJSON.text(report).contains("routing_lexical"))
+        report.routingLexical = true
+        #expect(try ReportJSON.text(report).contains(#""routing_lexical":true"#))
+        let back = try JSONDecoder().decode(TaskEvaluationReport.self, from: Data(try ReportJSON.text(report).utf8))
+        #expect(back.routingLexical == true)
     }
 
     @Test("task discovery keeps the sub-folders with a test.jsonl and a head, sorted, and refuses a folder without any")

@@ -20,6 +20,11 @@ private func checkRouter(_ bytes: UnsafeRawBufferPointer) {
     precondition(r.centre.count == d && r.bias.count == r.tasks.count, "accepted inconsistent sizes")
     precondition(
         r.weights.count == r.tasks.count * d && r.choleskyFactor.count == d * d, "accepted a wrong matrix size")
+    if let x = r.lexical {
+        precondition(x.tables.count == r.tasks.count, "accepted a lexical model without one table per task")
+        // Lexical evidence must score any text without trapping (huge weights give ±∞, never a crash).
+        _ = x.evidence("fuzz \u{1F600} é")
+    }
     let again = RouterFile.encode(r)
     guard let back = try? RouterFile.decode(again, file: "fuzz-again.tsr") else {
         preconditionFailure("a decoded router does not decode after re-encoding")
