@@ -11,6 +11,17 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
+def train_slices(folder, tasks, n=40):
+    """Per task, a JSONL file in `folder` with the first `n` lines of its train split: [(task, path)]."""
+    out = []
+    for t in tasks:
+        f = folder / f"{t}-train.jsonl"
+        lines = (ROOT / "data/tasks" / t / "train.jsonl").read_text(encoding="utf-8").splitlines()[:n]
+        f.write_text("\n".join(lines) + "\n", encoding="utf-8")
+        out.append((t, f))
+    return out
+
+
 def tswitch_path() -> pathlib.Path:
     """$TSWITCH_BIN, or the debug build that `scripts/test` makes."""
     path = pathlib.Path(os.environ.get("TSWITCH_BIN", ROOT / ".build/debug/tswitch"))

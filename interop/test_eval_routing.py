@@ -5,7 +5,7 @@ import collections
 import json
 import shutil
 
-from conftest import ROOT
+from conftest import ROOT, train_slices
 from serve_process import model_path
 
 TASKS = ("wn-verb", "lang-id")
@@ -83,12 +83,7 @@ def test_layer_feature_router_routes_as_transformers_features(tswitch, tmp_path,
     from layer_features import layer_features, routed
 
     data, heads, texts = task_folders(tmp_path)
-    train = []
-    for t in TASKS:
-        tr = tmp_path / f"{t}-train.jsonl"
-        tr.write_text("\n".join((ROOT / "data/tasks" / t / "train.jsonl").read_text(encoding="utf-8")
-                                .splitlines()[:40]) + "\n", encoding="utf-8")
-        train.append(f"{t}={tr}")
+    train = [f"{t}={f}" for t, f in train_slices(tmp_path, TASKS)]
     router = tmp_path / "r.tsr"
     built = tswitch("route", "--build", router, "--base", model_path(), "--layers", "3,6", "--shrinkage", "0.3",
                     "--no-lexical", *train).stdout
@@ -159,10 +154,7 @@ def test_embed_layers_writes_what_a_layer_router_reads(tswitch, tmp_path, torch_
     assert "holds features of layers 3,4,5,6" in refused.stderr and "reads the sentence embedding" in refused.stderr
 
     pairs_texts, pairs_features = [], []
-    for t in TASKS:
-        tr = tmp_path / f"{t}-train.jsonl"
-        tr.write_text("\n".join((ROOT / "data/tasks" / t / "train.jsonl").read_text(encoding="utf-8")
-                                .splitlines()[:40]) + "\n", encoding="utf-8")
+    for t, tr in train_slices(tmp_path, TASKS):
         feats = tmp_path / f"{t}-train.safetensors"
         tswitch("embed", model_path(), "--input", tr, "--output", feats, "--layers", "3,6")
         pairs_texts.append(f"{t}={tr}")

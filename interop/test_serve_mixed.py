@@ -11,7 +11,7 @@ import httpx
 import numpy as np
 import pytest
 
-from conftest import ROOT, tswitch_path
+from conftest import ROOT, train_slices, tswitch_path
 from serve_process import model_path, start_serve
 from test_serve import texts_of
 
@@ -134,12 +134,7 @@ def test_layer_feature_router_served_as_tswitch_route_routes(tswitch, tmp_path, 
     answers a routed text with its pack's embedding."""
     from layer_features import layer_features, routed
 
-    train = []
-    for t in TASKS:
-        f = tmp_path / f"{t}-train.jsonl"
-        f.write_text("\n".join((ROOT / "data/tasks" / t / "train.jsonl").read_text(encoding="utf-8")
-                               .splitlines()[:40]) + "\n", encoding="utf-8")
-        train.append(f"{t}={f}")
+    train = [f"{t}={f}" for t, f in train_slices(tmp_path, TASKS)]
     router = tmp_path / "r.tsr"
     built = tswitch("route", "--build", router, "--base", model_path(), "--layers", "3,6", "--shrinkage", "0.3",
                     "--no-lexical", *train).stdout
@@ -169,12 +164,7 @@ def test_layer_feature_router_served_as_tswitch_route_routes(tswitch, tmp_path, 
 def test_lexical_router_served_as_tswitch_route_routes_texts(tswitch, tmp_path):
     """A router with lexical evidence (version 3): the server routes each `auto` text where `tswitch route ROUTER
     --base BASE TEXTS.jsonl` sends it, the texts' n-grams included."""
-    train = []
-    for t in TASKS:
-        f = tmp_path / f"{t}-train.jsonl"
-        f.write_text("\n".join((ROOT / "data/tasks" / t / "train.jsonl").read_text(encoding="utf-8")
-                               .splitlines()[:40]) + "\n", encoding="utf-8")
-        train.append(f"{t}={f}")
+    train = [f"{t}={f}" for t, f in train_slices(tmp_path, TASKS)]
     router = tmp_path / "r.tsr"
     tswitch("route", "--build", router, "--base", model_path(), "--lexical-weight", "8", *train)
     assert router.read_bytes()[8] == 3

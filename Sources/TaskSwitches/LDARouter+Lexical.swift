@@ -32,7 +32,7 @@ extension LDARouter {
         public let power: Double
     }
 
-    /// Knobs used when too few rows are held out to tune on (the 8-task study's weight and power, a middle α).
+    /// Knobs used when no rows are held out to tune on: a fallback inside the tuning grids, not a measured choice.
     static let untunedKnobs = (alpha: 0.1, weight: 8.0, power: 1.0)
 
     /// Fits the LDA router (as `fit`) and beside it the lexical naive Bayes of `texts` (one per row of `set`). The

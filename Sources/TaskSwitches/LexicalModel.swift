@@ -110,9 +110,10 @@ public struct LexicalModel: Sendable, Equatable {
     }
 
     /// Per task, Σ over the text's n-grams of log P(bucket | task) (double precision sums).
-    public func logLikelihoods(_ text: String) -> [Double] {
-        let grams = ngrams(text)
-        return tables.map { t in
+    public func logLikelihoods(_ text: String) -> [Double] { logLikelihoods(grams: ngrams(text)) }
+
+    func logLikelihoods(grams: [UInt32]) -> [Double] {
+        tables.map { t in
             var s = 0.0
             for g in grams { s += Double(t.logProb(g)) }
             return s
@@ -121,9 +122,9 @@ public struct LexicalModel: Sendable, Equatable {
 
     /// What routing adds to each task's LDA score: w · logLikelihood / n^p.
     public func evidence(_ text: String) -> [Double] {
-        let n = Double(max(1, ngrams(text).count))
-        let scale = weight / pow(n, power)
-        return logLikelihoods(text).map { $0 * scale }
+        let grams = ngrams(text)
+        let scale = weight / pow(Double(max(1, grams.count)), power)
+        return logLikelihoods(grams: grams).map { $0 * scale }
     }
 
     /// Occurrence counts per task (sparse), the sufficient statistics of the fit.
